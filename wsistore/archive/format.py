@@ -1,0 +1,216 @@
+"""The archive contract: layout, names and the typed ``wsistore`` metadata block.
+
+An archive is a Zarr v3 group::
+
+    ARCHIVE/
+      zarr.json            group; attributes ``ome`` (NGFF 0.5 multiscales) and
+                           ``wsistore`` (this module), written last
+      manifest.json        every chunk written, with checksums; written just before
+                           the group attributes
+      0/ 1/ 2/ ...         the LR pyramid, uint8 (c, y, x); level 0 is the source / scale
+      tissue_mask/         uint8 (rows, cols), 1 = tissue, one cell per ``mask_cell`` px
+      associated/label ... associated images, lossless (PNG), (c, y, x)
+      icc_profile/         the source's ICC profile bytes, uint8 (n,)
+
+Every array is sharded, with a crc32c on every chunk and on every shard index.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from wsistore.errors import ArchiveError
+
+FORMAT_NAME = "wsistore"
+FORMAT_VERSION = "1.0"
+#: Versions this code reads.
+READABLE_VERSIONS = ("1.0",)
+MANIFEST_KEY = "manifest.json"
+JOURNAL_KEY = "ingest-journal.jsonl"
+MASK_ARRAY = "tissue_mask"
+ICC_ARRAY = "icc_profile"
+ASSOCIATED_GROUP = "associated"
+#: Chunk sides must be multiples of this (LR pixels).
+ALIGN = 16
+DEFAULT_CHUNK = 256
+DEFAULT_SHARD = 2048
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What the archive was made from."""
+
+    file_name: str
+    bytes: int
+    sha256: str
+    reader: str
+    vendor: str | None
+    width: int
+    height: int
+    level_count: int
+    level_dimensions: list[list[int]]
+    mpp_x: float | None
+    mpp_y: float | None
+    mpp_source: str | None
+    objective_power: float | None
+    properties: dict[str, str]
+    icc_profile_sha256: str | None
+    icc_profile_bytes: int
+
+
+@dataclass(frozen=True)
+class TissueSummary:
+    """How much of the slide is tissue and how much was dropped as background."""
+
+    method: str
+    mask_cell: int
+    fraction: float
+    background_rgb: list[int]
+    chunks_total: int
+    chunks_written: int
+    chunks_background: int
+    keep_background: bool
+
+    @property
+    def background_dropped(self) -> float:
+        return self.chunks_background / self.chunks_total if self.chunks_total else 0.0
+
+
+@dataclass(frozen=True)
+class LevelInfo:
+    """One level of the LR pyramid."""
+
+    path: str
+    width: int
+    height: int
+    #: level-0 source pixels per pixel of this level
+    downsample: int
+
+
+@dataclass(frozen=True)
+class ArchiveMetadata:
+    """The ``wsistore`` block of the group attributes, validated on load."""
+
+    format_version: str
+    scale: int
+    downsample: dict[str, Any]
+    codec: dict[str, Any]
+    chunk: int
+    shard: int
+    fill_value: int
+    levels: list[LevelInfo]
+    source: SourceInfo
+    tissue: TissueSummary
+    associated_images: list[str]
+    stripped_images: list[str]
+    manifest_sha256: str
+    created: str
+    software: dict[str, str]
+    format: str = FORMAT_NAME
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def width(self) -> int:
+        """Level-0 source width (the restored image's width)."""
+        return self.source.width
+
+    @property
+    def height(self) -> int:
+        return self.source.height
+
+    @property
+    def mpp(self) -> tuple[float, float] | None:
+        if self.source.mpp_x and self.source.mpp_y:
+            return self.source.mpp_x, self.source.mpp_y
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> ArchiveMetadata:
+        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+            raise ArchiveError("not a wsistore archive (no 'wsistore' metadata block)")
+        version = data.get("format_version")
+        if version not in READABLE_VERSIONS:
+            raise ArchiveError(f"archive format {version!r} is not readable by this wsistore (reads {READABLE_VERSIONS})")
+        try:
+            return cls(
+                **{
+                    **data,
+                    "levels": [LevelInfo(**lv) for lv in data["levels"]],
+                    "source": SourceInfo(**data["source"]),
+                    "tissue": TissueSummary(**data["tissue"]),
+                }
+            )
+        except (KeyError, TypeError) as exc:
+            raise ArchiveError(f"invalid wsistore metadata: {exc}") from None
+
+
+def level_sizes(lr_width: int, lr_height: int, chunk: int) -> list[tuple[int, int]]:
+    """LR pyramid sizes: halve (rounding up) until the level fits in one chunk."""
+    sizes = [(lr_width, lr_height)]
+    while max(sizes[-1]) > chunk:
+        w, h = sizes[-1]
+        sizes.append((math.ceil(w / 2), math.ceil(h / 2)))
+    return sizes
+
+
+def choose_shard(lr_width: int, lr_height: int, chunk: int, workers: int, largest: int = DEFAULT_SHARD) -> int:
+    """The largest shard (a power-of-two multiple of ``chunk``, at most ``largest``)
+    that still gives every worker two shards to write, so small slides use all cores."""
+    shard = max(largest, chunk)
+    while shard > chunk:
+        count = math.ceil(lr_width / shard) * math.ceil(lr_height / shard)
+        if count >= 2 * workers:
+            break
+        shard //= 2
+    return max(shard, chunk)
+
+
+def ome_multiscales(levels: list[LevelInfo], mpp: tuple[float, float] | None, name: str) -> dict[str, Any]:
+    """OME-NGFF 0.5 ``ome`` attributes for the LR pyramid (axes c, y, x).
+
+    Scale is in micrometres when the source's mpp is known (level-0 mpp times each
+    level's downsample), else in source pixels with no unit. The translation puts each
+    LR pixel's centre at the centre of the source pixels it summarises.
+    """
+    unit = {"unit": "micrometer"} if mpp else {}
+    px, py = (mpp[0], mpp[1]) if mpp else (1.0, 1.0)
+    datasets = []
+    for level in levels:
+        d = level.downsample
+        offset = (d - 1) / 2.0
+        datasets.append(
+            {
+                "path": level.path,
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": [1.0, py * d, px * d]},
+                    {"type": "translation", "translation": [0.0, py * offset, px * offset]},
+                ],
+            }
+        )
+    return {
+        "version": "0.5",
+        "multiscales": [
+            {
+                "name": name,
+                "axes": [
+                    {"name": "c", "type": "channel"},
+                    {"name": "y", "type": "space", **unit},
+                    {"name": "x", "type": "space", **unit},
+                ],
+                "datasets": datasets,
+                "type": "wsistore antialiased cubic downsample, then 2x2 mean",
+            }
+        ],
+        "omero": {
+            "channels": [
+                {"label": label, "color": color, "window": {"start": 0, "end": 255, "min": 0, "max": 255}}
+                for label, color in (("red", "FF0000"), ("green", "00FF00"), ("blue", "0000FF"))
+            ],
+            "rdefs": {"model": "color"},
+        },
+    }

@@ -1,0 +1,209 @@
+"""``wsistore verify``: check every shard and chunk against the manifest, and optionally
+the archive against its source slide — what an archive manager runs before deleting
+an original.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from wsistore.archive.format import ASSOCIATED_GROUP
+from wsistore.archive.manifest import chunk_id, read_shard_index, shard_chunks
+from wsistore.archive.reader import Archive, ChunkState
+from wsistore.archive.writer import coding_psnr, sha256_file
+from wsistore.degradation import Downsample, read_window
+from wsistore.errors import ArchiveError, first_line
+from wsistore.readers import open_slide
+
+#: A lossy chunk matches its source when its PSNR against a fresh downsample is within
+#: this of the PSNR recorded at ingest (the downsample is exact, so only the decoder
+#: could move it).
+PSNR_TOLERANCE_DB = 0.05
+#: Background chunks: pixels further than this from the glass colour count as content.
+CONTENT_DELTA = 40
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of a verification; ``problems`` empty means the archive is sound."""
+
+    archive: str
+    shards: int = 0
+    chunks: int = 0
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    against: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(
+    url: str | os.PathLike[str],
+    against: str | os.PathLike[str] | None = None,
+    reader: str = "auto",
+    workers: int | None = None,
+    progress: bool = True,
+) -> VerifyReport:
+    """Verify an archive; raises ArchiveError only when it cannot be opened at all."""
+    archive = Archive.open(url)
+    report = VerifyReport(archive=archive.location.url)
+    workers = workers or os.cpu_count() or 1
+    _check_arrays(archive, report)
+    _decode_all(archive, report, workers, progress)
+    if against is not None:
+        _compare_source(archive, Path(against), reader, report, workers, progress)
+    return report
+
+
+def _check_arrays(archive: Archive, report: VerifyReport) -> None:
+    """Every shard: present, same bytes, and its index lists exactly the manifest's chunks."""
+    loc = archive.location
+    for name, record in sorted(archive.manifest.arrays.items()):
+        if name not in archive.group:
+            report.problems.append(f"array {name} is missing")
+            continue
+        on_disk = {k for k in loc.walk_files(name) if k.startswith(f"{name}/c/")}
+        for key, expected in sorted(record.shards.items()):
+            path = f"{name}/{key}"
+            on_disk.discard(path)
+            report.shards += 1
+            coords = tuple(int(p) for p in key.split("/")[1:])
+            ids = [chunk_id(c) for c in shard_chunks(record, coords)]
+            listed = [i for i in ids if i in record.chunks]
+            if not loc.exists(path):
+                report.problems.append(f"shard {path} is missing: {len(listed)} chunks lost ({_names(name, listed)})")
+                continue
+            data = loc.read_bytes(path)
+            if len(data) != expected["bytes"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
+                report.problems.append(f"shard {path} has changed since ingest ({len(data)} bytes, sha256 differs)")
+            try:
+                index = read_shard_index(data, len(ids))
+            except ArchiveError as exc:
+                report.problems.append(f"shard {path} is damaged: {exc}; chunks lost: {_names(name, listed)}")
+                continue
+            for cid, entry in zip(ids, index):
+                want = record.chunks.get(cid)
+                if want is None and entry is not None:
+                    report.problems.append(f"chunk {_name(name, cid)} is stored but not in the manifest")
+                elif want is not None and entry is None:
+                    report.problems.append(f"chunk {_name(name, cid)} is lost (listed in the manifest, absent from {path})")
+                elif want is not None and entry is not None:
+                    offset, nbytes = entry
+                    crc = int.from_bytes(data[offset + nbytes - 4 : offset + nbytes], "little")
+                    if [nbytes, crc] != want:
+                        report.problems.append(f"chunk {_name(name, cid)} differs from the manifest (size or checksum)")
+        for extra in sorted(on_disk):
+            report.problems.append(f"file {extra} is not in the manifest")
+
+
+def _decode_all(archive: Archive, report: VerifyReport, workers: int, progress: bool) -> None:
+    """Decode every stored chunk of every image array (crc32c checked by zarr)."""
+    jobs = []
+    for name, record in sorted(archive.manifest.arrays.items()):
+        if len(record.shape) != 3 or name not in archive.group:
+            continue
+        array = archive.group[name]
+        _, ch, cw = record.chunk_shape
+        for cid in record.chunks:
+            _, r, q = (int(p) for p in cid.split("."))
+            jobs.append((name, cid, array, (slice(None), slice(r * ch, (r + 1) * ch), slice(q * cw, (q + 1) * cw))))
+    report.chunks = len(jobs)
+
+    def decode(job: tuple[str, str, Any, tuple[slice, ...]]) -> str | None:
+        name, cid, array, sel = job
+        try:
+            array[sel]
+        except Exception as exc:
+            return f"chunk {_name(name, cid)} does not decode ({first_line(exc)})"
+        return None
+
+    with ThreadPoolExecutor(workers) as pool:
+        for problem in tqdm(pool.map(decode, jobs), total=len(jobs), desc="verify", unit="chunk", disable=not progress):
+            if problem:
+                report.problems.append(problem)
+
+
+def _compare_source(archive: Archive, source: Path, reader: str, report: VerifyReport, workers: int, progress: bool) -> None:
+    """The source file is the one archived, and every LR chunk matches a fresh downsample."""
+    md = archive.metadata
+    result: dict[str, Any] = {"source": str(source)}
+    report.against = result
+    sha = sha256_file(source) if source.is_file() else None
+    result["sha256_matches"] = sha == md.source.sha256
+    if not result["sha256_matches"]:
+        report.problems.append(f"{source.name} is not the archived source (sha256 differs)")
+    slide = open_slide(source, reader)
+    try:
+        if slide.dimensions != (md.width, md.height):
+            report.problems.append(f"{source.name} is {slide.dimensions}, the archive's source was {(md.width, md.height)}")
+            return
+        base = archive.level(0)
+        down = Downsample(md.scale)
+        psnr = archive.manifest.arrays["0"].coding_psnr
+        lossless = archive.codec.lossless
+        bg = np.asarray(md.tissue.background_rgb, dtype=np.int16)
+        jobs = [(r, q) for r in range(-(-base.height // base.chunk)) for q in range(-(-base.width // base.chunk))]
+
+        def compare(rq: tuple[int, int]) -> tuple[str | None, float | None]:
+            r, q = rq
+            c = base.chunk
+            box = (q * c, r * c, min((q + 1) * c, base.width), min((r + 1) * c, base.height))
+            window = read_window(
+                lambda b: slide.read_region((b[0], b[1]), 0, (b[2] - b[0], b[3] - b[1])),
+                down.hr_window(*box), md.width, md.height,
+            )
+            fresh = down.reduce_window(window)
+            state = base.chunk_state(r, q)
+            if state == ChunkState.BACKGROUND:
+                content = float((np.abs(fresh.astype(np.int16) - bg).max(axis=2) > CONTENT_DELTA).mean())
+                return None, content
+            stored = base.read(box)
+            cid = chunk_id((0, r, q))
+            if lossless or state == ChunkState.UNIFORM:
+                ok = np.array_equal(stored, fresh)
+            else:
+                ok = abs(coding_psnr(fresh, stored) - psnr[cid]) <= PSNR_TOLERANCE_DB
+            return (None if ok else f"chunk 0 row {r} col {q} does not match the source within the codec's tolerance"), None
+
+        worst = 0.0
+        compared = 0
+        with ThreadPoolExecutor(workers) as pool:
+            for problem, content in tqdm(pool.map(compare, jobs), total=len(jobs), desc="compare", unit="chunk", disable=not progress):
+                if problem:
+                    report.problems.append(problem)
+                if content is None:
+                    compared += 1
+                else:
+                    worst = max(worst, content)
+        result["chunks_compared"] = compared
+        result["background_chunks"] = len(jobs) - compared
+        result["background_max_content_fraction"] = worst
+        if worst > 0.01:
+            report.notes.append(
+                f"a dropped background chunk has {worst:.1%} of pixels far from the glass colour "
+                "(debris or faint tissue); use --keep-background at ingest to keep everything"
+            )
+    finally:
+        slide.close()
+
+
+def _name(array: str, cid: str) -> str:
+    parts = cid.split(".")
+    if len(parts) == 3 and not array.startswith(ASSOCIATED_GROUP):
+        return f"{array} row {parts[1]} col {parts[2]}"
+    return f"{array} [{cid}]"
+
+
+def _names(array: str, ids: list[str], limit: int = 6) -> str:
+    shown = ", ".join(_name(array, i) for i in ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")

@@ -1,0 +1,515 @@
+"""Ingest: slide -> 4x downsampled, sharded Zarr v3 archive.
+
+Data flow: tissue mask (one pass over a low level) -> one Dask task per LR shard (read
+each tissue chunk's level-0 window with halo, downsample, assemble the shard, write it,
+read it back and check it) -> 2x pyramid levels from the stored base -> associated
+images, mask, ICC profile -> manifest -> group metadata (last) -> rename into place.
+
+Each finished shard is journalled, so ``resume`` skips it after an interruption.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import zarr
+from tqdm import tqdm
+from zarr.codecs import BytesCodec, Crc32cCodec, TransposeCodec
+
+from wsistore.archive.format import (
+    ALIGN,
+    ASSOCIATED_GROUP,
+    DEFAULT_CHUNK,
+    FORMAT_VERSION,
+    ICC_ARRAY,
+    JOURNAL_KEY,
+    MANIFEST_KEY,
+    MASK_ARRAY,
+    ArchiveMetadata,
+    LevelInfo,
+    SourceInfo,
+    TissueSummary,
+    choose_shard,
+    level_sizes,
+    ome_multiscales,
+)
+from wsistore.archive.manifest import ArrayRecord, Manifest, ShardRecord, chunk_id, describe_shard, shard_key
+from wsistore.archive.reader import ArrayReader
+from wsistore.archive.store import Destination, Location
+from wsistore.codecs import ImageCodec, JpegXlCodec, make_codec, register_codecs
+from wsistore.degradation import Downsample, read_window
+from wsistore.errors import ArchiveError, InputError, WsistoreError
+from wsistore.readers import SlideReader, open_slide
+from wsistore.tissue import CELL, DARKER_BY, DILATE_CELLS, SATURATED_BY, TissueMask, detect_tissue
+
+#: Images whose content can identify a patient; ``strip_label`` drops them.
+IDENTIFYING_IMAGES = ("label", "macro")
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """Settings of one ingest; validated on construction."""
+
+    scale: int = 4
+    codec: ImageCodec = field(default_factory=make_codec)
+    chunk: int = DEFAULT_CHUNK
+    shard: int | None = None  # None: chosen from the slide size and workers
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    keep_background: bool = False
+    strip_label: bool = False
+    overwrite: bool = False
+    resume: bool = False
+    reader: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.scale not in (2, 4, 8):
+            raise InputError(f"--scale must be 2, 4 or 8, got {self.scale}")
+        if self.chunk % ALIGN or not 64 <= self.chunk <= 1024:
+            raise InputError(f"--chunk must be a multiple of {ALIGN} between 64 and 1024, got {self.chunk}")
+        if self.shard is not None and (self.shard % self.chunk or self.shard < self.chunk):
+            raise InputError(f"--shard must be a multiple of --chunk ({self.chunk}), got {self.shard}")
+        if self.workers < 1:
+            raise InputError(f"--workers must be at least 1, got {self.workers}")
+
+
+@dataclass
+class IngestResult:
+    """What an ingest produced."""
+
+    archive: str
+    source_pixels: int
+    chunks_written: int
+    chunks_total: int
+    shards_skipped: int
+
+
+def ingest(slide_path: str | os.PathLike[str], archive: str | os.PathLike[str], options: IngestOptions | None = None) -> IngestResult:
+    """Archive ``slide_path`` at ``archive``; see the module docstring for the steps."""
+    options = options or IngestOptions()
+    register_codecs()
+    slide = open_slide(slide_path, options.reader)
+    try:
+        return _Ingest(slide, Path(slide_path), archive, options).run()
+    finally:
+        slide.close()
+
+
+class _Ingest:
+    """State of one ingest run (kept off the public API)."""
+
+    def __init__(self, slide: SlideReader, slide_path: Path, archive: str | os.PathLike[str], options: IngestOptions) -> None:
+        self.slide = slide
+        self.slide_path = slide_path
+        self.options = options
+        self.down = Downsample(options.scale)
+        self.width, self.height = slide.dimensions
+        self.lr_width, self.lr_height = self.down.lr_size(self.width, self.height)
+        c = options.chunk
+        if self.lr_width < c or self.lr_height < c:
+            raise InputError(
+                f"{slide_path.name} is {self.width} x {self.height}: smaller than one archive chunk "
+                f"({c * options.scale} source pixels at scale {options.scale}); use a smaller --chunk (min 64)"
+            )
+        self.shard = options.shard or choose_shard(self.lr_width, self.lr_height, c, options.workers)
+        self.dest = Destination.prepare(archive, options.overwrite, options.resume)
+        self.work: Location = self.dest.work
+        self.records: dict[str, ArrayRecord] = {}
+        self.done: set[tuple[str, str]] = set()
+        self.resumed: list[ShardRecord] = []  # intact shards found by --resume
+        self._journal_lock = threading.Lock()
+        self._tick: Callable[[int], None] = lambda n: None
+
+    # -- the steps ------------------------------------------------------------------------
+    def run(self) -> IngestResult:
+        sha_future = ThreadPoolExecutor(1).submit(sha256_file, self.slide_path)
+        try:
+            return self._run(sha_future)
+        except OSError as exc:
+            raise WsistoreError(
+                f"cannot write {self.work.url}: {exc.strerror or exc}; the partial archive is kept, "
+                "rerun with --resume once fixed"
+            ) from exc
+
+    def _run(self, sha_future: Future[str]) -> IngestResult:
+        header = self._header()
+        skipped = self._open_journal(header)
+        mask = detect_tissue(self.slide)
+        sizes = level_sizes(self.lr_width, self.lr_height, self.options.chunk)
+        group = self.work.open_group("a")
+        arrays = [self._image_array(group, str(i), w, h, mask) for i, (w, h) in enumerate(sizes)]
+        levels = [LevelInfo(path=str(i), width=w, height=h, downsample=self.options.scale * 2**i) for i, (w, h) in enumerate(sizes)]
+
+        keep = self._chunks_to_keep(mask)
+        self._write_base(arrays[0], keep, mask)
+        for i in range(1, len(arrays)):
+            self._write_level(arrays[i], arrays[i - 1], mask)
+
+        associated, stripped = self._write_associated(group)
+        self._write_small(group, MASK_ARRAY, mask.tissue.astype(np.uint8))
+        icc = self.slide.icc_profile
+        if icc:
+            self._write_small(group, ICC_ARRAY, np.frombuffer(icc, dtype=np.uint8))
+
+        manifest = Manifest(arrays=self.records)
+        manifest_bytes = manifest.to_bytes()
+        self.work.write_bytes(MANIFEST_KEY, manifest_bytes)
+        base = self.records["0"]
+        tissue = TissueSummary(
+            method=f"darkest/most saturated pixel per {CELL}px cell vs glass colour "
+            f"(darker by {DARKER_BY} or saturated by {SATURATED_BY}), dilated {DILATE_CELLS} cells",
+            mask_cell=CELL,
+            fraction=mask.fraction,
+            background_rgb=list(mask.background_rgb),
+            chunks_total=int(keep.size),
+            chunks_written=len(base.chunks) + len(base.uniform),
+            chunks_background=int(keep.size) - len(base.chunks) - len(base.uniform),
+            keep_background=self.options.keep_background,
+        )
+        metadata = ArchiveMetadata(
+            format_version=FORMAT_VERSION,
+            scale=self.options.scale,
+            downsample=self.down.describe(),
+            codec=self.options.codec.to_dict(),
+            chunk=self.options.chunk,
+            shard=self.shard,
+            fill_value=_fill_value(mask),
+            levels=levels,
+            source=self._source_info(sha_future.result()),
+            tissue=tissue,
+            associated_images=associated,
+            stripped_images=stripped,
+            manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            software=_software_versions(self.slide.name),
+        )
+        mpp = (metadata.source.mpp_x, metadata.source.mpp_y) if metadata.mpp else None
+        group.attrs.update({"ome": ome_multiscales(levels, mpp, self.slide_path.name), "wsistore": metadata.to_json()})
+        self.work.remove(JOURNAL_KEY)
+        self.dest.commit()
+        return IngestResult(
+            archive=self.dest.final.url,
+            source_pixels=self.width * self.height,
+            chunks_written=tissue.chunks_written,
+            chunks_total=tissue.chunks_total,
+            shards_skipped=skipped,
+        )
+
+    # -- journal -----------------------------------------------------------------------
+    def _header(self) -> dict[str, Any]:
+        stat = self.slide_path.stat()
+        return {
+            "format_version": FORMAT_VERSION,
+            "source": self.slide_path.name,
+            "source_bytes": stat.st_size,
+            "source_mtime": stat.st_mtime,
+            "scale": self.options.scale,
+            "codec": self.options.codec.to_dict(),
+            "chunk": self.options.chunk,
+            "shard": self.shard,
+            "keep_background": self.options.keep_background,
+        }
+
+    def _open_journal(self, header: dict[str, Any]) -> int:
+        """Start a journal, or on resume load it and keep the shards still intact."""
+        if not self.options.resume or not self.work.exists(JOURNAL_KEY):
+            self.work.write_bytes(JOURNAL_KEY, (json.dumps({"header": header}) + "\n").encode())
+            return 0
+        lines = self.work.read_bytes(JOURNAL_KEY).decode().splitlines()
+        old = json.loads(lines[0]).get("header") if lines else None
+        if old != header:
+            changed = sorted(k for k in header if not old or old.get(k) != header[k])
+            raise InputError(f"cannot resume: {', '.join(changed)} differ from the interrupted run; run without --resume")
+        kept = 0
+        for line in lines[1:]:
+            try:
+                rec = ShardRecord(**json.loads(line)["shard"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line from the interruption
+            path = f"{rec.array}/{rec.key}"
+            if self.work.exists(path) and hashlib.sha256(self.work.read_bytes(path)).hexdigest() == rec.sha256:
+                self.resumed.append(rec)
+                kept += 1
+        return kept
+
+    def _journal(self, rec: ShardRecord) -> None:
+        with self._journal_lock:
+            self.work.append_line(JOURNAL_KEY, json.dumps({"shard": rec.to_json()}))
+            self.records[rec.array].merge(rec)
+            self.done.add((rec.array, rec.key))
+
+    # -- arrays ------------------------------------------------------------------------
+    def _image_array(self, group: zarr.Group, path: str, width: int, height: int, mask: TissueMask) -> zarr.Array:
+        c, s = self.options.chunk, self.shard
+        shape = (3, height, width)
+        if path in group:
+            array = group[path]
+            if tuple(array.shape) != shape:
+                raise ArchiveError(f"cannot resume: array {path} has shape {array.shape}, expected {shape}")
+        else:
+            array = group.create_array(
+                path,
+                shape=shape,
+                chunks=(3, c, c),
+                shards=(3, s, s),
+                dtype="uint8",
+                filters=[TransposeCodec(order=(1, 2, 0))],
+                serializer=self.options.codec,
+                compressors=[Crc32cCodec()],
+                fill_value=_fill_value(mask),
+                dimension_names=("c", "y", "x"),
+            )
+        record = ArrayRecord(shape=list(shape), chunk_shape=[3, c, c], shard_shape=[3, s, s])
+        self.records[path] = record
+        for rec in self.resumed:
+            if rec.array == path:
+                record.merge(rec)
+                self.done.add((rec.array, rec.key))
+        return array  # type: ignore[return-value]
+
+    def _chunks_to_keep(self, mask: TissueMask) -> np.ndarray:
+        c = self.options.chunk
+        grid = (-(-self.lr_height // c), -(-self.lr_width // c))
+        if self.options.keep_background:
+            return np.ones(grid, dtype=bool)
+        return mask.chunks_with_tissue(c * self.options.scale, grid)
+
+    # -- base level --------------------------------------------------------------------
+    def _write_base(self, array: zarr.Array, keep: np.ndarray, mask: TissueMask) -> None:
+        per = self.shard // self.options.chunk
+        tasks, total = [], 0
+        for sy in range(-(-keep.shape[0] // per)):
+            for sx in range(-(-keep.shape[1] // per)):
+                block = keep[sy * per : (sy + 1) * per, sx * per : (sx + 1) * per]
+                if not block.any() or ("0", shard_key((0, sy, sx))) in self.done:
+                    continue
+                total += int(block.sum())
+                tasks.append(dask.delayed(self._base_shard, pure=False)(array, keep, mask, sy, sx))
+        with _progress(total, "ingest", "chunk", self.options.progress) as tick:
+            self._tick = tick
+            dask.compute(*tasks, scheduler="threads", num_workers=self.options.workers)
+
+    def _base_shard(self, array: zarr.Array, keep: np.ndarray, mask: TissueMask, sy: int, sx: int) -> None:
+        c, s = self.options.chunk, self.shard
+        x0, y0 = sx * s, sy * s
+        x1, y1 = min(x0 + s, self.lr_width), min(y0 + s, self.lr_height)
+        fill = _fill_value(mask)
+        buffer = np.full((y1 - y0, x1 - x0, 3), fill, dtype=np.uint8)
+        kept = []
+        for r in range(y0 // c, -(-y1 // c)):
+            for q in range(x0 // c, -(-x1 // c)):
+                if not keep[r, q]:
+                    continue
+                box = (q * c, r * c, min((q + 1) * c, self.lr_width), min((r + 1) * c, self.lr_height))
+                window = read_window(self._read_level0, self.down.hr_window(*box), self.width, self.height)
+                buffer[box[1] - y0 : box[3] - y0, box[0] - x0 : box[2] - x0] = self.down.reduce_window(window)
+                kept.append((r, q, box))
+                self._tick(1)
+        self._store_shard("0", array, (0, sy, sx), buffer, (x0, y0, x1, y1), kept, fill, record_psnr=True)
+
+    def _read_level0(self, box: tuple[int, int, int, int]) -> np.ndarray:
+        x0, y0, x1, y1 = box
+        return self.slide.read_region((x0, y0), 0, (x1 - x0, y1 - y0))
+
+    def _store_shard(
+        self,
+        path: str,
+        array: zarr.Array,
+        shard: tuple[int, int, int],
+        buffer: np.ndarray,
+        box: tuple[int, int, int, int],
+        kept: list[tuple[int, int, tuple[int, int, int, int]]],
+        fill: int,
+        record_psnr: bool,
+    ) -> None:
+        """Write one shard, read it back, check every kept chunk, journal it."""
+        x0, y0, x1, y1 = box
+        array[:, y0:y1, x0:x1] = buffer.transpose(2, 0, 1)
+        key = f"{path}/{shard_key(shard)}"
+        rec = describe_shard(path, self.records[path], shard, self.work.read_bytes(key) if self.work.exists(key) else b"")
+        stored = np.asarray(array[:, y0:y1, x0:x1]).transpose(1, 2, 0)
+        lossless = self.options.codec.lossless or path.startswith(ASSOCIATED_GROUP)
+        for r, q, (bx0, by0, bx1, by1) in kept:
+            cid = chunk_id((0, r, q))
+            original = buffer[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0]
+            if cid not in rec.chunks:
+                if (original == fill).all():
+                    rec.uniform.append(cid)
+                    continue
+                raise ArchiveError(f"chunk {path} row {r} col {q} was not stored (write failed)")
+            decoded = stored[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0]
+            if lossless and not np.array_equal(decoded, original):
+                raise ArchiveError(f"lossless chunk {path} row {r} col {q} does not read back exactly")
+            if record_psnr and not lossless:
+                rec.coding_psnr[cid] = coding_psnr(original, decoded)
+        self._journal(rec)
+
+    # -- lower levels ----------------------------------------------------------------------
+    def _write_level(self, array: zarr.Array, previous: zarr.Array, mask: TissueMask) -> None:
+        path, prev_path = array.path.split("/")[-1], previous.path.split("/")[-1]
+        source = ArrayReader(self.work, prev_path, previous, self.records[prev_path], mask.background_rgb, _fill_value(mask))
+        s = self.shard
+        _, height, width = array.shape
+        tasks = [
+            dask.delayed(self._level_shard, pure=False)(path, array, source, mask, sy, sx)
+            for sy in range(-(-height // s))
+            for sx in range(-(-width // s))
+            if (path, shard_key((0, sy, sx))) not in self.done
+        ]
+        dask.compute(*tasks, scheduler="threads", num_workers=self.options.workers)
+
+    def _level_shard(self, path: str, array: zarr.Array, source: ArrayReader, mask: TissueMask, sy: int, sx: int) -> None:
+        c, s = self.options.chunk, self.shard
+        _, height, width = array.shape
+        x0, y0 = sx * s, sy * s
+        x1, y1 = min(x0 + s, width), min(y0 + s, height)
+        box = (2 * x0, 2 * y0, min(2 * x1, source.width), min(2 * y1, source.height))
+        buffer = halve(source.read(box), (x1 - x0, y1 - y0))
+        kept = [
+            (r, q, (q * c, r * c, min((q + 1) * c, width), min((r + 1) * c, height)))
+            for r in range(y0 // c, -(-y1 // c))
+            for q in range(x0 // c, -(-x1 // c))
+        ]
+        self._store_shard(path, array, (0, sy, sx), buffer, (x0, y0, x1, y1), kept, _fill_value(mask), record_psnr=False)
+
+    # -- small arrays ----------------------------------------------------------------------
+    def _write_associated(self, group: zarr.Group) -> tuple[list[str], list[str]]:
+        names = list(self.slide.associated_image_names)
+        stripped = [n for n in names if self.options.strip_label and n in IDENTIFYING_IMAGES]
+        kept = [n for n in names if n not in stripped]
+        for name in kept:
+            image = self.slide.associated_image(name)
+            h, w = image.shape[:2]
+            path = f"{ASSOCIATED_GROUP}/{name}"
+            array = group.create_array(
+                path,
+                shape=(3, h, w),
+                chunks=(3, h, w),
+                shards=(3, h, w),
+                dtype="uint8",
+                filters=[TransposeCodec(order=(1, 2, 0))],
+                serializer=JpegXlCodec(lossless=True, effort=3),
+                compressors=[Crc32cCodec()],
+                fill_value=0,
+                dimension_names=("c", "y", "x"),
+                overwrite=True,
+            )
+            self.records[path] = ArrayRecord(shape=[3, h, w], chunk_shape=[3, h, w], shard_shape=[3, h, w])
+            self._store_shard(path, array, (0, 0, 0), image, (0, 0, w, h), [(0, 0, (0, 0, w, h))], 0, record_psnr=False)
+        return kept, stripped
+
+    def _write_small(self, group: zarr.Group, path: str, data: np.ndarray) -> None:
+        """A small non-image array (mask, ICC profile) as one sharded chunk."""
+        shape = list(data.shape)
+        group.create_array(
+            path,
+            shape=data.shape,
+            chunks=data.shape,
+            shards=data.shape,
+            dtype=data.dtype,
+            serializer=BytesCodec(),
+            compressors=[Crc32cCodec()],
+            fill_value=255,
+            overwrite=True,
+        )[...] = data
+        self.records[path] = ArrayRecord(shape=shape, chunk_shape=shape, shard_shape=shape)
+        coords = (0,) * data.ndim
+        self.records[path].merge(describe_shard(path, self.records[path], coords, self.work.read_bytes(f"{path}/{shard_key(coords)}")))
+
+    # -- metadata -------------------------------------------------------------------------
+    def _source_info(self, sha256: str) -> SourceInfo:
+        slide = self.slide
+        icc = slide.icc_profile
+        mpp = slide.mpp
+        return SourceInfo(
+            file_name=self.slide_path.name,
+            bytes=self.slide_path.stat().st_size,
+            sha256=sha256,
+            reader=slide.name,
+            vendor=slide.vendor,
+            width=self.width,
+            height=self.height,
+            level_count=slide.level_count,
+            level_dimensions=[list(d) for d in slide.level_dimensions],
+            mpp_x=mpp[0] if mpp else None,
+            mpp_y=mpp[1] if mpp else None,
+            mpp_source=slide.mpp_source,
+            objective_power=slide.objective_power,
+            properties=dict(slide.properties),
+            icc_profile_sha256=hashlib.sha256(icc).hexdigest() if icc else None,
+            icc_profile_bytes=len(icc) if icc else 0,
+        )
+
+
+def halve(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """2x2 mean (rounding half up) to ``size = (w, h)``, replicating the last row/column
+    when the input is odd."""
+    w, h = size
+    pad_y, pad_x = 2 * h - image.shape[0], 2 * w - image.shape[1]
+    if pad_y or pad_x:
+        image = np.pad(image, ((0, pad_y), (0, pad_x), (0, 0)), mode="edge")
+    total = image.reshape(h, 2, w, 2, 3).astype(np.uint16).sum(axis=(1, 3))
+    return ((total + 2) // 4).astype(np.uint8)
+
+
+def _fill_value(mask: TissueMask) -> int:
+    """The scalar a stock Zarr reader shows for dropped chunks: the glass colour's mean."""
+    return int(round(sum(mask.background_rgb) / 3))
+
+
+def coding_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB (99 for identical), rounded to 4 decimals as recorded in the manifest."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return round(99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse), 4)
+
+
+def sha256_file(path: Path) -> str:
+    """Streaming sha256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _software_versions(reader: str) -> dict[str, str]:
+    import imagecodecs
+
+    versions = {}
+    for package in ("wsistore", "zarr", "numpy", "imagecodecs", "dask", reader if reader != "openslide" else "openslide-python"):
+        try:
+            versions[package] = importlib_metadata.version(package)
+        except importlib_metadata.PackageNotFoundError:
+            versions[package] = "unknown"
+    versions["imagecodecs_libraries"] = imagecodecs.version()
+    return versions
+
+
+class _progress:
+    """A thread-safe tqdm bar; yields a ``tick(n)`` callable."""
+
+    def __init__(self, total: int, desc: str, unit: str, enabled: bool) -> None:
+        self.bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True)
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> Callable[[int], None]:
+        def tick(n: int) -> None:
+            with self.lock:
+                self.bar.update(n)
+
+        return tick
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()

@@ -1,0 +1,200 @@
+"""The one definition of what the archive does to an image: downsample, then code.
+
+Ingest, verify, training-pair preparation and the reports all call this module, so the
+generator learns to undo exactly what the archive did.
+
+Downsample (format 1), for an integer factor ``s`` (4 by default):
+
+* kernel: Keys cubic convolution with ``a = -0.5``, stretched by ``s`` (antialiased,
+  as PIL's and torch's antialiased bicubic), ``4 s`` taps. Output pixel ``i`` covers
+  source pixels ``[s i, s i + s)``; tap ``k`` reads source pixel ``s i - 3s/2 + k``
+  (``s i - 6 + k`` for ``s = 4``) with weight ``cubic((k - 2s + 0.5) / s)``, normalised
+  to sum to one;
+* borders: half-sample symmetric extension (``numpy.pad(mode="symmetric")``, repeated
+  as far as needed) on all four sides. A width or height that is not a multiple of ``s`` is read as if extended the
+  same way: the low-resolution size is ``ceil(size / s)`` and restore crops back;
+* arithmetic: float32, separable (along y first, then along x), taps accumulated in
+  order;
+  rounding half up, clipped to [0, 255].
+
+Every output pixel depends on a fixed ``s (s + 2)``-pixel window with fixed weights and a
+fixed order of operations, so a tiled downsample equals the whole-image one bit for bit
+whenever each tile is read with :func:`hr_halo` pixels of context.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from wsistore.codecs import ImageCodec
+
+#: Recorded in every archive; bump when any of the rules above changes.
+DOWNSAMPLE_VERSION = 1
+CUBIC_A = -0.5
+
+
+@dataclass(frozen=True)
+class Downsample:
+    """The antialiased cubic downsample by an integer ``scale``."""
+
+    scale: int = 4
+
+    def __post_init__(self) -> None:
+        if self.scale not in (2, 4, 8):
+            raise ValueError(f"scale must be 2, 4 or 8, got {self.scale}")
+
+    @property
+    def taps(self) -> int:
+        return 4 * self.scale
+
+    @property
+    def halo(self) -> int:
+        """Source pixels of context needed on each side of a tile."""
+        return (self.taps - self.scale) // 2
+
+    def weights(self) -> np.ndarray:
+        """The ``4 s`` normalised tap weights, float32."""
+        s = self.scale
+        offsets = (np.arange(self.taps) - 2 * s + 0.5) / s
+        w = np.array([_keys_cubic(x) for x in offsets], dtype=np.float64)
+        return (w / w.sum()).astype(np.float32)
+
+    def lr_size(self, width: int, height: int) -> tuple[int, int]:
+        """Low-resolution ``(width, height)`` of a ``width x height`` source."""
+        return math.ceil(width / self.scale), math.ceil(height / self.scale)
+
+    def hr_window(self, lr_x0: int, lr_y0: int, lr_x1: int, lr_y1: int) -> tuple[int, int, int, int]:
+        """Source window ``(x0, y0, x1, y1)`` (may extend past the image) for an LR box."""
+        s, h = self.scale, self.halo
+        return s * lr_x0 - h, s * lr_y0 - h, s * lr_x1 + h, s * lr_y1 + h
+
+    def describe(self) -> dict[str, Any]:
+        """The definition as recorded in archive metadata."""
+        return {
+            "version": DOWNSAMPLE_VERSION,
+            "scale": self.scale,
+            "kernel": f"keys-cubic(a={CUBIC_A}) stretched by scale (antialiased), {self.taps} taps",
+            "tap_weights": [float(w) for w in self.weights()],
+            "phase": "LR pixel i covers source [s*i, s*i+s); tap k reads source s*i - halo + k",
+            "halo": self.halo,
+            "border": "half-sample symmetric extension (numpy.pad mode=symmetric), all sides",
+            "size_rule": "LR size = ceil(source size / scale); restore crops to the source size",
+            "arithmetic": "float32, along y then along x, taps accumulated in order",
+            "rounding": "floor(v + 0.5) clipped to [0, 255]",
+        }
+
+    def reduce_window(self, window: np.ndarray) -> np.ndarray:
+        """Downsample a ``(y, x, c)`` uint8 window that already includes the halo.
+
+        The window must be ``s * n + 2 * halo`` pixels along each axis; the result is
+        ``n`` pixels along each axis, uint8.
+        """
+        s, h = self.scale, self.halo
+        ny, nx = (window.shape[0] - 2 * h) / s, (window.shape[1] - 2 * h) / s
+        if ny < 1 or nx < 1 or ny != int(ny) or nx != int(nx):
+            raise ValueError(f"window {window.shape[:2]} is not scale*n + 2*halo")
+        w = self.weights()
+        x = window.astype(np.float32)
+        columns = _accumulate(x, w, s, int(ny), axis=0)
+        out = _accumulate(columns, w, s, int(nx), axis=1)
+        return np.clip(np.floor(out + np.float32(0.5)), 0, 255).astype(np.uint8)
+
+    def reduce_region(self, image: np.ndarray, lr_box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Downsample an LR box ``(x0, y0, x1, y1)`` of a whole in-memory image.
+
+        Without ``lr_box`` the whole image is reduced. Used for tiles, tests and
+        training data; slides go through :func:`read_hr_window` tile by tile.
+        """
+        height, width = image.shape[:2]
+        lw, lh = self.lr_size(width, height)
+        x0, y0, x1, y1 = lr_box or (0, 0, lw, lh)
+        window = extract_window(image, self.hr_window(x0, y0, x1, y1))
+        return self.reduce_window(window)
+
+
+def reflect_indices(start: int, stop: int, size: int) -> np.ndarray:
+    """Indices ``start..stop-1`` folded into ``[0, size)`` by half-sample symmetric
+    reflection (``-1 -> 0``, ``size -> size - 1``), repeating as far as needed."""
+    i = np.arange(start, stop) % (2 * size)
+    return np.where(i >= size, 2 * size - 1 - i, i)
+
+
+def read_window(
+    read: Callable[[tuple[int, int, int, int]], np.ndarray],
+    box: tuple[int, int, int, int],
+    width: int,
+    height: int,
+) -> np.ndarray:
+    """The pixels of ``box = (x0, y0, x1, y1)`` of a ``width x height`` image, extended
+    past its borders by symmetric reflection. ``read(x0, y0, x1, y1)`` returns an
+    in-bounds region; only the pixels the window needs are read."""
+    x0, y0, x1, y1 = box
+    if x0 >= 0 and y0 >= 0 and x1 <= width and y1 <= height:
+        return read(box)
+    ix, iy = reflect_indices(x0, x1, width), reflect_indices(y0, y1, height)
+    bx0, by0 = int(ix.min()), int(iy.min())
+    region = read((bx0, by0, int(ix.max()) + 1, int(iy.max()) + 1))
+    return region[np.ix_(iy - by0, ix - bx0)]
+
+
+def extract_window(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Crop ``box`` from an in-memory ``(y, x, ...)`` image, reflecting past its borders."""
+    height, width = image.shape[:2]
+    return read_window(lambda b: image[b[1] : b[3], b[0] : b[2]], box, width, height)
+
+
+def code_on_grid(lr: np.ndarray, codec: ImageCodec, chunk: int, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Code an LR image chunk by chunk on the archive's grid, as ingest stores it.
+
+    ``origin`` is the LR position of ``lr[0, 0]`` in the archive's global grid; chunks
+    are cut at multiples of ``chunk`` and clipped to ``lr`` exactly as the archive's
+    edge chunks are. Coding chunk by chunk raises the error at chunk borders, so
+    training pairs must see the same grid.
+    """
+    if codec.lossless:
+        return lr.copy()
+    out = np.empty_like(lr)
+    height, width = lr.shape[:2]
+    oy, ox = origin
+    for y0 in range(-(oy % chunk), height, chunk):
+        for x0 in range(-(ox % chunk), width, chunk):
+            ys, xs = slice(max(y0, 0), min(y0 + chunk, height)), slice(max(x0, 0), min(x0 + chunk, width))
+            tile = np.ascontiguousarray(lr[ys, xs])
+            out[ys, xs] = codec.decode_image(codec.encode_image(tile))
+    return out
+
+
+def degrade(hr: np.ndarray, codec: ImageCodec | None, chunk: int = 256, scale: int = 4) -> np.ndarray:
+    """HR image -> LR exactly as archived: downsample, then code on the chunk grid."""
+    lr = Downsample(scale).reduce_region(hr)
+    return lr if codec is None else code_on_grid(lr, codec, chunk)
+
+
+def _keys_cubic(x: float, a: float = CUBIC_A) -> float:
+    x = abs(x)
+    if x <= 1.0:
+        return (a + 2.0) * x**3 - (a + 3.0) * x**2 + 1.0
+    if x < 2.0:
+        return a * x**3 - 5.0 * a * x**2 + 8.0 * a * x - 4.0 * a
+    return 0.0
+
+
+def _accumulate(x: np.ndarray, w: np.ndarray, step: int, n: int, axis: int) -> np.ndarray:
+    """``out[i] = sum_k w[k] * x[step*i + k]`` along ``axis``, taps in order."""
+    out: np.ndarray | None = None
+    term: np.ndarray | None = None
+    for k, wk in enumerate(w):
+        taken = x[:, k : k + step * n : step] if axis == 1 else x[k : k + step * n : step]
+        if out is None or term is None:
+            out = taken * wk
+            term = np.empty_like(out)
+        else:
+            np.multiply(taken, wk, out=term)
+            out += term
+    assert out is not None
+    return out

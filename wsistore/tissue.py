@@ -1,0 +1,156 @@
+"""A conservative tissue mask, computed from a low-resolution level of the slide.
+
+The slide is read once, level by tile, at the coarsest pyramid level no coarser than
+:data:`READ_DOWNSAMPLE` (level 0 for single-level files), box-averaged to about 4 level-0
+pixels per pixel (this removes sensor noise and JPEG ringing). Pixels are pooled into mask
+cells of :data:`CELL` level-0 pixels keeping the mean colour, the darkest luminance and
+the strongest saturation, so thin structures (fat membranes, faint tissue edges) are not
+averaged away. The glass colour is the brightest common colour; a cell is tissue when it
+is darker or more saturated than glass by a margin. The mask is then dilated: a chunk
+is dropped as background only when no tissue lies within :data:`DILATE_CELLS` cells.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from wsistore.readers import SlideReader
+
+#: Level-0 pixels per mask cell.
+CELL = 32
+#: Read the coarsest level whose downsample is at most this.
+READ_DOWNSAMPLE = 8.0
+#: A cell is tissue when its darkest pixel is this much darker than glass...
+DARKER_BY = 18.0
+#: ...or its most saturated pixel this much more saturated (max - min of RGB).
+SATURATED_BY = 14.0
+#: Dilation, in cells, before deciding which chunks hold tissue.
+DILATE_CELLS = 4
+_READ_TILE = 2048
+
+
+@dataclass(frozen=True)
+class TissueMask:
+    """Tissue cells of a slide and the colour of its glass."""
+
+    tissue: np.ndarray  # bool (rows, cols), one cell per CELL x CELL level-0 pixels
+    cell: int
+    background_rgb: tuple[int, int, int]
+    level: int  # the slide level it was computed from
+
+    @property
+    def fraction(self) -> float:
+        """Fraction of the slide area covered by tissue (undilated)."""
+        return float(self.tissue.mean()) if self.tissue.size else 0.0
+
+    def dilated(self, cells: int = DILATE_CELLS) -> np.ndarray:
+        if cells <= 0 or not self.tissue.any():
+            return self.tissue.copy()
+        structure = np.ones((2 * cells + 1, 2 * cells + 1), dtype=bool)
+        return ndimage.binary_dilation(self.tissue, structure=structure)
+
+    def chunks_with_tissue(self, chunk_hr: int, grid: tuple[int, int]) -> np.ndarray:
+        """Bool ``grid = (rows, cols)``: which chunks of ``chunk_hr`` level-0 pixels to keep."""
+        dilated = self.dilated()
+        keep = np.zeros(grid, dtype=bool)
+        for r in range(grid[0]):
+            r0, r1 = r * chunk_hr // self.cell, -(-(r + 1) * chunk_hr // self.cell)
+            for c in range(grid[1]):
+                c0, c1 = c * chunk_hr // self.cell, -(-(c + 1) * chunk_hr // self.cell)
+                keep[r, c] = bool(dilated[r0:r1, c0:c1].any())
+        return keep
+
+
+def detect_tissue(slide: SlideReader, progress: Callable[[int], None] | None = None) -> TissueMask:
+    """Compute the tissue mask of ``slide``, streaming one tile at a time."""
+    level = slide.get_best_level_for_downsample(READ_DOWNSAMPLE)
+    downsample = slide.level_downsamples[level]
+    width, height = slide.dimensions
+    rows, cols = -(-height // CELL), -(-width // CELL)
+    mean = np.zeros((rows, cols, 3), dtype=np.float64)
+    count = np.zeros((rows, cols), dtype=np.float64)
+    darkest = np.full((rows, cols), 255.0, dtype=np.float32)
+    saturation = np.zeros((rows, cols), dtype=np.float32)
+
+    # bring fine levels to about 4 level-0 pixels per pixel by a box mean, which also
+    # removes sensor noise and JPEG ringing before darkest/most-saturated pooling
+    factor = max(1, int(4 // downsample))
+    lw, lh = slide.level_dimensions[level]
+    for ty in range(0, lh, _READ_TILE):
+        for tx in range(0, lw, _READ_TILE):
+            size = (min(_READ_TILE, lw - tx), min(_READ_TILE, lh - ty))
+            location = (round(tx * downsample), round(ty * downsample))
+            tile = _box_mean(slide.read_region(location, level, size), factor)
+            step = downsample * factor
+            cy = np.minimum(((ty // factor + np.arange(tile.shape[0])) * step // CELL).astype(int), rows - 1)
+            cx = np.minimum(((tx // factor + np.arange(tile.shape[1])) * step // CELL).astype(int), cols - 1)
+            _pool(tile, cy, cx, mean, count, darkest, saturation)
+            if progress:
+                progress(size[0] * size[1])
+
+    mean /= np.maximum(count, 1)[:, :, None]
+    background = _glass_colour(mean[count > 0])
+    bg_luma = float(_luma(np.asarray(background, dtype=np.float32)))
+    bg_sat = float(np.ptp(np.asarray(background, dtype=np.float32)))
+    tissue = (count > 0) & ((bg_luma - darkest > DARKER_BY) | (saturation - bg_sat > SATURATED_BY))
+    return TissueMask(tissue=tissue, cell=CELL, background_rgb=background, level=level)
+
+
+def _pool(
+    tile: np.ndarray,
+    cy: np.ndarray,
+    cx: np.ndarray,
+    mean: np.ndarray,
+    count: np.ndarray,
+    darkest: np.ndarray,
+    saturation: np.ndarray,
+) -> None:
+    """Pool a tile into its cells: sum of colours, darkest luminance, highest saturation."""
+    ry = np.flatnonzero(np.r_[True, cy[1:] != cy[:-1]])
+    rx = np.flatnonzero(np.r_[True, cx[1:] != cx[:-1]])
+    ys, xs = cy[ry], cx[rx]
+    sums = np.add.reduceat(np.add.reduceat(tile, ry, axis=0), rx, axis=1)
+    luma = _luma(tile)
+    sat = tile.max(axis=2) - tile.min(axis=2)
+    low = np.minimum.reduceat(np.minimum.reduceat(luma, ry, axis=0), rx, axis=1)
+    high = np.maximum.reduceat(np.maximum.reduceat(sat, ry, axis=0), rx, axis=1)
+    n = np.add.reduceat(np.add.reduceat(np.ones(tile.shape[:2]), ry, axis=0), rx, axis=1)
+    grid = np.ix_(ys, xs)
+    mean[grid] += sums
+    count[grid] += n
+    darkest[grid] = np.minimum(darkest[grid], low)
+    saturation[grid] = np.maximum(saturation[grid], high)
+
+
+def _box_mean(tile: np.ndarray, factor: int) -> np.ndarray:
+    """float32 mean over ``factor x factor`` blocks (edges replicated to a whole block)."""
+    if factor == 1:
+        return tile.astype(np.float32)
+    h, w = -(-tile.shape[0] // factor) * factor, -(-tile.shape[1] // factor) * factor
+    if (h, w) != tile.shape[:2]:
+        tile = np.pad(tile, ((0, h - tile.shape[0]), (0, w - tile.shape[1]), (0, 0)), mode="edge")
+    blocks = tile.reshape(h // factor, factor, w // factor, factor, 3).astype(np.float32)
+    return blocks.mean(axis=(1, 3))
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def _glass_colour(colours: np.ndarray) -> tuple[int, int, int]:
+    """The most common bright colour: the mode of cell luminance above 180, or white."""
+    if colours.size == 0:
+        return (255, 255, 255)
+    luma = _luma(colours)
+    bright = luma > 180
+    if bright.sum() < max(4, 0.02 * len(luma)):
+        return (255, 255, 255)
+    hist, edges = np.histogram(luma[bright], bins=np.arange(180, 257, 2))
+    peak = edges[int(np.argmax(hist))]
+    near = bright & (np.abs(luma - (peak + 1)) <= 3)
+    colour = np.median(colours[near], axis=0)
+    return (int(round(colour[0])), int(round(colour[1])), int(round(colour[2])))
