@@ -26,11 +26,18 @@ def load_tile(name: str, downsample: int = 1) -> np.ndarray:
     return np.asarray(image)
 
 
+@lru_cache(maxsize=1)
+def _glass_tile() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return (np.asarray(GLASS) + rng.integers(-2, 3, size=(509, 509, 3))).astype(np.uint8)
+
+
 def glass(height: int, width: int, seed: int) -> np.ndarray:
-    """Slide glass: a flat colour with a little sensor noise."""
-    rng = np.random.default_rng(seed)
-    noise = rng.integers(-2, 3, size=(height, width, 3))
-    return np.clip(np.asarray(GLASS) + noise, 0, 255).astype(np.uint8)
+    """Slide glass: a flat colour with a little sensor noise (a repeated noise tile)."""
+    tile = _glass_tile()
+    reps = (-(-height // tile.shape[0]), -(-width // tile.shape[1]), 1)
+    offset = seed % tile.shape[0]
+    return np.tile(np.roll(tile, offset, axis=0), reps)[:height, :width].copy()
 
 
 def render(layout: Sequence[Sequence[str | None]], cell: int, downsample: int, y0: int, y1: int, width: int) -> np.ndarray:

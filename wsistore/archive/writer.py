@@ -375,8 +375,11 @@ class _Ingest:
         _, height, width = array.shape
         x0, y0 = sx * s, sy * s
         x1, y1 = min(x0 + s, width), min(y0 + s, height)
-        box = (2 * x0, 2 * y0, min(2 * x1, source.width), min(2 * y1, source.height))
-        buffer = halve(source.read(box), (x1 - x0, y1 - y0))
+        buffer = np.empty((y1 - y0, x1 - x0, 3), dtype=np.uint8)
+        for r0 in range(y0, y1, c):  # one chunk row at a time keeps memory small
+            r1 = min(r0 + c, y1)
+            box = (2 * x0, 2 * r0, min(2 * x1, source.width), min(2 * r1, source.height))
+            buffer[r0 - y0 : r1 - y0] = halve(source.read(box), (x1 - x0, r1 - r0))
         kept = [
             (r, q, (q * c, r * c, min((q + 1) * c, width), min((r + 1) * c, height)))
             for r in range(y0 // c, -(-y1 // c))
