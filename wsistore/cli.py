@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from wsistore.bench.command import add_bench_parser
 from wsistore.errors import InputError, WsistoreError, first_line
 
 Command = Callable[[argparse.Namespace], int]
@@ -213,6 +214,7 @@ SUBCOMMANDS: dict[str, Callable[[Any], None]] = {
     "info": _add_info,
     "verify": _add_verify,
     "demo": _add_demo,
+    "bench": add_bench_parser,
 }
 
 

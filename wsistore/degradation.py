@@ -151,22 +151,31 @@ def extract_window(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndar
 def code_on_grid(lr: np.ndarray, codec: ImageCodec, chunk: int, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Code an LR image chunk by chunk on the archive's grid, as ingest stores it.
 
-    ``origin`` is the LR position of ``lr[0, 0]`` in the archive's global grid; chunks
-    are cut at multiples of ``chunk`` and clipped to ``lr`` exactly as the archive's
-    edge chunks are. Coding chunk by chunk raises the error at chunk borders, so
+    ``origin`` is the LR position ``(y, x)`` of ``lr[0, 0]`` in the archive's global grid;
+    chunks are cut at multiples of ``chunk`` and clipped to ``lr`` exactly as the
+    archive's edge chunks are. Coding chunk by chunk raises the error at chunk borders, so
     training pairs must see the same grid.
     """
     if codec.lossless:
         return lr.copy()
+    return encode_on_grid(lr, codec, chunk, origin)[0]
+
+
+def encode_on_grid(
+    lr: np.ndarray, codec: ImageCodec, chunk: int, origin: tuple[int, int] = (0, 0)
+) -> tuple[np.ndarray, int]:
+    """:func:`code_on_grid` that also returns the encoded bytes (what the archive stores)."""
     out = np.empty_like(lr)
+    total = 0
     height, width = lr.shape[:2]
     oy, ox = origin
     for y0 in range(-(oy % chunk), height, chunk):
         for x0 in range(-(ox % chunk), width, chunk):
             ys, xs = slice(max(y0, 0), min(y0 + chunk, height)), slice(max(x0, 0), min(x0 + chunk, width))
-            tile = np.ascontiguousarray(lr[ys, xs])
-            out[ys, xs] = codec.decode_image(codec.encode_image(tile))
-    return out
+            data = codec.encode_image(np.ascontiguousarray(lr[ys, xs]))
+            total += len(data)
+            out[ys, xs] = lr[ys, xs] if codec.lossless else codec.decode_image(data)
+    return out, total
 
 
 def degrade(hr: np.ndarray, codec: ImageCodec | None, chunk: int = 256, scale: int = 4) -> np.ndarray:

@@ -229,6 +229,49 @@ class TiffSlideReader(SlideReader):
         self._slide.close()
 
 
+class ArraySlide(SlideReader):
+    """An in-memory RGB image seen as a one-level slide (tiles, crops, tests)."""
+
+    name = "array"
+
+    def __init__(self, image: np.ndarray, name: str = "array", mpp: float | None = None) -> None:
+        super().__init__(Path(name))
+        self._image = _to_rgb(np.asarray(image))
+        self._mpp = mpp
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        return ((self._image.shape[1], self._image.shape[0]),)
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return (1.0,)
+
+    @cached_property
+    def properties(self) -> Mapping[str, str]:
+        if self._mpp is None:
+            return {}
+        return {"openslide.mpp-x": str(self._mpp), "openslide.mpp-y": str(self._mpp), "openslide.vendor": "array"}
+
+    @property
+    def icc_profile(self) -> bytes | None:
+        return None
+
+    @property
+    def associated_image_names(self) -> tuple[str, ...]:
+        return ()
+
+    def associated_image(self, name: str) -> np.ndarray:
+        raise KeyError(name)
+
+    def _read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        (x, y), (w, h) = location, size
+        return self._image[y : y + h, x : x + w]
+
+    def close(self) -> None:
+        pass
+
+
 #: Explicit registry of reader backends.
 READERS: dict[str, Callable[[Path], SlideReader]] = {
     "openslide": OpenSlideReader,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from wsistore.readers import SlideReader
+from wsistore.readers import ArraySlide, SlideReader
 
 #: Level-0 pixels per mask cell.
 CELL = 32
@@ -154,3 +154,11 @@ def _glass_colour(colours: np.ndarray) -> tuple[int, int, int]:
     near = bright & (np.abs(luma - (peak + 1)) <= 3)
     colour = np.median(colours[near], axis=0)
     return (int(round(colour[0])), int(round(colour[1])), int(round(colour[2])))
+
+
+def tissue_pixels(image: np.ndarray) -> np.ndarray:
+    """Bool ``(y, x)`` tissue mask of an in-memory RGB image, at cell granularity
+    (the same rule as for slides, undilated)."""
+    mask = detect_tissue(ArraySlide(image))
+    full = np.repeat(np.repeat(mask.tissue, CELL, axis=0), CELL, axis=1)
+    return full[: image.shape[0], : image.shape[1]]

@@ -1,0 +1,49 @@
+"""The ``wsistore bench`` subcommand."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from wsistore.errors import InputError
+
+
+def add_bench_parser(sub: Any) -> None:
+    p = sub.add_parser("bench", help="storage-vs-quality benchmark reports", description=_cmd_bench.__doc__)
+    p.add_argument("inputs", nargs="+", type=Path, help="slides, archives (with their source beside them) or folders of tiles")
+    p.add_argument("--out", type=Path, required=True, help="output directory (results.json, report.md, report.html)")
+    p.add_argument("--models", nargs="*", default=[], help="SR models to score besides nearest (i-HR) and bicubic: shipped names or weights files")
+    p.add_argument("--codecs", nargs="*", default=None, help="archive LR codec settings to sweep, e.g. jpegxl:distance=1.0")
+    p.add_argument("--hr-codecs", nargs="*", default=None, help="full-resolution codec settings to sweep")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--quick", action="store_true", help="small sweep on a 1024-pixel region (CI)")
+    p.add_argument("--crop", type=int, default=2048, help="side of the slide region scored (default 2048)")
+    p.add_argument("--region", default=None, help="slide region x,y,w,h (level-0 pixels) instead of the densest square")
+    p.add_argument("--lpips-weights", type=Path, default=None, help="torchvision AlexNet ImageNet state dict for LPIPS")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_cmd_bench)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    """Score archive settings x SR models against standard codecs on the full image, at
+    equal bytes, on tissue only; write results.json, report.md and report.html."""
+    from wsistore.bench.run import BenchOptions, run_bench
+
+    region = None
+    if args.region:
+        try:
+            region = tuple(int(v) for v in args.region.split(","))
+        except ValueError:
+            raise InputError(f"--region must be x,y,w,h integers, got {args.region!r}") from None
+        if len(region) != 4:
+            raise InputError(f"--region must be x,y,w,h, got {args.region!r}")
+    results = run_bench(
+        BenchOptions(
+            inputs=args.inputs, out=args.out, models=args.models, archive_codecs=args.codecs, hr_codecs=args.hr_codecs,
+            device=args.device, quick=args.quick, crop=args.crop, region=region,  # type: ignore[arg-type]
+            lpips_weights=args.lpips_weights, progress=not args.quiet,
+        )
+    )
+    print(f"wrote {args.out}/results.json, report.md, report.html ({len(results['records'])} records)")
+    return 0

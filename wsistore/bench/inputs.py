@@ -1,0 +1,119 @@
+"""What ``wsistore bench`` scores: tiles, slide regions, and archives beside their source.
+
+Every input becomes an in-memory full-resolution reference image (slides: a region of
+level 0, by default the most tissue-rich square of at most ``crop`` pixels) with its
+tissue mask, mpp and, for slides, the bytes the source file spends on those pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from wsistore.errors import InputError
+from wsistore.tissue import detect_tissue, tissue_pixels
+
+TILE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+
+
+@dataclass
+class BenchInput:
+    """One reference image and what is known about it."""
+
+    name: str
+    kind: str  # "tile" | "slide" | "archive"
+    hr: np.ndarray
+    mask: np.ndarray
+    mpp: float | None
+    #: bits per pixel the source file spends (slides: file bytes / level-0 pixels)
+    source_bpp: float | None = None
+    archive_bpp: float | None = None  # a real archive's total bits per source pixel
+
+    @property
+    def pixels(self) -> int:
+        return int(self.hr.shape[0] * self.hr.shape[1])
+
+
+def load_inputs(paths: list[Path], crop: int, region: tuple[int, int, int, int] | None = None) -> Iterator[BenchInput]:
+    """Expand folders, open slides and archives; raise InputError for anything unusable."""
+    for path in paths:
+        if not path.exists():
+            raise InputError(f"no such input: {path}")
+        if path.is_dir() and (path / "zarr.json").is_file():
+            yield _archive_input(path, crop, region)
+        elif path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in TILE_SUFFIXES)
+            if not files:
+                raise InputError(f"{path}: no image tiles ({', '.join(TILE_SUFFIXES)})")
+            for file in files:
+                yield _tile_input(file)
+        elif path.suffix.lower() == ".png" or path.suffix.lower() in (".jpg", ".jpeg"):
+            yield _tile_input(path)
+        else:
+            yield _slide_input(path, crop, region)
+
+
+def _tile_input(path: Path) -> BenchInput:
+    try:
+        with Image.open(path) as image:
+            hr = np.asarray(image.convert("RGB"))
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable image ({exc})") from None
+    return BenchInput(name=path.stem, kind="tile", hr=hr, mask=tissue_pixels(hr), mpp=None)
+
+
+def _slide_input(path: Path, crop: int, region: tuple[int, int, int, int] | None) -> BenchInput:
+    from wsistore.readers import open_slide
+
+    with open_slide(path) as slide:
+        box = region or _densest_square(slide, crop)
+        x, y, w, h = box
+        if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > slide.dimensions[0] or y + h > slide.dimensions[1]:
+            raise InputError(f"region {box} is outside {path.name} {slide.dimensions}")
+        hr = slide.read_region((x, y), 0, (w, h))
+        mpp = slide.mpp[0] if slide.mpp else None
+        source_bpp = 8 * path.stat().st_size / (slide.dimensions[0] * slide.dimensions[1])
+    return BenchInput(
+        name=f"{path.stem}[{x},{y},{w},{h}]", kind="slide", hr=hr, mask=tissue_pixels(hr), mpp=mpp, source_bpp=source_bpp
+    )
+
+
+def _archive_input(path: Path, crop: int, region: tuple[int, int, int, int] | None) -> BenchInput:
+    from wsistore.archive.reader import Archive
+
+    archive = Archive.open(path)
+    source = path.parent / archive.metadata.source.file_name
+    if not source.is_file():
+        raise InputError(
+            f"{path}: quality needs the original; put {archive.metadata.source.file_name} beside the archive or pass the slide"
+        )
+    item = _slide_input(source, crop, region)
+    item.kind = "archive"
+    item.archive_bpp = float(archive.info()["bits_per_source_pixel"])
+    return item
+
+
+def _densest_square(slide: object, crop: int) -> tuple[int, int, int, int]:
+    """The ``crop``-sided square (aligned to the archive grid) with the most tissue."""
+    from wsistore.readers import SlideReader
+
+    assert isinstance(slide, SlideReader)
+    width, height = slide.dimensions
+    side = min(crop, width, height) // 64 * 64
+    mask = detect_tissue(slide)
+    cells = max(1, side // mask.cell)
+    tissue = mask.tissue.astype(np.float64)
+    best, best_score = (0, 0), -1.0
+    step = max(1, cells // 2)
+    for cy in range(0, max(1, tissue.shape[0] - cells + 1), step):
+        for cx in range(0, max(1, tissue.shape[1] - cells + 1), step):
+            score = tissue[cy : cy + cells, cx : cx + cells].sum()
+            if score > best_score:
+                best, best_score = (cy, cx), score
+    y, x = best[0] * mask.cell, best[1] * mask.cell
+    x, y = min(x, width - side) // 64 * 64, min(y, height - side) // 64 * 64
+    return x, y, side, side
