@@ -253,3 +253,22 @@ def test_full_disk_leaves_an_incomplete_partial(tmp_path: Path, slide_path: Path
     assert not out.exists()
     with pytest.raises(ArchiveError):
         Archive.open(out)
+
+
+def test_fsspec_url_destination(slide_path: Path) -> None:
+    """Non-local stores (here fsspec's memory filesystem) are written in place, metadata last."""
+    import fsspec
+
+    from wsistore.archive.verify import verify
+
+    url = "memory://wsistore-test/sample.zarr"
+    ingest(slide_path, url, IngestOptions(progress=False))
+    try:
+        archive = Archive.open(url)
+        assert archive.metadata.width == 2220
+        assert verify(url, progress=False).ok
+        assert not fsspec.filesystem("memory").exists("/wsistore-test/sample.zarr/ingest-journal.jsonl")
+        with pytest.raises(OutputExistsError):
+            ingest(slide_path, url, IngestOptions(progress=False))
+    finally:
+        fsspec.filesystem("memory").rm("/wsistore-test", recursive=True)
