@@ -17,6 +17,7 @@ from typing import Any
 
 from wsistore.bench.command import add_bench_parser
 from wsistore.errors import InputError, WsistoreError, first_line
+from wsistore.training.command import add_models_parser, add_train_parser
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -215,6 +216,8 @@ SUBCOMMANDS: dict[str, Callable[[Any], None]] = {
     "verify": _add_verify,
     "demo": _add_demo,
     "bench": add_bench_parser,
+    "models": add_models_parser,
+    "train": add_train_parser,
 }
 
 

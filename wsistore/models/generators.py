@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsistore.models.base import Generator
+from wsistore.models.layers import BICUBIC_REACH, HE_MEAN, lr_reach
 
 
 class InterpolationUpsampler(Generator):
@@ -81,10 +82,6 @@ class PixelShuffleUpsampler(nn.Sequential):
         super().__init__(*layers)
 
 
-#: An approximate H&E mean, subtracted on input and added back on output (EDSR's MeanShift).
-HE_MEAN = (0.70, 0.55, 0.70)
-
-
 class EDSR(Generator):
     """Enhanced Deep Super-Resolution network (Lim et al. 2017)."""
 
@@ -103,11 +100,11 @@ class EDSR(Generator):
     @property
     def receptive_field(self) -> int:
         c = self.config
-        lr_convs = 1 + 2 * c.blocks + 1  # head, blocks, body tail: one LR pixel each
-        up = sum(1 / 2**i for i in range(int(math.log2(c.scale))))  # one conv per stage, at 1x, 2x...
-        tail = 1 / c.scale
-        skip = 2 if c.bicubic_skip else 0
-        return max(math.ceil(lr_convs + up + tail), skip)
+        n = int(math.log2(c.scale))
+        # LR: head, two 3x3 per block, body tail, first x2 conv; one conv per further x2
+        # level; HR: tail
+        radii = [1 + 2 * c.blocks + 1 + 1] + [1] * (n - 1) + [1]
+        return max(lr_reach(radii), BICUBIC_REACH if c.bicubic_skip else 0)
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         x = self.head(lr - self.mean)

@@ -4,15 +4,21 @@ import time; every entry is listed here."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
 from wsistore.errors import InputError
+from wsistore.models.adversarial import AdversarialLoss, NonSaturatingGAN, RelativisticAverageGAN
 from wsistore.models.base import Generator
+from wsistore.models.discriminators import VGGPatchConfig, VGGPatchDiscriminator
 from wsistore.models.generators import EDSR, EDSRConfig, InterpolationUpsampler
+from wsistore.models.losses import L1Loss, MSELoss, QuasiNormConfig, QuasiNormLoss, SSIMConfig, SSIMLoss
+from wsistore.models.perceptual import AutoencoderConfig, AutoencoderLoss, VGG19Config, VGG19Loss
+from wsistore.models.rrdbnet import RRDBNet, RRDBNetConfig
+from wsistore.models.srresnet import SRResNet, SRResNetConfig
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,8 @@ class Entry:
     build: Callable[[Any], nn.Module]
     summary: str
     paper: str = ""
+    #: settings of a tiny preset, for smoke tests and CPU demos
+    tiny: Mapping[str, Any] = field(default_factory=dict)
 
     def make(self, settings: dict[str, Any] | None = None) -> nn.Module:
         settings = dict(settings or {})
@@ -42,10 +50,77 @@ class Entry:
 
 
 GENERATORS: dict[str, Entry] = {
-    "edsr": Entry("edsr", EDSRConfig, EDSR, "EDSR residual network with pixel-shuffle upsampling", "Techcyte poster (seed 004); Lim et al. 2017"),
+    "edsr": Entry(
+        "edsr", EDSRConfig, EDSR, "EDSR residual network with pixel-shuffle upsampling",
+        "Techcyte poster (seed 004); Lim et al. 2017", tiny={"blocks": 2, "features": 16},
+    ),
+    "srresnet": Entry(
+        "srresnet", SRResNetConfig, SRResNet, "SRGAN's residual generator (9x9 head/tail, PReLU, pixel shuffle)",
+        "Ledig et al. 2017 (SRGAN)", tiny={"blocks": 2, "features": 16},
+    ),
+    "rrdbnet": Entry(
+        "rrdbnet", RRDBNetConfig, RRDBNet, "ESRGAN's residual-in-residual dense blocks, nearest x2 + conv upsampling",
+        "Wang et al. 2018 (ESRGAN); SRNet/rVTT (seed 000)", tiny={"blocks": 1, "features": 16, "growth": 8},
+    ),
     "bicubic": Entry("bicubic", None, lambda _: InterpolationUpsampler("bicubic"), "bicubic interpolation (baseline)"),
     "nearest": Entry("nearest", None, lambda _: InterpolationUpsampler("nearest"), "pixel replication: the seeds' i-HR baseline"),
 }
+
+
+DISCRIMINATORS: dict[str, Entry] = {
+    "vgg_patch": Entry(
+        "vgg_patch", VGGPatchConfig, VGGPatchDiscriminator, "VGG-style conv discriminator returning a map of patch logits",
+        "Ledig et al. 2017 (SRGAN); ESRGAN", tiny={"features": 8, "stages": 2},
+    ),
+}
+
+#: Losses ``loss(sr, hr) -> scalar``, smallest when ``sr == hr``.
+LOSSES: dict[str, Entry] = {
+    "l1": Entry("l1", None, lambda _: L1Loss(), "mean absolute error"),
+    "mse": Entry("mse", None, lambda _: MSELoss(), "mean squared error", "Techcyte stage 1 (seed 004)"),
+    "quasi_norm": Entry("quasi_norm", QuasiNormConfig, QuasiNormLoss, "robust q-quasi-norm of the residual", "SQE (seed 003)"),
+    "ssim": Entry("ssim", SSIMConfig, SSIMLoss, "1 - SSIM (per channel, Gaussian or uniform window)", "SQE perception loss (seed 003)"),
+    "vgg19": Entry(
+        "vgg19", VGG19Config, VGG19Loss, "VGG-19 feature distance; ImageNet weights from a local file only",
+        "SRGAN; Techcyte stage 2 (seed 004)",
+    ),
+    "autoencoder": Entry(
+        "autoencoder", AutoencoderConfig, AutoencoderLoss, "manifold distance under an autoencoder pre-trained on HR patches",
+        "SQE (seed 003)", tiny={"features": 8, "latent": 8, "blocks": 1},
+    ),
+}
+
+#: Adversarial objectives over discriminator logits.
+ADVERSARIAL: dict[str, Entry] = {
+    "nonsaturating": Entry("nonsaturating", None, lambda _: NonSaturatingGAN(), "cross-entropy GAN, non-saturating generator loss", "Goodfellow et al. 2014; SRGAN; Techcyte"),
+    "relativistic_average": Entry(
+        "relativistic_average", None, lambda _: RelativisticAverageGAN(), "relativistic average GAN (RaGAN)", "ESRGAN; rVTT (seed 000)"
+    ),
+}
+
+
+def _lookup(registry: dict[str, Entry], kind: str, name: str) -> Entry:
+    try:
+        return registry[name]
+    except KeyError:
+        raise InputError(f"unknown {kind} {name!r}; registered: {', '.join(registry)}") from None
+
+
+def build_discriminator(name: str, settings: dict[str, Any] | None = None) -> nn.Module:
+    """A discriminator from its registry name and settings."""
+    return _lookup(DISCRIMINATORS, "discriminator", name).make(settings)
+
+
+def build_loss(name: str, settings: dict[str, Any] | None = None) -> nn.Module:
+    """A ``loss(sr, hr)`` module from its registry name and settings."""
+    return _lookup(LOSSES, "loss", name).make(settings)
+
+
+def build_adversarial(name: str) -> AdversarialLoss:
+    """An adversarial objective by name."""
+    loss = _lookup(ADVERSARIAL, "adversarial loss", name).make(None)
+    assert isinstance(loss, AdversarialLoss)
+    return loss
 
 
 def build_generator(name: str, settings: dict[str, Any] | None = None) -> Generator:

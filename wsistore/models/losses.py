@@ -1,0 +1,114 @@
+"""Pixel and structure losses: ``loss(sr, hr) -> scalar``, RGB in [0, 1], smallest when
+``sr == hr``. Pure torch, so training needs nothing beyond torch and numpy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WINDOWS = ("gaussian", "uniform")
+
+
+class L1Loss(nn.Module):
+    """Mean absolute error."""
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        return F.l1_loss(sr.float(), hr.float())
+
+
+class MSELoss(nn.Module):
+    """Mean squared error (the Techcyte stage-1 loss)."""
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(sr.float(), hr.float())
+
+
+@dataclass(frozen=True)
+class QuasiNormConfig:
+    """SQE's robust fidelity: mean of ``(r**2 + eps) ** (q / 2)``, ``q`` in (0, 2]."""
+
+    q: float = 0.5
+    eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if not 0 < self.q <= 2 or self.eps <= 0:
+            raise ValueError("need 0 < q <= 2 and eps > 0")
+
+
+def quasi_norm(residual: torch.Tensor, q: float, eps: float) -> torch.Tensor:
+    """Mean eps-regularised q-quasi-norm of a residual, shifted to be 0 at 0."""
+    return ((residual.float() ** 2 + eps) ** (q / 2)).mean() - eps ** (q / 2)
+
+
+class QuasiNormLoss(nn.Module):
+    """Heavy-tailed pixel loss (seed 003): down-weights outlier residuals."""
+
+    def __init__(self, config: QuasiNormConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or QuasiNormConfig()
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        return quasi_norm(sr - hr, self.config.q, self.config.eps)
+
+
+@dataclass(frozen=True)
+class SSIMConfig:
+    """SSIM window: Gaussian (``sigma``; side ``2 * int(3.5 sigma + 0.5) + 1``, 11 for 1.5,
+    as torchmetrics) or uniform ``kernel_size`` (SQE's 5 x 5)."""
+
+    window: str = "gaussian"
+    sigma: float = 1.5
+    kernel_size: int = 11
+
+    def __post_init__(self) -> None:
+        if self.window not in WINDOWS:
+            raise ValueError(f"window must be one of {', '.join(WINDOWS)}")
+        if self.sigma <= 0 or self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError("need sigma > 0 and an odd kernel_size >= 1")
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, config: SSIMConfig | None = None, data_range: float = 1.0) -> torch.Tensor:
+    """Per-image mean SSIM (Wang et al. 2004), each channel on its own, borders
+    reflect-padded (torchmetrics' definition). Returns shape ``(N,)``."""
+    c = config or SSIMConfig()
+    with torch.autocast(x.device.type, enabled=False):  # variances cancel badly in bf16
+        return _ssim(x.float(), y.float(), c, data_range)
+
+
+def _ssim(x: torch.Tensor, y: torch.Tensor, c: SSIMConfig, data_range: float) -> torch.Tensor:
+    kernel = _window(c, x.shape[1], x.device)
+    pad = kernel.shape[-1] // 2
+    stack = F.pad(torch.cat([x, y, x * x, y * y, x * y]), (pad, pad, pad, pad), mode="reflect")
+    mx, my, xx, yy, xy = F.conv2d(stack, kernel, groups=x.shape[1]).split(x.shape[0])
+    vx = (xx - mx * mx).clamp_min(0)
+    vy = (yy - my * my).clamp_min(0)
+    cxy = xy - mx * my
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    index = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return index.flatten(1).mean(1)
+
+
+def _window(c: SSIMConfig, channels: int, device: torch.device) -> torch.Tensor:
+    if c.window == "uniform":
+        k = torch.full((c.kernel_size, c.kernel_size), 1.0 / c.kernel_size**2, device=device)
+    else:
+        size = 2 * int(3.5 * c.sigma + 0.5) + 1
+        t = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+        g = torch.exp(-(t**2) / (2 * c.sigma**2))
+        g = g / g.sum()
+        k = g[:, None] * g[None, :]
+    return k.expand(channels, 1, *k.shape).contiguous()
+
+
+class SSIMLoss(nn.Module):
+    """``1 - SSIM``: SQE's perception loss (up to its weight)."""
+
+    def __init__(self, config: SSIMConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or SSIMConfig()
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        return 1 - ssim(sr, hr, self.config).mean()

@@ -1,0 +1,169 @@
+"""The ``wsistore models`` and ``wsistore train`` subcommands.
+
+Only argparse at import time: torch, zarr and friends load when a command runs, and
+``train run`` never loads zarr or imagecodecs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def add_models_parser(sub: Any) -> None:
+    p = sub.add_parser("models", help="list generators, discriminators, losses and shipped weights", description=_cmd_models.__doc__)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=_cmd_models)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    """Every registered generator (with receptive field, parameters and FLOPs per output
+    pixel of its default settings), discriminator, loss and adversarial loss, and the
+    weights shipped with wsistore."""
+    from wsistore.models.catalog import catalog
+
+    info = catalog()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print("generators:")
+    for g in info["generators"]:
+        cost = f"RF {g['receptive_field']} LR px, {g['parameters'] / 1e6:.2f} M params, {g['mflops_per_output_pixel']:.3f} MFLOP/px" if g["parameters"] else f"RF {g['receptive_field']} LR px"
+        print(f"  {g['name']:<22} {g['summary']} ({cost})")
+    for title, key in (("discriminators", "discriminators"), ("losses", "losses"), ("adversarial losses", "adversarial")):
+        print(f"{title}:")
+        for item in info[key]:
+            print(f"  {item['name']:<22} {item['summary']}")
+    print("shipped weights:")
+    for name, entry in info["shipped_weights"].items():
+        print(f"  {name:<22} {entry.get('file', '')} sha256 {entry.get('sha256', '')[:12]}")
+    if not info["shipped_weights"]:
+        print("  (none yet: train with 'wsistore train run pipelines/techcyte.toml')")
+    return 0
+
+
+def add_train_parser(sub: Any) -> None:
+    p = sub.add_parser("train", help="prepare training patches and run training recipes", description="Prepare (LR, HR) patches; run a recipe.")
+    tsub = p.add_subparsers(dest="train_command", required=True, metavar="ACTION")
+    _add_prepare(tsub)
+    _add_run(tsub)
+
+
+def _add_prepare(sub: Any) -> None:
+    from wsistore.cli import _add_codec_options
+
+    p = sub.add_parser("prepare", help="slides and tile folders -> (LR, HR) patch shards", description=_cmd_prepare.__doc__)
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="slides, image tiles, folders of them, or archives (their source slide must lie beside them)")
+    p.add_argument("out", metavar="OUT", help="folder to write the shards to")
+    p.add_argument("--like", metavar="ARCHIVE", help="degrade exactly like this archive (its scale, codec, chunk and fill)")
+    _add_codec_options(p)
+    p.set_defaults(codec=None)
+    p.add_argument("--scale", type=int, default=None, help="downsample factor (default 4)")
+    p.add_argument("--chunk", type=int, default=None, help="archive LR chunk side the codec works on (default 256)")
+    p.add_argument("--patch", type=int, default=64, help="LR patch side (HR is scale x this; default 64)")
+    p.add_argument("--patches-per-file", type=int, default=64, help="at most this many patches per file (default 64)")
+    p.add_argument("--min-tissue", type=float, default=0.5, help="least tissue fraction of a patch (default 0.5)")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="fraction of files held out for validation (default 0.15)")
+    p.add_argument("--val-file", action="append", default=[], metavar="NAME", help="hold out this file (repeatable; replaces --val-fraction)")
+    p.add_argument("--licence", action="append", default=[], metavar="PATTERN=TEXT", help="data licence of files matching a name pattern (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shard-size", type=int, default=512, help="patches per shard file (default 512)")
+    p.add_argument("--reader", choices=("auto", "openslide", "tiffslide"), default="auto")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_cmd_prepare)
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    """Cut tissue patches from slides and tiles; make each LR patch exactly as the archive
+    would store it (same downsample, codec and chunk grid); hold out whole files for
+    validation; write numpy shards and a manifest."""
+    from pathlib import Path
+
+    from wsistore.errors import InputError
+    from wsistore.training.prepare import PrepareOptions, is_archive, options_like, prepare
+
+    licences = []
+    for item in args.licence:
+        pattern, sep, text = item.partition("=")
+        if not sep or not pattern or not text:
+            raise InputError(f"--licence {item!r} is not PATTERN=TEXT")
+        licences.append((pattern, text))
+    common: dict[str, Any] = {
+        "patch": args.patch,
+        "patches_per_file": args.patches_per_file,
+        "min_tissue": args.min_tissue,
+        "val_fraction": args.val_fraction,
+        "val_files": tuple(args.val_file),
+        "seed": args.seed,
+        "shard_size": args.shard_size,
+        "licences": tuple(licences),
+        "reader": args.reader,
+        "overwrite": args.overwrite,
+        "progress": not args.quiet,
+    }
+    archives = [s for s in args.sources if is_archive(Path(s))]
+    like = args.like or (archives[0] if archives else None)
+    if like:
+        given = [flag for flag, value in (("--codec", args.codec), ("--quality", args.quality), ("--scale", args.scale), ("--chunk", args.chunk)) if value is not None]
+        if given or args.lossless:
+            raise InputError(f"the codec, scale and chunk come from the archive {like}; drop {(given or ['--lossless'])[0]}")
+        options = options_like(like, **common)
+    else:
+        from wsistore.cli import _codec_from_args
+        from wsistore.codecs import DEFAULT_CODEC
+
+        args.codec = args.codec or DEFAULT_CODEC
+        codec = _codec_from_args(args)
+        options = PrepareOptions(scale=args.scale or 4, codec=None if codec.lossless else codec, chunk=args.chunk or 256, **common)
+    manifest = prepare(args.sources, args.out, options)
+    counts = manifest["counts"]
+    print(
+        f"wrote {args.out}: {counts['train']} train + {counts['val']} validation patches from {len(manifest['files'])} files "
+        f"({manifest['codec_label']}, chunk {manifest['chunk']}, scale {manifest['scale']}); "
+        f"validation files: {', '.join(manifest['split']['val_files']) or 'none'}"
+    )
+    return 0
+
+
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser("run", help="run a training recipe (pipelines/*.toml)", description=_cmd_run.__doc__)
+    p.add_argument("config", metavar="CONFIG", help="recipe file, e.g. pipelines/techcyte.toml")
+    p.add_argument("--data", metavar="DIR", help="prepared patches (sets data.shards)")
+    p.add_argument("--out", metavar="DIR", help="run folder (sets run.out; default runs/NAME)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (sets run.device)")
+    p.add_argument("--vgg19-weights", metavar="FILE", help="local VGG-19 ImageNet weights: 'content' loss becomes VGG-19")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value, e.g. stages.0.steps=100 (repeatable)")
+    p.add_argument("--smoke", action="store_true", help="tiny models, 2 steps per stage (what CI runs for every recipe)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last saved state")
+    p.add_argument("--overwrite", action="store_true", help="discard an existing run in the output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    """Train a generator through the recipe's stages with validation, the K best
+    checkpoints per stage (safetensors + model card), a JSONL metrics log, and exact
+    resume. Needs only torch, numpy and safetensors."""
+    from wsistore.errors import InputError
+    from wsistore.training.config import load_config
+    from wsistore.training.trainer import Trainer
+
+    if args.resume and args.overwrite:
+        raise InputError("--resume and --overwrite exclude each other")
+    overrides = list(args.set)
+    for key, value in (("data.shards", args.data), ("run.out", args.out), ("run.device", args.device), ("content.vgg19_weights", args.vgg19_weights)):
+        if value is not None:
+            overrides.insert(0, f"{key}={json.dumps(value)}")
+    config = load_config(args.config, overrides, smoke=args.smoke)
+    trainer = Trainer(config, config_file=args.config, progress=not args.quiet)
+    result = trainer.run(resume=args.resume, overwrite=args.overwrite)
+    final = result.validations[-1]["val"] if result.validations else {}
+    base = result.baseline
+    print(
+        f"trained {config.run.name}: {result.step} steps in {result.seconds:.1f} s ({result.steps_per_second:.2f} steps/s) -> {result.out}; "
+        f"validation PSNR {final.get('psnr', float('nan')):.2f} dB, SSIM {final.get('ssim', float('nan')):.4f} "
+        f"(bicubic {base.get('psnr', float('nan')):.2f} dB, {base.get('ssim', float('nan')):.4f}); content loss: {', '.join(config.content_losses) or 'none'}"
+    )
+    return 0

@@ -1,0 +1,312 @@
+"""Training recipes: TOML files in ``pipelines/`` loaded into frozen, validated dataclasses.
+
+A recipe names a generator (and a discriminator for GAN stages) from the model registries,
+the prepared patch shards, validation and checkpoint policy, and an ordered list of
+stages. The loss name ``content`` means VGG-19 when ``[content] vgg19_weights`` names a
+local weights file, and the autoencoder manifold loss otherwise (the run records which).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wsistore.errors import InputError
+from wsistore.models.registry import ADVERSARIAL, DISCRIMINATORS, GENERATORS, LOSSES, Entry
+from wsistore.training.tomlconfig import from_table, parse_value, set_dotted
+
+STAGE_KINDS = ("pixel", "gan")
+#: validation metric -> True when higher is better
+METRICS = {"psnr": True, "ssim": True, "l1": False}
+CONTENT = "content"
+#: autoencoder settings that change its architecture (shared by the whole run)
+AUTOENCODER_SHAPE = {"features", "latent", "blocks"}
+
+
+@dataclass(frozen=True)
+class RunSection:
+    """Name, seed, output folder (default ``runs/NAME``), device and logging cadence."""
+
+    name: str
+    seed: int = 0
+    out: str = ""
+    device: str = "auto"
+    log_every: int = 50
+    checkpoint_every: int = 500
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError("name must be a non-empty file name")
+        if self.log_every < 1 or self.checkpoint_every < 1:
+            raise ValueError("log_every and checkpoint_every must be >= 1")
+        if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Prepared shards (``wsistore train prepare``), batch size and LR crop side."""
+
+    shards: str = ""
+    batch_size: int = 16
+    patch: int = 48
+    #: random flips/transposes; off by default because codec artefacts are not symmetric
+    flips: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.patch < 4:
+            raise ValueError("batch_size must be >= 1 and patch >= 4")
+
+
+@dataclass(frozen=True)
+class Component:
+    """A registry name and its settings."""
+
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """One weighted generator loss: a LOSSES name, or ``content``."""
+
+    name: str
+    weight: float = 1.0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.weight < 0:
+            raise ValueError("loss weights must be >= 0")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A training stage: ``pixel`` (generator alone) or ``gan`` (with the discriminator)."""
+
+    name: str
+    kind: str = "pixel"
+    steps: int = 1000
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    #: stage steps at which the learning rates are multiplied by ``lr_gamma``
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = 0.5
+    losses: tuple[LossTerm, ...] = ()
+    adversarial: str = "nonsaturating"
+    adversarial_weight: float = 1e-3
+    discriminator_lr: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if self.kind not in STAGE_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(STAGE_KINDS)}, got {self.kind!r}")
+        if self.steps < 0 or self.lr <= 0 or self.discriminator_lr <= 0 or not 0 < self.lr_gamma <= 1:
+            raise ValueError("need steps >= 0, lr > 0, discriminator_lr > 0 and 0 < lr_gamma <= 1")
+        if not self.losses and self.kind == "pixel":
+            raise ValueError("a pixel stage needs at least one loss")
+
+
+@dataclass(frozen=True)
+class ValidationSection:
+    """Validate every ``every`` steps on up to ``max_patches`` held-out patches; keep the
+    ``keep_best`` best checkpoints of each generator stage by ``metric``."""
+
+    every: int = 1000
+    max_patches: int = 256
+    batch_size: int = 16
+    keep_best: int = 3
+    metric: str = "psnr"
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.max_patches < 1 or self.batch_size < 1 or self.keep_best < 1:
+            raise ValueError("every, max_patches, batch_size and keep_best must be >= 1")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}")
+
+
+@dataclass(frozen=True)
+class ContentSection:
+    """What ``content`` means: VGG-19 with weights from a local file, else the
+    autoencoder manifold loss, pre-trained on the HR training patches for
+    ``autoencoder_steps`` before the first stage."""
+
+    vgg19_weights: str = ""
+    vgg19_layer: str = "conv5_4"
+    vgg19_criterion: str = "mse"
+    #: scale of a ``content`` term when it is VGG-19 (SRGAN: features / 12.75, squared)
+    vgg19_weight: float = 0.006
+    autoencoder: dict[str, Any] = field(default_factory=dict)
+    autoencoder_steps: int = 2000
+    autoencoder_lr: float = 1e-3
+    #: scale of a ``content`` term when it is the autoencoder loss
+    autoencoder_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.autoencoder_steps < 0 or self.autoencoder_lr <= 0:
+            raise ValueError("autoencoder_steps must be >= 0 and autoencoder_lr > 0")
+        if self.vgg19_weight < 0 or self.autoencoder_weight < 0:
+            raise ValueError("content weights must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole recipe."""
+
+    run: RunSection
+    generator: Component
+    stages: tuple[Stage, ...]
+    data: DataSection = field(default_factory=DataSection)
+    discriminator: Component | None = None
+    validation: ValidationSection = field(default_factory=ValidationSection)
+    content: ContentSection = field(default_factory=ContentSection)
+
+    @property
+    def content_loss(self) -> str:
+        """``vgg19`` or ``autoencoder``: what ``content`` resolves to."""
+        return "vgg19" if self.content.vgg19_weights else "autoencoder"
+
+    def resolve(self, term: LossTerm) -> tuple[str, dict[str, Any]]:
+        """Registry name and settings of a loss term: ``content`` resolved, and the
+        ``[content]`` settings as defaults of ``vgg19`` and ``autoencoder`` terms."""
+        name = self.content_loss if term.name == CONTENT else term.name
+        c = self.content
+        if name == "vgg19":
+            return name, {"weights": c.vgg19_weights, "layer": c.vgg19_layer, "criterion": c.vgg19_criterion, **term.settings}
+        if name == "autoencoder":
+            return name, {**c.autoencoder, **term.settings}
+        return name, dict(term.settings)
+
+    def weight(self, term: LossTerm) -> float:
+        """A term's weight; ``content`` terms are scaled by what they resolve to."""
+        if term.name != CONTENT:
+            return term.weight
+        scale = self.content.vgg19_weight if self.content_loss == "vgg19" else self.content.autoencoder_weight
+        return term.weight * scale
+
+    @property
+    def content_losses(self) -> list[str]:
+        """Feature-space losses the stages use (``vgg19``, ``autoencoder``), sorted."""
+        return sorted({self.resolve(t)[0] for s in self.stages for t in s.losses} & {"vgg19", "autoencoder"})
+
+    @property
+    def uses_autoencoder(self) -> bool:
+        return any(self.resolve(t)[0] == "autoencoder" for s in self.stages for t in s.losses)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.run.out or f"runs/{self.run.name}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def sha256(self) -> str:
+        """Digest of everything that changes the result (not output folder or device)."""
+        d = self.to_dict()
+        d["run"] = {k: v for k, v in d["run"].items() if k not in ("out", "device", "log_every")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, smoke: bool = False) -> TrainConfig:
+    """Read a recipe, apply ``--smoke`` then ``KEY=VALUE`` overrides, and validate it."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"no such config file: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid TOML ({exc})") from None
+    return config_from_dict(raw, str(path), overrides, smoke)
+
+
+def config_from_dict(raw: dict[str, Any], where: str, overrides: list[str] | None = None, smoke: bool = False) -> TrainConfig:
+    raw = copy.deepcopy(raw)
+    if smoke:
+        shrink_for_smoke(raw)
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"override {item!r} is not KEY=VALUE")
+        set_dotted(raw, key.strip(), parse_value(value.strip()))
+    config = from_table(TrainConfig, raw, where)
+    validate(config, where)
+    return config
+
+
+def validate(config: TrainConfig, where: str) -> None:
+    """Check names and settings against the registries (builds nothing)."""
+    gen = _entry(GENERATORS, "generator", config.generator.name, where)
+    if gen.config is None:
+        raise InputError(f"{where}: generator {gen.name!r} has nothing to train")
+    _check_settings(gen, config.generator.settings, f"{where}: generator")
+    if not config.stages:
+        raise InputError(f"{where}: no stages")
+    names = [s.name for s in config.stages]
+    if len(set(names)) != len(names) or "autoencoder" in names:
+        raise InputError(f"{where}: stage names must be unique and not 'autoencoder'")
+    if any(s.kind == "gan" for s in config.stages):
+        if config.discriminator is None:
+            raise InputError(f"{where}: GAN stages need a [discriminator]")
+        _check_settings(_entry(DISCRIMINATORS, "discriminator", config.discriminator.name, where), config.discriminator.settings, f"{where}: discriminator")
+    for stage in config.stages:
+        at = f"{where}: stage {stage.name}"
+        if stage.kind == "gan":
+            _entry(ADVERSARIAL, "adversarial loss", stage.adversarial, at)
+        for term in stage.losses:
+            name, settings = config.resolve(term)
+            entry = _entry(LOSSES, "loss", name, at)
+            _check_settings(entry, settings, f"{at}: loss {term.name}")
+            shape = sorted(set(term.settings) & AUTOENCODER_SHAPE)
+            if name == "autoencoder" and shape:
+                raise InputError(f"{at}: set the autoencoder's {shape[0]} in [content] autoencoder (one autoencoder per run)")
+
+
+def _entry(registry: dict[str, Entry], kind: str, name: str, where: str) -> Entry:
+    if name not in registry:
+        raise InputError(f"{where}: unknown {kind} {name!r}; registered: {', '.join(registry)}")
+    return registry[name]
+
+
+def _check_settings(entry: Entry, settings: dict[str, Any], where: str) -> None:
+    if entry.config is None:
+        if settings:
+            raise InputError(f"{where}: {entry.name} takes no settings")
+        return
+    known = {f.name for f in dataclasses.fields(entry.config)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise InputError(f"{where}: {entry.name} has no setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    try:
+        entry.config(**settings)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{where}: invalid {entry.name} settings: {exc}") from None
+
+
+#: What ``--smoke`` sets: tiny models and two steps per stage (CI runs every recipe so).
+SMOKE_STEPS = 2
+
+
+def shrink_for_smoke(raw: dict[str, Any]) -> None:
+    """Rewrite a raw recipe in place into a seconds-long CPU run of the same structure."""
+    for section, registry in (("generator", GENERATORS), ("discriminator", DISCRIMINATORS)):
+        table = raw.get(section)
+        if isinstance(table, dict) and table.get("name") in registry:
+            table["settings"] = {**table.get("settings", {}), **registry[table["name"]].tiny}
+    for stage in raw.get("stages", []):
+        if isinstance(stage, dict):
+            stage["steps"] = SMOKE_STEPS
+            stage["lr_milestones"] = []
+    content = raw.setdefault("content", {})
+    content["autoencoder"] = {**content.get("autoencoder", {}), **LOSSES["autoencoder"].tiny}
+    content["autoencoder_steps"] = SMOKE_STEPS
+    data = raw.setdefault("data", {})
+    data["batch_size"] = 2
+    data["patch"] = min(int(data.get("patch", 12)), 12)
+    raw["validation"] = {**raw.get("validation", {}), "every": 1, "max_patches": 4, "batch_size": 4}
+    run = raw.setdefault("run", {})
+    run["log_every"] = 1
+    run["checkpoint_every"] = 1

@@ -1,0 +1,425 @@
+"""``wsistore train prepare``: slides and tile folders -> (LR, HR) patch shards.
+
+The LR side of every pair is what an archive would store: the one downsample of
+:mod:`wsistore.degradation`, then the archive's codec applied chunk by chunk on the
+archive's own grid (origin at the image's top-left, ``chunk`` LR pixels, edge chunks
+padded to a full chunk with the archive's fill value before coding, as zarr stores
+them). ``--like ARCHIVE`` takes scale, codec and chunk from an existing archive.
+
+Only patches that are mostly tissue are kept; whole files are held out for
+validation, chosen deterministically and recorded in the manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from wsistore.archive.writer import _fill_value as archive_fill_value
+from wsistore.codecs import ImageCodec, make_codec
+from wsistore.degradation import Downsample, code_on_grid, read_window
+from wsistore.errors import InputError, OutputExistsError
+from wsistore.readers import SlideReader, open_slide
+from wsistore.tissue import detect_tissue
+from wsistore.training.shards import FORMAT, MANIFEST, VERSION, ShardWriter
+
+#: Read whole into memory with PIL: tiles.
+TILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+#: Opened with the slide readers.
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".dcm")
+#: Licences of the project's shared development data, by file-name pattern (first match;
+#: ``--licence PATTERN=TEXT`` entries are tried before these).
+KNOWN_LICENCES = (
+    ("*_monuseg_*", "CC BY-NC-SA 4.0 (MoNuSeg, Kumar et al. IEEE TMI 2017; non-commercial, share-alike)"),
+    ("*_histolab_*", "Apache-2.0 (histolab test fixtures; pixels from TCGA open-access slides)"),
+    ("*cmu1*", "CC0 1.0 (OpenSlide test data CMU-1)"),
+)
+UNKNOWN_LICENCE = "unknown (not given: pass --licence PATTERN=TEXT)"
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """How to cut patches; ``codec`` None means lossless LR (no coding)."""
+
+    scale: int = 4
+    codec: ImageCodec | None = field(default_factory=make_codec)
+    chunk: int = 256
+    patch: int = 64
+    patches_per_file: int = 64
+    min_tissue: float = 0.5
+    val_fraction: float = 0.15
+    val_files: tuple[str, ...] = ()
+    seed: int = 0
+    shard_size: int = 512
+    licences: tuple[tuple[str, str], ...] = ()
+    #: source sha256 -> the fill value its archive recorded (else computed as ingest does)
+    fills: tuple[tuple[str, int], ...] = ()
+    like: str | None = None
+    reader: str = "auto"
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.patch < 4 or self.patches_per_file < 1 or self.shard_size < 1:
+            raise InputError("--patch must be >= 4, --patches-per-file and --shard-size >= 1")
+        if self.chunk < 16 or self.chunk % 16:
+            raise InputError(f"--chunk must be a multiple of 16, got {self.chunk}")
+        if not 0 <= self.min_tissue <= 1 or not 0 <= self.val_fraction < 1:
+            raise InputError("--min-tissue must be in [0, 1] and --val-fraction in [0, 1)")
+        try:
+            Downsample(self.scale)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+
+
+def is_archive(path: Path) -> bool:
+    return path.is_dir() and (path / "zarr.json").is_file()
+
+
+def options_like(archive: str | os.PathLike[str], **overrides: Any) -> PrepareOptions:
+    """Options that degrade exactly as ``archive`` did (scale, codec, chunk, and its
+    fill value for its own source)."""
+    from wsistore.archive.reader import Archive
+    from wsistore.degradation import DOWNSAMPLE_VERSION
+
+    a = Archive.open(archive)
+    m = a.metadata
+    if m.downsample.get("version") != DOWNSAMPLE_VERSION:
+        raise InputError(f"{archive}: downsample version {m.downsample.get('version')} differs from this wsistore's {DOWNSAMPLE_VERSION}")
+    codec = None if a.codec.lossless else a.codec
+    return PrepareOptions(
+        scale=m.scale, codec=codec, chunk=m.chunk, fills=((m.source.sha256, m.fill_value),), like=str(archive), **overrides
+    )
+
+
+def archive_source(archive: Path, options: PrepareOptions) -> tuple[Path, PrepareOptions]:
+    """The source slide of an archive given as a SOURCE (it must lie beside the archive
+    and match the recorded sha256), and options extended with its fill value. The
+    archive must have been made with the same scale, codec and chunk as ``options``."""
+    like = options_like(archive)
+    codec = lambda o: o.codec.to_dict() if o.codec is not None else None  # noqa: E731
+    if (like.scale, like.chunk, codec(like)) != (options.scale, options.chunk, codec(options)):
+        raise InputError(f"{archive} was made with other settings than this prepare (use --like {archive}, one codec per prepared set)")
+    from wsistore.archive.reader import Archive
+
+    source = Archive.open(archive).metadata.source
+    path = archive.parent / source.file_name
+    if not path.is_file():
+        raise InputError(f"{archive}: training needs its source; put {source.file_name} beside the archive")
+    if _sha256(path) != source.sha256:
+        raise InputError(f"{path} is not the file {archive} was made from (sha256 differs)")
+    return path, dataclasses.replace(options, fills=options.fills + like.fills)
+
+
+@dataclass
+class Source:
+    """One input image: a tile read whole, or a slide read region by region."""
+
+    path: Path
+    kind: str
+    width: int
+    height: int
+    read: Callable[[tuple[int, int, int, int]], np.ndarray]
+    reader: SlideReader
+    close: Callable[[], None]
+
+
+class ArrayImage(SlideReader):
+    """A single-level in-memory image behind the slide-reader interface (tissue detection)."""
+
+    name = "array"
+
+    def __init__(self, path: Path, image: np.ndarray) -> None:
+        super().__init__(path)
+        self.image = image
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        return ((self.image.shape[1], self.image.shape[0]),)
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return (1.0,)
+
+    @property
+    def properties(self) -> Mapping[str, str]:
+        return {}
+
+    @property
+    def icc_profile(self) -> bytes | None:
+        return None
+
+    @property
+    def associated_image_names(self) -> tuple[str, ...]:
+        return ()
+
+    def associated_image(self, name: str) -> np.ndarray:
+        raise InputError(f"{self.path.name} has no associated image {name!r}")
+
+    def _read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        (x, y), (w, h) = location, size
+        return self.image[y : y + h, x : x + w]
+
+    def close(self) -> None:
+        return None
+
+
+def open_source(path: Path, reader: str = "auto") -> Source:
+    """Open a tile (PIL, whole) or a slide (slide readers, by region)."""
+    if path.suffix.lower() in TILE_SUFFIXES:
+        try:
+            with Image.open(path) as im:
+                image = np.asarray(im.convert("RGB"))
+        except OSError as exc:
+            raise InputError(f"{path}: not a readable image ({exc})") from None
+        array = ArrayImage(path, image)
+        h, w = image.shape[:2]
+        return Source(path, "tile", w, h, lambda b: image[b[1] : b[3], b[0] : b[2]], array, array.close)
+    slide = open_slide(path, reader)
+    w, h = slide.dimensions
+
+    def read(b: tuple[int, int, int, int]) -> np.ndarray:
+        return slide.read_region((b[0], b[1]), 0, (b[2] - b[0], b[3] - b[1]))
+
+    return Source(path, "slide", w, h, read, slide, slide.close)
+
+
+class ArchivedLR:
+    """The LR image of a source exactly as an archive stores it, chunk by chunk (cached)."""
+
+    def __init__(self, source: Source, down: Downsample, codec: ImageCodec | None, chunk: int, fill: int) -> None:
+        self.source, self.down, self.codec, self.chunk, self.fill = source, down, codec, chunk, fill
+        self.width, self.height = down.lr_size(source.width, source.height)
+        self._cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def chunk_at(self, row: int, col: int) -> np.ndarray:
+        key = (row, col)
+        if key not in self._cache:
+            c = self.chunk
+            box = (col * c, row * c, min((col + 1) * c, self.width), min((row + 1) * c, self.height))
+            window = read_window(self.source.read, self.down.hr_window(*box), self.source.width, self.source.height)
+            lr = self.down.reduce_window(window)
+            if self.codec is not None:
+                full = np.full((c, c, 3), self.fill, dtype=np.uint8)  # zarr pads edge chunks
+                full[: lr.shape[0], : lr.shape[1]] = lr
+                lr = code_on_grid(full, self.codec, c, (row * c, col * c))[: lr.shape[0], : lr.shape[1]]
+            self._cache[key] = lr
+        return self._cache[key]
+
+    def region(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """LR pixels of box ``(x0, y0, x1, y1)`` (inside the LR image)."""
+        c = self.chunk
+        out = np.empty((y1 - y0, x1 - x0, 3), dtype=np.uint8)
+        for row in range(y0 // c, (y1 - 1) // c + 1):
+            for col in range(x0 // c, (x1 - 1) // c + 1):
+                tile = self.chunk_at(row, col)
+                ty0, tx0 = max(y0, row * c), max(x0, col * c)
+                ty1, tx1 = min(y1, row * c + tile.shape[0]), min(x1, col * c + tile.shape[1])
+                out[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0] = tile[ty0 - row * c : ty1 - row * c, tx0 - col * c : tx1 - col * c]
+        return out
+
+
+def expand_sources(sources: list[str], options: PrepareOptions) -> tuple[list[Path], PrepareOptions]:
+    """Files named, image/slide files found (recursively) in folders named, and the
+    source slides of archives named; sorted by name. Options gain the archives' fills."""
+    found: list[Path] = []
+    suffixes = TILE_SUFFIXES + SLIDE_SUFFIXES
+    for item in sources:
+        path = Path(item)
+        if is_archive(path):
+            source, options = archive_source(path, options)
+            found.append(source)
+        elif path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes and ".zarr" not in p.parts[len(path.parts) :])
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise InputError(f"no such file or folder: {path}")
+    unique = sorted({p.resolve(): p for p in found}.values(), key=lambda p: (p.name, str(p)))
+    if not unique:
+        raise InputError(f"no images or slides in {', '.join(sources)}")
+    names = [p.name for p in unique]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"two source files are both named {duplicates[0]} (the split is by file name)")
+    return unique, options
+
+
+def choose_validation(names: list[str], options: PrepareOptions) -> set[str]:
+    """Files held out: those named by ``val_files``, else a seeded hash order's first
+    ``round(val_fraction * n)`` (at least one when there are two or more files)."""
+    if options.val_files:
+        chosen = {n for n in names if n in options.val_files or Path(n).stem in options.val_files}
+        missing = [v for v in options.val_files if v not in names and v not in {Path(n).stem for n in names}]
+        if missing:
+            raise InputError(f"--val-file {missing[0]} is not among the sources")
+        return chosen
+    if options.val_fraction == 0 or len(names) < 2:
+        return set()
+    count = min(len(names) - 1, max(1, round(options.val_fraction * len(names))))
+    order = sorted(names, key=lambda n: hashlib.sha256(f"{options.seed}:{n}".encode()).hexdigest())
+    return set(order[:count])
+
+
+def licence_of(name: str, options: PrepareOptions) -> str:
+    for pattern, text in (*options.licences, *KNOWN_LICENCES):
+        if fnmatch.fnmatch(name, pattern):
+            return text
+    return UNKNOWN_LICENCE
+
+
+def patch_positions(source: Source, options: PrepareOptions, rng: np.random.Generator) -> tuple[list[tuple[int, int]], int, int]:
+    """Shuffled LR origins of tissue patches (HR inside the image), the number of grid
+    candidates, and the fill value an archive of this source would use. The grid offset
+    is random, so no JPEG 8x8 phase of the source dominates."""
+    s, p = options.scale, options.patch
+    nx, ny = source.width // s - p, source.height // s - p
+    mask = detect_tissue(source.reader)
+    fill = archive_fill_value(mask)
+    if nx < 0 or ny < 0:
+        return [], 0, fill
+    ox, oy = (int(v) for v in rng.integers(0, p, size=2))
+    xs = list(range(ox % (nx + 1), nx + 1, p)) or [0]
+    ys = list(range(oy % (ny + 1), ny + 1, p)) or [0]
+    cell = mask.cell
+    candidates = []
+    for y in ys:
+        for x in xs:
+            cells = mask.tissue[s * y // cell : -(-s * (y + p) // cell), s * x // cell : -(-s * (x + p) // cell)]
+            if cells.size and cells.mean() >= options.min_tissue:
+                candidates.append((x, y))
+    order = rng.permutation(len(candidates))
+    return [candidates[i] for i in order], len(xs) * len(ys), fill
+
+
+def prepare(sources: list[str], out: str | os.PathLike[str], options: PrepareOptions) -> dict[str, Any]:
+    """Write patch shards and their manifest to ``out``; returns the manifest."""
+    out = Path(out)
+    if out.exists() and not options.overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise OutputExistsError(f"{out} exists (use --overwrite to replace it)")
+    files, options = expand_sources(sources, options)
+    held_out = choose_validation([f.name for f in files], options)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    writers = {"train": ShardWriter(partial, "train", options.shard_size), "val": ShardWriter(partial, "val", options.shard_size)}
+    down = Downsample(options.scale)
+    records = []
+    bar = _bar(len(files), options.progress)
+    for number, path in enumerate(files):
+        split = "val" if path.name in held_out else "train"
+        records.append(_prepare_file(number, path, split, writers[split], down, options))
+        bar(path.name)
+    for writer in writers.values():
+        writer.flush()
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "scale": options.scale,
+        "patch": options.patch,
+        "chunk": options.chunk,
+        "codec": options.codec.to_dict() if options.codec is not None else None,
+        "codec_label": options.codec.describe() if options.codec is not None else "lossless (no coding)",
+        "downsample": down.describe(),
+        "like": options.like,
+        "edge_chunks": "padded to a full chunk with the archive fill value before coding",
+        "min_tissue": options.min_tissue,
+        "patches_per_file": options.patches_per_file,
+        "seed": options.seed,
+        "split": {
+            "rule": "--val-file names" if options.val_files else f"seeded sha256 order of file names, first round({options.val_fraction} x files)",
+            "val_files": sorted(held_out),
+        },
+        "counts": {split: w.count for split, w in writers.items()},
+        "files": records,
+        "licences": sorted({r["licence"] for r in records}),
+        "shards": writers["train"].shards + writers["val"].shards,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "software": _software(),
+    }
+    (partial / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    if out.exists():
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    partial.rename(out)
+    return manifest
+
+
+def _prepare_file(number: int, path: Path, split: str, writer: ShardWriter, down: Downsample, options: PrepareOptions) -> dict[str, Any]:
+    digest = _sha256(path)
+    source = open_source(path, options.reader)
+    try:
+        rng = np.random.default_rng([options.seed, int(hashlib.sha256(path.name.encode()).hexdigest()[:8], 16)])
+        positions, candidates, fill = patch_positions(source, options, rng)
+        fill = dict(options.fills).get(digest, fill)
+        archived = ArchivedLR(source, down, options.codec, options.chunk, fill)
+        s, p = options.scale, options.patch
+        kept = positions[: options.patches_per_file]
+        for x, y in kept:
+            lr = archived.region(x, y, x + p, y + p)
+            hr = source.read((s * x, s * y, s * (x + p), s * (y + p)))
+            writer.add(lr, np.ascontiguousarray(hr), number, x, y)
+    finally:
+        source.close()
+    return {
+        "name": path.name,
+        "path": str(path.resolve()),
+        "kind": source.kind,
+        "bytes": path.stat().st_size,
+        "sha256": digest,
+        "fill": fill,
+        "width": source.width,
+        "height": source.height,
+        "split": split,
+        "licence": licence_of(path.name, options),
+        "patches": len(kept),
+        "tissue_candidates": len(positions),
+        "grid_candidates": candidates,
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _software() -> dict[str, str]:
+    from wsistore import __version__
+
+    versions = {"wsistore": __version__}
+    for name in ("numpy", "imagecodecs"):
+        try:
+            versions[name] = __import__(name).__version__
+        except (ImportError, AttributeError):
+            pass
+    return versions
+
+
+def _bar(total: int, enabled: bool) -> Callable[[str], None]:
+    if not enabled:
+        return lambda name: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="prepare", unit="file")
+
+    def tick(name: str) -> None:
+        bar.set_postfix_str(name, refresh=False)
+        bar.update(1)
+        if bar.n >= total:
+            bar.close()
+
+    return tick

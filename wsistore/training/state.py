@@ -1,0 +1,55 @@
+"""Run state for exact resume: weights, optimizers, schedulers and RNG states in one
+``torch.save`` file (tensors and plain values only; loaded with ``weights_only``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wsistore.errors import InputError
+
+STATE_FILE = "state.pt"
+STATE_VERSION = 1
+
+
+def rng_state(sampler: torch.Generator) -> dict[str, Any]:
+    """Every random state training draws from."""
+    state: dict[str, Any] = {"sampler": sampler.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any], sampler: torch.Generator) -> None:
+    sampler.set_state(state["sampler"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_state(out: Path, state: dict[str, Any]) -> None:
+    """Write atomically: a crash mid-write leaves the previous state."""
+    path = out / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    torch.save({"version": STATE_VERSION, **state}, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(out: Path) -> dict[str, Any]:
+    path = out / STATE_FILE
+    if not path.is_file():
+        raise InputError(f"{out}: nothing to resume ({STATE_FILE} missing)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{path}: unreadable run state ({type(exc).__name__})") from None
+    if state.get("version") != STATE_VERSION:
+        raise InputError(f"{path}: run state version {state.get('version')} is not {STATE_VERSION}")
+    return dict(state)
+
+
+def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()}
