@@ -17,6 +17,7 @@ from wsistore.codecs import parse_codec
 from wsistore.degradation import Downsample, encode_on_grid
 from wsistore.metrics import METRICS
 from wsistore.readers import open_slide
+from wsistore.tissue import detect_tissue
 
 REGION = (512, 1536, 1024, 1024)
 
@@ -62,7 +63,9 @@ def test_bits_per_pixel_are_real_encoded_bytes(quick_report: Path, sample_path: 
     with open_slide(sample_path) as slide:
         hr = slide.read_region((x, y), 0, (w, h))
     setting = "jpegxl:distance=1.0"
-    _, nbytes = encode_on_grid(Downsample(4).reduce_region(hr), parse_codec(setting), 256)
+    with open_slide(sample_path) as slide:
+        fill = detect_tissue(slide).fill_value
+    _, nbytes = encode_on_grid(Downsample(4).reduce_region(hr), parse_codec(setting), 256, fill, (y // 4, x // 4))
     rec = next(r for r in records if r["setting"] == setting and r["upscaler"] == "bicubic")
     assert rec["bytes"] == nbytes and rec["bpp"] == pytest.approx(8 * nbytes / (w * h))
     hr_setting = QUICK_HR_SWEEP[0]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from wsistore.codecs import make_codec
-from wsistore.degradation import Downsample, code_on_grid, degrade, extract_window, reflect_indices
+from wsistore.degradation import Downsample, code_on_grid, degrade, encode_on_grid, extract_window, reflect_indices
 
 
 def test_weights_are_the_stretched_keys_kernel() -> None:
@@ -59,21 +61,49 @@ def test_constant_image_stays_constant() -> None:
 
 
 def test_code_on_grid_codes_each_chunk_separately(tile: np.ndarray) -> None:
-    lr = Downsample(4).reduce_region(tile)
+    lr = Downsample(4).reduce_region(tile)  # 250 x 250
     codec = make_codec("jpegxl", 2.0)
-    coded = code_on_grid(lr, codec, chunk=128)
-    # the top-left chunk equals coding that chunk alone
+    coded = code_on_grid(lr, codec, chunk=128, fill=240)
     alone = codec.decode_image(codec.encode_image(np.ascontiguousarray(lr[:128, :128])))
     assert np.array_equal(coded[:128, :128], alone)
     assert not np.array_equal(coded, lr)
-    # an origin shifts the grid: the chunk starting at LR (0, 0) is now 64 x 64
-    shifted = code_on_grid(lr, codec, chunk=128, origin=(64, 64))
-    corner = codec.decode_image(codec.encode_image(np.ascontiguousarray(lr[:64, :64])))
-    assert np.array_equal(shifted[:64, :64], corner)
+    # a partial edge chunk is padded with the fill value to the full chunk, as zarr does
+    edge = np.full((128, 128, 3), 240, np.uint8)
+    edge[:122, :122] = lr[128:, 128:]
+    expected = codec.decode_image(codec.encode_image(edge))[:122, :122]
+    assert np.array_equal(coded[128:, 128:], expected)
+    # an origin shifts the grid: the chunk starting at LR (0, 0) now ends at 64
+    shifted = code_on_grid(lr, codec, chunk=128, fill=240, origin=(64, 64))
+    corner = np.full((128, 128, 3), 240, np.uint8)
+    corner[64:, 64:] = lr[:64, :64]
+    assert np.array_equal(shifted[:64, :64], codec.decode_image(codec.encode_image(corner))[64:, 64:])
+
+
+def test_bytes_are_the_encoded_chunks(tile: np.ndarray) -> None:
+    lr = Downsample(4).reduce_region(tile)
+    codec = make_codec("avif", 50)
+    _, nbytes = encode_on_grid(lr, codec, 128, fill=240)
+    padded = np.full((256, 256, 3), 240, np.uint8)
+    padded[:250, :250] = lr
+    assert nbytes == sum(len(codec.encode_image(np.ascontiguousarray(padded[y : y + 128, x : x + 128]))) for y in (0, 128) for x in (0, 128))
 
 
 def test_degrade_is_downsample_then_grid_coding(tile: np.ndarray) -> None:
     codec = make_codec("jpegxl", 1.0)
     lr = Downsample(4).reduce_region(tile)
-    assert np.array_equal(degrade(tile, codec, chunk=256), code_on_grid(lr, codec, 256))
+    assert np.array_equal(degrade(tile, codec, chunk=256, fill=238), code_on_grid(lr, codec, 256, fill=238))
     assert np.array_equal(degrade(tile, None), lr)
+
+
+def test_grid_coding_equals_what_the_archive_stores(sample_archive: Path, slide_path: Path) -> None:
+    """The real slide's archived LR (JPEG-XL, edge chunks included) equals downsample +
+    code_on_grid with the archive's fill value, bit for bit: training sees exactly this."""
+    from wsistore.archive.reader import Archive
+    from wsistore.readers import open_slide
+
+    archive = Archive.open(sample_archive)
+    md = archive.metadata
+    with open_slide(slide_path) as slide:
+        lr = Downsample(4).reduce_region(slide.read_region((0, 0), 0, slide.dimensions))
+    coded = code_on_grid(lr, archive.codec, md.chunk, md.fill_value)
+    assert np.array_equal(coded, archive.read_lr(0, (0, 0, md.levels[0].width, md.levels[0].height)))

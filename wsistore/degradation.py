@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from wsistore.codecs import ImageCodec
+from wsistore.readers import ArraySlide
+from wsistore.tissue import detect_tissue
 
 #: Recorded in every archive; bump when any of the rules above changes.
 DOWNSAMPLE_VERSION = 1
@@ -148,21 +150,22 @@ def extract_window(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndar
     return read_window(lambda b: image[b[1] : b[3], b[0] : b[2]], box, width, height)
 
 
-def code_on_grid(lr: np.ndarray, codec: ImageCodec, chunk: int, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """Code an LR image chunk by chunk on the archive's grid, as ingest stores it.
+def code_on_grid(lr: np.ndarray, codec: ImageCodec, chunk: int, fill: int, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Code an LR image chunk by chunk on the archive's grid, exactly as ingest stores it.
 
     ``origin`` is the LR position ``(y, x)`` of ``lr[0, 0]`` in the archive's global grid;
-    chunks are cut at multiples of ``chunk`` and clipped to ``lr`` exactly as the
-    archive's edge chunks are. Coding chunk by chunk raises the error at chunk borders, so
-    training pairs must see the same grid.
+    chunks are cut at multiples of ``chunk``. A chunk that ``lr`` covers only in part (the
+    slide's right and bottom edge) is padded to the full chunk with ``fill`` before coding,
+    as zarr does with the array's fill value, and cropped after decoding. Coding chunk by
+    chunk raises the error at chunk borders, so training pairs must see the same grid.
     """
     if codec.lossless:
         return lr.copy()
-    return encode_on_grid(lr, codec, chunk, origin)[0]
+    return encode_on_grid(lr, codec, chunk, fill, origin)[0]
 
 
 def encode_on_grid(
-    lr: np.ndarray, codec: ImageCodec, chunk: int, origin: tuple[int, int] = (0, 0)
+    lr: np.ndarray, codec: ImageCodec, chunk: int, fill: int, origin: tuple[int, int] = (0, 0)
 ) -> tuple[np.ndarray, int]:
     """:func:`code_on_grid` that also returns the encoded bytes (what the archive stores)."""
     out = np.empty_like(lr)
@@ -172,16 +175,28 @@ def encode_on_grid(
     for y0 in range(-(oy % chunk), height, chunk):
         for x0 in range(-(ox % chunk), width, chunk):
             ys, xs = slice(max(y0, 0), min(y0 + chunk, height)), slice(max(x0, 0), min(x0 + chunk, width))
-            data = codec.encode_image(np.ascontiguousarray(lr[ys, xs]))
+            part = lr[ys, xs]
+            padded = np.full((chunk, chunk, 3), fill, dtype=np.uint8)
+            py, px = ys.start - y0, xs.start - x0
+            padded[py : py + part.shape[0], px : px + part.shape[1]] = part
+            data = codec.encode_image(padded)
             total += len(data)
-            out[ys, xs] = lr[ys, xs] if codec.lossless else codec.decode_image(data)
+            if codec.lossless:
+                out[ys, xs] = part
+            else:
+                out[ys, xs] = codec.decode_image(data)[py : py + part.shape[0], px : px + part.shape[1]]
     return out, total
 
 
-def degrade(hr: np.ndarray, codec: ImageCodec | None, chunk: int = 256, scale: int = 4) -> np.ndarray:
-    """HR image -> LR exactly as archived: downsample, then code on the chunk grid."""
+def degrade(hr: np.ndarray, codec: ImageCodec | None, chunk: int = 256, scale: int = 4, fill: int | None = None) -> np.ndarray:
+    """HR image -> LR exactly as an archive of it would store it: downsample, then code on
+    the chunk grid. ``fill`` defaults to the fill value ingest would choose for ``hr``."""
     lr = Downsample(scale).reduce_region(hr)
-    return lr if codec is None else code_on_grid(lr, codec, chunk)
+    if codec is None:
+        return lr
+    if fill is None:
+        fill = detect_tissue(ArraySlide(hr)).fill_value
+    return code_on_grid(lr, codec, chunk, fill)
 
 
 def _keys_cubic(x: float, a: float = CUBIC_A) -> float:

@@ -43,9 +43,20 @@ class TissueMask:
     level: int  # the slide level it was computed from
 
     @property
+    def fill_value(self) -> int:
+        """The archive's zarr fill value: the glass colour's mean, so stock Zarr readers
+        show dropped chunks as grey glass; also what edge chunks are padded with."""
+        return int(round(sum(self.background_rgb) / 3))
+
+    @property
     def fraction(self) -> float:
         """Fraction of the slide area covered by tissue (undilated)."""
         return float(self.tissue.mean()) if self.tissue.size else 0.0
+
+    def pixels(self, height: int, width: int) -> np.ndarray:
+        """Bool ``(height, width)`` mask at level-0 pixel resolution (undilated)."""
+        full = np.repeat(np.repeat(self.tissue, self.cell, axis=0), self.cell, axis=1)
+        return full[:height, :width]
 
     def dilated(self, cells: int = DILATE_CELLS) -> np.ndarray:
         if cells <= 0 or not self.tissue.any():
@@ -159,6 +170,4 @@ def _glass_colour(colours: np.ndarray) -> tuple[int, int, int]:
 def tissue_pixels(image: np.ndarray) -> np.ndarray:
     """Bool ``(y, x)`` tissue mask of an in-memory RGB image, at cell granularity
     (the same rule as for slides, undilated)."""
-    mask = detect_tissue(ArraySlide(image))
-    full = np.repeat(np.repeat(mask.tissue, CELL, axis=0), CELL, axis=1)
-    return full[: image.shape[0], : image.shape[1]]
+    return detect_tissue(ArraySlide(image)).pixels(*image.shape[:2])

@@ -185,7 +185,7 @@ class _Ingest:
             codec=self.options.codec.to_dict(),
             chunk=self.options.chunk,
             shard=self.shard,
-            fill_value=_fill_value(mask),
+            fill_value=mask.fill_value,
             levels=levels,
             source=self._source_info(sha_future.result()),
             tissue=tissue,
@@ -268,7 +268,7 @@ class _Ingest:
                 filters=[TransposeCodec(order=(1, 2, 0))],
                 serializer=self.options.codec,
                 compressors=[Crc32cCodec()],
-                fill_value=_fill_value(mask),
+                fill_value=mask.fill_value,
                 dimension_names=("c", "y", "x"),
             )
         record = ArrayRecord(shape=list(shape), chunk_shape=[3, c, c], shard_shape=[3, s, s])
@@ -305,7 +305,7 @@ class _Ingest:
         c, s = self.options.chunk, self.shard
         x0, y0 = sx * s, sy * s
         x1, y1 = min(x0 + s, self.lr_width), min(y0 + s, self.lr_height)
-        fill = _fill_value(mask)
+        fill = mask.fill_value
         buffer = np.full((y1 - y0, x1 - x0, 3), fill, dtype=np.uint8)
         kept = []
         for r in range(y0 // c, -(-y1 // c)):
@@ -359,7 +359,7 @@ class _Ingest:
     # -- lower levels ----------------------------------------------------------------------
     def _write_level(self, array: zarr.Array, previous: zarr.Array, mask: TissueMask) -> None:
         path, prev_path = array.path.split("/")[-1], previous.path.split("/")[-1]
-        source = ArrayReader(self.work, prev_path, previous, self.records[prev_path], mask.background_rgb, _fill_value(mask))
+        source = ArrayReader(self.work, prev_path, previous, self.records[prev_path], mask.background_rgb, mask.fill_value)
         s = self.shard
         _, height, width = array.shape
         tasks = [
@@ -385,7 +385,7 @@ class _Ingest:
             for r in range(y0 // c, -(-y1 // c))
             for q in range(x0 // c, -(-x1 // c))
         ]
-        self._store_shard(path, array, (0, sy, sx), buffer, (x0, y0, x1, y1), kept, _fill_value(mask), record_psnr=False)
+        self._store_shard(path, array, (0, sy, sx), buffer, (x0, y0, x1, y1), kept, mask.fill_value, record_psnr=False)
 
     # -- small arrays ----------------------------------------------------------------------
     def _write_associated(self, group: zarr.Group) -> tuple[list[str], list[str]]:
@@ -465,11 +465,6 @@ def halve(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         image = np.pad(image, ((0, pad_y), (0, pad_x), (0, 0)), mode="edge")
     total = image.reshape(h, 2, w, 2, 3).astype(np.uint16).sum(axis=(1, 3))
     return ((total + 2) // 4).astype(np.uint8)
-
-
-def _fill_value(mask: TissueMask) -> int:
-    """The scalar a stock Zarr reader shows for dropped chunks: the glass colour's mean."""
-    return int(round(sum(mask.background_rgb) / 3))
 
 
 def coding_psnr(a: np.ndarray, b: np.ndarray) -> float:

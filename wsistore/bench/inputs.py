@@ -15,7 +15,8 @@ import numpy as np
 from PIL import Image
 
 from wsistore.errors import InputError
-from wsistore.tissue import detect_tissue, tissue_pixels
+from wsistore.readers import ArraySlide, SlideReader
+from wsistore.tissue import TissueMask, detect_tissue, tissue_pixels
 
 TILE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
@@ -29,6 +30,10 @@ class BenchInput:
     hr: np.ndarray
     mask: np.ndarray
     mpp: float | None
+    #: the fill value an archive of the source uses (pads edge chunks)
+    fill: int
+    #: LR position (y, x) of this image in the archive's chunk grid
+    lr_origin: tuple[int, int] = (0, 0)
     #: bits per pixel the source file spends (slides: file bytes / level-0 pixels)
     source_bpp: float | None = None
     archive_bpp: float | None = None  # a real archive's total bits per source pixel
@@ -63,22 +68,25 @@ def _tile_input(path: Path) -> BenchInput:
             hr = np.asarray(image.convert("RGB"))
     except OSError as exc:
         raise InputError(f"{path}: not a readable image ({exc})") from None
-    return BenchInput(name=path.stem, kind="tile", hr=hr, mask=tissue_pixels(hr), mpp=None)
+    tissue = detect_tissue(ArraySlide(hr))
+    return BenchInput(name=path.stem, kind="tile", hr=hr, mask=tissue.pixels(*hr.shape[:2]), mpp=None, fill=tissue.fill_value)
 
 
 def _slide_input(path: Path, crop: int, region: tuple[int, int, int, int] | None) -> BenchInput:
     from wsistore.readers import open_slide
 
     with open_slide(path) as slide:
-        box = region or _densest_square(slide, crop)
-        x, y, w, h = box
+        tissue = detect_tissue(slide)
+        box = region or _densest_square(slide, tissue, crop)
+        x, y, w, h = box[0] // 64 * 64, box[1] // 64 * 64, box[2], box[3]  # on the archive's 16-LR-pixel grid
         if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > slide.dimensions[0] or y + h > slide.dimensions[1]:
             raise InputError(f"region {box} is outside {path.name} {slide.dimensions}")
         hr = slide.read_region((x, y), 0, (w, h))
         mpp = slide.mpp[0] if slide.mpp else None
         source_bpp = 8 * path.stat().st_size / (slide.dimensions[0] * slide.dimensions[1])
     return BenchInput(
-        name=f"{path.stem}[{x},{y},{w},{h}]", kind="slide", hr=hr, mask=tissue_pixels(hr), mpp=mpp, source_bpp=source_bpp
+        name=f"{path.stem}[{x},{y},{w},{h}]", kind="slide", hr=hr, mask=tissue_pixels(hr), mpp=mpp,
+        fill=tissue.fill_value, lr_origin=(y // 4, x // 4), source_bpp=source_bpp,
     )
 
 
@@ -97,14 +105,10 @@ def _archive_input(path: Path, crop: int, region: tuple[int, int, int, int] | No
     return item
 
 
-def _densest_square(slide: object, crop: int) -> tuple[int, int, int, int]:
-    """The ``crop``-sided square (aligned to the archive grid) with the most tissue."""
-    from wsistore.readers import SlideReader
-
-    assert isinstance(slide, SlideReader)
+def _densest_square(slide: SlideReader, mask: TissueMask, crop: int) -> tuple[int, int, int, int]:
+    """The ``crop``-sided square (aligned to 64 source pixels = 16 LR) with the most tissue."""
     width, height = slide.dimensions
     side = min(crop, width, height) // 64 * 64
-    mask = detect_tissue(slide)
     cells = max(1, side // mask.cell)
     tissue = mask.tissue.astype(np.float64)
     best, best_score = (0, 0), -1.0

@@ -55,12 +55,13 @@ class CodedLR:
     encode_seconds: float
 
 
-def code_archive_lr(hr: np.ndarray, setting: str, chunk: int, origin: tuple[int, int] = (0, 0), scale: int = 4) -> CodedLR:
-    """Downsample and code ``hr`` exactly as ingest would (timed)."""
+def code_archive_lr(hr: np.ndarray, setting: str, chunk: int, fill: int, origin: tuple[int, int] = (0, 0), scale: int = 4) -> CodedLR:
+    """Downsample and code ``hr`` exactly as ingest would (timed); ``fill`` is the
+    archive's fill value, which pads edge chunks."""
     codec = parse_codec(setting)
     start = time.perf_counter()
     lr = Downsample(scale).reduce_region(hr)
-    coded, nbytes = encode_on_grid(lr, codec, chunk, origin)
+    coded, nbytes = encode_on_grid(lr, codec, chunk, fill, origin)
     return CodedLR(codec, setting, coded, nbytes, time.perf_counter() - start)
 
 

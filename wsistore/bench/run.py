@@ -81,7 +81,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             records.append(_record(item, "source", "source as stored", None, item.hr, _source_bytes(item), 0.0, None, lpips, device))
             bar.update(1)
             for setting in archive_sweep:
-                coded = code_archive_lr(item.hr, setting, options.chunk)
+                coded = code_archive_lr(item.hr, setting, options.chunk, item.fill, item.lr_origin)
                 for up in upscalers:
                     start = time.perf_counter()
                     hr = upscale(coded.lr, up, device, item.hr.shape[:2])

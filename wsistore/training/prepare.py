@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from wsistore.archive.writer import _fill_value as archive_fill_value
 from wsistore.codecs import ImageCodec, make_codec
 from wsistore.degradation import Downsample, code_on_grid, read_window
 from wsistore.errors import InputError, OutputExistsError
@@ -212,9 +211,7 @@ class ArchivedLR:
             window = read_window(self.source.read, self.down.hr_window(*box), self.source.width, self.source.height)
             lr = self.down.reduce_window(window)
             if self.codec is not None:
-                full = np.full((c, c, 3), self.fill, dtype=np.uint8)  # zarr pads edge chunks
-                full[: lr.shape[0], : lr.shape[1]] = lr
-                lr = code_on_grid(full, self.codec, c, (row * c, col * c))[: lr.shape[0], : lr.shape[1]]
+                lr = code_on_grid(lr, self.codec, c, self.fill, (row * c, col * c))
             self._cache[key] = lr
         return self._cache[key]
 
@@ -287,7 +284,7 @@ def patch_positions(source: Source, options: PrepareOptions, rng: np.random.Gene
     s, p = options.scale, options.patch
     nx, ny = source.width // s - p, source.height // s - p
     mask = detect_tissue(source.reader)
-    fill = archive_fill_value(mask)
+    fill = mask.fill_value
     if nx < 0 or ny < 0:
         return [], 0, fill
     ox, oy = (int(v) for v in rng.integers(0, p, size=2))
