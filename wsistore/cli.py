@@ -17,6 +17,7 @@ from typing import Any
 
 from wsistore.bench.command import add_bench_parser
 from wsistore.errors import InputError, WsistoreError, first_line
+from wsistore.restore.command import add_restore
 from wsistore.training.command import add_models_parser, add_train_parser
 
 Command = Callable[[argparse.Namespace], int]
@@ -176,8 +177,8 @@ def _add_demo(sub: Any) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """Ingest the embedded sample slide (a real Aperio SVS), describe the archive, and
-    verify it against the source."""
+    """Ingest the embedded sample slide (a real Aperio SVS), describe the archive, verify
+    it against the source, and restore it to a full-resolution pyramidal TIFF."""
     from wsistore.sample import sample_slide_path
 
     slide = args.slide or str(sample_slide_path())
@@ -189,7 +190,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"== info {archive}")
     _run_sub(["info", archive])
     print(f"== verify {archive} --against the source")
-    return _run_sub(["verify", archive, "--against", slide])
+    _run_sub(["verify", archive, "--against", slide])
+    restored = os.path.join(out, "sample-restored.tif")
+    print(f"== restore {archive} -> {restored} (default model; opens in OpenSlide, QuPath, tiffslide)")
+    return _run_sub(["restore", archive, restored, "--overwrite"])
 
 
 def _run_sub(argv: list[str]) -> int:
@@ -214,6 +218,7 @@ SUBCOMMANDS: dict[str, Callable[[Any], None]] = {
     "ingest": _add_ingest,
     "info": _add_info,
     "verify": _add_verify,
+    "restore": add_restore,
     "demo": _add_demo,
     "bench": add_bench_parser,
     "models": add_models_parser,

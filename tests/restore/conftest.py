@@ -1,0 +1,60 @@
+"""Restore fixtures: a tiny seeded EDSR weights file, a generator that counts what it
+sees, and one full lossless restore of the real sample slide shared by the tests."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from wsistore.models.base import Generator
+from wsistore.models.registry import build_generator
+from wsistore.models.weights import LoadedGenerator, save_generator
+
+TINY_EDSR = {"blocks": 2, "features": 16}
+
+
+@pytest.fixture(scope="session")
+def tiny_edsr(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-block, 16-feature EDSR with seeded random weights, saved with its model card."""
+    torch.manual_seed(0)
+    model = build_generator("edsr", TINY_EDSR)
+    path = tmp_path_factory.mktemp("weights") / "tiny-edsr.safetensors"
+    save_generator(path, model, {"architecture": "edsr", "config": TINY_EDSR, "scale": 4})
+    return path
+
+
+class CountingGenerator(Generator):
+    """Bicubic upscaling that counts the windows it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = build_generator("bicubic")
+        self.windows = 0
+        self._lock = threading.Lock()
+
+    @property
+    def receptive_field(self) -> int:
+        return self.inner.receptive_field
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        with self._lock:
+            self.windows += lr.shape[0]
+        return self.inner(lr)
+
+
+@pytest.fixture
+def counting() -> LoadedGenerator:
+    return LoadedGenerator(CountingGenerator(), "counting", None, {"architecture": "bicubic", "scale": 4})
+
+
+@pytest.fixture(scope="session")
+def full_restore(tmp_path_factory: pytest.TempPathFactory, sample_archive: Path, tiny_edsr: Path) -> Path:
+    """The whole sample restored by the tiny EDSR on the CPU: lossless TIFF, 256 px tiles."""
+    from wsistore.restore.pipeline import RestoreOptions, restore
+
+    out = tmp_path_factory.mktemp("restored") / "full.tif"
+    restore(sample_archive, out, RestoreOptions(model=str(tiny_edsr), device="cpu", tile=256, workers=2, lossless=True, progress=False))
+    return out

@@ -1,0 +1,1 @@
+"""Restore: rebuild full resolution from an archive with a super-resolution generator."""

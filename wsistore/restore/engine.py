@@ -1,0 +1,213 @@
+"""Restoring compute tiles, and the restored level 0 as a lazy Dask array.
+
+A tile is restored as: LR window (decoded archive chunks, cached; half-sample symmetric
+extension past the slide border, as ingest does) -> generator -> HR tile cropped to the
+source size, with the HR area of every background chunk painted the glass colour. A tile
+whose chunks are all background never reaches the generator.
+
+Restorers and generators are made once per process and reused (one model per device);
+a :class:`TileRestorer` pickles as its :class:`RestoreSpec`, so Dask workers elsewhere
+(dask.distributed) rebuild their own from the archive URL and model name.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from wsistore.archive.reader import Archive, ChunkState
+from wsistore.degradation import read_window
+from wsistore.errors import ArchiveError, InputError
+from wsistore.models.weights import LoadedGenerator, load_generator
+from wsistore.restore.cache import SingleFlightCache
+from wsistore.restore.grid import Box, ComputeGrid, choose_tile, halo_for
+from wsistore.restore.runner import GeneratorRunner, resolve_device
+
+#: Decoded LR chunks kept, at least (more for wide slides: see ``TileRestorer``).
+MIN_LR_CACHE_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class RestoreSpec:
+    """Everything a process needs to build the same restorer: archive, model, device."""
+
+    archive: str
+    #: the archive's manifest sha256: a rewritten archive is a different restorer
+    manifest_sha256: str
+    model: str
+    device: str = "auto"
+    batch: int | None = None
+    compile: bool = False
+
+
+class TileRestorer:
+    """Restores the compute tiles of one archive with one generator."""
+
+    def __init__(self, archive: Archive, runner: GeneratorRunner, spec: RestoreSpec | None = None) -> None:
+        md = archive.metadata
+        if runner.scale != md.scale:
+            raise InputError(
+                f"model {runner.generator.name} upscales {runner.scale}x but the archive is stored at 1/{md.scale}: "
+                "use a generator trained for this scale"
+            )
+        self.archive = archive
+        self.runner = runner
+        self.spec = spec
+        self.lr = archive.level(0)
+        halo = halo_for(runner.receptive_field)
+        self.grid = ComputeGrid(
+            lr_width=self.lr.width,
+            lr_height=self.lr.height,
+            width=md.width,
+            height=md.height,
+            scale=md.scale,
+            tile=choose_tile(halo, runner.device.type),
+            halo=halo,
+        )
+        self.glass = np.asarray(md.tissue.background_rgb, dtype=np.uint8)
+        ch, cw = self.lr.chunk_hw
+        chunk_row_bytes = 3 * ch * self.lr.width
+        rows = 2 * -(-self.grid.tile // ch) + 3  # two bands of tiles and their halos
+        self._chunks: SingleFlightCache[tuple[int, int]] = SingleFlightCache(
+            max(MIN_LR_CACHE_BYTES, rows * chunk_row_bytes)
+        )
+
+    @property
+    def generator(self) -> LoadedGenerator:
+        return self.runner.generator
+
+    # -- tiles ---------------------------------------------------------------------------
+    def is_background(self, row: int, col: int) -> bool:
+        """Whether every archive chunk under the tile's core is background (glass)."""
+        core = self.grid.core(row, col)
+        return all(self.lr.chunk_state(r, q) == ChunkState.BACKGROUND for r, q in self.lr.chunks_in(core))
+
+    def tile(self, row: int, col: int) -> np.ndarray:
+        """The HR pixels of compute tile ``(row, col)``, ``(y, x, 3)`` uint8."""
+        g = self.grid
+        x0, y0, x1, y1 = g.hr_box(row, col)
+        if self.is_background(row, col):
+            out = np.empty((y1 - y0, x1 - x0, 3), dtype=np.uint8)
+            out[:] = self.glass
+            return out
+        window = read_window(self.read_lr, g.window(row, col), g.lr_width, g.lr_height)
+        out = self.runner.upscale(window, g.hr_crop(row, col))
+        self._paint_background(out, row, col)
+        return out
+
+    def read_lr(self, box: Box) -> np.ndarray:
+        """LR level-0 pixels of an in-bounds ``box``, assembled from cached, validated chunks."""
+        x0, y0, x1, y1 = box
+        ch, cw = self.lr.chunk_hw
+        out = np.empty((y1 - y0, x1 - x0, 3), dtype=np.uint8)
+        for r, q in self.lr.chunks_in(box):
+            cx0, cy0 = q * cw, r * ch
+            chunk = self._chunks.get((r, q), lambda r=r, q=q: self._read_chunk(r, q))
+            ax0, ay0, ax1, ay1 = max(x0, cx0), max(y0, cy0), min(x1, cx0 + chunk.shape[1]), min(y1, cy0 + chunk.shape[0])
+            out[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0] = chunk[ay0 - cy0 : ay1 - cy0, ax0 - cx0 : ax1 - cx0]
+        return out
+
+    def _read_chunk(self, r: int, q: int) -> np.ndarray:
+        ch, cw = self.lr.chunk_hw
+        box = (q * cw, r * ch, min((q + 1) * cw, self.lr.width), min((r + 1) * ch, self.lr.height))
+        return self.archive.read_lr(0, box)
+
+    def _paint_background(self, out: np.ndarray, row: int, col: int) -> None:
+        g, s = self.grid, self.grid.scale
+        tx0, ty0, tx1, ty1 = g.hr_box(row, col)
+        ch, cw = self.lr.chunk_hw
+        for r, q in self.lr.chunks_in(g.core(row, col)):
+            if self.lr.chunk_state(r, q) != ChunkState.BACKGROUND:
+                continue
+            x0, y0 = max(q * cw * s, tx0), max(r * ch * s, ty0)
+            x1, y1 = min((q + 1) * cw * s, tx1), min((r + 1) * ch * s, ty1)
+            out[y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0] = self.glass
+
+    # -- description ---------------------------------------------------------------------
+    def provenance(self) -> dict[str, Any]:
+        """What made the restored pixels (recorded in every output)."""
+        g = self.grid
+        return {
+            "super_resolved": True,
+            "generator": self.generator.describe(),
+            "scale": g.scale,
+            "device": self.runner.device.type,
+            "precision": self.runner.precision,
+            "compute_tile_lr": g.tile,
+            "halo_lr": g.halo,
+            "archive": self.archive.location.url,
+            "source": self.archive.metadata.source.file_name,
+            "source_sha256": self.archive.metadata.source.sha256,
+        }
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        g = self.generator
+        return (self.archive.location.url, self.archive.metadata.manifest_sha256, g.name, g.weights_sha256, self.grid, self.runner.precision)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self.spec is None:
+            raise TypeError("this restorer was built from an in-memory generator and cannot be sent to another process")
+        return (restorer_for, (self.spec,))
+
+
+def level0_array(restorer: TileRestorer) -> da.Array:
+    """The restored level 0 as a lazy ``(y, x, 3)`` uint8 Dask array, one block per compute tile."""
+    g = restorer.grid
+    t = g.hr_tile
+    rows = tuple(min(t, g.height - r * t) for r in range(g.rows))
+    cols = tuple(min(t, g.width - c * t) for c in range(g.cols))
+    return da.map_blocks(
+        _restore_block,
+        restorer,
+        chunks=(rows, cols, (3,)),
+        dtype=np.uint8,
+        meta=np.empty((0, 0, 0), dtype=np.uint8),
+        name="wsistore-restore-" + da.core.tokenize(restorer),
+    )
+
+
+def _restore_block(restorer: TileRestorer, block_id: tuple[int, int, int]) -> np.ndarray:
+    return restorer.tile(block_id[0], block_id[1])
+
+
+# -- one restorer / one model per process ----------------------------------------------------
+_LOCK = threading.Lock()
+_RUNNERS: dict[tuple[str, str, int | None, bool], GeneratorRunner] = {}
+_RESTORERS: OrderedDict[RestoreSpec, TileRestorer] = OrderedDict()
+#: Restorers kept per process (each holds an archive and a cache of decoded LR chunks).
+MAX_RESTORERS = 4
+
+
+def runner_for(model: str, device: str, batch: int | None = None, compile: bool = False) -> GeneratorRunner:
+    """The process's runner for a model on a device, loading the model the first time."""
+    dev = resolve_device(device)
+    key = (model, str(dev), batch, compile)
+    with _LOCK:
+        runner = _RUNNERS.get(key)
+        if runner is None:
+            runner = _RUNNERS[key] = GeneratorRunner(load_generator(model, dev), dev, batch, compile)
+        return runner
+
+
+def restorer_for(spec: RestoreSpec, archive: Archive | None = None) -> TileRestorer:
+    """The process's restorer for ``spec`` (archive opened and model loaded once);
+    ``archive`` is the archive already opened, if the caller has it."""
+    with _LOCK:
+        restorer = _RESTORERS.get(spec)
+        if restorer is not None:
+            _RESTORERS.move_to_end(spec)
+            return restorer
+    opened = archive or Archive.open(spec.archive)
+    if opened.metadata.manifest_sha256 != spec.manifest_sha256:
+        raise ArchiveError(f"{spec.archive} changed since this restore started (manifest differs)")
+    restorer = TileRestorer(opened, runner_for(spec.model, spec.device, spec.batch, spec.compile), spec)
+    with _LOCK:
+        restorer = _RESTORERS.setdefault(spec, restorer)
+        while len(_RESTORERS) > MAX_RESTORERS:
+            _RESTORERS.popitem(last=False)
+    return restorer

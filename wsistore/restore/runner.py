@@ -1,0 +1,167 @@
+"""One generator on one device, fed by many threads.
+
+Callers (Dask tasks, on-demand reads) hand LR windows to :meth:`GeneratorRunner.upscale`
+and wait; one thread owns the model and runs what is queued. On CUDA it batches
+concurrent windows (bf16 autocast, channels_last, optionally ``torch.compile``) and halves
+the batch when the GPU runs out of memory. On the CPU each window runs alone: oneDNN
+picks different kernels for different batch sizes at some shapes, and restore promises
+pixels that do not depend on ``--batch``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from wsistore.errors import InputError, WsistoreError, first_line
+from wsistore.models.weights import INTERPOLATIONS, LoadedGenerator, shipped_weights
+
+#: ``--model`` when none is given and no trained weights ship with this release.
+FALLBACK_MODEL = "bicubic"
+#: Seconds the model thread waits for more windows to fill a GPU batch.
+BATCH_LINGER_S = 0.005
+DEFAULT_CUDA_BATCH = 8
+
+
+def default_model() -> str:
+    """The best shipped weights (the entry marked ``"default"``, else the first), or bicubic."""
+    shipped = shipped_weights()
+    marked = [name for name, entry in shipped.items() if entry.get("default")]
+    return (marked or list(shipped) or [FALLBACK_MODEL])[0]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unknown --device {device!r}; use auto, cpu or cuda[:N]") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda: no CUDA GPU is available (use --device cpu)")
+        return torch.device("cuda", dev.index or 0)
+    if dev.type != "cpu":
+        raise InputError(f"unsupported --device {device!r}; use auto, cpu or cuda[:N]")
+    return dev
+
+
+@dataclass
+class _Request:
+    window: np.ndarray  # (h, w, 3) uint8 LR
+    crop: tuple[int, int, int, int]  # HR (x0, y0, x1, y1) to return
+    future: Future[np.ndarray]
+
+
+class GeneratorRunner:
+    """A loaded generator on a device, shared by every thread of this process."""
+
+    def __init__(self, generator: LoadedGenerator, device: torch.device, batch: int | None = None, compile: bool = False) -> None:
+        self.generator = generator
+        self.device = device
+        self.cuda = device.type == "cuda"
+        if batch is not None and batch < 1:
+            raise InputError(f"--batch must be at least 1, got {batch}")
+        self.batch = 1 if not self.cuda else (batch or DEFAULT_CUDA_BATCH)
+        learned = generator.card.get("architecture", generator.name) not in INTERPOLATIONS
+        self.bf16 = self.cuda and learned
+        model = generator.model.to(device).eval()
+        if self.cuda:
+            torch.backends.cudnn.benchmark = True
+            model = model.to(memory_format=torch.channels_last)
+        self.model = torch.compile(model) if compile and self.cuda and learned else model
+        self.scale = int(generator.model.scale)
+        self.receptive_field = int(generator.model.receptive_field)
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.bf16 else "fp32"
+
+    def upscale(self, window: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray:
+        """The HR ``crop`` (window coordinates) of the generator's output for ``window``."""
+        self._ensure_thread()
+        future: Future[np.ndarray] = Future()
+        self._queue.put(_Request(window, crop, future))
+        return future.result()
+
+    def close(self) -> None:
+        """Stop the model thread (pending requests are still served)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    # -- the model thread ----------------------------------------------------------------
+    def _ensure_thread(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="wsistore-generator", daemon=True)
+                self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.batch:
+                try:
+                    item = self._queue.get(timeout=BATCH_LINGER_S)
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                batch.append(item)
+            self._run(batch)
+
+    def _run(self, batch: list[_Request]) -> None:
+        try:
+            outputs = self._forward([r.window for r in batch], [r.crop for r in batch])
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if len(batch) == 1:
+                self._fail(batch, WsistoreError(f"out of GPU memory on one {batch[0].window.shape[1]} px tile even at batch 1"))
+                return
+            self.batch = max(1, len(batch) // 2)
+            for start in range(0, len(batch), self.batch):
+                self._run(batch[start : start + self.batch])
+            return
+        except Exception as exc:  # the error belongs to the callers, not to this thread
+            self._fail(batch, WsistoreError(f"generator {self.generator.name} failed: {first_line(exc)}"))
+            return
+        except BaseException as exc:  # an interrupt: hand it to the callers, keep serving
+            self._fail(batch, exc)
+            return
+        for request, out in zip(batch, outputs, strict=True):
+            request.future.set_result(out)
+
+    @staticmethod
+    def _fail(batch: list[_Request], error: BaseException) -> None:
+        for request in batch:
+            request.future.set_exception(error)
+
+    @torch.inference_mode()
+    def _forward(self, windows: list[np.ndarray], crops: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
+        x = torch.from_numpy(np.stack(windows)).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        if self.cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            y = self.model(x)
+        return [to_uint8(y[i, :, y0:y1, x0:x1]).permute(1, 2, 0).contiguous().cpu().numpy() for i, (x0, y0, x1, y1) in enumerate(crops)]
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """Generator output (RGB in [0, 1], unclamped) -> uint8, rounding to nearest (in place
+    where it can)."""
+    return image.float().clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)

@@ -1,0 +1,156 @@
+"""Generic tiled pyramidal BigTIFF, readable by OpenSlide, tiffslide, QuPath and libvips.
+
+Levels are full-resolution pages in the main IFD chain, the reduced ones marked
+``SubFileType = 1``: OpenSlide's generic-TIFF driver reads only the main chain (it sees
+one level when the pyramid is in SubIFDs) and tiffslide reads both. Every level carries
+resolution tags in pixels per centimetre from the source's microns per pixel; level 0
+carries the ICC profile and an ImageDescription naming the generator and its weights'
+sha256 and saying the image is super-resolved. No vendor (Aperio) description is faked.
+
+Level 0 is encoded row by row into a spool in the work directory (each row journalled,
+so ``--resume`` skips finished rows) and the file is assembled from the spooled tiles
+at the end; tiles are JPEG (YCbCr 4:2:0, as tifffile writes them) or, lossless, deflate
+with horizontal differencing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from wsistore import __version__
+from wsistore.archive.reader import Archive
+from wsistore.restore.levels import OutputLevel
+from wsistore.restore.output import RestoreOutput
+
+DEFAULT_JPEG_QUALITY = 90
+#: libdeflate level 1: 3.5x faster than level 6 for 7% more bytes (measured on H&E tiles).
+DEFLATE_LEVEL = 1
+ROW_KIND = "tiff-level0-row"
+SPOOL_DIR = "level0-tiles"
+RESULT_NAME = "restored.tif"
+_SUBSAMPLING = (2, 2)
+
+
+@dataclass(frozen=True)
+class TileCodec:
+    """How TIFF tiles are compressed: JPEG at ``quality`` or lossless deflate."""
+
+    lossless: bool = False
+    quality: int = DEFAULT_JPEG_QUALITY
+
+    def encode(self, tile: np.ndarray) -> bytes:
+        """Compress one full-size ``(t, t, 3)`` tile exactly as tifffile would."""
+        if self.lossless:
+            return bytes(tifffile.TIFF.COMPRESSORS[8](tifffile.TIFF.PREDICTORS[2](tile, axis=-2), level=DEFLATE_LEVEL))
+        return bytes(
+            tifffile.TIFF.COMPRESSORS[7](tile, level=self.quality, subsampling=_SUBSAMPLING, colorspace="RGB", outcolorspace="YCBCR")
+        )
+
+    def tiff_arguments(self) -> dict[str, Any]:
+        if self.lossless:
+            return {"compression": "zlib", "predictor": 2}
+        return {"compression": "jpeg", "subsampling": _SUBSAMPLING}
+
+    def describe(self) -> str:
+        return f"deflate level {DEFLATE_LEVEL} with horizontal predictor (lossless)" if self.lossless else f"JPEG quality {self.quality}, YCbCr 4:2:0"
+
+
+class TiffPyramidWriter:
+    """Writes one restore as a pyramidal BigTIFF inside a :class:`RestoreOutput`."""
+
+    def __init__(self, output: RestoreOutput, codec: TileCodec, tile: int, workers: int) -> None:
+        self.output = output
+        self.codec = codec
+        self.tile = tile
+        self.workers = workers
+        self.spool = output.work / SPOOL_DIR
+        self.spool.mkdir(exist_ok=True)
+
+    def finished_rows(self) -> set[int]:
+        """Level-0 rows already spooled (by an interrupted run)."""
+        done = self.output.done(ROW_KIND)
+        return {k for k, lengths in done.items() if self._row_path(k).is_file() and self._row_path(k).stat().st_size == sum(lengths)}
+
+    def spool_rows(self, rows: Iterator[tuple[int, np.ndarray]]) -> None:
+        """Encode and journal level-0 rows as they arrive."""
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="wsistore-encode") as pool:
+            for k, row in rows:
+                encoded = list(pool.map(self.codec.encode, cut_tiles(row, self.tile)))
+                path = self._row_path(k)
+                tmp = path.with_name(path.name + ".tmp")
+                with open(tmp, "wb") as f:
+                    for data in encoded:
+                        f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+                self.output.journal(ROW_KIND, k, [len(d) for d in encoded])
+
+    def assemble(self, archive: Archive, levels: list[OutputLevel], description: str) -> Path:
+        """Write the pyramid from the spooled level 0 and the archive's LR levels."""
+        result = self.output.work / RESULT_NAME
+        md = archive.metadata
+        icc = archive.icc_profile
+        lengths = self.output.done(ROW_KIND)
+        with tifffile.TiffWriter(result, bigtiff=True) as tif, ThreadPoolExecutor(self.workers) as pool:
+            for i, level in enumerate(levels):
+                if level.archive_level is None:
+                    tiles = self._spooled_tiles(level, lengths)
+                else:
+                    tiles = self._lr_tiles(archive, level, pool)
+                extra: dict[str, Any] = {}
+                if md.mpp:
+                    extra["resolution"] = tuple(1e4 / (m * level.downsample) for m in md.mpp)
+                    extra["resolutionunit"] = "CENTIMETER"
+                if i == 0:
+                    extra.update(description=description, software=f"wsistore {__version__}")
+                    if icc:
+                        extra["iccprofile"] = icc
+                else:
+                    extra["subfiletype"] = 1
+                tif.write(
+                    tiles,
+                    shape=(level.height, level.width, 3),
+                    dtype=np.uint8,
+                    tile=(self.tile, self.tile),
+                    photometric="rgb",
+                    metadata=None,
+                    **self.codec.tiff_arguments(),
+                    **extra,
+                )
+        return result
+
+    def _row_path(self, k: int) -> Path:
+        return self.spool / f"row-{k:06d}.bin"
+
+    def _spooled_tiles(self, level: OutputLevel, lengths: dict[int, list[int]]) -> Iterator[bytes]:
+        for k in range(-(-level.height // self.tile)):
+            data = self._row_path(k).read_bytes()
+            offset = 0
+            for n in lengths[k]:
+                yield data[offset : offset + n]
+                offset += n
+
+    def _lr_tiles(self, archive: Archive, level: OutputLevel, pool: ThreadPoolExecutor) -> Iterator[bytes]:
+        x0, y0, x1, y1 = level.box
+        assert level.archive_level is not None
+        for ty in range(y0, y1, self.tile):
+            row = archive.read_lr(level.archive_level, (x0, ty, x1, min(ty + self.tile, y1)))
+            yield from pool.map(self.codec.encode, cut_tiles(row, self.tile))
+
+
+def cut_tiles(row: np.ndarray, tile: int) -> Iterator[np.ndarray]:
+    """Full-size tiles of a row, edge tiles padded by repeating their last pixels."""
+    for x in range(0, row.shape[1], tile):
+        part = row[:, x : x + tile]
+        if part.shape[0] != tile or part.shape[1] != tile:
+            part = np.pad(part, ((0, tile - part.shape[0]), (0, tile - part.shape[1]), (0, 0)), mode="edge")
+        yield np.ascontiguousarray(part)
