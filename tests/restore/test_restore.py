@@ -149,3 +149,18 @@ def test_interrupted_restore_is_incomplete_and_resumes(sample_archive: Path, tmp
     assert result.rows_resumed == 3
     assert np.array_equal(level0(out), level0(tmp_path / "fresh.tif"))
     assert not (tmp_path / "out.tif.partial").exists()
+
+
+def test_lazy_level0_pickles_for_distributed_workers(sample_archive: Path) -> None:
+    """dask.distributed ships the graph to other processes: the restorer travels as its
+    spec (archive URL, manifest, model, device) and is rebuilt there once."""
+    import pickle
+
+    from wsistore.restore.engine import RestoreSpec, level0_array, restorer_for
+
+    archive = Archive.open(sample_archive)
+    spec = RestoreSpec(str(sample_archive), archive.metadata.manifest_sha256, "bicubic", "cpu")
+    lazy = level0_array(restorer_for(spec))
+    assert lazy.shape == (2967, 2220, 3) and lazy.chunksize == (1024, 1024, 3)
+    shipped = pickle.loads(pickle.dumps(lazy[900:1100, 1000:1100]))
+    assert np.array_equal(shipped.compute(), lazy[900:1100, 1000:1100].compute())
