@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from wsistore.bench.command import add_bench_parser
-from wsistore.errors import InputError, WsistoreError, first_line
+from wsistore.errors import WsistoreError, first_line
+from wsistore.options import add_codec_options, codec_from_args
 from wsistore.restore.command import add_restore
 from wsistore.training.command import add_models_parser, add_train_parser
 
@@ -28,7 +29,7 @@ def _add_ingest(sub: Any) -> None:
     p = sub.add_parser("ingest", help="archive a slide at reduced resolution", description=_cmd_ingest.__doc__)
     p.add_argument("slide", help="slide file (SVS, NDPI, MRXS, generic/OME TIFF, ...)")
     p.add_argument("archive", help="archive to create (directory or fsspec URL)")
-    _add_codec_options(p)
+    add_codec_options(p)
     p.add_argument("--scale", type=int, default=4, help="downsample factor (default 4)")
     p.add_argument("--chunk", type=int, default=256, help="LR chunk side in pixels, multiple of 16 (default 256)")
     p.add_argument("--shard", type=int, default=None, help="LR shard side (default: chosen from slide size, up to 2048)")
@@ -42,41 +43,13 @@ def _add_ingest(sub: Any) -> None:
     p.set_defaults(run=_cmd_ingest)
 
 
-def _add_codec_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--codec",
-        default="jpegxl",
-        help="LR codec: jpegxl, avif, webp, jpeg, jpeg2k, png, optionally with settings, "
-        "e.g. 'jpegxl:effort=7' (default jpegxl, distance 1, effort 7)",
-    )
-    p.add_argument(
-        "--quality",
-        type=float,
-        default=None,
-        help="the codec's own quality knob: JPEG-XL distance (lower is better), AVIF/WebP/JPEG "
-        "quality 0-100, JPEG 2000 target PSNR",
-    )
-    p.add_argument("--lossless", action="store_true", help="lossless LR (JPEG-XL lossless unless --codec png)")
-
-
-def _codec_from_args(args: argparse.Namespace) -> Any:
-    from wsistore.codecs import parse_codec
-
-    if args.lossless:
-        if args.quality is not None:
-            raise InputError("--lossless and --quality exclude each other")
-        name = args.codec.partition(":")[0]
-        return parse_codec("png" if name == "png" else "jpegxl:lossless=true")
-    return parse_codec(args.codec, args.quality)
-
-
 def _cmd_ingest(args: argparse.Namespace) -> int:
     """Read a slide, downsample it, and write a verifiable Zarr v3 archive."""
     from wsistore.archive.writer import IngestOptions, ingest
 
     options = IngestOptions(
         scale=args.scale,
-        codec=_codec_from_args(args),
+        codec=codec_from_args(args),
         chunk=args.chunk,
         shard=args.shard,
         workers=args.workers,

@@ -333,10 +333,15 @@ def make_codec(name: str = DEFAULT_CODEC, quality: float | None = None, **settin
         if cls.quality_key is None:
             raise InputError(f"codec {name} is lossless and takes no --quality")
         settings[cls.quality_key] = quality
-    known = {f.name for f in fields(cls)}
-    unknown = set(settings) - known
+    types = {f.name: f.type for f in fields(cls)}
+    unknown = set(settings) - set(types)
     if unknown:
-        raise InputError(f"codec {name} has no setting {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+        raise InputError(f"codec {name} has no setting {', '.join(sorted(unknown))}; known: {', '.join(sorted(types))}")
+    for key, value in settings.items():
+        if types[key] in ("int", int) and isinstance(value, float):
+            if not value.is_integer():
+                raise InputError(f"codec {name} {key} must be a whole number, got {value}")
+            settings[key] = int(value)
     try:
         return cls(**settings)
     except (TypeError, ValueError) as exc:

@@ -16,7 +16,7 @@ def add_bench_parser(sub: Any) -> None:
     p.add_argument("--models", nargs="*", default=[], help="SR models to score besides nearest (i-HR) and bicubic: shipped names or weights files")
     p.add_argument("--codecs", nargs="*", default=None, help="archive LR codec settings to sweep, e.g. jpegxl:distance=1.0")
     p.add_argument("--hr-codecs", nargs="*", default=None, help="full-resolution codec settings to sweep")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--quick", action="store_true", help="small sweep on a 1024-pixel region (CI)")
     p.add_argument("--crop", type=int, default=2048, help="side of the slide region scored (default 2048)")
     p.add_argument("--region", default=None, help="slide region x,y,w,h (level-0 pixels) instead of the densest square")

@@ -29,7 +29,11 @@ from wsistore.bench.methods import (
 from wsistore.bench.report import aggregate, plot_curves, write_html, write_markdown
 from wsistore.errors import InputError
 from wsistore.metrics import Lpips, evaluate
-from wsistore.models.weights import LoadedGenerator, load_generator
+from wsistore.degradation import read_window
+from wsistore.models.weights import LoadedGenerator
+from wsistore.restore.engine import runner_for
+from wsistore.restore.grid import ComputeGrid, choose_tile, halo_for
+from wsistore.restore.runner import GeneratorRunner, resolve_device
 
 #: PSNR reported for identical images (JSON has no infinity).
 IDENTICAL_PSNR = 100.0
@@ -57,12 +61,12 @@ class BenchOptions:
 
 def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Run the benchmark; returns the results written to ``out/results.json``."""
-    device = _device(options.device)
+    device = resolve_device(options.device)
     archive_sweep = options.archive_codecs or list(QUICK_ARCHIVE_SWEEP if options.quick else ARCHIVE_SWEEP)
     hr_sweep = options.hr_codecs or list(QUICK_HR_SWEEP if options.quick else HR_SWEEP)
     if DEFAULT_SETTING not in archive_sweep:
         archive_sweep.append(DEFAULT_SETTING)
-    upscalers = [load_generator(name, device) for name in ["nearest", "bicubic", *options.models]]
+    runners = [runner_for(name, str(device)) for name in ["nearest", "bicubic", *options.models]]
     lpips, lpips_reason = _lpips(options.lpips_weights)
     crop = 1024 if options.quick and options.region is None else options.crop
     inputs = list(load_inputs(options.inputs, crop, options.region))
@@ -72,7 +76,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
 
     records: list[dict[str, Any]] = []
     panels: dict[str, Path] = {}
-    total = len(inputs) * (len(archive_sweep) * len(upscalers) + len(hr_sweep) + 1)
+    total = len(inputs) * (len(archive_sweep) * len(runners) + len(hr_sweep) + 1)
     with tqdm(total=total, desc="bench", unit="run", disable=not options.progress) as bar:
         for item in inputs:
             crops: dict[str, np.ndarray] = {}
@@ -82,10 +86,11 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             bar.update(1)
             for setting in archive_sweep:
                 coded = code_archive_lr(item.hr, setting, options.chunk, item.fill, item.lr_origin)
-                for up in upscalers:
+                for runner in runners:
                     start = time.perf_counter()
-                    hr = upscale(coded.lr, up, device, item.hr.shape[:2])
+                    hr = upscale(coded.lr, runner, item.hr.shape[:2])
                     seconds = time.perf_counter() - start
+                    up = runner.generator
                     rec = _record(item, "archive", setting, up, hr, coded.nbytes, coded.encode_seconds, seconds, lpips, device)
                     records.append(rec)
                     if setting == DEFAULT_SETTING:
@@ -116,7 +121,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         "default_setting": DEFAULT_SETTING,
         "definitions": DEFINITIONS,
         "lpips": {"available": lpips is not None, "reason": lpips_reason},
-        "models": [u.describe() for u in upscalers],
+        "models": [r.generator.describe() | {"precision": r.precision} for r in runners],
         "inputs": [
             {"name": i.name, "kind": i.kind, "width": i.hr.shape[1], "height": i.hr.shape[0], "mpp": i.mpp,
              "tissue_fraction": float(i.mask.mean()), "source_bpp": i.source_bpp, "archive_bpp": i.archive_bpp}
@@ -149,13 +154,19 @@ DEFINITIONS = {
 }
 
 
-def upscale(lr: np.ndarray, model: LoadedGenerator, device: torch.device, size: tuple[int, int]) -> np.ndarray:
-    """Rebuild the HR image from LR with one generator, cropped to ``size = (h, w)``."""
-    x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float().div(255).to(device)
-    with torch.no_grad():
-        y = model.model(x)
-    hr = y[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-    return hr[: size[0], : size[1]]
+def upscale(lr: np.ndarray, runner: GeneratorRunner, size: tuple[int, int]) -> np.ndarray:
+    """Rebuild ``size = (h, w)`` HR pixels from LR exactly as restore does: the same
+    canonical compute tiles, halo and border rule, through the same generator runner."""
+    lh, lw = lr.shape[:2]
+    halo = halo_for(runner.receptive_field)
+    grid = ComputeGrid(lw, lh, size[1], size[0], runner.scale, choose_tile(halo, runner.device.type), halo)
+    out = np.empty((size[0], size[1], 3), dtype=np.uint8)
+    for row in range(grid.rows):
+        for col in range(grid.cols):
+            window = read_window(lambda b: lr[b[1] : b[3], b[0] : b[2]], grid.window(row, col), lw, lh)
+            x0, y0, x1, y1 = grid.hr_box(row, col)
+            out[y0:y1, x0:x1] = runner.upscale(window, grid.hr_crop(row, col))
+    return out
 
 
 def _record(item: BenchInput, family: str, setting: str, up: LoadedGenerator | None, image: np.ndarray, nbytes: int,
@@ -253,16 +264,6 @@ def _lpips(weights: Path | None) -> tuple[Any, str]:
     if weights is None:
         return None, "needs ImageNet AlexNet weights, which are never downloaded: pass --lpips-weights FILE"
     return Lpips(weights), "torchvision AlexNet weights from " + str(weights)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise InputError(f"--device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
 
 
 def _device_name(device: torch.device) -> str:

@@ -51,13 +51,13 @@ def add_train_parser(sub: Any) -> None:
 
 
 def _add_prepare(sub: Any) -> None:
-    from wsistore.cli import _add_codec_options
+    from wsistore.options import add_codec_options
 
     p = sub.add_parser("prepare", help="slides and tile folders -> (LR, HR) patch shards", description=_cmd_prepare.__doc__)
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="slides, image tiles, folders of them, or archives (their source slide must lie beside them)")
     p.add_argument("out", metavar="OUT", help="folder to write the shards to")
     p.add_argument("--like", metavar="ARCHIVE", help="degrade exactly like this archive (its scale, codec, chunk and fill)")
-    _add_codec_options(p)
+    add_codec_options(p)
     p.set_defaults(codec=None)
     p.add_argument("--scale", type=int, default=None, help="downsample factor (default 4)")
     p.add_argument("--chunk", type=int, default=None, help="archive LR chunk side the codec works on (default 256)")
@@ -111,11 +111,11 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
             raise InputError(f"the codec, scale and chunk come from the archive {like}; drop {(given or ['--lossless'])[0]}")
         options = options_like(like, **common)
     else:
-        from wsistore.cli import _codec_from_args
+        from wsistore.options import codec_from_args
         from wsistore.codecs import DEFAULT_CODEC
 
         args.codec = args.codec or DEFAULT_CODEC
-        codec = _codec_from_args(args)
+        codec = codec_from_args(args)
         options = PrepareOptions(scale=args.scale or 4, codec=None if codec.lossless else codec, chunk=args.chunk or 256, **common)
     manifest = prepare(args.sources, args.out, options)
     counts = manifest["counts"]
