@@ -34,7 +34,18 @@ DEFAULT_CODECS = (
     "png",
 )
 
-_READ_ONLY = """
+_PEAK = '''
+def peak_mb():
+    # VmHWM: this address space's peak RSS. ru_maxrss would carry the parent's peak over
+    # fork + exec on Linux.
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+'''
+
+_READ_ONLY = _PEAK + """
 import json, resource, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from wsistore.readers import open_slide
@@ -49,15 +60,15 @@ start = time.perf_counter()
 with ThreadPoolExecutor(workers) as pool:
     list(pool.map(read, boxes))
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "reader": slide.name, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"seconds": seconds, "reader": slide.name, "peak_mb": peak_mb()}))
 """
 
-_INGEST = """
+_INGEST = _PEAK + """
 import json, resource, sys, time
 from wsistore.cli import main
 start = time.perf_counter()
 code = main(sys.argv[1:])
-print(json.dumps({"code": code, "seconds": time.perf_counter() - start, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"code": code, "seconds": time.perf_counter() - start, "peak_mb": peak_mb()}))
 """
 
 
