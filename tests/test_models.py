@@ -57,7 +57,9 @@ def test_odd_sizes_map_to_exactly_scale(name: str, scale: int) -> None:
 def test_gradients_reach_every_parameter(name: str) -> None:
     model = tiny(name).train()
     lr = real_lr((9, 11))
-    loss = ((model(lr) - torch.rand(1, 3, 36, 44)) ** 2).mean()
+    images = model.forward_pyramid(lr)  # every level's image (side outputs included)
+    assert torch.equal(images[-1], model(lr))
+    loss = sum(((image - torch.rand_like(image)) ** 2).mean() for image in images)
     loss.backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, pname
@@ -162,9 +164,9 @@ def test_models_command_lists_everything(capsys: pytest.CaptureFixture[str]) -> 
     info = json.loads(result.stdout)
     gens = {g["name"]: g for g in info["generators"]}
     assert gens["edsr"]["receptive_field"] == 68 and gens["edsr"]["parameters"] > 2_000_000
-    assert {d["name"] for d in info["discriminators"]} == {"vgg_patch"}
-    assert {"l1", "mse", "ssim", "vgg19", "autoencoder"} <= {item["name"] for item in info["losses"]}
-    assert {a["name"] for a in info["adversarial"]} == {"nonsaturating", "relativistic_average"}
+    assert {d["name"] for d in info["discriminators"]} == {"vgg_patch", "gap_cnn"}
+    assert {"l1", "mse", "ssim", "vgg19", "autoencoder", "multiscale_filtered_l1"} <= {item["name"] for item in info["losses"]}
+    assert {a["name"] for a in info["adversarial"]} == {"nonsaturating", "relativistic_average", "relativistic_pair", "wgan_gp", "kl_two_class"}
     assert "shipped_weights" in info
     from wsistore.cli import main
 

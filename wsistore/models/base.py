@@ -23,8 +23,19 @@ class Generator(nn.Module):
         """LR pixels on each side of a pixel that can influence its output (rounded up)."""
         raise NotImplementedError  # abstract
 
+    @property
+    def alignment(self) -> int:
+        """LR step of the shift-equivariance: a tile's output equals the matching crop of a
+        larger image's output when the tile starts at a multiple of it (pooling networks)."""
+        return 1
+
     def forward(self, lr: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError  # abstract
+
+    def forward_pyramid(self, lr: torch.Tensor) -> list[torch.Tensor]:
+        """Images from the coarsest level to the output, for multi-scale losses; only the
+        output unless the generator makes an image at every level."""
+        return [self(lr)]
 
     @property
     def parameter_count(self) -> int:

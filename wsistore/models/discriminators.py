@@ -56,3 +56,71 @@ class VGGPatchDiscriminator(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.body(image * 2 - 1)
+
+
+GAP_NORMS = ("none", "batch", "layer")
+DOWNSAMPLING = ("stride", "maxpool")
+
+
+@dataclass(frozen=True)
+class GAPConfig:
+    """A plain CNN ending in global average pooling: one logit per image of any size.
+
+    MicroGAN (seed 001): DeblurGAN's critic (4x4 stride-2 convs, LeakyReLU 0.2) with its
+    dense layers replaced by global average pooling; ``norm = "none"`` suits WGAN-GP.
+    The cascaded refinement GAN (seed 002): 3x3 conv, layer norm, LeakyReLU, 2x2 max
+    pooling (``kernel = 3, norm = "layer", downsampling = "maxpool"``). SQE (seed 003):
+    stride-2 convs each followed by batch norm (``kernel = 3, norm = "batch"``).
+    ``layer`` normalises over channels and space of each image (GroupNorm with one group).
+    """
+
+    features: int = 64
+    stages: int = 4
+    max_features: int = 512
+    kernel: int = 4
+    norm: str = "none"
+    downsampling: str = "stride"
+
+    def __post_init__(self) -> None:
+        if self.features < 1 or self.stages < 1 or self.max_features < self.features:
+            raise ValueError("need features >= 1, stages >= 1 and max_features >= features")
+        if self.norm not in GAP_NORMS:
+            raise ValueError(f"norm must be one of {', '.join(GAP_NORMS)}, got {self.norm!r}")
+        if self.downsampling not in DOWNSAMPLING:
+            raise ValueError(f"downsampling must be one of {', '.join(DOWNSAMPLING)}, got {self.downsampling!r}")
+        if self.kernel < 1 or (self.downsampling == "maxpool" and self.kernel % 2 == 0):
+            raise ValueError("kernel must be >= 1, and odd with max pooling")
+
+
+class GAPDiscriminator(nn.Module):
+    """RGB in [0, 1], ``(N, 3, H, W) -> (N, 1)`` logits (or critic scores)."""
+
+    def __init__(self, config: GAPConfig | None = None) -> None:
+        super().__init__()
+        self.config = c = config or GAPConfig()
+        layers: list[nn.Module] = []
+        channels = 3
+        for i in range(c.stages):
+            out = min(c.features * 2**i, c.max_features)
+            layers += self._stage(channels, out, normalise=i > 0)
+            channels = out
+        layers.append(nn.Conv2d(channels, 1, 3, padding=1))
+        self.body = nn.Sequential(*layers)
+
+    def _stage(self, cin: int, cout: int, normalise: bool) -> list[nn.Module]:
+        c = self.config
+        norm = normalise and c.norm != "none"
+        if c.downsampling == "stride":
+            conv = nn.Conv2d(cin, cout, c.kernel, stride=2, padding=(c.kernel - 1) // 2, bias=not norm)
+        else:
+            conv = nn.Conv2d(cin, cout, c.kernel, padding=c.kernel // 2, bias=not norm)
+        layers: list[nn.Module] = [conv]
+        if norm:
+            layers.append(nn.BatchNorm2d(cout) if c.norm == "batch" else nn.GroupNorm(1, cout))
+        layers.append(nn.LeakyReLU(0.2, inplace=True))
+        if c.downsampling == "maxpool":
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+        return layers
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.body(image * 2 - 1).mean(dim=(2, 3))

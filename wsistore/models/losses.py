@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from wsistore.models.filters import FilterBank, FilterBankConfig
 
 WINDOWS = ("gaussian", "uniform")
 
@@ -112,3 +115,62 @@ class SSIMLoss(nn.Module):
 
     def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         return 1 - ssim(sr, hr, self.config).mean()
+
+
+class PyramidLoss(nn.Module):
+    """A loss that can also judge a generator's image at every level (coarse to fine);
+    ``loss(sr, hr)`` judges the output alone."""
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        return self.pyramid([sr], hr)
+
+    @abstractmethod
+    def pyramid(self, images: list[torch.Tensor], hr: torch.Tensor) -> torch.Tensor:
+        """``images``: the generator's images from coarse to fine, the last at HR size."""
+
+
+@dataclass(frozen=True)
+class MultiScaleFilteredL1Config:
+    """The cascaded refinement GAN's content loss (seed 002): L1 between filtered images
+    (the unfiltered image plus a fixed ``gabor`` or ``derivative`` bank, or ``none``),
+    summed over levels. Levels are the generator's own images when it makes one per x2
+    (cascaded refinement), otherwise the output and ``levels - 1`` x2 area reductions."""
+
+    filters: str = "gabor"
+    orientations: int = 4
+    filter_sigma: float = 1.0
+    levels: int = 2
+
+    def __post_init__(self) -> None:
+        if self.filters != "none":
+            FilterBankConfig(self.filters, self.orientations, self.filter_sigma)
+        if self.levels < 1:
+            raise ValueError("levels must be >= 1")
+
+
+class MultiScaleFilteredL1(PyramidLoss):
+    """Sum over levels of the mean absolute difference of the filtered images; the HR
+    target of a level is the HR image area-reduced to its size."""
+
+    def __init__(self, config: MultiScaleFilteredL1Config | None = None) -> None:
+        super().__init__()
+        self.config = c = config or MultiScaleFilteredL1Config()
+        bank = None if c.filters == "none" else FilterBankConfig(c.filters, c.orientations, c.filter_sigma)
+        self.bank = FilterBank(bank) if bank is not None else None
+
+    def pyramid(self, images: list[torch.Tensor], hr: torch.Tensor) -> torch.Tensor:
+        if len(images) == 1:
+            images = [F.avg_pool2d(images[0], 2**i) if i else images[0] for i in reversed(range(self.config.levels))]
+        total = torch.zeros((), device=hr.device)
+        for image in images:
+            factor = hr.shape[-1] // image.shape[-1]
+            target = F.avg_pool2d(hr, factor) if factor > 1 else hr
+            total = total + self._filtered_l1(image.float(), target.float())
+        return total
+
+    def _filtered_l1(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        loss = F.l1_loss(a, b)
+        if self.bank is None:
+            return loss
+        with torch.autocast(a.device.type, enabled=False):
+            return loss + F.l1_loss(self.bank(a), self.bank(b)) * self.bank.config.count

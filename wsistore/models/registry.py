@@ -11,14 +11,32 @@ from typing import Any
 from torch import nn
 
 from wsistore.errors import InputError
-from wsistore.models.adversarial import AdversarialLoss, NonSaturatingGAN, RelativisticAverageGAN
+from wsistore.models.adversarial import (
+    AdversarialLoss,
+    NonSaturatingGAN,
+    RelativisticAverageGAN,
+    RelativisticPairGAN,
+    TwoClassKLGAN,
+    WassersteinGP,
+)
 from wsistore.models.base import Generator
-from wsistore.models.discriminators import VGGPatchConfig, VGGPatchDiscriminator
+from wsistore.models.cascaded import CascadedRefinementConfig, CascadedRefinementNet
+from wsistore.models.discriminators import GAPConfig, GAPDiscriminator, VGGPatchConfig, VGGPatchDiscriminator
 from wsistore.models.generators import EDSR, EDSRConfig, InterpolationUpsampler
-from wsistore.models.losses import L1Loss, MSELoss, QuasiNormConfig, QuasiNormLoss, SSIMConfig, SSIMLoss
+from wsistore.models.losses import (
+    L1Loss,
+    MSELoss,
+    MultiScaleFilteredL1,
+    MultiScaleFilteredL1Config,
+    QuasiNormConfig,
+    QuasiNormLoss,
+    SSIMConfig,
+    SSIMLoss,
+)
 from wsistore.models.perceptual import AutoencoderConfig, AutoencoderLoss, VGG19Config, VGG19Loss
 from wsistore.models.rrdbnet import RRDBNet, RRDBNetConfig
 from wsistore.models.srresnet import SRResNet, SRResNetConfig
+from wsistore.models.unet import TrimmedUNet, TrimmedUNetConfig
 
 
 @dataclass(frozen=True)
@@ -62,6 +80,15 @@ GENERATORS: dict[str, Entry] = {
         "rrdbnet", RRDBNetConfig, RRDBNet, "ESRGAN's residual-in-residual dense blocks, nearest x2 + conv upsampling",
         "Wang et al. 2018 (ESRGAN); SRNet/rVTT (seed 000)", tiny={"blocks": 1, "features": 16, "growth": 8},
     ),
+    "trimmed_unet": Entry(
+        "trimmed_unet", TrimmedUNetConfig, TrimmedUNet, "trimmed U-Net (ReLU, sigmoid image) run on the bicubic-upscaled LR",
+        "MicroGAN (seed 001)", tiny={"features": 8, "depth": 2, "convs": 1},
+    ),
+    "cascaded_refinement": Entry(
+        "cascaded_refinement", CascadedRefinementConfig, CascadedRefinementNet,
+        "x2 modules (bilinear, 3x3 conv, channel layer norm, LeakyReLU) with an image per level; optional fixed filter bank input",
+        "cascaded refinement GAN (seed 002)", tiny={"features": 8, "convs": 1, "orientations": 2},
+    ),
     "bicubic": Entry("bicubic", None, lambda _: InterpolationUpsampler("bicubic"), "bicubic interpolation (baseline)"),
     "nearest": Entry("nearest", None, lambda _: InterpolationUpsampler("nearest"), "pixel replication: the seeds' i-HR baseline"),
 }
@@ -70,7 +97,11 @@ GENERATORS: dict[str, Entry] = {
 DISCRIMINATORS: dict[str, Entry] = {
     "vgg_patch": Entry(
         "vgg_patch", VGGPatchConfig, VGGPatchDiscriminator, "VGG-style conv discriminator returning a map of patch logits",
-        "Ledig et al. 2017 (SRGAN); ESRGAN", tiny={"features": 8, "stages": 2},
+        "Ledig et al. 2017 (SRGAN); ESRGAN; rVTT T1/T2 (seed 000)", tiny={"features": 8, "stages": 2},
+    ),
+    "gap_cnn": Entry(
+        "gap_cnn", GAPConfig, GAPDiscriminator, "plain CNN + global average pooling: one logit per image of any size",
+        "MicroGAN (seed 001); cascaded refinement GAN (seed 002); SQE (seed 003)", tiny={"features": 8, "stages": 2},
     ),
 }
 
@@ -88,13 +119,29 @@ LOSSES: dict[str, Entry] = {
         "autoencoder", AutoencoderConfig, AutoencoderLoss, "manifold distance under an autoencoder pre-trained on HR patches",
         "SQE (seed 003)", tiny={"features": 8, "latent": 8, "blocks": 1},
     ),
+    "multiscale_filtered_l1": Entry(
+        "multiscale_filtered_l1", MultiScaleFilteredL1Config, MultiScaleFilteredL1,
+        "L1 of the image and its fixed filter-bank responses, summed over the generator's levels",
+        "cascaded refinement GAN (seed 002)", tiny={"orientations": 2},
+    ),
 }
 
 #: Adversarial objectives over discriminator logits.
 ADVERSARIAL: dict[str, Entry] = {
     "nonsaturating": Entry("nonsaturating", None, lambda _: NonSaturatingGAN(), "cross-entropy GAN, non-saturating generator loss", "Goodfellow et al. 2014; SRGAN; Techcyte"),
     "relativistic_average": Entry(
-        "relativistic_average", None, lambda _: RelativisticAverageGAN(), "relativistic average GAN (RaGAN)", "ESRGAN; rVTT (seed 000)"
+        "relativistic_average", None, lambda _: RelativisticAverageGAN(), "relativistic average GAN (RaGAN)", "ESRGAN"
+    ),
+    "relativistic_pair": Entry(
+        "relativistic_pair", None, lambda _: RelativisticPairGAN(), "relativistic GAN on matched (HR, SR) pairs: sigmoid(C(hr) - C(sr))",
+        "rVTT T1/T2 (seed 000); Jolicoeur-Martineau 2019",
+    ),
+    "wgan_gp": Entry(
+        "wgan_gp", None, lambda _: WassersteinGP(), "Wasserstein critic with gradient penalty 10", "MicroGAN (seed 001); Gulrajani et al. 2017"
+    ),
+    "kl_two_class": Entry(
+        "kl_two_class", None, lambda _: TwoClassKLGAN(),
+        "KL from one-hot HR/SR classes to [D, 1 - D]; non-saturating generator", "SQE (seed 003)",
     ),
 }
 

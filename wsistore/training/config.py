@@ -21,7 +21,13 @@ from wsistore.errors import InputError
 from wsistore.models.registry import ADVERSARIAL, DISCRIMINATORS, GENERATORS, LOSSES, Entry
 from wsistore.training.tomlconfig import from_table, parse_value, set_dotted
 
-STAGE_KINDS = ("pixel", "gan")
+#: pixel: generator alone; gan: generator and discriminators in turn; discriminator:
+#: discriminators alone against the frozen generator (rVTT's T1/T2 stages); autoencoder:
+#: pre-training of the manifold loss's autoencoder on HR patches (SQE)
+STAGE_KINDS = ("pixel", "gan", "discriminator", "autoencoder")
+#: the discriminators a stage can train or play against: on whole patches, and on crops
+#: around nuclei (``[roi]``)
+DISCRIMINATOR_SLOTS = ("image", "roi")
 #: validation metric -> True when higher is better
 METRICS = {"psnr": True, "ssim": True, "l1": False}
 CONTENT = "content"
@@ -87,7 +93,9 @@ class LossTerm:
 
 @dataclass(frozen=True)
 class Stage:
-    """A training stage: ``pixel`` (generator alone) or ``gan`` (with the discriminator)."""
+    """A training stage of one of :data:`STAGE_KINDS`. GAN and discriminator stages name
+    the ``discriminators`` they train (``image``, ``roi``); a GAN stage updates them
+    ``critic_steps`` times per generator step (fresh batches after the first)."""
 
     name: str
     kind: str = "pixel"
@@ -101,6 +109,8 @@ class Stage:
     adversarial: str = "nonsaturating"
     adversarial_weight: float = 1e-3
     discriminator_lr: float = 1e-4
+    discriminators: tuple[str, ...] = ("image",)
+    critic_steps: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in STAGE_KINDS:
@@ -109,6 +119,23 @@ class Stage:
             raise ValueError("need steps >= 0, lr > 0, discriminator_lr > 0 and 0 < lr_gamma <= 1")
         if not self.losses and self.kind == "pixel":
             raise ValueError("a pixel stage needs at least one loss")
+        if self.losses and self.kind in ("discriminator", "autoencoder"):
+            raise ValueError(f"a {self.kind} stage takes no generator losses")
+        bad = sorted(set(self.discriminators) - set(DISCRIMINATOR_SLOTS))
+        if bad or not self.discriminators or len(set(self.discriminators)) != len(self.discriminators):
+            names = ", ".join(DISCRIMINATOR_SLOTS)
+            raise ValueError(f"discriminators must be distinct names from {names}, got {list(self.discriminators)}")
+        if self.critic_steps < 1:
+            raise ValueError("critic_steps must be >= 1")
+
+    @property
+    def trains_generator(self) -> bool:
+        return self.kind in ("pixel", "gan")
+
+    @property
+    def adversaries(self) -> tuple[str, ...]:
+        """The discriminators this stage trains (none for pixel and autoencoder stages)."""
+        return self.discriminators if self.kind in ("gan", "discriminator") else ()
 
 
 @dataclass(frozen=True)
@@ -133,7 +160,8 @@ class ValidationSection:
 class ContentSection:
     """What ``content`` means: VGG-19 with weights from a local file, else the
     autoencoder manifold loss, pre-trained on the HR training patches for
-    ``autoencoder_steps`` before the first stage."""
+    ``autoencoder_steps`` before the first stage (unless the recipe places an
+    ``autoencoder`` stage itself, which then sets steps and learning rate)."""
 
     vgg19_weights: str = ""
     vgg19_layer: str = "conv5_4"
@@ -154,6 +182,21 @@ class ContentSection:
 
 
 @dataclass(frozen=True)
+class RoiSection:
+    """rVTT's T2 (seed 000): a second discriminator that judges ``per_image`` crops of
+    ``crop`` HR pixels around nuclei (most haematoxylin after colour deconvolution),
+    taken at the same place from each HR patch and its SR."""
+
+    discriminator: Component
+    crop: int = 32
+    per_image: int = 1
+
+    def __post_init__(self) -> None:
+        if self.crop < 4 or self.per_image < 1:
+            raise ValueError("need crop >= 4 and per_image >= 1")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """A whole recipe."""
 
@@ -164,6 +207,7 @@ class TrainConfig:
     discriminator: Component | None = None
     validation: ValidationSection = field(default_factory=ValidationSection)
     content: ContentSection = field(default_factory=ContentSection)
+    roi: RoiSection | None = None
 
     @property
     def content_loss(self) -> str:
@@ -248,13 +292,22 @@ def validate(config: TrainConfig, where: str) -> None:
     names = [s.name for s in config.stages]
     if len(set(names)) != len(names) or "autoencoder" in names:
         raise InputError(f"{where}: stage names must be unique and not 'autoencoder'")
-    if any(s.kind == "gan" for s in config.stages):
+    used = {slot for s in config.stages for slot in s.adversaries}
+    if "image" in used:
         if config.discriminator is None:
             raise InputError(f"{where}: GAN stages need a [discriminator]")
         _check_settings(_entry(DISCRIMINATORS, "discriminator", config.discriminator.name, where), config.discriminator.settings, f"{where}: discriminator")
+    if "roi" in used:
+        if config.roi is None:
+            raise InputError(f"{where}: stages with the 'roi' discriminator need a [roi] section")
+        roi = config.roi.discriminator
+        _check_settings(_entry(DISCRIMINATORS, "discriminator", roi.name, where), roi.settings, f"{where}: roi discriminator")
+        if config.roi.crop > config.data.patch * _scale(config):
+            raise InputError(f"{where}: roi crop {config.roi.crop} is larger than the HR patch ({config.data.patch} x {_scale(config)})")
+    _validate_autoencoder_stages(config, where)
     for stage in config.stages:
         at = f"{where}: stage {stage.name}"
-        if stage.kind == "gan":
+        if stage.adversaries:
             _entry(ADVERSARIAL, "adversarial loss", stage.adversarial, at)
         for term in stage.losses:
             name, settings = config.resolve(term)
@@ -263,6 +316,24 @@ def validate(config: TrainConfig, where: str) -> None:
             shape = sorted(set(term.settings) & AUTOENCODER_SHAPE)
             if name == "autoencoder" and shape:
                 raise InputError(f"{at}: set the autoencoder's {shape[0]} in [content] autoencoder (one autoencoder per run)")
+
+
+def _scale(config: TrainConfig) -> int:
+    return int(config.generator.settings.get("scale", 4))
+
+
+def _validate_autoencoder_stages(config: TrainConfig, where: str) -> None:
+    """At most one explicit autoencoder stage, before every stage whose losses use it."""
+    explicit = [i for i, s in enumerate(config.stages) if s.kind == "autoencoder"]
+    if not explicit:
+        return
+    if len(explicit) > 1:
+        raise InputError(f"{where}: at most one autoencoder stage")
+    if not config.uses_autoencoder:
+        raise InputError(f"{where}: an autoencoder stage, but no stage uses the autoencoder loss")
+    first_use = min(i for i, s in enumerate(config.stages) if any(config.resolve(t)[0] == "autoencoder" for t in s.losses))
+    if explicit[0] > first_use:
+        raise InputError(f"{where}: the autoencoder stage must come before stage {config.stages[first_use].name}, which uses it")
 
 
 def _entry(registry: dict[str, Entry], kind: str, name: str, where: str) -> Entry:
@@ -292,10 +363,15 @@ SMOKE_STEPS = 2
 
 def shrink_for_smoke(raw: dict[str, Any]) -> None:
     """Rewrite a raw recipe in place into a seconds-long CPU run of the same structure."""
-    for section, registry in (("generator", GENERATORS), ("discriminator", DISCRIMINATORS)):
-        table = raw.get(section)
+    roi = raw.get("roi")
+    tables = [(raw.get("generator"), GENERATORS), (raw.get("discriminator"), DISCRIMINATORS)]
+    if isinstance(roi, dict):
+        tables.append((roi.get("discriminator"), DISCRIMINATORS))
+    for table, registry in tables:
         if isinstance(table, dict) and table.get("name") in registry:
             table["settings"] = {**table.get("settings", {}), **registry[table["name"]].tiny}
+    if isinstance(roi, dict):
+        roi["crop"] = min(int(roi.get("crop", 16)), 16)
     for stage in raw.get("stages", []):
         if isinstance(stage, dict):
             stage["steps"] = SMOKE_STEPS

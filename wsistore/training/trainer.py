@@ -25,9 +25,11 @@ from wsistore.errors import InputError, OutputExistsError
 from wsistore.models.adversarial import AdversarialLoss
 from wsistore.models.base import Generator
 from wsistore.models.generators import InterpolationUpsampler
+from wsistore.models.losses import PyramidLoss
 from wsistore.models.perceptual import Autoencoder, AutoencoderConfig, AutoencoderLoss
-from wsistore.models.registry import build_adversarial, build_discriminator, build_generator, build_loss
+from wsistore.models.registry import build_adversarial, build_generator, build_loss
 from wsistore.models.weights import save_generator, sha256_file
+from wsistore.training.adversaries import Adversaries
 from wsistore.training.config import METRICS, Stage, TrainConfig
 from wsistore.training.evaluate import autocast, evaluate, to_device
 from wsistore.training.shards import BatchSampler, PatchSet, load_validation, read_manifest
@@ -35,8 +37,9 @@ from wsistore.training.state import STATE_FILE, cpu_state_dict, load_state, rest
 
 METRICS_LOG = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
-#: seed offsets, so adding a model never changes another's initialisation
-_SEED_DISCRIMINATOR, _SEED_AUTOENCODER = 1, 2
+#: seed offset of the autoencoder (discriminators: ``adversaries.SEED_OFFSETS``), so adding
+#: a model never changes another's initialisation
+_SEED_AUTOENCODER = 2
 
 
 @dataclass(frozen=True)
@@ -44,14 +47,21 @@ class Phase:
     """A unit of the plan: the autoencoder pre-training, or one recipe stage."""
 
     name: str
-    kind: str  # autoencoder | pixel | gan
+    kind: str  # autoencoder | pixel | gan | discriminator
     steps: int
     stage: Stage | None = None
 
+    @property
+    def trains_generator(self) -> bool:
+        return self.kind in ("pixel", "gan")
+
 
 def plan(config: TrainConfig) -> list[Phase]:
-    """Phases in order: autoencoder pre-training first when a stage uses it."""
-    phases = [Phase("autoencoder", "autoencoder", config.content.autoencoder_steps)] if config.uses_autoencoder else []
+    """Phases in order: autoencoder pre-training first when a stage uses it (unless the
+    recipe places an autoencoder stage itself)."""
+    explicit = any(s.kind == "autoencoder" for s in config.stages)
+    implicit = config.uses_autoencoder and not explicit
+    phases = [Phase("autoencoder", "autoencoder", config.content.autoencoder_steps)] if implicit else []
     return phases + [Phase(s.name, s.kind, s.steps, s) for s in config.stages]
 
 
@@ -85,16 +95,13 @@ class Trainer:
         seed = config.run.seed
         torch.manual_seed(seed)
         self.generator: Generator = build_generator(config.generator.name, config.generator.settings)
-        self.discriminator: nn.Module | None = None
-        if any(p.kind == "gan" for p in self.phases) and config.discriminator is not None:
-            torch.manual_seed(seed + _SEED_DISCRIMINATOR)
-            self.discriminator = build_discriminator(config.discriminator.name, config.discriminator.settings)
+        self.adversaries = Adversaries(config, seed)
         self.autoencoder: Autoencoder | None = None
         if config.uses_autoencoder:
             torch.manual_seed(seed + _SEED_AUTOENCODER)
             self.autoencoder = Autoencoder(AutoencoderConfig(**config.content.autoencoder))
         layout = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
-        for model in (self.generator, self.discriminator, self.autoencoder):
+        for model in (self.generator, *self.adversaries.models.values(), self.autoencoder):
             if model is not None:
                 model.to(self.device, memory_format=layout)
         if self.device.type == "cuda":
@@ -107,6 +114,7 @@ class Trainer:
         self.sampler = BatchSampler(self.train_patches, config.data.batch_size, config.data.patch, config.data.flips, self.rng)
         self._losses: dict[str, nn.Module] = {}
         self.terms: list[tuple[str, float, nn.Module]] = []
+        self.pyramid = False  # a term judges every level of the generator
         self.adversarial: AdversarialLoss | None = None
         self._resumed: dict[str, Any] = {}
         # progress, restored on resume
@@ -146,7 +154,7 @@ class Trainer:
                         self._log({"step": self.step, "phase": phase.name, "phase_step": self.phase_step, "lr": optim.lr(), **{k: float(v) for k, v in logs.items()}})
                         if bar is not None:
                             bar.set_postfix_str(f"{phase.name} loss {float(logs['loss']):.4g}", refresh=False)
-                    if phase.kind != "autoencoder" and self.step % self.config.validation.every == 0:
+                    if phase.trains_generator and self.step % self.config.validation.every == 0:
                         self._validate(phase)
                     if self.step % self.config.run.checkpoint_every == 0:
                         self._save(optim)
@@ -177,8 +185,7 @@ class Trainer:
         if state["config_sha256"] != self.config.sha256():
             raise InputError(f"{self.out}: the recipe changed since this run started; resume with the same config (and overrides)")
         self.generator.load_state_dict(state["generator"])
-        if self.discriminator is not None:
-            self.discriminator.load_state_dict(state["discriminator"])
+        self.adversaries.load(state)
         if self.autoencoder is not None:
             self.autoencoder.load_state_dict(state["autoencoder"])
         restore_rng(state["rng"], self.rng)
@@ -193,24 +200,27 @@ class Trainer:
 
     def _begin(self, phase: Phase) -> _Optim:
         """Modes, frozen parts, optimizers and losses for a phase."""
+        stage = phase.stage
         if phase.kind == "autoencoder":
             assert self.autoencoder is not None
             self.autoencoder.train().requires_grad_(True)
-            return _Optim.make({"autoencoder": self.autoencoder}, self.config.content.autoencoder_lr, (0.9, 0.999), (), 1.0)
+            if stage is None:  # implicit pre-training, set in [content]
+                return _Optim.make({"autoencoder": self.autoencoder}, self.config.content.autoencoder_lr, (0.9, 0.999), (), 1.0)
+            return _Optim.make({"autoencoder": self.autoencoder}, stage.lr, stage.betas, stage.lr_milestones, stage.lr_gamma)
         if self.autoencoder is not None:
             self.autoencoder.eval().requires_grad_(False)
-        stage = phase.stage
         assert stage is not None
-        self.generator.train()
         self.terms = [(t.name, self.config.weight(t), self._loss(*self.config.resolve(t))) for t in stage.losses]
-        models: dict[str, nn.Module] = {"generator": self.generator}
+        self.pyramid = any(isinstance(loss, PyramidLoss) for _, _, loss in self.terms)
+        models: dict[str, nn.Module] = {"generator": self.generator} if phase.trains_generator else {}
         lrs = {"generator": stage.lr}
-        if phase.kind == "gan":
-            assert self.discriminator is not None
-            self.discriminator.train()
+        self.generator.train(phase.trains_generator)
+        if stage.adversaries:
+            self.adversaries.train(stage)
             self.adversarial = build_adversarial(stage.adversarial)
-            models["discriminator"] = self.discriminator
-            lrs["discriminator"] = stage.discriminator_lr
+            for name, model in self.adversaries.modules(stage).items():
+                models[name] = model
+                lrs[name] = stage.discriminator_lr
         return _Optim.make(models, lrs, stage.betas, stage.lr_milestones, stage.lr_gamma)
 
     def _loss(self, name: str, settings: dict[str, Any]) -> nn.Module:
@@ -232,31 +242,37 @@ class Trainer:
                 loss = (self.autoencoder(hr).float() - hr).abs().mean()
             optim.step("autoencoder", loss)
             return {"loss": loss.detach()}
-        d = self.discriminator
-        if phase.kind == "gan":
-            assert d is not None and self.adversarial is not None
-            d.requires_grad_(False)
+        stage = phase.stage
+        assert stage is not None
+        if phase.kind == "discriminator":
+            assert self.adversarial is not None
+            with torch.no_grad(), autocast(self.device):
+                sr = self.generator(lr)
+            logs = self.adversaries.update(stage, self.adversarial, optim, hr, sr)
+            optim.schedule()
+            return {"loss": sum(logs.values(), torch.zeros((), device=self.device)), **logs}
         with autocast(self.device):
-            sr = self.generator(lr)
-            logs = {name: loss(sr, hr) for name, _, loss in self.terms}
+            levels = self.generator.forward_pyramid(lr) if self.pyramid else [self.generator(lr)]
+            sr = levels[-1]
+            logs = {name: loss.pyramid(levels, hr) if isinstance(loss, PyramidLoss) else loss(sr, hr) for name, _, loss in self.terms}
             total = sum((w * logs[name] for name, w, _ in self.terms), torch.zeros((), device=self.device))
             if phase.kind == "gan":
-                assert d is not None
-                with torch.no_grad():
-                    real = d(hr)
-                logs["adversarial"] = self.adversarial.generator_loss(real, d(sr))
-                assert phase.stage is not None
-                total = total + phase.stage.adversarial_weight * logs["adversarial"]
+                assert self.adversarial is not None
+                adversarial = self.adversaries.generator_losses(stage, self.adversarial, hr, sr)
+                logs.update(adversarial)
+                total = total + stage.adversarial_weight * sum(adversarial.values(), torch.zeros((), device=self.device))
         optim.step("generator", total)
+        logs = {k: v.detach() for k, v in logs.items()}
         if phase.kind == "gan":
-            assert d is not None
-            d.requires_grad_(True)
-            with autocast(self.device):
-                real, fake = d(hr), d(sr.detach())
-                logs["discriminator"] = self.adversarial.discriminator_loss(real, fake)
-            optim.step("discriminator", logs["discriminator"])
+            assert self.adversarial is not None
+            logs.update(self.adversaries.update(stage, self.adversarial, optim, hr, sr))
+            for _ in range(stage.critic_steps - 1):  # further critic steps on fresh batches
+                lr, hr = (to_device(t, self.device) for t in self.sampler.next())
+                with torch.no_grad(), autocast(self.device):
+                    sr = self.generator(lr)
+                logs.update(self.adversaries.update(stage, self.adversarial, optim, hr, sr))
         optim.schedule()
-        return {"loss": total.detach(), **{k: v.detach() for k, v in logs.items()}}
+        return {"loss": total.detach(), **logs}
 
     # -- validation and checkpoints ------------------------------------------------------------
     def _validate(self, phase: Phase, consider: bool = True) -> None:
@@ -297,7 +313,7 @@ class Trainer:
         if phase.kind == "autoencoder":
             assert self.autoencoder is not None
             self.autoencoder.eval().requires_grad_(False)
-        else:
+        elif phase.trains_generator:
             self._validate(phase)
         self.phase_index += 1
         self.phase_step = 0
@@ -312,7 +328,7 @@ class Trainer:
                 "phase_step": self.phase_step,
                 "step": self.step,
                 "generator": cpu_state_dict(self.generator),
-                "discriminator": cpu_state_dict(self.discriminator) if self.discriminator is not None else None,
+                **self.adversaries.state(),
                 "autoencoder": cpu_state_dict(self.autoencoder) if self.autoencoder is not None else None,
                 "optim": optim.state() if optim is not None else None,
                 "rng": rng_state(self.rng),
@@ -371,7 +387,8 @@ class Trainer:
             path = Path(self.config.content.vgg19_weights)
             detail["vgg19"] = {"weights": path.name, "sha256": sha256_file(path), "layer": self.config.content.vgg19_layer}
         if "autoencoder" in content:
-            detail["autoencoder"] = {"settings": self.config.content.autoencoder, "pretrain_steps": self.config.content.autoencoder_steps}
+            steps = sum(p.steps for p in self.phases if p.kind == "autoencoder")
+            detail["autoencoder"] = {"settings": self.config.content.autoencoder, "pretrain_steps": steps}
         return detail
 
     def _steps_done(self) -> dict[str, int]:
@@ -381,7 +398,7 @@ class Trainer:
         return done
 
     def _finish(self, start: float, start_step: int) -> RunResult:
-        last = next(p for p in reversed(self.phases) if p.kind != "autoencoder")
+        last = next((p for p in reversed(self.phases) if p.trains_generator), self.phases[-1])
         metrics = self.validations[-1]["val"] if self.validations else {}
         self.phase_index, self.phase_step = len(self.phases), 0
         digest = save_generator(self.out / "final.safetensors", self.generator, self._card(last, metrics), half=False)
