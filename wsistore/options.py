@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from wsistore.codecs import ImageCodec, parse_codec
 from wsistore.errors import InputError
+
+if TYPE_CHECKING:  # imagecodecs stays unimported for commands that need no codec (train run)
+    from wsistore.codecs import ImageCodec
 
 
 def add_codec_options(p: argparse.ArgumentParser) -> None:
@@ -28,6 +31,8 @@ def add_codec_options(p: argparse.ArgumentParser) -> None:
 
 def codec_from_args(args: argparse.Namespace) -> ImageCodec:
     """The codec those options name."""
+    from wsistore.codecs import parse_codec
+
     if args.lossless:
         if args.quality is not None:
             raise InputError("--lossless and --quality exclude each other")
