@@ -125,11 +125,12 @@ def _pool(
     rx = np.flatnonzero(np.r_[True, cx[1:] != cx[:-1]])
     ys, xs = cy[ry], cx[rx]
     sums = np.add.reduceat(np.add.reduceat(tile, ry, axis=0), rx, axis=1)
+    r, g, b = tile[..., 0], tile[..., 1], tile[..., 2]
     luma = _luma(tile)
-    sat = tile.max(axis=2) - tile.min(axis=2)
+    sat = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)  # max-min of RGB, fast
     low = np.minimum.reduceat(np.minimum.reduceat(luma, ry, axis=0), rx, axis=1)
     high = np.maximum.reduceat(np.maximum.reduceat(sat, ry, axis=0), rx, axis=1)
-    n = np.add.reduceat(np.add.reduceat(np.ones(tile.shape[:2]), ry, axis=0), rx, axis=1)
+    n = np.outer(np.diff(np.r_[ry, len(cy)]), np.diff(np.r_[rx, len(cx)]))  # pixels per cell: run lengths
     grid = np.ix_(ys, xs)
     mean[grid] += sums
     count[grid] += n
