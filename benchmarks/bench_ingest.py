@@ -25,6 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from benchmarks.measure import PEAK_RSS_SNIPPET
+
 DEFAULT_CODECS = (
     "jpegxl:distance=1.0,effort=7",
     "jpegxl:distance=1.0,effort=5",
@@ -34,18 +36,7 @@ DEFAULT_CODECS = (
     "png",
 )
 
-_PEAK = '''
-def peak_mb():
-    # VmHWM: this address space's peak RSS. ru_maxrss would carry the parent's peak over
-    # fork + exec on Linux.
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-'''
-
-_READ_ONLY = _PEAK + """
+_READ_ONLY = PEAK_RSS_SNIPPET + """
 import json, resource, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from wsistore.readers import open_slide
@@ -63,7 +54,7 @@ seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "reader": slide.name, "peak_mb": peak_mb()}))
 """
 
-_INGEST = _PEAK + """
+_INGEST = PEAK_RSS_SNIPPET + """
 import json, resource, sys, time
 from wsistore.cli import main
 start = time.perf_counter()

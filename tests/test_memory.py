@@ -13,22 +13,14 @@ from pathlib import Path
 import pytest
 
 from benchmarks.make_slide import mosaic_layout
+from benchmarks.measure import PEAK_RSS_SNIPPET
 from tests.slides import write_mosaic_slide
 
 PEAK_RSS_BOUND_MB = 1024
 
-_MEASURE = """
-import json, resource, sys
+_MEASURE = PEAK_RSS_SNIPPET + """
+import json, sys
 from wsistore.cli import main
-
-def peak_mb():
-    # VmHWM: this address space's peak RSS. ru_maxrss would carry the parent's peak over
-    # fork + exec on Linux, so a child of a big pytest process would report that instead.
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "peak_mb": peak_mb()}))
 """

@@ -112,7 +112,7 @@ def _densest_square(slide: SlideReader, mask: TissueMask, crop: int) -> tuple[in
     cells = max(1, side // mask.cell)
     tissue = mask.tissue.astype(np.float64)
     best, best_score = (0, 0), -1.0
-    step = max(1, cells // 2)
+    step = max(1, cells // 8)
     for cy in range(0, max(1, tissue.shape[0] - cells + 1), step):
         for cx in range(0, max(1, tissue.shape[1] - cells + 1), step):
             score = tissue[cy : cy + cells, cx : cx + cells].sum()

@@ -30,7 +30,7 @@ from PIL import Image
 from wsistore.codecs import ImageCodec, make_codec
 from wsistore.degradation import Downsample, code_on_grid, read_window
 from wsistore.errors import InputError, OutputExistsError
-from wsistore.readers import SlideReader, open_slide
+from wsistore.readers import ArraySlide, SlideReader, open_slide
 from wsistore.tissue import detect_tissue
 from wsistore.training.shards import FORMAT, MANIFEST, VERSION, ShardWriter
 
@@ -135,46 +135,6 @@ class Source:
     close: Callable[[], None]
 
 
-class ArrayImage(SlideReader):
-    """A single-level in-memory image behind the slide-reader interface (tissue detection)."""
-
-    name = "array"
-
-    def __init__(self, path: Path, image: np.ndarray) -> None:
-        super().__init__(path)
-        self.image = image
-
-    @property
-    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
-        return ((self.image.shape[1], self.image.shape[0]),)
-
-    @property
-    def level_downsamples(self) -> tuple[float, ...]:
-        return (1.0,)
-
-    @property
-    def properties(self) -> Mapping[str, str]:
-        return {}
-
-    @property
-    def icc_profile(self) -> bytes | None:
-        return None
-
-    @property
-    def associated_image_names(self) -> tuple[str, ...]:
-        return ()
-
-    def associated_image(self, name: str) -> np.ndarray:
-        raise InputError(f"{self.path.name} has no associated image {name!r}")
-
-    def _read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
-        (x, y), (w, h) = location, size
-        return self.image[y : y + h, x : x + w]
-
-    def close(self) -> None:
-        return None
-
-
 def open_source(path: Path, reader: str = "auto") -> Source:
     """Open a tile (PIL, whole) or a slide (slide readers, by region)."""
     if path.suffix.lower() in TILE_SUFFIXES:
@@ -183,7 +143,7 @@ def open_source(path: Path, reader: str = "auto") -> Source:
                 image = np.asarray(im.convert("RGB"))
         except OSError as exc:
             raise InputError(f"{path}: not a readable image ({exc})") from None
-        array = ArrayImage(path, image)
+        array = ArraySlide(image, name=path.name)
         h, w = image.shape[:2]
         return Source(path, "tile", w, h, lambda b: image[b[1] : b[3], b[0] : b[2]], array, array.close)
     slide = open_slide(path, reader)
