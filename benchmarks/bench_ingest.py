@@ -28,10 +28,10 @@ from typing import Any
 from benchmarks.measure import PEAK_RSS_SNIPPET
 
 DEFAULT_CODECS = (
+    "avif:level=75,speed=6",  # the archive default
+    "avif:level=60,speed=6",
     "jpegxl:distance=1.0,effort=7",
     "jpegxl:distance=1.0,effort=5",
-    "jpegxl:distance=2.0,effort=7",
-    "avif:level=60,speed=6",
     "webp:level=85",
     "png",
 )

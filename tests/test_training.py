@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from tests.data import ROOT, TILES
+from wsistore.archive.format import DEFAULT_CODEC
 from wsistore.cli import main
 from wsistore.degradation import Downsample
 from wsistore.models.weights import load_generator, read_card
@@ -38,7 +39,7 @@ VAL_FILE = "breast_monuseg_AO-A0J2.png"
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Five real tiles -> 24-px LR patches, JPEG-XL coded (the archive default), one file held out."""
+    """Five real tiles -> 24-px LR patches, coded with the archive's default codec, one file held out."""
     out = tmp_path_factory.mktemp("prepared") / "patches"
     args = ["train", "prepare", *(str(TILES / f) for f in FILES), str(out), "--patch", "24", "--patches-per-file", "16", "--val-file", VAL_FILE, "--quiet"]
     assert main(args) == 0
@@ -59,7 +60,7 @@ def smoke_overrides(data: Path, out: Path) -> list[str]:
 def test_prepared_pairs_align_and_carry_the_codec(prepared: Path) -> None:
     m = read_manifest(prepared)
     assert m["scale"] == 4 and m["patch"] == 24 and m["chunk"] == 256
-    assert m["codec"]["name"] == "imagecodecs_jpegxl" and m["downsample"]["version"] == 1
+    assert m["codec"]["name"] == f"imagecodecs_{DEFAULT_CODEC}" and m["downsample"]["version"] == 1
     assert m["split"]["val_files"] == [VAL_FILE]
     assert any("CC BY-NC-SA 4.0" in x for x in m["licences"]) and any("Apache-2.0" in x for x in m["licences"])
     lr, hr, index = shard_arrays(prepared, "train")
@@ -243,7 +244,7 @@ def test_tiny_cpu_run_lowers_validation_l1(prepared: Path, tmp_path: Path) -> No
     loaded = load_generator(str(tmp_path / "run" / best[0]["file"]))
     val_lr, val_hr = load_validation(prepared, config.validation.max_patches)
     assert evaluate(loaded.model, val_lr, val_hr, torch.device("cpu"), 16)["l1"] == pytest.approx(card["metrics"]["val_l1"], rel=1e-6)
-    assert card["data"]["split"]["val_files"] == [VAL_FILE] and card["codec"]["name"] == "imagecodecs_jpegxl"
+    assert card["data"]["split"]["val_files"] == [VAL_FILE] and card["codec"]["name"] == f"imagecodecs_{DEFAULT_CODEC}"
     assert card["downsample"]["version"] == 1 and card["step"] == best[0]["step"] and card["precision"] == "fp32"
     assert {f["licence"] for f in card["data"]["files"]} == set(card["data"]["licences"])
     log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

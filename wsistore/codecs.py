@@ -26,6 +26,7 @@ import numpy as np
 from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.common import parse_named_configuration
 
+from wsistore.archive.format import DEFAULT_CODEC
 from wsistore.errors import InputError
 
 if TYPE_CHECKING:
@@ -313,11 +314,6 @@ CODECS: dict[str, type[ImageCodec]] = {
     cls.short_name: cls
     for cls in (PngCodec, JpegXlCodec, AvifCodec, WebpCodec, JpegCodec, Jpeg2kCodec)
 }
-
-#: Provisional archive default (BRIEF: JPEG-XL distance 1, effort 7) until the
-#: reports issue sets it by measurement.
-DEFAULT_CODEC = "jpegxl"
-
 
 def make_codec(name: str = DEFAULT_CODEC, quality: float | None = None, **settings: Any) -> ImageCodec:
     """Build a codec from its short name, an optional quality and explicit settings.

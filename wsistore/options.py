@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from wsistore.archive.format import DEFAULT_CODEC
 from wsistore.errors import InputError
 
 if TYPE_CHECKING:  # imagecodecs stays unimported for commands that need no codec (train run)
@@ -15,9 +16,9 @@ def add_codec_options(p: argparse.ArgumentParser) -> None:
     """``--codec``, ``--quality`` and ``--lossless``, shared by ingest and train prepare."""
     p.add_argument(
         "--codec",
-        default="jpegxl",
-        help="LR codec: jpegxl, avif, webp, jpeg, jpeg2k, png, optionally with settings, "
-        "e.g. 'jpegxl:effort=7' (default jpegxl, distance 1, effort 7)",
+        default=DEFAULT_CODEC,
+        help="LR codec: avif, jpegxl, webp, jpeg, jpeg2k, png, optionally with settings, "
+        "e.g. 'jpegxl:distance=1,effort=7' (default avif: quality 75, speed 6, 4:4:4)",
     )
     p.add_argument(
         "--quality",

@@ -37,7 +37,7 @@ from wsistore.restore.runner import GeneratorRunner, resolve_device
 
 #: PSNR reported for identical images (JSON has no infinity).
 IDENTICAL_PSNR = 100.0
-DEFAULT_SETTING = "jpegxl:distance=1.0"
+DEFAULT_SETTING = "avif:level=75,speed=6"  # the archive default (wsistore.codecs.DEFAULT_CODEC)
 CROP = 160
 
 

@@ -81,6 +81,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     validation; write numpy shards and a manifest."""
     from pathlib import Path
 
+    from wsistore.archive.format import DEFAULT_CODEC
     from wsistore.errors import InputError
     from wsistore.training.prepare import PrepareOptions, is_archive, options_like, prepare
 
@@ -112,7 +113,6 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         options = options_like(like, **common)
     else:
         from wsistore.options import codec_from_args
-        from wsistore.codecs import DEFAULT_CODEC
 
         args.codec = args.codec or DEFAULT_CODEC
         codec = codec_from_args(args)
