@@ -18,7 +18,8 @@ from tqdm import tqdm
 from wsistore.archive.format import ASSOCIATED_GROUP
 from wsistore.archive.manifest import chunk_id, read_shard_index, shard_chunks
 from wsistore.archive.reader import Archive, ChunkState
-from wsistore.archive.writer import coding_psnr, sha256_file
+from wsistore.archive.writer import coding_psnr
+from wsistore.checksums import sha256_file
 from wsistore.degradation import Downsample, read_window
 from wsistore.errors import ArchiveError, first_line
 from wsistore.readers import open_slide

@@ -48,6 +48,7 @@ from wsistore.archive.format import (
 from wsistore.archive.manifest import ArrayRecord, Manifest, ShardRecord, chunk_id, describe_shard, shard_key
 from wsistore.archive.reader import ArrayReader
 from wsistore.archive.store import Destination, Location
+from wsistore.checksums import sha256_file
 from wsistore.codecs import ImageCodec, JpegXlCodec, make_codec, register_codecs
 from wsistore.degradation import Downsample, read_window
 from wsistore.errors import ArchiveError, InputError, WsistoreError
@@ -495,15 +496,6 @@ def coding_psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB (99 for identical), rounded to 4 decimals as recorded in the manifest."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return round(99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse), 4)
-
-
-def sha256_file(path: Path) -> str:
-    """Streaming sha256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _software_versions(reader: str) -> dict[str, str]:

@@ -111,7 +111,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                 bar.update(1)
             if best is not None:
                 crops[best[2]] = best[3]
-            panels[item.name] = _save_panel(crops, options.out / "crops" / f"{_slug(item.name)}.png",
+            panels[item.name] = _save_panel(crops, options.out / "crops" / f"{_slug(item.name)}-panel.png",
                                             f"{item.name}: archive {DEFAULT_SETTING} ({default_bpp:.2f} bpp) vs the best codec at about the same bytes")
 
     results = {

@@ -8,7 +8,6 @@ loading one whose bytes differ is refused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -19,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from wsistore.checksums import sha256_file
 from wsistore.errors import InputError
 from wsistore.models.base import Generator
 from wsistore.models.registry import GENERATORS, build_generator
@@ -97,11 +97,3 @@ def load_generator(spec: str, device: str | torch.device = "cpu") -> LoadedGener
     except (RuntimeError, SafetensorError) as exc:
         raise InputError(f"weights {path.name} do not fit {card['architecture']}: {str(exc).splitlines()[0]}") from None
     return LoadedGenerator(model.to(device).eval(), name, digest, card)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from wsistore.checksums import sha256_file
 from wsistore.codecs import ImageCodec, make_codec
 from wsistore.degradation import Downsample, code_on_grid, read_window
 from wsistore.errors import InputError, OutputExistsError
@@ -117,7 +118,7 @@ def archive_source(archive: Path, options: PrepareOptions) -> tuple[Path, Prepar
     path = archive.parent / source.file_name
     if not path.is_file():
         raise InputError(f"{archive}: training needs its source; put {source.file_name} beside the archive")
-    if _sha256(path) != source.sha256:
+    if sha256_file(path) != source.sha256:
         raise InputError(f"{path} is not the file {archive} was made from (sha256 differs)")
     return path, dataclasses.replace(options, fills=options.fills + like.fills)
 
@@ -314,7 +315,7 @@ def prepare(sources: list[str], out: str | os.PathLike[str], options: PrepareOpt
 
 
 def _prepare_file(number: int, path: Path, split: str, writer: ShardWriter, down: Downsample, options: PrepareOptions) -> dict[str, Any]:
-    digest = _sha256(path)
+    digest = sha256_file(path)
     source = open_source(path, options.reader)
     try:
         rng = np.random.default_rng([options.seed, int(hashlib.sha256(path.name.encode()).hexdigest()[:8], 16)])
@@ -344,14 +345,6 @@ def _prepare_file(number: int, path: Path, split: str, writer: ShardWriter, down
         "tissue_candidates": len(positions),
         "grid_candidates": candidates,
     }
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _software() -> dict[str, str]:

@@ -28,7 +28,8 @@ from wsistore.models.generators import InterpolationUpsampler
 from wsistore.models.losses import PyramidLoss
 from wsistore.models.perceptual import Autoencoder, AutoencoderConfig, AutoencoderLoss
 from wsistore.models.registry import build_adversarial, build_generator, build_loss
-from wsistore.models.weights import save_generator, sha256_file
+from wsistore.checksums import sha256_file
+from wsistore.models.weights import save_generator
 from wsistore.training.adversaries import Adversaries
 from wsistore.training.config import METRICS, Stage, TrainConfig
 from wsistore.training.evaluate import autocast, evaluate, to_device
