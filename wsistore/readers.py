@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 from xml.etree import ElementTree
 
 import numpy as np
-from PIL import Image
 
 from wsistore.errors import InputError, first_line
 
