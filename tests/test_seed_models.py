@@ -23,7 +23,15 @@ from tests.data import TILES
 from wsistore.errors import InputError
 from wsistore.models.cascaded import ChannelLayerNorm, bilinear_up2
 from wsistore.models.filters import FilterBank, FilterBankConfig, bank_kernels
-from wsistore.models.registry import DISCRIMINATORS, GENERATORS, LOSSES, build_adversarial, build_discriminator, build_generator, build_loss
+from wsistore.models.registry import (
+    DISCRIMINATORS,
+    GENERATORS,
+    LOSSES,
+    build_adversarial,
+    build_discriminator,
+    build_generator,
+    build_loss,
+)
 from wsistore.models.roi import NucleusCropConfig, crop_boxes, nucleus_boxes, rgb_to_hed
 from wsistore.models.weights import load_generator, save_generator
 

@@ -27,9 +27,9 @@ from wsistore.bench.methods import (
     code_full_resolution,
 )
 from wsistore.bench.report import aggregate, plot_curves, write_html, write_markdown
+from wsistore.degradation import read_window
 from wsistore.errors import InputError
 from wsistore.metrics import Lpips, evaluate
-from wsistore.degradation import read_window
 from wsistore.models.weights import LoadedGenerator
 from wsistore.restore.engine import runner_for
 from wsistore.restore.grid import ComputeGrid, choose_tile, halo_for

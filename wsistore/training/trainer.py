@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from wsistore.checksums import sha256_file
 from wsistore.errors import InputError, OutputExistsError
 from wsistore.models.adversarial import AdversarialLoss
 from wsistore.models.base import Generator
@@ -28,7 +29,6 @@ from wsistore.models.generators import InterpolationUpsampler
 from wsistore.models.losses import PyramidLoss
 from wsistore.models.perceptual import Autoencoder, AutoencoderConfig, AutoencoderLoss
 from wsistore.models.registry import build_adversarial, build_generator, build_loss
-from wsistore.checksums import sha256_file
 from wsistore.models.weights import save_generator
 from wsistore.training.adversaries import Adversaries
 from wsistore.training.config import METRICS, Stage, TrainConfig
