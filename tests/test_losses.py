@@ -117,7 +117,7 @@ def test_autoencoder_loss_passes_gradient_only_to_sr(hr: torch.Tensor) -> None:
     assert loss.autoencoder(hr).shape == hr.shape  # type: ignore[operator]
 
 
-@pytest.mark.parametrize("name", ["nonsaturating", "relativistic_average"])
+@pytest.mark.parametrize("name", ["nonsaturating", "relativistic_average", "relativistic_pair", "wgan_gp", "kl_two_class"])
 def test_adversarial_objectives(name: str) -> None:
     adv = build_adversarial(name)
     confident = torch.full((4, 1, 3, 3), 5.0)

@@ -8,13 +8,12 @@ Every pipeline also runs as a two-steps-per-stage smoke test in tests/test_train
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.data import ROOT, TILES
+from tests.data import ROOT, TILES, TRAINING_FILES
 from wsistore.cli import main
 from wsistore.errors import InputError
 from wsistore.models.weights import read_card
@@ -22,23 +21,11 @@ from wsistore.training.config import TrainConfig, config_from_dict, load_config
 from wsistore.training.state import load_state
 from wsistore.training.trainer import Trainer, plan
 
-FILES = [
-    "kidney_monuseg_B0-5710.png",
-    "lung_monuseg_18-5592.png",
-    "colon_monuseg_AY-A8YK.png",
-    "unknown_histolab_tissue-level0-7352-11762.png",
-    "breast_monuseg_AO-A0J2.png",
-]
+FILES = list(TRAINING_FILES)
 SEEDS = ("rvtt", "microgan", "crn", "sqe")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread, and do not stall when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

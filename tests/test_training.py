@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.data import ROOT, TILES
+from tests.data import ROOT, TILES, TRAINING_FILES
 from wsistore.archive.format import DEFAULT_CODEC
 from wsistore.cli import main
 from wsistore.degradation import Downsample
@@ -27,13 +27,7 @@ from wsistore.training.state import load_state
 from wsistore.training.trainer import Trainer, plan
 
 PIPELINES = sorted((ROOT / "pipelines").glob("*.toml"))
-FILES = [
-    "kidney_monuseg_B0-5710.png",
-    "lung_monuseg_18-5592.png",
-    "colon_monuseg_AY-A8YK.png",
-    "unknown_histolab_tissue-level0-7352-11762.png",
-    "breast_monuseg_AO-A0J2.png",
-]
+FILES = list(TRAINING_FILES)
 VAL_FILE = "breast_monuseg_AO-A0J2.png"
 
 
