@@ -30,6 +30,7 @@ STAGE_KINDS = ("pixel", "gan", "discriminator", "autoencoder")
 DISCRIMINATOR_SLOTS = ("image", "roi")
 #: validation metric -> True when higher is better
 METRICS = {"psnr": True, "ssim": True, "l1": False}
+LR_SCHEDULES = ("step", "cosine")
 CONTENT = "content"
 #: autoencoder settings that change its architecture (shared by the whole run)
 AUTOENCODER_SHAPE = {"features", "latent", "blocks"}
@@ -105,6 +106,10 @@ class Stage:
     #: stage steps at which the learning rates are multiplied by ``lr_gamma``
     lr_milestones: tuple[int, ...] = ()
     lr_gamma: float = 0.5
+    #: "step" (the milestones above) or "cosine": from ``lr`` down to ``lr * lr_floor``
+    #: over the stage's steps
+    lr_schedule: str = "step"
+    lr_floor: float = 0.01
     losses: tuple[LossTerm, ...] = ()
     adversarial: str = "nonsaturating"
     adversarial_weight: float = 1e-3
@@ -127,6 +132,10 @@ class Stage:
             raise ValueError(f"discriminators must be distinct names from {names}, got {list(self.discriminators)}")
         if self.critic_steps < 1:
             raise ValueError("critic_steps must be >= 1")
+        if self.lr_schedule not in LR_SCHEDULES or not 0 <= self.lr_floor <= 1:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)} and 0 <= lr_floor <= 1")
+        if self.lr_schedule == "cosine" and self.lr_milestones:
+            raise ValueError("a cosine schedule takes no lr_milestones")
 
     @property
     def trains_generator(self) -> bool:

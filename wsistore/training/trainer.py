@@ -206,8 +206,8 @@ class Trainer:
             assert self.autoencoder is not None
             self.autoencoder.train().requires_grad_(True)
             if stage is None:  # implicit pre-training, set in [content]
-                return _Optim.make({"autoencoder": self.autoencoder}, self.config.content.autoencoder_lr, (0.9, 0.999), (), 1.0)
-            return _Optim.make({"autoencoder": self.autoencoder}, stage.lr, stage.betas, stage.lr_milestones, stage.lr_gamma)
+                return _Optim.make({"autoencoder": self.autoencoder}, self.config.content.autoencoder_lr, (0.9, 0.999))
+            return _Optim.make({"autoencoder": self.autoencoder}, stage.lr, stage.betas, stage)
         if self.autoencoder is not None:
             self.autoencoder.eval().requires_grad_(False)
         assert stage is not None
@@ -222,7 +222,7 @@ class Trainer:
             for name, model in self.adversaries.modules(stage).items():
                 models[name] = model
                 lrs[name] = stage.discriminator_lr
-        return _Optim.make(models, lrs, stage.betas, stage.lr_milestones, stage.lr_gamma)
+        return _Optim.make(models, lrs, stage.betas, stage)
 
     def _loss(self, name: str, settings: dict[str, Any]) -> nn.Module:
         key = json.dumps([name, settings], sort_keys=True)
@@ -421,21 +421,25 @@ class Trainer:
 
 @dataclass
 class _Optim:
-    """Adam per trained model, with a multi-step learning-rate schedule."""
+    """Adam per trained model, with the stage's learning-rate schedule (multi-step, or
+    cosine over the stage; constant without a stage)."""
 
     optimizers: dict[str, torch.optim.Adam]
-    schedulers: dict[str, torch.optim.lr_scheduler.MultiStepLR]
+    schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler]
 
     @classmethod
-    def make(
-        cls, models: dict[str, nn.Module], lr: float | dict[str, float], betas: tuple[float, float], milestones: tuple[int, ...], gamma: float
-    ) -> _Optim:
+    def make(cls, models: dict[str, nn.Module], lr: float | dict[str, float], betas: tuple[float, float], stage: Stage | None = None) -> _Optim:
         optimizers, schedulers = {}, {}
         for name, model in models.items():
             rate = lr[name] if isinstance(lr, dict) else lr
             opt = torch.optim.Adam(model.parameters(), lr=rate, betas=betas)
             optimizers[name] = opt
-            schedulers[name] = torch.optim.lr_scheduler.MultiStepLR(opt, list(milestones), gamma)
+            scheduler: torch.optim.lr_scheduler.LRScheduler
+            if stage is not None and stage.lr_schedule == "cosine":
+                scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(stage.steps, 1), eta_min=rate * stage.lr_floor)
+            else:
+                scheduler = torch.optim.lr_scheduler.MultiStepLR(opt, list(stage.lr_milestones if stage else ()), stage.lr_gamma if stage else 1.0)
+            schedulers[name] = scheduler
         return cls(optimizers, schedulers)
 
     def step(self, name: str, loss: torch.Tensor) -> None:
