@@ -20,6 +20,7 @@ from wsistore.models.adversarial import (
     WassersteinGP,
 )
 from wsistore.models.base import Generator
+from wsistore.models.compact import CompactConfig, CompactNet
 from wsistore.models.cascaded import CascadedRefinementConfig, CascadedRefinementNet
 from wsistore.models.discriminators import GAPConfig, GAPDiscriminator, VGGPatchConfig, VGGPatchDiscriminator
 from wsistore.models.generators import EDSR, EDSRConfig, InterpolationUpsampler
@@ -88,6 +89,11 @@ GENERATORS: dict[str, Entry] = {
         "cascaded_refinement", CascadedRefinementConfig, CascadedRefinementNet,
         "x2 modules (bilinear, 3x3 conv, channel layer norm, LeakyReLU) with an image per level; optional fixed filter bank input",
         "cascaded refinement GAN (seed 002)", tiny={"features": 8, "convs": 1, "orientations": 2},
+    ),
+    "compact": Entry(
+        "compact", CompactConfig, CompactNet,
+        "CPU-speed generator: 3x3 conv + PReLU stack at LR, one conv + pixel shuffle x4, bicubic skip",
+        "Real-ESRGAN's SRVGGNetCompact (Wang et al. 2021); made for wsistore's CPU restore", tiny={"features": 8, "blocks": 1},
     ),
     "bicubic": Entry("bicubic", None, lambda _: InterpolationUpsampler("bicubic"), "bicubic interpolation (baseline)"),
     "nearest": Entry("nearest", None, lambda _: InterpolationUpsampler("nearest"), "pixel replication: the seeds' i-HR baseline"),

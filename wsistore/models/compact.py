@@ -1,0 +1,76 @@
+"""A generator made for CPU speed: residual blocks of 3x3 convolutions at LR resolution,
+one convolution to ``3 s^2`` channels and a single pixel shuffle by ``s``, added to the
+bicubic upscaling of the input (the network learns the residual).
+
+It keeps what makes Real-ESRGAN's ``SRVGGNetCompact`` (Wang et al. 2021) fast on a CPU,
+every layer at LR and one pixel-shuffle head, but trains like EDSR: PReLU residual blocks
+and a long skip (a plain 12-convolution stack stalled at bicubic quality in our CPU
+runs), and a bicubic instead of a nearest skip. Its cost is about
+``9 F (2 F blocks + F + 3 s^2) / s^2`` multiply-adds per output pixel: the default
+48 features x 6 blocks is about 18 k, against 22 k for an 8-block x 32 EDSR, whose two x2
+pixel-shuffle stages work at 2x and 4x the LR size, and it runs about 2x faster on the
+CPU (BENCHMARKS.md). Only local operations (convolutions, per-channel PReLU, pixel
+shuffle, bicubic interpolation), so the receptive field is exact: one LR pixel per 3x3
+convolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from wsistore.models.base import Generator
+from wsistore.models.layers import BICUBIC_REACH, bicubic_up, check_scale, he_mean
+
+
+@dataclass(frozen=True)
+class CompactConfig:
+    """``blocks`` residual blocks (conv-PReLU-conv) of ``features`` channels."""
+
+    features: int = 48
+    blocks: int = 6
+    scale: int = 4
+
+    def __post_init__(self) -> None:
+        if self.features < 1 or self.blocks < 0:
+            raise ValueError("the compact generator needs features >= 1 and blocks >= 0")
+        check_scale(self.scale)
+
+
+class _Block(nn.Module):
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(features, features, 3, padding=1), nn.PReLU(features), nn.Conv2d(features, features, 3, padding=1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class CompactNet(Generator):
+    """Residual blocks at LR, one conv + pixel shuffle x``scale``, bicubic skip."""
+
+    def __init__(self, config: CompactConfig | None = None) -> None:
+        super().__init__()
+        self.config = c = config or CompactConfig()
+        self.scale = c.scale
+        self.register_buffer("mean", he_mean(), persistent=False)
+        self.head = nn.Sequential(nn.Conv2d(3, c.features, 3, padding=1), nn.PReLU(c.features))
+        self.body = nn.Sequential(*(_Block(c.features) for _ in range(c.blocks)))
+        self.tail = nn.Sequential(nn.Conv2d(c.features, 3 * c.scale**2, 3, padding=1), nn.PixelShuffle(c.scale))
+        # start as bicubic: the residual's last convolution is zero at initialisation (in
+        # our CPU runs this reached a given PSNR in about half the steps)
+        nn.init.zeros_(self.tail[0].weight)
+        nn.init.zeros_(self.tail[0].bias)
+
+    @property
+    def receptive_field(self) -> int:
+        # head, two convs per block, tail: each 3x3 at LR; pixel shuffle reads one LR pixel
+        return max(2 * self.config.blocks + 2, BICUBIC_REACH)
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        x = self.head(lr - self.mean)
+        return self.tail(self.body(x) + x) + bicubic_up(lr, self.scale)
