@@ -17,7 +17,8 @@ from PIL import Image
 from tests.data import ROOT, TILES, TRAINING_FILES
 from wsistore.archive.format import DEFAULT_CODEC
 from wsistore.cli import main
-from wsistore.degradation import Downsample
+from wsistore.codecs import make_codec
+from wsistore.degradation import Downsample, degrade
 from wsistore.models.weights import load_generator, read_card
 from wsistore.training.config import config_from_dict, load_config
 from wsistore.training.evaluate import evaluate
@@ -61,7 +62,7 @@ def test_prepared_pairs_align_and_carry_the_codec(prepared: Path) -> None:
     assert lr.shape[1:] == (3, 24, 24) and hr.shape[1:] == (3, 96, 96) and len(lr) == m["counts"]["train"] > 40
     down = Downsample(4)
     for i in range(0, len(lr), 7):
-        number, x, y = (int(v) for v in index[i])
+        number, x, y = (int(v) for v in index[i, :3])
         image = np.asarray(Image.open(TILES / m["files"][number]["name"]).convert("RGB"))
         assert np.array_equal(hr[i].transpose(1, 2, 0), image[4 * y : 4 * y + 96, 4 * x : 4 * x + 96])
         coded = lr[i].transpose(1, 2, 0).astype(float)
@@ -83,7 +84,7 @@ def test_prepare_like_an_archive_reproduces_its_stored_lr(sample_archive: Path, 
     lr, _, index = shard_arrays(out, "train")
     lw, lh = archive.levels[0].width, archive.levels[0].height
     edge = 0
-    for patch, (_, x, y) in zip(lr, index, strict=True):
+    for patch, (_, x, y) in zip(lr, index[:, :3], strict=True):
         stored = archive.read_lr(0, (int(x), int(y), int(x) + 64, int(y) + 64)).transpose(2, 0, 1)
         assert np.array_equal(patch, stored)
         edge += int(y) + 64 > lh // 256 * 256 or int(x) + 64 > lw // 256 * 256
@@ -110,7 +111,7 @@ def test_an_archive_as_source_means_its_slide_degraded_like_it(slide_path: Path,
     assert m["codec"]["name"] == "imagecodecs_webp" and m["chunk"] == 128 and m["files"][0]["name"] == slide_path.name
     stored = Archive.open(archive)
     lr, _, index = shard_arrays(out, "train")
-    for patch, (_, x, y) in zip(lr, index, strict=True):
+    for patch, (_, x, y) in zip(lr, index[:, :3], strict=True):
         assert np.array_equal(patch, stored.read_lr(0, (int(x), int(y), int(x) + 48, int(y) + 48)).transpose(2, 0, 1))
     (tmp_path / slide_path.name).unlink()
     assert main(["train", "prepare", str(archive), str(tmp_path / "o2"), "--quiet"]) == 2
@@ -123,6 +124,41 @@ def _whole(slide_path: Path) -> np.ndarray:
         return slide.read_region((0, 0), 0, slide.dimensions)
 
 
+def test_dihedral_and_phase_variants_are_archived_exactly(tmp_path: Path) -> None:
+    """Every LR patch of a variant is what an archive of the flipped/rotated and cropped
+    HR image stores (transform and crop before downsampling and coding), bit for bit; the
+    HR is the same pixels; validation files stay identity + grid; random positions never
+    repeat within a variant."""
+    train, val = "pancreas_cryonuseg_S4-A8RO.png", "lung_deepliif-ki67_Lung1.png"
+    out = tmp_path / "variants"
+    args = ["train", "prepare", str(TILES / train), str(TILES / val), str(out), "--patch", "32", "--patches-per-file", "48",
+            "--positions", "random", "--dihedral", "--phases", "2", "--val-file", val, "--quiet"]
+    assert main(args) == 0
+    m = read_manifest(out)
+    assert m["version"] == 2 and m["dihedral"] and m["phases"] == 2 and m["positions"] == "random"
+    record = next(r for r in m["files"] if r["name"] == train)
+    assert [v["transform"] for v in record["variants"]] == [t for t in range(8) for _ in range(2)]
+    assert all(v["offset"] == [0, 0] for v in record["variants"][::2]) and all(min(v["offset"]) > 0 for v in record["variants"][1::2])
+    assert [(v["transform"], v["offset"]) for v in next(r for r in m["files"] if r["name"] == val)["variants"]] == [(0, [0, 0])]
+    lr, hr, index = shard_arrays(out, "train")
+    assert len(lr) == record["patches"] >= 40
+    image = np.asarray(Image.open(TILES / train).convert("RGB"))
+    degraded: dict[tuple[int, int, int], np.ndarray] = {}
+    for patch, target, (_, x, y, t, ox, oy) in zip(lr, hr, index.tolist(), strict=True):
+        variant = np.rot90(image, t % 4)
+        variant = np.ascontiguousarray((variant[:, ::-1] if t >= 4 else variant)[4 * oy :, 4 * ox :])
+        if (t, ox, oy) not in degraded:
+            fill = next(v["fill"] for v in record["variants"] if v["transform"] == t and v["offset"] == [ox, oy])
+            degraded[t, ox, oy] = degrade(variant, make_codec(DEFAULT_CODEC), fill=fill)
+        assert np.array_equal(patch.transpose(1, 2, 0), degraded[t, ox, oy][y : y + 32, x : x + 32])
+        assert np.array_equal(target.transpose(1, 2, 0), variant[4 * y : 4 * y + 128, 4 * x : 4 * x + 128])
+    keys = [tuple(row[1:]) for row in index.tolist()]
+    assert len(set(keys)) == len(keys)
+    _, _, val_index = shard_arrays(out, "val")
+    assert (val_index[:, 3:] == 0).all() and len(val_index) == m["counts"]["val"] > 0
+    assert len({(x % 32, y % 32) for x, y in val_index[:, 1:3].tolist()}) == 1  # one non-overlapping grid
+
+
 def test_validation_split_is_by_file_and_deterministic(prepared: Path) -> None:
     m = read_manifest(prepared)
     val_numbers = {i for i, f in enumerate(m["files"]) if f["split"] == "val"}
@@ -131,7 +167,7 @@ def test_validation_split_is_by_file_and_deterministic(prepared: Path) -> None:
     assert not set(shard_arrays(prepared, "train")[2][:, 0]) & val_numbers
     names = sorted(p.name for p in TILES.glob("*.png"))
     first = choose_validation(names, PrepareOptions(codec=None))
-    assert first == choose_validation(list(reversed(names)), PrepareOptions(codec=None)) and len(first) == 4
+    assert first == choose_validation(list(reversed(names)), PrepareOptions(codec=None)) and len(first) == round(0.15 * len(names))
     assert first != choose_validation(names, PrepareOptions(codec=None, seed=1))
 
 
@@ -315,3 +351,23 @@ def test_run_path_needs_no_zarr_or_imagecodecs(prepared: Path, tmp_path: Path) -
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "trained techcyte" in result.stdout and (tmp_path / "r" / "final.safetensors").is_file()
+
+
+def test_cosine_schedule_ends_at_its_floor() -> None:
+    """``lr_schedule = "cosine"`` anneals each stage from ``lr`` to ``lr * lr_floor``; a
+    cosine stage refuses milestones."""
+    from wsistore.training.config import LossTerm, Stage
+    from wsistore.training.trainer import _Optim
+
+    stage = Stage("pixel", steps=10, lr=1e-3, lr_schedule="cosine", lr_floor=0.01, losses=(LossTerm("l1"),))
+    optim = _Optim.make({"generator": torch.nn.Linear(2, 2)}, stage.lr, stage.betas, stage)
+    rates = []
+    for _ in range(stage.steps):
+        optim.optimizers["generator"].step()
+        optim.schedule()
+        rates.append(optim.lr())
+    assert rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(1e-5)
+    with pytest.raises(ValueError, match="milestones"):
+        Stage("pixel", lr_schedule="cosine", lr_milestones=(5,), losses=(LossTerm("l1"),))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        Stage("pixel", lr_schedule="linear", losses=(LossTerm("l1"),))

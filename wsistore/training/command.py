@@ -63,6 +63,9 @@ def _add_prepare(sub: Any) -> None:
     p.add_argument("--chunk", type=int, default=None, help="archive LR chunk side the codec works on (default 256)")
     p.add_argument("--patch", type=int, default=64, help="LR patch side (HR is scale x this; default 64)")
     p.add_argument("--patches-per-file", type=int, default=64, help="at most this many patches per file (default 64)")
+    p.add_argument("--positions", choices=("grid", "random"), default="grid", help="patch origins: one non-overlapping grid (default) or seeded random, overlapping ones")
+    p.add_argument("--dihedral", action="store_true", help="also the 8 flips/rotations of each training image, applied before downsampling and coding")
+    p.add_argument("--phases", type=int, default=1, help="chunk-grid phases per training image: seeded LR crops before degradation (default 1)")
     p.add_argument("--min-tissue", type=float, default=0.5, help="least tissue fraction of a patch (default 0.5)")
     p.add_argument("--val-fraction", type=float, default=0.15, help="fraction of files held out for validation (default 0.15)")
     p.add_argument("--val-file", action="append", default=[], metavar="NAME", help="hold out this file (repeatable; replaces --val-fraction)")
@@ -94,6 +97,9 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     common: dict[str, Any] = {
         "patch": args.patch,
         "patches_per_file": args.patches_per_file,
+        "positions": args.positions,
+        "dihedral": args.dihedral,
+        "phases": args.phases,
         "min_tissue": args.min_tissue,
         "val_fraction": args.val_fraction,
         "val_files": tuple(args.val_file),

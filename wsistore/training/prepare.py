@@ -8,6 +8,19 @@ them). ``--like ARCHIVE`` takes scale, codec and chunk from an existing archive.
 
 Only patches that are mostly tissue are kept; whole files are held out for
 validation, chosen deterministically and recorded in the manifest.
+
+More pairs from every training file, each still exactly what an archive stores:
+
+* ``dihedral``: the 8 flips/rotations are applied to the HR image *before* it is
+  downsampled and coded, so every variant's LR is what an archive of that transformed
+  image would store (flipping coded LR would flip the codec's artefacts too);
+* ``phases``: the image is also cropped by seeded LR offsets before degradation, which
+  moves the archive's chunk grid (and its edge padding) across the content;
+* ``positions = "random"``: seeded random, overlapping patch origins instead of one
+  non-overlapping grid.
+
+Validation files always give the identity variant on the grid: what the archive of the
+real file stores, the same patches whatever the training options.
 """
 
 from __future__ import annotations
@@ -44,9 +57,20 @@ SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".v
 KNOWN_LICENCES = (
     ("*_monuseg_*", "CC BY-NC-SA 4.0 (MoNuSeg, Kumar et al. IEEE TMI 2017; non-commercial, share-alike)"),
     ("*_histolab_*", "Apache-2.0 (histolab test fixtures; pixels from TCGA open-access slides)"),
+    ("*_monusac_*", "CC BY-NC-SA 4.0 (MoNuSAC 2020, Verma et al. IEEE TMI 2021; non-commercial, share-alike; TCGA open access)"),
+    ("*_cryonuseg_*", "MIT (CryoNuSeg repository; pixels from TCGA open-access slides)"),
+    ("*_amida13_*", "MIT-style (staining-normalization repository, Veta 2015; AMIDA13 challenge images)"),
+    ("*_deepliif-*", "Apache-2.0 with Commons Clause (DeepLIIF repository; no selling)"),
+    ("*_skimage-*", "BSD-3-Clause (scikit-image data; no known copyright restrictions)"),
+    ("*_kather-*", "MIT (ColorDeconvolutionMatlab, Kather 2015)"),
     ("*cmu1*", "CC0 1.0 (OpenSlide test data CMU-1)"),
 )
 UNKNOWN_LICENCE = "unknown (not given: pass --licence PATTERN=TEXT)"
+POSITIONS = ("grid", "random")
+#: slides larger than this (pixels) are not read whole, so they give the identity variant only
+WHOLE_IMAGE_LIMIT = 64_000_000
+#: random positions: candidate draws per patch wanted
+RANDOM_DRAWS = 8
 
 
 @dataclass(frozen=True)
@@ -67,6 +91,12 @@ class PrepareOptions:
     #: source sha256 -> the fill value its archive recorded (else computed as ingest does)
     fills: tuple[tuple[str, int], ...] = ()
     like: str | None = None
+    #: "grid": one non-overlapping grid at a random offset; "random": random origins
+    positions: str = "grid"
+    #: the 8 dihedral transforms of each training image, applied before degradation
+    dihedral: bool = False
+    #: chunk-grid phases per training image (1 = the image as it is)
+    phases: int = 1
     reader: str = "auto"
     overwrite: bool = False
     progress: bool = True
@@ -76,6 +106,10 @@ class PrepareOptions:
             raise InputError("--patch must be >= 4, --patches-per-file and --shard-size >= 1")
         if self.chunk < 16 or self.chunk % 16:
             raise InputError(f"--chunk must be a multiple of 16, got {self.chunk}")
+        if self.positions not in POSITIONS:
+            raise InputError(f"--positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
+        if self.phases < 1:
+            raise InputError("--phases must be >= 1")
         if not 0 <= self.min_tissue <= 1 or not 0 <= self.val_fraction < 1:
             raise InputError("--min-tissue must be in [0, 1] and --val-fraction in [0, 1)")
         try:
@@ -238,28 +272,78 @@ def licence_of(name: str, options: PrepareOptions) -> str:
     return UNKNOWN_LICENCE
 
 
-def patch_positions(source: Source, options: PrepareOptions, rng: np.random.Generator) -> tuple[list[tuple[int, int]], int, int]:
-    """Shuffled LR origins of tissue patches (HR inside the image), the number of grid
-    candidates, and the fill value an archive of this source would use. The grid offset
-    is random, so no JPEG 8x8 phase of the source dominates."""
+def patch_positions(source: Source, options: PrepareOptions, count: int, rng: np.random.Generator) -> tuple[list[tuple[int, int]], int, int]:
+    """LR origins of tissue patches (HR inside the image) in a seeded order, the number
+    of candidates looked at, and the fill value an archive of this source would use.
+    Grid positions start at a random offset, so no JPEG 8x8 phase of the source
+    dominates; random positions (``count * RANDOM_DRAWS`` draws for ``count`` wanted)
+    may overlap but never repeat."""
     s, p = options.scale, options.patch
     nx, ny = source.width // s - p, source.height // s - p
     mask = detect_tissue(source.reader)
     fill = mask.fill_value
     if nx < 0 or ny < 0:
         return [], 0, fill
-    ox, oy = (int(v) for v in rng.integers(0, p, size=2))
-    xs = list(range(ox % (nx + 1), nx + 1, p)) or [0]
-    ys = list(range(oy % (ny + 1), ny + 1, p)) or [0]
+    if options.positions == "grid":
+        ox, oy = (int(v) for v in rng.integers(0, p, size=2))
+        xs = list(range(ox % (nx + 1), nx + 1, p)) or [0]
+        ys = list(range(oy % (ny + 1), ny + 1, p)) or [0]
+        drawn = [(x, y) for y in ys for x in xs]
+    else:
+        draws = rng.integers(0, [nx + 1, ny + 1], size=(count * RANDOM_DRAWS, 2))
+        drawn = list(dict.fromkeys((int(x), int(y)) for x, y in draws))
     cell = mask.cell
     candidates = []
-    for y in ys:
-        for x in xs:
-            cells = mask.tissue[s * y // cell : -(-s * (y + p) // cell), s * x // cell : -(-s * (x + p) // cell)]
-            if cells.size and cells.mean() >= options.min_tissue:
-                candidates.append((x, y))
+    for x, y in drawn:
+        cells = mask.tissue[s * y // cell : -(-s * (y + p) // cell), s * x // cell : -(-s * (x + p) // cell)]
+        if cells.size and cells.mean() >= options.min_tissue:
+            candidates.append((x, y))
     order = rng.permutation(len(candidates))
-    return [candidates[i] for i in order], len(xs) * len(ys), fill
+    return [candidates[i] for i in order], len(drawn), fill
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A training image made from a source: dihedral ``transform`` (0-7: ``k % 4``
+    quarter turns, then a left-right flip when ``k >= 4``), then cropped by the LR
+    ``offset`` (x, y) before degradation."""
+
+    transform: int = 0
+    offset: tuple[int, int] = (0, 0)
+
+
+def variants(source: Source, options: PrepareOptions, split: str, rng: np.random.Generator) -> list[Variant]:
+    """The variants of one file: the identity for validation files and for slides too
+    large to read whole; else every transform (or the identity) x ``phases`` offsets."""
+    whole = source.kind == "tile" or source.width * source.height <= WHOLE_IMAGE_LIMIT
+    if split != "train" or not whole:
+        return [Variant()]
+    s, p, c = options.scale, options.patch, options.chunk
+    out = []
+    for transform in range(8) if options.dihedral else (0,):
+        width, height = (source.height, source.width) if transform % 2 else (source.width, source.height)
+        # offsets that move the grid (1 .. chunk - 1) and keep room for a whole patch
+        room = (min(c - 1, width // s - p), min(c - 1, height // s - p))
+        out.append(Variant(transform))
+        for _ in range(options.phases - 1):
+            offset = tuple(int(rng.integers(1, r + 1)) if r >= 1 else 0 for r in room)
+            out.append(Variant(transform, (offset[0], offset[1])))
+    return out
+
+
+def variant_source(source: Source, variant: Variant, scale: int) -> Source:
+    """``source`` transformed and cropped as ``variant`` says (the source itself for the identity)."""
+    if variant == Variant():
+        return source
+    image = source.read((0, 0, source.width, source.height))
+    image = np.rot90(image, variant.transform % 4)
+    if variant.transform >= 4:
+        image = image[:, ::-1]
+    ox, oy = variant.offset
+    image = np.ascontiguousarray(image[scale * oy :, scale * ox :])
+    array = ArraySlide(image, name=source.path.name)
+    h, w = image.shape[:2]
+    return Source(source.path, source.kind, w, h, lambda b: image[b[1] : b[3], b[0] : b[2]], array, array.close)
 
 
 def prepare(sources: list[str], out: str | os.PathLike[str], options: PrepareOptions) -> dict[str, Any]:
@@ -295,6 +379,10 @@ def prepare(sources: list[str], out: str | os.PathLike[str], options: PrepareOpt
         "edge_chunks": "padded to a full chunk with the archive fill value before coding",
         "min_tissue": options.min_tissue,
         "patches_per_file": options.patches_per_file,
+        "positions": options.positions,
+        "dihedral": options.dihedral,
+        "phases": options.phases,
+        "variants": "train files: dihedral transform of the HR, then LR crop offset, both before downsampling and coding; val files: identity",
         "seed": options.seed,
         "split": {
             "rule": "--val-file names" if options.val_files else f"seeded sha256 order of file names, first round({options.val_fraction} x files)",
@@ -317,17 +405,24 @@ def prepare(sources: list[str], out: str | os.PathLike[str], options: PrepareOpt
 def _prepare_file(number: int, path: Path, split: str, writer: ShardWriter, down: Downsample, options: PrepareOptions) -> dict[str, Any]:
     digest = sha256_file(path)
     source = open_source(path, options.reader)
+    made: list[dict[str, Any]] = []
     try:
         rng = np.random.default_rng([options.seed, int(hashlib.sha256(path.name.encode()).hexdigest()[:8], 16)])
-        positions, candidates, fill = patch_positions(source, options, rng)
-        fill = dict(options.fills).get(digest, fill)
-        archived = ArchivedLR(source, down, options.codec, options.chunk, fill)
+        chosen = variants(source, options, split, rng)
+        per_variant = -(-options.patches_per_file // len(chosen))
         s, p = options.scale, options.patch
-        kept = positions[: options.patches_per_file]
-        for x, y in kept:
-            lr = archived.region(x, y, x + p, y + p)
-            hr = source.read((s * x, s * y, s * (x + p), s * (y + p)))
-            writer.add(lr, np.ascontiguousarray(hr), number, x, y)
+        for variant in chosen:
+            image = variant_source(source, variant, s)
+            how = options if split == "train" else dataclasses.replace(options, positions="grid")
+            positions, drawn, fill = patch_positions(image, how, per_variant, rng)
+            fill = dict(options.fills).get(digest, fill)
+            archived = ArchivedLR(image, down, options.codec, options.chunk, fill)
+            kept = positions[:per_variant]
+            for x, y in kept:
+                lr = archived.region(x, y, x + p, y + p)
+                hr = image.read((s * x, s * y, s * (x + p), s * (y + p)))
+                writer.add(lr, np.ascontiguousarray(hr), number, x, y, variant.transform, variant.offset)
+            made.append({"transform": variant.transform, "offset": list(variant.offset), "fill": fill, "patches": len(kept), "tissue": len(positions), "candidates": drawn})
     finally:
         source.close()
     return {
@@ -336,14 +431,15 @@ def _prepare_file(number: int, path: Path, split: str, writer: ShardWriter, down
         "kind": source.kind,
         "bytes": path.stat().st_size,
         "sha256": digest,
-        "fill": fill,
+        "fill": made[0]["fill"],
         "width": source.width,
         "height": source.height,
         "split": split,
         "licence": licence_of(path.name, options),
-        "patches": len(kept),
-        "tissue_candidates": len(positions),
-        "grid_candidates": candidates,
+        "patches": sum(v["patches"] for v in made),
+        "tissue_candidates": sum(v["tissue"] for v in made),
+        "grid_candidates": sum(v["candidates"] for v in made),
+        "variants": made,
     }
 
 

@@ -5,7 +5,8 @@ Layout of a prepared folder::
     manifest.json              settings (scale, codec, chunk, downsample), files and split
     train-00000.lr.npy         uint8 (N, 3, p, p)       LR patches, exactly as archived
     train-00000.hr.npy         uint8 (N, 3, s p, s p)   the matching source pixels
-    train-00000.index.npy      int32 (N, 3)             file number, LR x, LR y
+    train-00000.index.npy      int32 (N, 6)             file number, LR x, LR y (in the variant),
+                                                        dihedral transform, LR crop offset x, y
     val-00000.*.npy            the same for the files held out for validation
 
 Reading needs only numpy and torch (the arrays are memory-mapped).
@@ -24,7 +25,9 @@ import torch
 from wsistore.errors import InputError
 
 FORMAT = "wsistore-training-patches"
-VERSION = 1
+VERSION = 2
+#: versions this wsistore reads (1 had a 3-column index: file, x, y)
+READABLE = (1, 2)
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val")
 
@@ -38,8 +41,8 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
         raise InputError(f"{root}: no prepared patches ({MANIFEST} missing; run 'wsistore train prepare')") from None
     except ValueError as exc:
         raise InputError(f"{path}: unreadable ({exc})") from None
-    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-        raise InputError(f"{root}: not {FORMAT} version {VERSION}")
+    if manifest.get("format") != FORMAT or manifest.get("version") not in READABLE:
+        raise InputError(f"{root}: not {FORMAT} version {' or '.join(map(str, READABLE))}")
     return dict(manifest)
 
 
@@ -150,13 +153,14 @@ class ShardWriter:
         self.shards: list[dict[str, Any]] = []
         self._lr: list[np.ndarray] = []
         self._hr: list[np.ndarray] = []
-        self._index: list[tuple[int, int, int]] = []
+        self._index: list[tuple[int, ...]] = []
 
-    def add(self, lr: np.ndarray, hr: np.ndarray, file: int, x: int, y: int) -> None:
-        """Add one ``(y, x, 3)`` uint8 LR patch and its HR patch."""
+    def add(self, lr: np.ndarray, hr: np.ndarray, file: int, x: int, y: int, transform: int = 0, offset: tuple[int, int] = (0, 0)) -> None:
+        """Add one ``(y, x, 3)`` uint8 LR patch and its HR patch, cut at ``(x, y)`` of the
+        file's variant ``transform`` + ``offset`` (see :class:`wsistore.training.prepare.Variant`)."""
         self._lr.append(lr.transpose(2, 0, 1))
         self._hr.append(hr.transpose(2, 0, 1))
-        self._index.append((file, x, y))
+        self._index.append((file, x, y, transform, *offset))
         if len(self._lr) >= self.size:
             self.flush()
 
