@@ -41,7 +41,12 @@ import tifffile
 import torch
 
 #: Built with seeded random weights: speed does not depend on what the weights learned.
-BUILT_MODELS = {"edsr-32x64": {"blocks": 32, "features": 64}, "edsr-tiny": {"blocks": 2, "features": 16}}
+BUILT_MODELS = {
+    "edsr-32x64": ("edsr", {"blocks": 32, "features": 64}),
+    "edsr-8x32": ("edsr", {"blocks": 8, "features": 32}),
+    "edsr-tiny": ("edsr", {"blocks": 2, "features": 16}),
+    "compact-48x12": ("compact", {"features": 48, "convs": 12}),
+}
 #: Compute tiles per side of the restored region on the CPU (EDSR-32x64: ~25 s per tile on 2 cores).
 CPU_REGION_TILES = {"edsr-32x64": 1}
 CPU_CELLS = 2
@@ -66,16 +71,16 @@ def all_tissue_archive(workdir: Path, cells: int, workers: int) -> Path:
 
 
 def model_spec(name: str, workdir: Path) -> str:
-    """A ``--model`` value: built EDSRs are saved to a weights file first."""
+    """A ``--model`` value: built models are saved to a weights file first."""
     from wsistore.models.registry import build_generator
     from wsistore.models.weights import save_generator
 
     if name not in BUILT_MODELS:
         return name
     torch.manual_seed(0)
-    config = BUILT_MODELS[name]
+    architecture, config = BUILT_MODELS[name]
     path = workdir / f"{name}.safetensors"
-    save_generator(path, build_generator("edsr", config), {"architecture": "edsr", "config": config, "scale": 4})
+    save_generator(path, build_generator(architecture, config), {"architecture": architecture, "config": config, "scale": 4})
     return str(path)
 
 
@@ -159,7 +164,7 @@ def generator_alone(runner: Any, windows: list[np.ndarray]) -> tuple[float, int]
     """Seconds for the model on the windows (already on the device), and the batch used."""
     device, batch = runner.device, runner.batch
     x = torch.from_numpy(np.stack(windows)).to(device).permute(0, 3, 1, 2).float().div_(255)
-    if device.type == "cuda":
+    if runner.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
 
     def run(part: torch.Tensor) -> None:
@@ -186,7 +191,7 @@ def tile_sweep(runner: Any, tile: int, halo: int) -> dict[str, Any]:
     while True:
         try:
             x = torch.rand(batch, 3, side, side, device=device)
-            if device.type == "cuda":
+            if runner.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=runner.bf16):
                 runner.model(x)  # warm-up (and autotuning)

@@ -5,7 +5,10 @@ and wait; one thread owns the model and runs what is queued. On CUDA it batches
 concurrent windows (bf16 autocast, channels_last, optionally ``torch.compile``) and halves
 the batch when the GPU runs out of memory. On the CPU each window runs alone: oneDNN
 picks different kernels for different batch sizes at some shapes, and restore promises
-pixels that do not depend on ``--batch``.
+pixels that do not depend on ``--batch``. Learned models run channels_last on the CPU too:
+oneDNN's convolutions are 1.5-1.8x faster in that layout on 2 cores (BENCHMARKS.md), and
+every CPU restore uses it, so full restores, regions and on-demand reads still agree bit
+for bit.
 """
 
 from __future__ import annotations
@@ -72,8 +75,10 @@ class GeneratorRunner:
         learned = generator.card.get("architecture", generator.name) not in INTERPOLATIONS
         self.bf16 = self.cuda and learned
         model = generator.model.to(device).eval()
+        self.channels_last = learned
         if self.cuda:
             torch.backends.cudnn.benchmark = True
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = torch.compile(model) if compile and self.cuda and learned else model
         self.scale = int(generator.model.scale)
@@ -154,7 +159,7 @@ class GeneratorRunner:
     def _forward(self, windows: list[np.ndarray], crops: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
         x = torch.from_numpy(np.stack(windows)).to(self.device, non_blocking=True)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
-        if self.cuda:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             y = self.model(x)
