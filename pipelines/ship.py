@@ -63,7 +63,8 @@ def report_metrics(report: Path, name: str) -> dict[str, Any]:
         table[upscaler] = {
             k: (sum(r["metrics"][k] for r in rows) / len(rows) if all(r["metrics"].get(k) is not None for r in rows) else None) for k in METRICS
         } | {"bpp": sum(r["bpp"] for r in rows) / len(rows), "tiles": len(rows)}
-    return {"report": str(report.relative_to(ROOT)), "setting": setting, "tiles": sorted(tiles), "means": table}
+    scored = next((m.get("weights_sha256") for m in results.get("models", []) if m.get("name") == name), None)
+    return {"report": str(report.resolve().relative_to(ROOT)), "setting": setting, "tiles": sorted(tiles), "means": table, "scored_sha256": scored}
 
 
 def ship(checkpoint: Path, name: str, run: Path, default: bool, summary: str, threads: int, report: Path | None) -> dict[str, Any]:
@@ -149,6 +150,8 @@ def model_card_markdown(name: str, card: dict[str, Any], digest: str) -> str:
             "| upscaler | bits/px | " + " | ".join(METRICS) + " |",
             "|---|---|" + "---|" * len(METRICS),
         ]
+        if report.get("scored_sha256") and report["scored_sha256"] != digest:
+            lines[-3:-3] = [f"The report scored the same tensors shipped before this card was added (sha256 `{report['scored_sha256']}`).", ""]
         for upscaler, m in report["means"].items():
             cells = " | ".join("n/a" if m[k] is None else f"{m[k]:.4g}" for k in METRICS)
             lines.append(f"| {upscaler} | {m['bpp']:.3f} | {cells} |")

@@ -92,7 +92,7 @@ GENERATORS: dict[str, Entry] = {
     ),
     "compact": Entry(
         "compact", CompactConfig, CompactNet,
-        "CPU-speed generator: 3x3 conv + PReLU stack at LR, one conv + pixel shuffle x4, bicubic skip",
+        "CPU-speed generator: PReLU residual blocks at LR, one conv + pixel shuffle x4, bicubic skip",
         "Real-ESRGAN's SRVGGNetCompact (Wang et al. 2021); made for wsistore's CPU restore", tiny={"features": 8, "blocks": 1},
     ),
     "bicubic": Entry("bicubic", None, lambda _: InterpolationUpsampler("bicubic"), "bicubic interpolation (baseline)"),

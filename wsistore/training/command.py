@@ -37,7 +37,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
             print(f"  {item['name']:<22} {item['summary']}")
     print("shipped weights:")
     for name, entry in info["shipped_weights"].items():
-        print(f"  {name:<22} {entry.get('file', '')} sha256 {entry.get('sha256', '')[:12]}")
+        default = " (default)" if entry.get("default") else ""
+        print(f"  {name:<22} {entry.get('file', '')} sha256 {entry.get('sha256', '')[:12]}{default}")
     if not info["shipped_weights"]:
         print("  (none yet: train with 'wsistore train run pipelines/techcyte.toml')")
     return 0
