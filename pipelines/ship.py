@@ -147,11 +147,10 @@ def model_card_markdown(name: str, card: dict[str, Any], digest: str) -> str:
             f"## Validation report (`{report['report']}`): {len(report['tiles'])} held-out tiles, tissue only, "
             f"LR as archived at `{report['setting']}`",
             "",
-            "| upscaler | bits/px | " + " | ".join(METRICS) + " |",
-            "|---|---|" + "---|" * len(METRICS),
         ]
         if report.get("scored_sha256") and report["scored_sha256"] != digest:
-            lines[-3:-3] = [f"The report scored the same tensors shipped before this card was added (sha256 `{report['scored_sha256']}`).", ""]
+            lines += [f"The report scored the same tensors shipped before this card was added (sha256 `{report['scored_sha256']}`).", ""]
+        lines += ["| upscaler | bits/px | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
         for upscaler, m in report["means"].items():
             cells = " | ".join("n/a" if m[k] is None else f"{m[k]:.4g}" for k in METRICS)
             lines.append(f"| {upscaler} | {m['bpp']:.3f} | {cells} |")
