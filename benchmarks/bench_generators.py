@@ -23,7 +23,7 @@ import torch
 
 from benchmarks.bench_restore import machine
 from wsistore.models.registry import build_generator, build_loss
-from wsistore.restore.grid import CPU_TILE, halo_for
+from wsistore.restoration.grid import CPU_TILE, halo_for
 
 CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
     "compact-48x6": ("compact", {"features": 48, "blocks": 6}),

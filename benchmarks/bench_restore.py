@@ -12,7 +12,7 @@ ingested with the default codec) and for each model, in one process:
 * on demand: ``wsistore.open`` then one 512 x 512 ``read_region`` inside one compute tile,
   cold and cached, and one across the corner of four tiles (cold);
 * with ``--sweep``, the generator alone on random windows of each compute tile size: the
-  measurement behind ``wsistore.restore.grid.choose_tile``.
+  measurement behind ``wsistore.restoration.grid.choose_tile``.
 
 On CUDA the model runs in bf16 with channels_last (``--compile`` adds torch.compile) and
 a warm-up restore of one tile goes first; the defaults restore the whole slide there.
@@ -87,9 +87,9 @@ def model_spec(name: str, workdir: Path) -> str:
 def bench_model(archive: Path, name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from wsistore.archive.reader import Archive
     from wsistore.degradation import read_window
-    from wsistore.restore.engine import RestoreSpec, TileRestorer, restorer_for
-    from wsistore.restore.pipeline import RestoreOptions, restore
-    from wsistore.restore.tiff_writer import TileCodec, cut_tiles
+    from wsistore.restoration.engine import RestoreSpec, TileRestorer, restorer_for
+    from wsistore.restoration.pipeline import RestoreOptions, restore
+    from wsistore.restoration.tiff_writer import TileCodec, cut_tiles
 
     spec = model_spec(name, workdir)
     opened = Archive.open(archive)
@@ -289,7 +289,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     from wsistore.archive.reader import Archive
-    from wsistore.restore.runner import resolve_device
+    from wsistore.restoration.runner import resolve_device
 
     cuda = resolve_device(args.device).type == "cuda"
     with tempfile.TemporaryDirectory() as tmp:

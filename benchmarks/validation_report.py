@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from tests.data import ROOT, TILES
-from wsistore.bench.run import BenchOptions, run_bench
+from wsistore.reports.run import BenchOptions, run_bench
 from wsistore.sample import sample_slide_path
 
 VALIDATION_LIST = ROOT / "pipelines" / "validation_tiles.txt"

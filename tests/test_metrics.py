@@ -15,7 +15,7 @@ from skimage.metrics import peak_signal_noise_ratio
 from wsistore.codecs import make_codec
 from wsistore.degradation import degrade
 from wsistore.errors import InputError
-from wsistore.metrics import METRICS, Lpips, evaluate, nuclei_agreement, psnr, ssim
+from wsistore.reports.metrics import METRICS, Lpips, evaluate, nuclei_agreement, psnr, ssim
 from wsistore.tissue import tissue_pixels
 
 

@@ -31,7 +31,7 @@ from wsistore.models.registry import (
     build_generator,
     build_loss,
 )
-from wsistore.models.roi import NucleusCropConfig, crop_boxes, nucleus_boxes, rgb_to_hed
+from wsistore.training.roi import NucleusCropConfig, crop_boxes, nucleus_boxes, rgb_to_hed
 from wsistore.models.weights import load_generator, save_generator
 
 SEED_GENERATORS = ["trimmed_unet", "cascaded_refinement"]

@@ -19,7 +19,7 @@ from wsistore.codecs import make_codec
 from wsistore.degradation import degrade
 from wsistore.errors import InputError
 from wsistore.models.weights import load_generator, read_card, shipped_weights
-from wsistore.restore.runner import default_model
+from wsistore.restoration.runner import default_model
 
 SHIPPED = shipped_weights()
 #: what every shipped card must say (the guide's list: data, steps, CPU minutes, codec,

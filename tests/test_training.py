@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from tests.data import ROOT, TILES, TRAINING_FILES
-from wsistore.archive.format import DEFAULT_CODEC
+from wsistore.codecs import DEFAULT_CODEC
 from wsistore.cli import main
 from wsistore.codecs import make_codec
 from wsistore.degradation import Downsample, degrade

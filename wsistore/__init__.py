@@ -1,28 +1,49 @@
 """wsistore: archive whole-slide images at reduced resolution in Zarr, rebuild them with
-super-resolution."""
+super-resolution.
+
+The library in five names, loaded on first use so that ``import wsistore`` stays cheap::
+
+    wsistore.ingest(slide, archive)      # readers -> Zarr v3 archive   (wsistore.archive.writer)
+    wsistore.verify(archive)             # checksums, manifest, source  (wsistore.archive.verify)
+    wsistore.Archive.open(archive)       # the stored LR pyramid        (wsistore.archive.reader)
+    wsistore.restore(archive, out)       # full-resolution TIFF / OME-Zarr (wsistore.restoration.pipeline)
+    wsistore.open(archive)               # OpenSlide's API, SR on demand (wsistore.restoration.ondemand)
+"""
 
 from __future__ import annotations
 
-import os
-from importlib.metadata import PackageNotFoundError, version
+import importlib
 from typing import TYPE_CHECKING, Any
 
+from wsistore._version import __version__
+
 if TYPE_CHECKING:
-    from wsistore.restore.ondemand import RestoredSlide
+    from wsistore.archive.reader import Archive
+    from wsistore.archive.verify import verify
+    from wsistore.archive.writer import ingest
+    from wsistore.restoration.ondemand import open_restored as open  # noqa: A004
+    from wsistore.restoration.pipeline import restore
 
-try:
-    __version__ = version("wsistore")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0+source"
+__all__ = ["Archive", "__version__", "ingest", "open", "restore", "verify"]
 
-__all__ = ["__version__", "open"]
+#: Public name -> (module, attribute): the explicit table behind the lazy re-exports.
+_EXPORTS: dict[str, tuple[str, str]] = {
+    "Archive": ("wsistore.archive.reader", "Archive"),
+    "ingest": ("wsistore.archive.writer", "ingest"),
+    "verify": ("wsistore.archive.verify", "verify"),
+    "restore": ("wsistore.restoration.pipeline", "restore"),
+    "open": ("wsistore.restoration.ondemand", "open_restored"),
+}
 
 
-def open(archive: str | os.PathLike[str], model: Any = None, device: str = "auto", **options: Any) -> RestoredSlide:  # noqa: A001
-    """An archive as a full-resolution slide with OpenSlide's API, level 0 super-resolved
-    on demand by ``model`` (a shipped name, ``bicubic``, a weights file or a loaded
-    generator; default: the best shipped weights, else bicubic). Options:
-    ``cache_bytes``, ``workers`` (see :func:`wsistore.restore.ondemand.open_restored`)."""
-    from wsistore.restore.ondemand import open_restored
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'wsistore' has no attribute {name!r}")
+    module, attribute = _EXPORTS[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
 
-    return open_restored(archive, model, device, **options)
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from wsistore.bench.command import add_bench_parser
+from wsistore.reports.command import add_bench_parser
 from wsistore.errors import WsistoreError, first_line
 from wsistore.options import add_codec_options, codec_from_args
-from wsistore.restore.command import add_restore
+from wsistore.restoration.command import add_restore
 from wsistore.training.command import add_models_parser, add_train_parser
 
 Command = Callable[[argparse.Namespace], int]
@@ -200,7 +200,7 @@ SUBCOMMANDS: dict[str, Callable[[Any], None]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from wsistore import __version__
+    from wsistore._version import __version__
 
     parser = _OneLineErrors(prog="wsistore", description="Archive whole-slide images at 4x reduced resolution; rebuild them with super-resolution.")
     parser.add_argument("--version", action="version", version=f"wsistore {__version__}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from wsistore.archive.format import DEFAULT_CODEC
 from wsistore.errors import InputError
 
 if TYPE_CHECKING:  # imagecodecs stays unimported for commands that need no codec (train run)
@@ -16,7 +15,7 @@ def add_codec_options(p: argparse.ArgumentParser) -> None:
     """``--codec``, ``--quality`` and ``--lossless``, shared by ingest and train prepare."""
     p.add_argument(
         "--codec",
-        default=DEFAULT_CODEC,
+        default=None,
         help="LR codec: avif, jpegxl, webp, jpeg, jpeg2k, png, optionally with settings, "
         "e.g. 'jpegxl:distance=1,effort=7' (default avif: quality 75, speed 6, 4:4:4)",
     )
@@ -32,11 +31,12 @@ def add_codec_options(p: argparse.ArgumentParser) -> None:
 
 def codec_from_args(args: argparse.Namespace) -> ImageCodec:
     """The codec those options name."""
-    from wsistore.codecs import parse_codec
+    from wsistore.codecs import DEFAULT_CODEC, parse_codec
 
+    codec = args.codec or DEFAULT_CODEC
     if args.lossless:
         if args.quality is not None:
             raise InputError("--lossless and --quality exclude each other")
-        name = args.codec.partition(":")[0]
+        name = codec.partition(":")[0]
         return parse_codec("png" if name == "png" else "jpegxl:lossless=true")
-    return parse_codec(args.codec, args.quality)
+    return parse_codec(codec, args.quality)

@@ -53,7 +53,7 @@ def counting() -> LoadedGenerator:
 @pytest.fixture(scope="session")
 def full_restore(tmp_path_factory: pytest.TempPathFactory, sample_archive: Path, tiny_edsr: Path) -> Path:
     """The whole sample restored by the tiny EDSR on the CPU: lossless TIFF, 256 px tiles."""
-    from wsistore.restore.pipeline import RestoreOptions, restore
+    from wsistore.restoration.pipeline import RestoreOptions, restore
 
     out = tmp_path_factory.mktemp("restored") / "full.tif"
     restore(sample_archive, out, RestoreOptions(model=str(tiny_edsr), device="cpu", tile=256, workers=2, lossless=True, progress=False))

@@ -16,7 +16,7 @@ from openslide.deepzoom import DeepZoomGenerator
 import wsistore
 from wsistore.archive.reader import Archive
 from wsistore.models.weights import LoadedGenerator, sha256_file
-from wsistore.restore.runner import GeneratorRunner, _Request
+from wsistore.restoration.runner import GeneratorRunner, _Request
 
 
 def rgb(image: object) -> np.ndarray:

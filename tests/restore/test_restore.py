@@ -20,10 +20,10 @@ from wsistore.archive.reader import Archive, ChunkState
 from wsistore.degradation import extract_window
 from wsistore.models.weights import LoadedGenerator, load_generator, sha256_file
 from wsistore.readers import open_slide
-from wsistore.restore.grid import halo_for
-from wsistore.restore.pipeline import RestoreOptions, restore
-from wsistore.restore.runner import to_uint8
-from wsistore.restore.tiff_writer import TileCodec
+from wsistore.restoration.grid import halo_for
+from wsistore.restoration.pipeline import RestoreOptions, restore
+from wsistore.restoration.runner import to_uint8
+from wsistore.restoration.tiff_writer import TileCodec
 
 
 def level0(path: Path) -> np.ndarray:
@@ -156,7 +156,7 @@ def test_lazy_level0_pickles_for_distributed_workers(sample_archive: Path) -> No
     spec (archive URL, manifest, model, device) and is rebuilt there once."""
     import pickle
 
-    from wsistore.restore.engine import RestoreSpec, level0_array, restorer_for
+    from wsistore.restoration.engine import RestoreSpec, level0_array, restorer_for
 
     archive = Archive.open(sample_archive)
     spec = RestoreSpec(str(sample_archive), archive.metadata.manifest_sha256, "bicubic", "cpu")

@@ -36,11 +36,6 @@ ASSOCIATED_GROUP = "associated"
 ALIGN = 16
 DEFAULT_CHUNK = 256
 DEFAULT_SHARD = 2048
-#: The archive's default LR codec (its settings are the codec class's defaults), chosen by
-#: measurement (benchmarks/reports/validation): AVIF-coded LR beats JPEG-XL-coded LR at
-#: every matched rate, and AVIF quality 75, speed 6, 4:4:4 matches the earlier JPEG-XL
-#: d=1 default's fidelity for 18 % fewer bytes. See README "Codec choice".
-DEFAULT_CODEC = "avif"
 
 
 @dataclass(frozen=True)

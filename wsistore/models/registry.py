@@ -23,7 +23,7 @@ from wsistore.models.base import Generator
 from wsistore.models.compact import CompactConfig, CompactNet
 from wsistore.models.cascaded import CascadedRefinementConfig, CascadedRefinementNet
 from wsistore.models.discriminators import GAPConfig, GAPDiscriminator, VGGPatchConfig, VGGPatchDiscriminator
-from wsistore.models.generators import EDSR, EDSRConfig, InterpolationUpsampler
+from wsistore.models.edsr import EDSR, EDSRConfig, InterpolationUpsampler
 from wsistore.models.losses import (
     L1Loss,
     MSELoss,

@@ -11,7 +11,7 @@ from torch import nn
 
 from wsistore.models.adversarial import AdversarialLoss
 from wsistore.models.registry import build_discriminator
-from wsistore.models.roi import NucleusCropConfig, crop_boxes, nucleus_boxes
+from wsistore.training.roi import NucleusCropConfig, crop_boxes, nucleus_boxes
 from wsistore.training.config import DISCRIMINATOR_SLOTS, Stage, TrainConfig
 from wsistore.training.evaluate import autocast
 from wsistore.training.state import cpu_state_dict

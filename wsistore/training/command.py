@@ -85,7 +85,6 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     validation; write numpy shards and a manifest."""
     from pathlib import Path
 
-    from wsistore.archive.format import DEFAULT_CODEC
     from wsistore.errors import InputError
     from wsistore.training.prepare import PrepareOptions, is_archive, options_like, prepare
 
@@ -121,7 +120,6 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     else:
         from wsistore.options import codec_from_args
 
-        args.codec = args.codec or DEFAULT_CODEC
         codec = codec_from_args(args)
         options = PrepareOptions(scale=args.scale or 4, codec=None if codec.lossless else codec, chunk=args.chunk or 256, **common)
     manifest = prepare(args.sources, args.out, options)

@@ -444,7 +444,7 @@ def _prepare_file(number: int, path: Path, split: str, writer: ShardWriter, down
 
 
 def _software() -> dict[str, str]:
-    from wsistore import __version__
+    from wsistore._version import __version__
 
     versions = {"wsistore": __version__}
     for name in ("numpy", "imagecodecs"):

@@ -25,7 +25,7 @@ from wsistore.checksums import sha256_file
 from wsistore.errors import InputError, OutputExistsError
 from wsistore.models.adversarial import AdversarialLoss
 from wsistore.models.base import Generator
-from wsistore.models.generators import InterpolationUpsampler
+from wsistore.models.edsr import InterpolationUpsampler
 from wsistore.models.losses import PyramidLoss
 from wsistore.models.perceptual import Autoencoder, AutoencoderConfig, AutoencoderLoss
 from wsistore.models.registry import build_adversarial, build_generator, build_loss

@@ -15,17 +15,17 @@ from typing import Any
 
 from tqdm import tqdm
 
-from wsistore import __version__
+from wsistore._version import __version__
 from wsistore.archive.reader import Archive
 from wsistore.errors import InputError
 from wsistore.models.weights import LoadedGenerator
-from wsistore.restore.bands import iter_rows
-from wsistore.restore.engine import RestoreSpec, TileRestorer, level0_array, restorer_for
-from wsistore.restore.levels import Region, check_region, output_levels
-from wsistore.restore.output import RestoreOutput
-from wsistore.restore.runner import GeneratorRunner, default_model, resolve_device
-from wsistore.restore.tiff_writer import DEFAULT_JPEG_QUALITY, TiffPyramidWriter, TileCodec
-from wsistore.restore.zarr_writer import ZSTD_LEVEL, OmeZarrWriter
+from wsistore.restoration.bands import iter_rows
+from wsistore.restoration.engine import RestoreSpec, TileRestorer, level0_array, restorer_for
+from wsistore.restoration.levels import Region, check_region, output_levels
+from wsistore.restoration.output import RestoreOutput
+from wsistore.restoration.runner import GeneratorRunner, default_model, resolve_device
+from wsistore.restoration.tiff_writer import DEFAULT_JPEG_QUALITY, TiffPyramidWriter, TileCodec
+from wsistore.restoration.zarr_writer import ZSTD_LEVEL, OmeZarrWriter
 
 FORMATS = ("tiff", "zarr")
 #: TIFF levels step by 4 (the archive's 4x, 16x ... levels) down to one tile.

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from wsistore.metrics import METRICS
+from wsistore.reports.metrics import METRICS
 
 #: Bits per pixel at which every curve is compared.
 MATCH_BPP = (0.1, 0.15, 0.2, 0.3, 0.5, 1.0)

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from wsistore import __version__
+from wsistore._version import __version__
 from wsistore.archive.reader import Archive
-from wsistore.restore.levels import OutputLevel
-from wsistore.restore.output import RestoreOutput
+from wsistore.restoration.levels import OutputLevel
+from wsistore.restoration.output import RestoreOutput
 
 DEFAULT_JPEG_QUALITY = 90
 #: libdeflate level 1: 3.5x faster than level 6 for 7% more bytes (measured on H&E tiles).

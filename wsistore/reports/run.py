@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from wsistore.bench.inputs import BenchInput, load_inputs
-from wsistore.bench.methods import (
+from wsistore.reports.inputs import BenchInput, load_inputs
+from wsistore.reports.methods import (
     ARCHIVE_SWEEP,
     HR_SWEEP,
     QUICK_ARCHIVE_SWEEP,
@@ -26,14 +26,14 @@ from wsistore.bench.methods import (
     code_archive_lr,
     code_full_resolution,
 )
-from wsistore.bench.report import aggregate, plot_curves, write_html, write_markdown
+from wsistore.reports.report import aggregate, plot_curves, write_html, write_markdown
 from wsistore.degradation import read_window
 from wsistore.errors import InputError
-from wsistore.metrics import Lpips, evaluate
+from wsistore.reports.metrics import Lpips, evaluate
 from wsistore.models.weights import LoadedGenerator
-from wsistore.restore.engine import runner_for
-from wsistore.restore.grid import ComputeGrid, choose_tile, halo_for
-from wsistore.restore.runner import GeneratorRunner, resolve_device
+from wsistore.restoration.engine import runner_for
+from wsistore.restoration.grid import ComputeGrid, choose_tile, halo_for
+from wsistore.restoration.runner import GeneratorRunner, resolve_device
 
 #: PSNR reported for identical images (JSON has no infinity).
 IDENTICAL_PSNR = 100.0

@@ -19,8 +19,8 @@ from zarr.codecs import ZstdCodec
 
 from wsistore.archive.format import LevelInfo, ome_multiscales
 from wsistore.archive.reader import Archive
-from wsistore.restore.levels import OutputLevel
-from wsistore.restore.output import RestoreOutput
+from wsistore.restoration.levels import OutputLevel
+from wsistore.restoration.output import RestoreOutput
 
 ROW_KIND = "zarr-level0-row"
 RESULT_NAME = "restored.zarr"

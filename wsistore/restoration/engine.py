@@ -24,9 +24,9 @@ from wsistore.archive.reader import Archive, ChunkState
 from wsistore.degradation import read_window
 from wsistore.errors import ArchiveError, InputError
 from wsistore.models.weights import LoadedGenerator, load_generator
-from wsistore.restore.cache import SingleFlightCache
-from wsistore.restore.grid import Box, ComputeGrid, choose_tile, halo_for
-from wsistore.restore.runner import GeneratorRunner, resolve_device
+from wsistore.restoration.cache import SingleFlightCache
+from wsistore.restoration.grid import Box, ComputeGrid, choose_tile, halo_for
+from wsistore.restoration.runner import GeneratorRunner, resolve_device
 
 #: Decoded LR chunks kept, at least (more for wide slides: see ``TileRestorer``).
 MIN_LR_CACHE_BYTES = 64 << 20

@@ -20,9 +20,9 @@ from PIL import Image
 from wsistore.archive.reader import Archive
 from wsistore.errors import WsistoreError
 from wsistore.models.weights import LoadedGenerator
-from wsistore.restore.cache import SingleFlightCache
-from wsistore.restore.engine import TileRestorer, runner_for
-from wsistore.restore.runner import GeneratorRunner, default_model, resolve_device
+from wsistore.restoration.cache import SingleFlightCache
+from wsistore.restoration.engine import TileRestorer, runner_for
+from wsistore.restoration.runner import GeneratorRunner, default_model, resolve_device
 
 DEFAULT_CACHE_BYTES = 512 << 20
 VENDOR = "wsistore"

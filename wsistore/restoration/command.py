@@ -1,4 +1,4 @@
-"""``wsistore restore ARCHIVE OUT``: the command-line face of :mod:`wsistore.restore.pipeline`."""
+"""``wsistore restore ARCHIVE OUT``: the command-line face of :mod:`wsistore.restoration.pipeline`."""
 
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ def add_restore(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Rebuild full resolution from an archive with a super-resolution generator, as a
     generic pyramidal BigTIFF (OpenSlide, tiffslide, QuPath) or OME-Zarr (napari)."""
-    from wsistore.restore.levels import parse_region
-    from wsistore.restore.pipeline import RestoreOptions, restore
+    from wsistore.restoration.levels import parse_region
+    from wsistore.restoration.pipeline import RestoreOptions, restore
 
     options = RestoreOptions(
         model=args.model,

@@ -28,7 +28,7 @@ def add_bench_parser(sub: Any) -> None:
 def _cmd_bench(args: argparse.Namespace) -> int:
     """Score archive settings x SR models against standard codecs on the full image, at
     equal bytes, on tissue only; write results.json, report.md and report.html."""
-    from wsistore.bench.run import BenchOptions, run_bench
+    from wsistore.reports.run import BenchOptions, run_bench
 
     region = None
     if args.region:
