@@ -1,5 +1,5 @@
 """Readers: openslide and tiffslide agree on a real Aperio slide; mpp is never guessed;
-bad files fail with one clear error."""
+bad files fail with one clear error; every input path has one kind and one way to open."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import tifffile
 
 from tests.data import TILES
 from wsistore.errors import InputError
-from wsistore.readers import open_slide, resolve_mpp
+from wsistore.readers import ArraySlide, image_files, input_kind, open_input, open_slide, read_tile, resolve_mpp
 
 
 @pytest.mark.parametrize("reader", ["openslide", "tiffslide"])
@@ -56,10 +56,13 @@ def test_ome_tiff_mpp_from_ome_xml(tmp_path: Path, tile: np.ndarray) -> None:
 
 
 def test_mpp_from_tiff_resolution_tags_with_units() -> None:
-    assert resolve_mpp({"tiff.ResolutionUnit": "centimeter", "tiff.XResolution": "40000", "tiff.YResolution": "20000"})[0] == (0.25, 0.5)
-    assert resolve_mpp({"tiff.ResolutionUnit": "INCH", "tiff.XResolution": "101600", "tiff.YResolution": "101600"})[0] == (0.25, 0.25)
+    def tags(unit: str, x: str, y: str) -> dict[str, str]:
+        return {"tiff.ResolutionUnit": unit, "tiff.XResolution": x, "tiff.YResolution": y}
+
+    assert resolve_mpp(tags("centimeter", "40000", "20000"))[0] == (0.25, 0.5)
+    assert resolve_mpp(tags("INCH", "101600", "101600"))[0] == (0.25, 0.25)
     # no unit, and objective power alone: unknown, never guessed
-    assert resolve_mpp({"tiff.ResolutionUnit": "NONE", "tiff.XResolution": "1", "tiff.YResolution": "1"}) == (None, None)
+    assert resolve_mpp(tags("NONE", "1", "1")) == (None, None)
     assert resolve_mpp({"openslide.objective-power": "40"}) == (None, None)
 
 
@@ -122,3 +125,31 @@ def test_copy_of_slide_is_still_read(tmp_path: Path, slide_path: Path) -> None:
     shutil.copy(slide_path, copy)
     with open_slide(copy) as slide:
         assert slide.dimensions == (2220, 2967)
+
+
+def test_input_kinds_and_folders(tmp_path: Path, slide_path: Path) -> None:
+    tile = TILES / "lung_monuseg_18-5592.png"
+    (tmp_path / "a.zarr").mkdir()
+    (tmp_path / "a.zarr" / "zarr.json").write_text("{}")
+    (tmp_path / "sub").mkdir()
+    shutil.copy(tile, tmp_path / "t.PNG")
+    shutil.copy(slide_path, tmp_path / "sub" / "s.svs")
+    (tmp_path / "notes.txt").write_text("x")
+    kinds = [input_kind(p) for p in (tmp_path / "a.zarr", tmp_path, tile, slide_path)]
+    assert kinds == ["archive", "folder", "tile", "slide"]
+    assert image_files(tmp_path) == [tmp_path / "t.PNG"]
+    assert image_files(tmp_path, recursive=True) == [tmp_path / "sub" / "s.svs", tmp_path / "t.PNG"]
+    with pytest.raises(InputError, match="no such file or folder"):
+        input_kind(tmp_path / "none.png")
+
+
+def test_open_input(tmp_path: Path, slide_path: Path) -> None:
+    tile = TILES / "lung_monuseg_18-5592.png"
+    with open_input(tile) as array:
+        assert isinstance(array, ArraySlide) and array.path.name == tile.name
+        assert np.array_equal(array.read_region((0, 0), 0, array.dimensions), read_tile(tile))
+    with open_input(slide_path, "openslide") as slide:
+        assert slide.name == "openslide"
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(InputError, match="not a readable image"):
+        read_tile(tmp_path / "bad.png")

@@ -1,28 +1,38 @@
-"""Slide readers: one small OpenSlide-style interface over openslide-python and tiffslide.
+"""Slide readers: one small OpenSlide-style interface over openslide-python and tiffslide,
+and the rule for what an input path is (archive, folder, tile or slide) and how to open it.
 
 Both backends answer in OpenSlide's vocabulary (``dimensions``, ``level_dimensions``,
 ``read_region(location, level, size)``, properties named ``openslide.*``), return
 numpy RGB arrays, and raise :class:`~wsistore.errors.InputError` with one line that
-names the file when it cannot be read.
+names the file when it cannot be read. Tiles (PNG, JPEG, BMP) are read whole and seen
+as one-level slides (:class:`ArraySlide`).
 """
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from xml.etree import ElementTree
 
 import numpy as np
+from PIL import Image
 
 from wsistore.errors import InputError, first_line
 
 #: TIFF ResolutionUnit spellings (openslide and tiffslide differ) -> micrometres per unit.
 _UM_PER_UNIT = {"centimeter": 1e4, "3": 1e4, "inch": 25400.0, "2": 25400.0}
 _UM_PER_OME_UNIT = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4}
+#: Image files read whole into memory (with PIL): tiles. Every other file is a slide.
+TILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+#: The slide files a folder of inputs contributes (a slide named directly may have any suffix).
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".dcm")
+#: What an input path is: see :func:`input_kind`.
+InputKind = Literal["archive", "folder", "tile", "slide"]
 
 
 class SlideReader(ABC):
@@ -129,31 +139,58 @@ class SlideReader(ABC):
     def __enter__(self) -> SlideReader:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
 
 
-class OpenSlideReader(SlideReader):
-    """openslide-python with the openslide-bin wheel (no system library needed)."""
+class BackendReader(SlideReader):
+    """A reader over a backend slide object with OpenSlide's own API (``level_dimensions``,
+    ``associated_images``, ``read_region``, ``close()``); subclasses translate what differs.
 
-    name = "openslide"
+    The backend is the module named :attr:`name`, imported when the first slide opens.
+    """
+
+    #: the backend module's slide class, e.g. ``OpenSlide``
+    slide_class: ClassVar[str]
+    #: extra keyword arguments for the backend's ``read_region``
+    region_options: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        import openslide
-
-        self._slide = openslide.OpenSlide(str(path))
+        self._slide = getattr(importlib.import_module(self.name), self.slide_class)(str(path))
 
     @property
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
-        return tuple(tuple(d) for d in self._slide.level_dimensions)  # type: ignore[misc]
+        return tuple((int(w), int(h)) for w, h in self._slide.level_dimensions)
 
     @property
     def level_downsamples(self) -> tuple[float, ...]:
         return tuple(float(d) for d in self._slide.level_downsamples)
+
+    @property
+    def associated_image_names(self) -> tuple[str, ...]:
+        return tuple(sorted(self._slide.associated_images))
+
+    def associated_image(self, name: str) -> np.ndarray:
+        return _to_rgb(np.asarray(self._slide.associated_images[name]))
+
+    def _read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        return np.asarray(self._slide.read_region(location, level, size, **self.region_options))
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+class OpenSlideReader(BackendReader):
+    """openslide-python with the openslide-bin wheel (no system library needed)."""
+
+    name = "openslide"
+    slide_class = "OpenSlide"
 
     @cached_property
     def properties(self) -> Mapping[str, str]:
@@ -164,38 +201,13 @@ class OpenSlideReader(SlideReader):
         profile = self._slide.color_profile
         return None if profile is None else bytes(profile.tobytes())
 
-    @property
-    def associated_image_names(self) -> tuple[str, ...]:
-        return tuple(sorted(self._slide.associated_images))
 
-    def associated_image(self, name: str) -> np.ndarray:
-        return _to_rgb(np.asarray(self._slide.associated_images[name]))
-
-    def _read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
-        return np.asarray(self._slide.read_region(location, level, size))
-
-    def close(self) -> None:
-        self._slide.close()
-
-
-class TiffSlideReader(SlideReader):
+class TiffSlideReader(BackendReader):
     """tiffslide: pure Python over tifffile; reads OME-TIFF that openslide does not."""
 
     name = "tiffslide"
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        import tiffslide
-
-        self._slide = tiffslide.TiffSlide(str(path))
-
-    @property
-    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
-        return tuple(tuple(int(v) for v in d) for d in self._slide.level_dimensions)  # type: ignore[misc]
-
-    @property
-    def level_downsamples(self) -> tuple[float, ...]:
-        return tuple(float(d) for d in self._slide.level_downsamples)
+    slide_class = "TiffSlide"
+    region_options = {"as_array": True}
 
     @cached_property
     def properties(self) -> Mapping[str, str]:
@@ -213,19 +225,6 @@ class TiffSlideReader(SlideReader):
         page = self._slide.ts_tifffile.pages.first
         tag = page.tags.get(34675)  # InterColorProfile
         return None if tag is None else bytes(tag.value)
-
-    @property
-    def associated_image_names(self) -> tuple[str, ...]:
-        return tuple(sorted(self._slide.associated_images))
-
-    def associated_image(self, name: str) -> np.ndarray:
-        return _to_rgb(np.asarray(self._slide.associated_images[name]))
-
-    def _read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
-        return np.asarray(self._slide.read_region(location, level, size, as_array=True))
-
-    def close(self) -> None:
-        self._slide.close()
 
 
 class ArraySlide(SlideReader):
@@ -323,6 +322,47 @@ def _auto_order(path: Path) -> list[str]:
 def _is_tiff(path: Path) -> bool:
     with path.open("rb") as f:
         return f.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def is_archive(path: Path) -> bool:
+    """Whether ``path`` is a Zarr folder (what :mod:`wsistore.archive` reads)."""
+    return path.is_dir() and (path / "zarr.json").is_file()
+
+
+def input_kind(path: Path) -> InputKind:
+    """What ``path`` is: an archive (a Zarr folder), another folder, a tile (a file with one
+    of :data:`TILE_SUFFIXES`) or a slide (any other file)."""
+    if not path.exists():
+        raise InputError(f"no such file or folder: {path}")
+    if is_archive(path):
+        return "archive"
+    if path.is_dir():
+        return "folder"
+    return "tile" if path.suffix.lower() in TILE_SUFFIXES else "slide"
+
+
+def image_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """The tile and slide files in ``folder`` (with ``recursive``, in every folder below it too), sorted."""
+    suffixes = TILE_SUFFIXES + SLIDE_SUFFIXES
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in candidates if p.is_file() and p.suffix.lower() in suffixes)
+
+
+def read_tile(path: Path) -> np.ndarray:
+    """A tile image read whole, as ``(y, x, 3)`` uint8 RGB."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable image ({exc})") from None
+
+
+def open_input(path: Path, reader: str = "auto") -> SlideReader:
+    """Open an image file by its :func:`input_kind`: a tile read whole (an :class:`ArraySlide`
+    named after the file), else a slide with :func:`open_slide`."""
+    if input_kind(path) == "tile":
+        return ArraySlide(read_tile(path), name=path.name)
+    return open_slide(path, reader)
 
 
 def resolve_mpp(props: Mapping[str, str]) -> tuple[tuple[float, float] | None, str | None]:
