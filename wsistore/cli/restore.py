@@ -1,14 +1,18 @@
-"""``wsistore restore ARCHIVE OUT``: the command-line face of :mod:`wsistore.restoration.pipeline`."""
+"""``wsistore restore ARCHIVE OUT``: rebuild full resolution as a pyramidal TIFF or OME-Zarr."""
 
 from __future__ import annotations
 
 import argparse
-import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from wsistore.cli import _options
+
+if TYPE_CHECKING:
+    from wsistore.restoration.pipeline import RestoreResult
 
 
-def add_restore(sub: Any) -> None:
-    """Register the ``restore`` subcommand."""
+def add_parser(sub: Any) -> None:
+    """Register ``restore``."""
     p = sub.add_parser("restore", help="rebuild full resolution (pyramidal TIFF or OME-Zarr)", description=run.__doc__)
     p.add_argument("archive", help="archive to restore (directory or fsspec URL)")
     p.add_argument("out", help="output: a .tif file, or a directory with --format zarr")
@@ -16,28 +20,26 @@ def add_restore(sub: Any) -> None:
         "--model",
         default=None,
         help="generator: a shipped name, bicubic, nearest, or a .safetensors weights file "
-        "(default: the best shipped weights; bicubic while none ship)",
+        "(default: the best shipped weights)",
     )
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    _options.add_device(p)
     p.add_argument("--batch", type=int, default=None, help="GPU batch of compute tiles (default 8, halved on out-of-memory)")
     p.add_argument("--tile", type=int, default=512, help="output tile side in pixels, a power of two (default 512)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="threads that decode and encode (default: all cores)")
-    p.add_argument("--region", default=None, metavar="X,Y,W,H", help="restore only this level-0 region")
+    _options.add_workers(p, "threads that decode and encode")
+    _options.add_region(p, "restore only this level-0 region")
     p.add_argument("--format", choices=("tiff", "zarr"), default="tiff", help="pyramidal BigTIFF (default) or OME-Zarr")
     quality = p.add_mutually_exclusive_group()
     quality.add_argument("--quality", type=int, default=None, help="JPEG quality of TIFF tiles (default 90)")
     quality.add_argument("--lossless", action="store_true", help="lossless TIFF tiles (deflate)")
     p.add_argument("--compile", action="store_true", help="torch.compile the generator (CUDA; pays off on large slides)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted restore")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _options.add_overwrite_resume(p, "output")
+    _options.add_quiet(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Rebuild full resolution from an archive with a super-resolution generator, as a
     generic pyramidal BigTIFF (OpenSlide, tiffslide, QuPath) or OME-Zarr (napari)."""
-    from wsistore.restoration.levels import parse_region
     from wsistore.restoration.pipeline import RestoreOptions, restore
 
     options = RestoreOptions(
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch,
         tile=args.tile,
         workers=args.workers,
-        region=parse_region(args.region) if args.region else None,
+        region=args.region,
         format=args.format,
         quality=args.quality,
         lossless=args.lossless,
@@ -55,14 +57,18 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         compile=args.compile,
     )
-    result = restore(args.archive, args.out, options)
+    print(summary(restore(args.archive, args.out, options)))
+    return 0
+
+
+def summary(result: RestoreResult) -> str:
+    """The one line that reports a finished restore."""
     gen = result.generator
     weights = f", weights sha256 {gen['weights_sha256'][:12]}..." if gen["weights_sha256"] else ""
-    print(
+    resumed = f", {result.rows_resumed} rows resumed" if result.rows_resumed else ""
+    return (
         f"wrote {result.output}: {result.width} x {result.height} px, {len(result.levels)} levels, "
         f"generator {gen['name']}{weights}; {result.tiles_total} compute tiles "
         f"({result.tiles_background} background) in {result.seconds:.1f} s "
-        f"({result.megapixels_per_second:.2f} MP/s)"
-        + (f", {result.rows_resumed} rows resumed" if result.rows_resumed else "")
+        f"({result.megapixels_per_second:.2f} MP/s){resumed}"
     )
-    return 0

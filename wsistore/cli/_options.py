@@ -1,0 +1,111 @@
+"""Options that several commands share, each written once, and small output helpers.
+
+Only argparse at import time: a command loads torch, zarr or imagecodecs when it runs,
+so ``wsistore train run`` never loads zarr or imagecodecs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import TYPE_CHECKING, Any
+
+from wsistore.errors import InputError
+
+if TYPE_CHECKING:
+    from wsistore.codecs import ImageCodec
+
+Parser = argparse.ArgumentParser
+#: The slide readers ``--reader`` offers (``auto``: openslide, else tiffslide).
+READERS = ("auto", "openslide", "tiffslide")
+
+
+def add_reader(p: Parser) -> None:
+    """``--reader``: which library opens slides."""
+    p.add_argument("--reader", choices=READERS, default="auto", help="slide reader (default auto: openslide, else tiffslide)")
+
+
+def add_workers(p: Parser, what: str = "parallel work items") -> None:
+    """``--workers``, defaulting to every core."""
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help=f"{what} (default: all cores)")
+
+
+def add_device(p: Parser, default: str | None = "auto", sets: str = "") -> None:
+    """``--device``: auto (CUDA when present), cpu, cuda or cuda:N."""
+    p.add_argument("--device", default=default, help=f"auto (CUDA when present), cpu, cuda or cuda:N{sets}")
+
+
+def add_quiet(p: Parser) -> None:
+    """``--quiet``: no progress bar."""
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_json(p: Parser) -> None:
+    """``--json``: machine-readable output."""
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def add_overwrite_resume(p: Parser, what: str) -> None:
+    """``--overwrite`` and ``--resume`` of a command that writes ``what``."""
+    p.add_argument("--overwrite", action="store_true", help=f"replace an existing {what}")
+    p.add_argument("--resume", action="store_true", help=f"continue an interrupted {what}")
+
+
+def region(text: str) -> tuple[int, int, int, int]:
+    """argparse type of ``--region``: ``x,y,w,h`` integers in level-0 pixels."""
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be x,y,w,h integers in level-0 pixels, got {text!r}") from None
+    return x, y, w, h
+
+
+def add_region(p: Parser, help: str) -> None:  # noqa: A002
+    """``--region X,Y,W,H``."""
+    p.add_argument("--region", type=region, default=None, metavar="X,Y,W,H", help=help)
+
+
+def add_codec_options(p: Parser) -> None:
+    """``--codec``, ``--quality`` and ``--lossless``, shared by ingest and train prepare."""
+    p.add_argument(
+        "--codec",
+        default=None,
+        help="LR codec: avif, jpegxl, webp, jpeg, jpeg2k, png, optionally with settings, "
+        "e.g. 'jpegxl:distance=1,effort=7' (default avif: quality 75, speed 6, 4:4:4)",
+    )
+    p.add_argument(
+        "--quality",
+        type=float,
+        default=None,
+        help="the codec's own quality knob: JPEG-XL distance (lower is better), AVIF/WebP/JPEG "
+        "quality 0-100, JPEG 2000 target PSNR",
+    )
+    p.add_argument("--lossless", action="store_true", help="lossless LR (JPEG-XL lossless unless --codec png)")
+
+
+def codec_from_args(args: argparse.Namespace) -> ImageCodec:
+    """The codec that ``--codec``, ``--quality`` and ``--lossless`` name."""
+    from wsistore.codecs import DEFAULT_CODEC, parse_codec
+
+    codec = args.codec or DEFAULT_CODEC
+    if args.lossless:
+        if args.quality is not None:
+            raise InputError("--lossless and --quality exclude each other")
+        return parse_codec("png" if codec.partition(":")[0] == "png" else "jpegxl:lossless=true")
+    return parse_codec(codec, args.quality)
+
+
+def size(n: float) -> str:
+    """Bytes in decimal units: ``1.24 MB``."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def print_json(data: Any) -> None:
+    """Indented JSON on stdout."""
+    import json
+
+    print(json.dumps(data, indent=2))

@@ -1,0 +1,51 @@
+"""``wsistore bench INPUT... --out DIR``: storage-vs-quality reports at equal bytes."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from wsistore.cli import _options
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``bench``."""
+    p = sub.add_parser("bench", help="storage-vs-quality benchmark reports", description=run.__doc__)
+    p.add_argument("inputs", nargs="+", type=Path, help="slides, archives (with their source beside them) or folders of tiles")
+    p.add_argument("--out", type=Path, required=True, help="output directory (results.json, report.md, report.html)")
+    p.add_argument(
+        "--models", nargs="*", default=[], help="SR models to score besides nearest (i-HR) and bicubic: shipped names or weights files"
+    )
+    p.add_argument("--codecs", nargs="*", default=None, help="archive LR codec settings to sweep, e.g. jpegxl:distance=1.0")
+    p.add_argument("--hr-codecs", nargs="*", default=None, help="full-resolution codec settings to sweep")
+    _options.add_device(p)
+    p.add_argument("--quick", action="store_true", help="small sweep on a 1024-pixel region (CI)")
+    p.add_argument("--crop", type=int, default=2048, help="side of the slide region scored (default 2048)")
+    _options.add_region(p, "slide region (level-0 pixels) instead of the densest square")
+    p.add_argument("--lpips-weights", type=Path, default=None, help="torchvision AlexNet ImageNet state dict for LPIPS")
+    _options.add_quiet(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score archive settings x SR models against standard codecs on the full image, at
+    equal bytes, on tissue only; write results.json, report.md and report.html."""
+    from wsistore.reports.run import BenchOptions, run_bench
+
+    options = BenchOptions(
+        inputs=args.inputs,
+        out=args.out,
+        models=args.models,
+        archive_codecs=args.codecs,
+        hr_codecs=args.hr_codecs,
+        device=args.device,
+        quick=args.quick,
+        crop=args.crop,
+        region=args.region,
+        lpips_weights=args.lpips_weights,
+        progress=not args.quiet,
+    )
+    results = run_bench(options)
+    print(f"wrote {args.out}/results.json, report.md, report.html ({len(results['records'])} records)")
+    return 0

@@ -1,0 +1,68 @@
+"""``wsistore info ARCHIVE``: sizes, compression, dimensions, mpp, tissue and codec."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from wsistore.cli import _options
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``info``."""
+    p = sub.add_parser("info", help="describe an archive", description=run.__doc__)
+    p.add_argument("archive")
+    _options.add_json(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Sizes, compression, dimensions, mpp, tissue and codec of an archive."""
+    from wsistore.archive.reader import Archive
+
+    info = Archive.open(args.archive).info()
+    if args.json:
+        _options.print_json(info)
+    else:
+        print(describe(info))
+    return 0
+
+
+def describe(info: dict[str, Any]) -> str:
+    """``Archive.info()`` as aligned ``key: value`` lines."""
+    size = _options.size
+    codec = info["codec"]
+    settings = ", ".join(f"{k}={v}" for k, v in codec.get("configuration", {}).items())
+    mpp = info["mpp"]
+    width, height = info["dimensions"]
+    lr_width, lr_height = info["lr_dimensions"]
+    stripped = f" (stripped: {', '.join(info['stripped_images'])})" if info["stripped_images"] else ""
+    lines = [
+        ("archive", f"{info['archive']} (format {info['format_version']}, complete)"),
+        ("source", f"{info['source']} ({size(info['source_bytes'])}, {info['vendor'] or 'unknown vendor'})"),
+        (
+            "dimensions",
+            f"{width} x {height} source px; LR {lr_width} x {lr_height} (scale {info['scale']}), "
+            f"{len(info['levels'])} levels",
+        ),
+        ("mpp", f"{mpp[0]:.4g} x {mpp[1]:.4g} um/px ({info['mpp_source']})" if mpp else "unknown (not in the source)"),
+        (
+            "archive bytes",
+            f"{size(info['archive_bytes'])}: {info['bits_per_source_pixel']:.3f} bits per source pixel, "
+            f"ratio {info['compression_ratio']:.2f}x vs source",
+        ),
+        (
+            "pyramid bytes",
+            f"{size(info['pyramid_bytes'])} ({info['pyramid_bits_per_source_pixel']:.3f} bits/px); "
+            f"associated images {size(info['associated_bytes'])}",
+        ),
+        (
+            "tissue",
+            f"{info['tissue_fraction']:.1%} of the slide; {info['background_dropped']:.1%} of chunks dropped as "
+            f"background ({info['chunks_written']}/{info['chunks_total']} stored)",
+        ),
+        ("codec", f"{codec['name']} ({settings})"),
+        ("associated", ", ".join(info["associated_images"]) + stripped),
+        ("created", info["created"]),
+    ]
+    return "\n".join(f"{key:>14}: {value}" for key, value in lines)

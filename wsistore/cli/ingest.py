@@ -1,0 +1,62 @@
+"""``wsistore ingest SLIDE ARCHIVE``: read a slide, downsample it, write a verifiable archive."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import TYPE_CHECKING, Any
+
+from wsistore.cli import _options
+
+if TYPE_CHECKING:
+    from wsistore.archive.writer import IngestResult
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``ingest``."""
+    p = sub.add_parser("ingest", help="archive a slide at reduced resolution", description=run.__doc__)
+    p.add_argument("slide", help="slide file (SVS, NDPI, MRXS, generic/OME TIFF, ...)")
+    p.add_argument("archive", help="archive to create (directory or fsspec URL)")
+    _options.add_codec_options(p)
+    p.add_argument("--scale", type=int, default=4, help="downsample factor (default 4)")
+    p.add_argument("--chunk", type=int, default=256, help="LR chunk side in pixels, multiple of 16 (default 256)")
+    p.add_argument("--shard", type=int, default=None, help="LR shard side (default: chosen from slide size, up to 2048)")
+    _options.add_workers(p, "parallel shards")
+    _options.add_reader(p)
+    p.add_argument("--keep-background", action="store_true", help="store glass chunks too")
+    p.add_argument("--strip-label", action="store_true", help="drop label and macro images (may show patient identifiers)")
+    _options.add_overwrite_resume(p, "archive")
+    _options.add_quiet(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read a slide, downsample it, and write a verifiable Zarr v3 archive."""
+    from wsistore.archive.writer import IngestOptions, ingest
+
+    options = IngestOptions(
+        scale=args.scale,
+        codec=_options.codec_from_args(args),
+        chunk=args.chunk,
+        shard=args.shard,
+        workers=args.workers,
+        keep_background=args.keep_background,
+        strip_label=args.strip_label,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        reader=args.reader,
+        progress=not args.quiet,
+    )
+    start = time.perf_counter()
+    result = ingest(args.slide, args.archive, options)
+    print(summary(result, time.perf_counter() - start))
+    return 0
+
+
+def summary(result: IngestResult, seconds: float) -> str:
+    """The one line that reports a finished ingest."""
+    resumed = f", {result.shards_skipped} shards resumed" if result.shards_skipped else ""
+    return (
+        f"wrote {result.archive}: {result.chunks_written}/{result.chunks_total} chunks "
+        f"({result.source_pixels / 1e6:.1f} source MP in {seconds:.1f} s{resumed})"
+    )

@@ -1,0 +1,52 @@
+"""``wsistore verify ARCHIVE [--against SLIDE]``: check every chunk, optionally against the source."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from wsistore.cli import _options
+
+if TYPE_CHECKING:
+    from wsistore.archive.verify import VerifyReport
+
+#: Exit code of a verify that found problems (the code of a damaged archive).
+FAILED = 3
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``verify``."""
+    p = sub.add_parser("verify", help="check every chunk (and optionally against the source)", description=run.__doc__)
+    p.add_argument("archive")
+    p.add_argument("--against", metavar="SLIDE", help="also compare with the source slide (sha256 and pixels)")
+    _options.add_reader(p)
+    _options.add_workers(p, "parallel shards")
+    _options.add_json(p)
+    _options.add_quiet(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check every shard and chunk against the manifest; with --against, that the source
+    file is the one archived and each LR chunk matches a fresh downsample of it."""
+    from wsistore.archive.verify import verify
+
+    report = verify(args.archive, against=args.against, reader=args.reader, workers=args.workers, progress=not args.quiet)
+    if args.json:
+        _options.print_json(report.__dict__ | {"ok": report.ok})
+    else:
+        print(describe(report))
+    return 0 if report.ok else FAILED
+
+
+def describe(report: VerifyReport) -> str:
+    """Problems, notes and the OK / FAILED line."""
+    lines = [f"PROBLEM: {problem}" for problem in report.problems] + [f"note: {note}" for note in report.notes]
+    summary = f"{report.shards} shards, {report.chunks} chunks"
+    if report.against:
+        a = report.against
+        summary += f"; source {'matches' if a.get('sha256_matches') else 'DIFFERS'} (sha256)"
+        if "chunks_compared" in a:
+            summary += f", {a['chunks_compared']} chunks compared with a fresh downsample"
+    lines.append(("OK: " if report.ok else f"FAILED ({len(report.problems)} problems): ") + summary)
+    return "\n".join(lines)
