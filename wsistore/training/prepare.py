@@ -38,26 +38,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
-
 from wsistore.checksums import sha256_file
 from wsistore.codecs import ImageCodec, make_codec
 from wsistore.degradation import Downsample, code_on_grid, read_window
 from wsistore.errors import InputError, OutputExistsError
-from wsistore.readers import ArraySlide, SlideReader, open_slide
+from wsistore.readers import ArraySlide, SlideReader, image_files, input_kind, open_input
 from wsistore.tissue import detect_tissue
 from wsistore.training.shards import FORMAT, MANIFEST, VERSION, ShardWriter
 
-#: Read whole into memory with PIL: tiles.
-TILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-#: Opened with the slide readers.
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".dcm")
 #: Licences of the project's shared development data, by file-name pattern (first match;
 #: ``--licence PATTERN=TEXT`` entries are tried before these).
 KNOWN_LICENCES = (
     ("*_monuseg_*", "CC BY-NC-SA 4.0 (MoNuSeg, Kumar et al. IEEE TMI 2017; non-commercial, share-alike)"),
     ("*_histolab_*", "Apache-2.0 (histolab test fixtures; pixels from TCGA open-access slides)"),
-    ("*_monusac_*", "CC BY-NC-SA 4.0 (MoNuSAC 2020, Verma et al. IEEE TMI 2021; non-commercial, share-alike; TCGA open access)"),
+    (
+        "*_monusac_*",
+        "CC BY-NC-SA 4.0 (MoNuSAC 2020, Verma et al. IEEE TMI 2021; non-commercial, share-alike; TCGA open access)",
+    ),
     ("*_cryonuseg_*", "MIT (CryoNuSeg repository; pixels from TCGA open-access slides)"),
     ("*_amida13_*", "MIT-style (staining-normalization repository, Veta 2015; AMIDA13 challenge images)"),
     ("*_deepliif-*", "Apache-2.0 with Commons Clause (DeepLIIF repository; no selling)"),
@@ -103,23 +100,19 @@ class PrepareOptions:
 
     def __post_init__(self) -> None:
         if self.patch < 4 or self.patches_per_file < 1 or self.shard_size < 1:
-            raise InputError("--patch must be >= 4, --patches-per-file and --shard-size >= 1")
+            raise InputError("patch must be >= 4, patches_per_file and shard_size >= 1")
         if self.chunk < 16 or self.chunk % 16:
-            raise InputError(f"--chunk must be a multiple of 16, got {self.chunk}")
+            raise InputError(f"chunk must be a multiple of 16, got {self.chunk}")
         if self.positions not in POSITIONS:
-            raise InputError(f"--positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
+            raise InputError(f"positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
         if self.phases < 1:
-            raise InputError("--phases must be >= 1")
+            raise InputError("phases must be >= 1")
         if not 0 <= self.min_tissue <= 1 or not 0 <= self.val_fraction < 1:
-            raise InputError("--min-tissue must be in [0, 1] and --val-fraction in [0, 1)")
+            raise InputError("min_tissue must be in [0, 1] and val_fraction in [0, 1)")
         try:
             Downsample(self.scale)
         except ValueError as exc:
             raise InputError(str(exc)) from None
-
-
-def is_archive(path: Path) -> bool:
-    return path.is_dir() and (path / "zarr.json").is_file()
 
 
 def options_like(archive: str | os.PathLike[str], **overrides: Any) -> PrepareOptions:
@@ -131,10 +124,14 @@ def options_like(archive: str | os.PathLike[str], **overrides: Any) -> PrepareOp
     a = Archive.open(archive)
     m = a.metadata
     if m.downsample.get("version") != DOWNSAMPLE_VERSION:
-        raise InputError(f"{archive}: downsample version {m.downsample.get('version')} differs from this wsistore's {DOWNSAMPLE_VERSION}")
+        raise InputError(
+            f"{archive}: downsample version {m.downsample.get('version')} differs from this wsistore's "
+            f"{DOWNSAMPLE_VERSION}"
+        )
     codec = None if a.codec.lossless else a.codec
     return PrepareOptions(
-        scale=m.scale, codec=codec, chunk=m.chunk, fills=((m.source.sha256, m.fill_value),), like=str(archive), **overrides
+        scale=m.scale, codec=codec, chunk=m.chunk, fills=((m.source.sha256, m.fill_value),), like=str(archive),
+        **overrides,
     )
 
 
@@ -145,7 +142,10 @@ def archive_source(archive: Path, options: PrepareOptions) -> tuple[Path, Prepar
     like = options_like(archive)
     codec = lambda o: o.codec.to_dict() if o.codec is not None else None  # noqa: E731
     if (like.scale, like.chunk, codec(like)) != (options.scale, options.chunk, codec(options)):
-        raise InputError(f"{archive} was made with other settings than this prepare (use --like {archive}, one codec per prepared set)")
+        raise InputError(
+            f"{archive} was made with another scale, codec or chunk than this prepare "
+            "(take them from the archive; one codec per prepared set)"
+        )
     from wsistore.archive.reader import Archive
 
     source = Archive.open(archive).metadata.source
@@ -171,23 +171,19 @@ class Source:
 
 
 def open_source(path: Path, reader: str = "auto") -> Source:
-    """Open a tile (PIL, whole) or a slide (slide readers, by region)."""
-    if path.suffix.lower() in TILE_SUFFIXES:
-        try:
-            with Image.open(path) as im:
-                image = np.asarray(im.convert("RGB"))
-        except OSError as exc:
-            raise InputError(f"{path}: not a readable image ({exc})") from None
-        array = ArraySlide(image, name=path.name)
-        h, w = image.shape[:2]
-        return Source(path, "tile", w, h, lambda b: image[b[1] : b[3], b[0] : b[2]], array, array.close)
-    slide = open_slide(path, reader)
+    """Open a tile (read whole) or a slide (read by region) with :func:`~wsistore.readers.open_input`."""
+    slide = open_input(path, reader)
+    return _source(path, "tile" if isinstance(slide, ArraySlide) else "slide", slide)
+
+
+def _source(path: Path, kind: str, slide: SlideReader) -> Source:
+    """A :class:`Source` that reads level 0 of ``slide``."""
     w, h = slide.dimensions
 
     def read(b: tuple[int, int, int, int]) -> np.ndarray:
         return slide.read_region((b[0], b[1]), 0, (b[2] - b[0], b[3] - b[1]))
 
-    return Source(path, "slide", w, h, read, slide, slide.close)
+    return Source(path, kind, w, h, read, slide, slide.close)
 
 
 class ArchivedLR:
@@ -219,7 +215,8 @@ class ArchivedLR:
                 tile = self.chunk_at(row, col)
                 ty0, tx0 = max(y0, row * c), max(x0, col * c)
                 ty1, tx1 = min(y1, row * c + tile.shape[0]), min(x1, col * c + tile.shape[1])
-                out[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0] = tile[ty0 - row * c : ty1 - row * c, tx0 - col * c : tx1 - col * c]
+                ry, rx = row * c, col * c
+                out[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0] = tile[ty0 - ry : ty1 - ry, tx0 - rx : tx1 - rx]
         return out
 
 
@@ -227,18 +224,16 @@ def expand_sources(sources: list[str], options: PrepareOptions) -> tuple[list[Pa
     """Files named, image/slide files found (recursively) in folders named, and the
     source slides of archives named; sorted by name. Options gain the archives' fills."""
     found: list[Path] = []
-    suffixes = TILE_SUFFIXES + SLIDE_SUFFIXES
     for item in sources:
         path = Path(item)
-        if is_archive(path):
+        kind = input_kind(path)
+        if kind == "archive":
             source, options = archive_source(path, options)
             found.append(source)
-        elif path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes and ".zarr" not in p.parts[len(path.parts) :])
-        elif path.is_file():
-            found.append(path)
+        elif kind == "folder":
+            found += image_files(path, recursive=True)
         else:
-            raise InputError(f"no such file or folder: {path}")
+            found.append(path)
     unique = sorted({p.resolve(): p for p in found}.values(), key=lambda p: (p.name, str(p)))
     if not unique:
         raise InputError(f"no images or slides in {', '.join(sources)}")
@@ -256,7 +251,7 @@ def choose_validation(names: list[str], options: PrepareOptions) -> set[str]:
         chosen = {n for n in names if n in options.val_files or Path(n).stem in options.val_files}
         missing = [v for v in options.val_files if v not in names and v not in {Path(n).stem for n in names}]
         if missing:
-            raise InputError(f"--val-file {missing[0]} is not among the sources")
+            raise InputError(f"validation file {missing[0]} is not among the sources")
         return chosen
     if options.val_fraction == 0 or len(names) < 2:
         return set()
@@ -272,7 +267,9 @@ def licence_of(name: str, options: PrepareOptions) -> str:
     return UNKNOWN_LICENCE
 
 
-def patch_positions(source: Source, options: PrepareOptions, count: int, rng: np.random.Generator) -> tuple[list[tuple[int, int]], int, int]:
+def patch_positions(
+    source: Source, options: PrepareOptions, count: int, rng: np.random.Generator
+) -> tuple[list[tuple[int, int]], int, int]:
     """LR origins of tissue patches (HR inside the image) in a seeded order, the number
     of candidates looked at, and the fill value an archive of this source would use.
     Grid positions start at a random offset, so no JPEG 8x8 phase of the source
@@ -341,9 +338,7 @@ def variant_source(source: Source, variant: Variant, scale: int) -> Source:
         image = image[:, ::-1]
     ox, oy = variant.offset
     image = np.ascontiguousarray(image[scale * oy :, scale * ox :])
-    array = ArraySlide(image, name=source.path.name)
-    h, w = image.shape[:2]
-    return Source(source.path, source.kind, w, h, lambda b: image[b[1] : b[3], b[0] : b[2]], array, array.close)
+    return _source(source.path, source.kind, ArraySlide(image, name=source.path.name))
 
 
 def prepare(sources: list[str], out: str | os.PathLike[str], options: PrepareOptions) -> dict[str, Any]:
@@ -356,7 +351,7 @@ def prepare(sources: list[str], out: str | os.PathLike[str], options: PrepareOpt
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    writers = {"train": ShardWriter(partial, "train", options.shard_size), "val": ShardWriter(partial, "val", options.shard_size)}
+    writers = {split: ShardWriter(partial, split, options.shard_size) for split in ("train", "val")}
     down = Downsample(options.scale)
     records = []
     bar = _bar(len(files), options.progress)
@@ -382,10 +377,16 @@ def prepare(sources: list[str], out: str | os.PathLike[str], options: PrepareOpt
         "positions": options.positions,
         "dihedral": options.dihedral,
         "phases": options.phases,
-        "variants": "train files: dihedral transform of the HR, then LR crop offset, both before downsampling and coding; val files: identity",
+        "variants": (
+            "train files: dihedral transform of the HR, then LR crop offset, both before downsampling and coding; "
+            "val files: identity"
+        ),
         "seed": options.seed,
         "split": {
-            "rule": "--val-file names" if options.val_files else f"seeded sha256 order of file names, first round({options.val_fraction} x files)",
+            "rule": (
+                "--val-file names" if options.val_files
+                else f"seeded sha256 order of file names, first round({options.val_fraction} x files)"
+            ),
             "val_files": sorted(held_out),
         },
         "counts": {split: w.count for split, w in writers.items()},
@@ -402,7 +403,9 @@ def prepare(sources: list[str], out: str | os.PathLike[str], options: PrepareOpt
     return manifest
 
 
-def _prepare_file(number: int, path: Path, split: str, writer: ShardWriter, down: Downsample, options: PrepareOptions) -> dict[str, Any]:
+def _prepare_file(
+    number: int, path: Path, split: str, writer: ShardWriter, down: Downsample, options: PrepareOptions
+) -> dict[str, Any]:
     digest = sha256_file(path)
     source = open_source(path, options.reader)
     made: list[dict[str, Any]] = []
@@ -422,7 +425,10 @@ def _prepare_file(number: int, path: Path, split: str, writer: ShardWriter, down
                 lr = archived.region(x, y, x + p, y + p)
                 hr = image.read((s * x, s * y, s * (x + p), s * (y + p)))
                 writer.add(lr, np.ascontiguousarray(hr), number, x, y, variant.transform, variant.offset)
-            made.append({"transform": variant.transform, "offset": list(variant.offset), "fill": fill, "patches": len(kept), "tissue": len(positions), "candidates": drawn})
+            made.append({
+                "transform": variant.transform, "offset": list(variant.offset), "fill": fill,
+                "patches": len(kept), "tissue": len(positions), "candidates": drawn,
+            })
     finally:
         source.close()
     return {
