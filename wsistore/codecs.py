@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import imagecodecs
@@ -42,28 +43,75 @@ if TYPE_CHECKING:
     from zarr.core.common import JSON
 
 
+def _number(default: float, low: float, high: float) -> Any:
+    """A numeric setting with its default and the inclusive range it takes."""
+    return field(default=default, metadata={"range": (low, high)})
+
+
+def _choice(default: Any, *others: Any) -> Any:
+    """A setting that takes ``default`` or one of ``others``."""
+    return field(default=default, metadata={"choices": (default, *others)})
+
+
 @dataclass(frozen=True)
 class ImageCodec(ArrayBytesCodec):
-    """Base class: an RGB uint8 image codec usable inside zarr and on its own."""
+    """Base class: an RGB uint8 image codec usable inside zarr and on its own.
+
+    A codec class is its settings (dataclass fields, each recorded in the archive, declared
+    with :func:`_number` or :func:`_choice` when only some values are valid: those are
+    checked on construction) plus class-level facts: the imagecodecs functions it calls and
+    how the settings reach the encoder.
+    """
 
     is_fixed_size = False
     short_name: ClassVar[str] = ""
-    #: the setting ``--quality`` maps to, e.g. ``distance`` for JPEG-XL
+    #: the setting a single quality number maps to, e.g. ``distance`` for JPEG-XL
     quality_key: ClassVar[str | None] = None
+    #: imagecodecs' name for the format (``{name}_encode``, ``{name}_decode``) when not ``short_name``
+    library_name: ClassVar[str] = ""
+    #: keyword arguments for the decoder
+    decode_options: ClassVar[Mapping[str, Any]] = {}
+
+    def __post_init__(self) -> None:
+        """Whole floats for float settings, then every setting checked (see :meth:`_settle`)."""
+        for f in fields(self):
+            if f.type in ("float", float):
+                object.__setattr__(self, f.name, float(getattr(self, f.name)))
+        self._settle()
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if "range" in f.metadata:
+                _check_range(self, f.name, *f.metadata["range"])
+            if "choices" in f.metadata and value not in f.metadata["choices"]:
+                raise InputError(f"{self.short_name} {f.name} must be {_either(f.metadata['choices'])}, got {value}")
+
+    def _settle(self) -> None:
+        """Check or set what ranges and choices cannot say (settings implied by others)."""
 
     # -- codec-specific -----------------------------------------------------------
+    def encode_settings(self) -> dict[str, Any]:
+        """The encoder's keyword arguments: the recorded settings unless a codec says otherwise."""
+        return self.config()
+
     def encode_image(self, image: np.ndarray) -> bytes:
         """Encode one ``(y, x, 3)`` uint8 image."""
-        raise NotImplementedError  # abstract
+        return bytes(self._function("encode")(image, **self.encode_settings()))
 
     def decode_image(self, data: bytes | np.ndarray) -> np.ndarray:
         """Decode bytes into a ``(y, x, 3)`` uint8 image."""
-        raise NotImplementedError  # abstract
+        decoded = self._function("decode")(data, **self.decode_options)
+        if decoded.ndim == 2:
+            decoded = np.repeat(decoded[:, :, None], 3, axis=2)
+        return decoded[:, :, :3]
+
+    def _function(self, kind: str) -> Callable[..., Any]:
+        function: Callable[..., Any] = getattr(imagecodecs, f"{self.library_name or self.short_name}_{kind}")
+        return function
 
     @property
     def lossless(self) -> bool:
-        """Whether decoding returns the exact encoded pixels."""
-        raise NotImplementedError  # abstract
+        """Whether decoding returns the exact encoded pixels: by default, when there is no quality to set."""
+        return self.quality_key is None
 
     # -- zarr glue ---------------------------------------------------------------------
     @property
@@ -111,199 +159,107 @@ class ImageCodec(ArrayBytesCodec):
         return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
 
 
-def _as_rgb(decoded: np.ndarray) -> np.ndarray:
-    if decoded.ndim == 2:
-        decoded = np.repeat(decoded[:, :, None], 3, axis=2)
-    return decoded[:, :, :3]
-
-
 @dataclass(frozen=True)
 class PngCodec(ImageCodec):
     """Lossless PNG (zlib level 6 by default)."""
 
-    short_name: ClassVar[str] = "png"
-    level: int = 6
-
-    def __post_init__(self) -> None:
-        _check_range(self, "level", 0, 9)
-
-    @property
-    def lossless(self) -> bool:
-        return True
-
-    def encode_image(self, image: np.ndarray) -> bytes:
-        return bytes(imagecodecs.png_encode(image, level=self.level))
-
-    def decode_image(self, data: bytes | np.ndarray) -> np.ndarray:
-        return _as_rgb(imagecodecs.png_decode(data))
+    short_name = "png"
+    level: int = _number(6, 0, 9)
 
 
 @dataclass(frozen=True)
 class JpegXlCodec(ImageCodec):
     """JPEG-XL; ``distance`` is the Butteraugli distance (1.0 ~ visually lossless)."""
 
-    short_name: ClassVar[str] = "jpegxl"
-    quality_key: ClassVar[str | None] = "distance"
+    short_name = "jpegxl"
+    quality_key = "distance"
     distance: float = 1.0
-    effort: int = 7
+    effort: int = _number(7, 1, 10)
     lossless: bool = False  # type: ignore[assignment]  # a recorded field here
-    decodingspeed: int = 0
+    decodingspeed: int = _number(0, 0, 4)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "distance", float(self.distance))
+    def _settle(self) -> None:
         if self.lossless:
             object.__setattr__(self, "distance", 0.0)
         elif not 0.0 < self.distance <= 25.0:
             raise InputError(f"jpegxl distance must be in (0, 25], got {self.distance}")
-        _check_range(self, "effort", 1, 10)
-        _check_range(self, "decodingspeed", 0, 4)
 
-    def encode_image(self, image: np.ndarray) -> bytes:
-        if self.lossless:
-            return bytes(imagecodecs.jpegxl_encode(image, lossless=True, effort=self.effort))
-        return bytes(
-            imagecodecs.jpegxl_encode(
-                image,
-                lossless=False,
-                distance=self.distance,
-                effort=self.effort,
-                decodingspeed=self.decodingspeed,
-            )
-        )
-
-    def decode_image(self, data: bytes | np.ndarray) -> np.ndarray:
-        return _as_rgb(imagecodecs.jpegxl_decode(data))
+    def encode_settings(self) -> dict[str, Any]:
+        return {"lossless": True, "effort": self.effort} if self.lossless else self.config()
 
 
 @dataclass(frozen=True)
 class AvifCodec(ImageCodec):
     """AVIF through libavif + libaom; ``level`` is quality 0-100, ``speed`` 0-10."""
 
-    short_name: ClassVar[str] = "avif"
-    quality_key: ClassVar[str | None] = "level"
-    level: int = 75
-    speed: int = 6
-    pixelformat: str = "YUV444"
-    bitspersample: int = 8
-    codec: str = "AOM"
-
-    def __post_init__(self) -> None:
-        _check_range(self, "level", 0, 100)
-        _check_range(self, "speed", 0, 10)
-        if self.pixelformat not in ("YUV444", "YUV422", "YUV420"):
-            raise InputError(f"avif pixelformat must be YUV444, YUV422 or YUV420, got {self.pixelformat}")
-        if self.bitspersample != 8 or self.codec != "AOM":
-            raise InputError("avif: only 8-bit samples with the AOM encoder are supported")
+    short_name = "avif"
+    quality_key = "level"
+    decode_options = {"numthreads": 1}
+    level: int = _number(75, 0, 100)
+    speed: int = _number(6, 0, 10)
+    pixelformat: str = _choice("YUV444", "YUV422", "YUV420")
+    bitspersample: int = _choice(8)
+    codec: str = _choice("AOM")
 
     @property
     def lossless(self) -> bool:
         return self.level == 100 and self.pixelformat == "YUV444"
 
-    def encode_image(self, image: np.ndarray) -> bytes:
-        return bytes(
-            imagecodecs.avif_encode(
-                image,
-                level=self.level,
-                speed=self.speed,
-                pixelformat=imagecodecs.AVIF.PIXEL_FORMAT[self.pixelformat],
-                bitspersample=self.bitspersample,
-                codec=imagecodecs.AVIF.CODEC_CHOICE[self.codec],
-                numthreads=1,
-            )
-        )
-
-    def decode_image(self, data: bytes | np.ndarray) -> np.ndarray:
-        return _as_rgb(imagecodecs.avif_decode(data, numthreads=1))
+    def encode_settings(self) -> dict[str, Any]:
+        pixelformat, codec = imagecodecs.AVIF.PIXEL_FORMAT[self.pixelformat], imagecodecs.AVIF.CODEC_CHOICE[self.codec]
+        return {**self.config(), "pixelformat": pixelformat, "codec": codec, "numthreads": 1}
 
 
 @dataclass(frozen=True)
 class WebpCodec(ImageCodec):
     """WebP; ``level`` is quality 0-100, ``method`` the effort 0-6."""
 
-    short_name: ClassVar[str] = "webp"
-    quality_key: ClassVar[str | None] = "level"
-    level: float = 90.0
+    short_name = "webp"
+    quality_key = "level"
+    level: float = _number(90.0, 0, 100)
     lossless: bool = False  # type: ignore[assignment]
-    method: int = 4
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "level", float(self.level))
-        _check_range(self, "level", 0, 100)
-        _check_range(self, "method", 0, 6)
-
-    def encode_image(self, image: np.ndarray) -> bytes:
-        return bytes(
-            imagecodecs.webp_encode(image, level=self.level, lossless=self.lossless, method=self.method)
-        )
-
-    def decode_image(self, data: bytes | np.ndarray) -> np.ndarray:
-        return _as_rgb(imagecodecs.webp_decode(data))
+    method: int = _number(4, 0, 6)
 
 
 @dataclass(frozen=True)
 class JpegCodec(ImageCodec):
     """Baseline JPEG through libjpeg-turbo; ``level`` is quality 1-100."""
 
-    short_name: ClassVar[str] = "jpeg"
-    quality_key: ClassVar[str | None] = "level"
-    level: int = 90
-    subsampling: str = "444"
+    short_name = "jpeg"
+    library_name = "jpeg8"
+    quality_key = "level"
+    level: int = _number(90, 1, 100)
+    subsampling: str = _choice("444", "422", "420")
     optimize: bool = True
-
-    def __post_init__(self) -> None:
-        _check_range(self, "level", 1, 100)
-        if self.subsampling not in ("444", "422", "420"):
-            raise InputError(f"jpeg subsampling must be 444, 422 or 420, got {self.subsampling}")
-
-    @property
-    def lossless(self) -> bool:
-        return False
-
-    def encode_image(self, image: np.ndarray) -> bytes:
-        return bytes(
-            imagecodecs.jpeg8_encode(
-                image, level=self.level, subsampling=self.subsampling, optimize=self.optimize
-            )
-        )
-
-    def decode_image(self, data: bytes | np.ndarray) -> np.ndarray:
-        return _as_rgb(imagecodecs.jpeg8_decode(data))
 
 
 @dataclass(frozen=True)
 class Jpeg2kCodec(ImageCodec):
     """JPEG 2000 through OpenJPEG; ``level`` is the target PSNR in dB (0 = lossless)."""
 
-    short_name: ClassVar[str] = "jpeg2k"
-    quality_key: ClassVar[str | None] = "level"
-    level: int = 40
+    short_name = "jpeg2k"
+    quality_key = "level"
+    level: int = _number(40, 0, 100)
     reversible: bool = False
-    codecformat: str = "J2K"
+    codecformat: str = _choice("J2K", "JP2")
 
-    def __post_init__(self) -> None:
-        _check_range(self, "level", 0, 100)
+    def _settle(self) -> None:
         if self.level == 0:
             object.__setattr__(self, "reversible", True)
-        if self.codecformat not in ("J2K", "JP2"):
-            raise InputError(f"jpeg2k codecformat must be J2K or JP2, got {self.codecformat}")
 
     @property
     def lossless(self) -> bool:
         return self.reversible and self.level == 0
 
-    def encode_image(self, image: np.ndarray) -> bytes:
-        return bytes(
-            imagecodecs.jpeg2k_encode(
-                image,
-                level=self.level,
-                reversible=self.reversible,
-                codecformat=imagecodecs.JPEG2K.CODEC[self.codecformat],
-                numthreads=1,
-            )
-        )
+    def encode_settings(self) -> dict[str, Any]:
+        codecformat = imagecodecs.JPEG2K.CODEC[self.codecformat]
+        return {**self.config(), "codecformat": codecformat, "numthreads": 1}
 
-    def decode_image(self, data: bytes | np.ndarray) -> np.ndarray:
-        return _as_rgb(imagecodecs.jpeg2k_decode(data))
+
+def _either(values: tuple[Any, ...]) -> str:
+    """``a, b or c``."""
+    spelled = [str(v) for v in values]
+    return spelled[0] if len(spelled) == 1 else f"{', '.join(spelled[:-1])} or {spelled[-1]}"
 
 
 def _check_range(codec: ImageCodec, key: str, low: float, high: float) -> None:
@@ -332,7 +288,7 @@ def make_codec(name: str = DEFAULT_CODEC, quality: float | None = None, **settin
         raise InputError(f"unknown codec {name!r}; choose from {', '.join(CODECS)}") from None
     if quality is not None:
         if cls.quality_key is None:
-            raise InputError(f"codec {name} is lossless and takes no --quality")
+            raise InputError(f"codec {name} is lossless and takes no quality")
         settings[cls.quality_key] = quality
     types = {f.name: f.type for f in fields(cls)}
     unknown = set(settings) - set(types)
