@@ -84,6 +84,6 @@ def test_identical_scores_identical(quick_report: Path) -> None:
 def test_bad_inputs(tmp_path: Path) -> None:
     missing = subprocess.run([sys.executable, "-m", "wsistore", "bench", str(tmp_path / "none.svs"), "--out", str(tmp_path / "o")],
                              capture_output=True, text=True)
-    assert missing.returncode == 2 and "no such input" in missing.stderr
+    assert missing.returncode == 2 and "no such file or folder" in missing.stderr
     region = subprocess.run([sys.executable, "-m", "wsistore", "bench", "x", "--out", "o", "--region", "1,2"], capture_output=True, text=True)
     assert region.returncode == 2 and "x,y,w,h" in region.stderr

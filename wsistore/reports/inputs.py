@@ -12,13 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from wsistore.errors import InputError
-from wsistore.readers import ArraySlide, SlideReader
+from wsistore.readers import (
+    SLIDE_SUFFIXES,
+    TILE_SUFFIXES,
+    ArraySlide,
+    SlideReader,
+    image_files,
+    input_kind,
+    open_slide,
+    read_tile,
+)
 from wsistore.tissue import TissueMask, detect_tissue, tissue_pixels
-
-TILE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
 
 @dataclass
@@ -43,38 +49,32 @@ class BenchInput:
         return int(self.hr.shape[0] * self.hr.shape[1])
 
 
-def load_inputs(paths: list[Path], crop: int, region: tuple[int, int, int, int] | None = None) -> Iterator[BenchInput]:
-    """Expand folders, open slides and archives; raise InputError for anything unusable."""
+def load_inputs(
+    paths: list[Path], crop: int, region: tuple[int, int, int, int] | None = None
+) -> Iterator[BenchInput]:
+    """Open archives, tiles and slides, and the tiles and slides directly in folders (see
+    :func:`~wsistore.readers.input_kind`); raise InputError for anything unusable."""
     for path in paths:
-        if not path.exists():
-            raise InputError(f"no such input: {path}")
-        if path.is_dir() and (path / "zarr.json").is_file():
+        kind = input_kind(path)
+        if kind == "archive":
             yield _archive_input(path, crop, region)
-        elif path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in TILE_SUFFIXES)
-            if not files:
-                raise InputError(f"{path}: no image tiles ({', '.join(TILE_SUFFIXES)})")
-            for file in files:
-                yield _tile_input(file)
-        elif path.suffix.lower() == ".png" or path.suffix.lower() in (".jpg", ".jpeg"):
-            yield _tile_input(path)
-        else:
-            yield _slide_input(path, crop, region)
+            continue
+        files = image_files(path) if kind == "folder" else [path]
+        if not files:
+            raise InputError(f"{path}: no image tiles or slides ({', '.join(TILE_SUFFIXES + SLIDE_SUFFIXES)})")
+        for file in files:
+            yield _tile_input(file) if input_kind(file) == "tile" else _slide_input(file, crop, region)
 
 
 def _tile_input(path: Path) -> BenchInput:
-    try:
-        with Image.open(path) as image:
-            hr = np.asarray(image.convert("RGB"))
-    except OSError as exc:
-        raise InputError(f"{path}: not a readable image ({exc})") from None
+    hr = read_tile(path)
     tissue = detect_tissue(ArraySlide(hr))
-    return BenchInput(name=path.stem, kind="tile", hr=hr, mask=tissue.pixels(*hr.shape[:2]), mpp=None, fill=tissue.fill_value)
+    return BenchInput(
+        name=path.stem, kind="tile", hr=hr, mask=tissue.pixels(*hr.shape[:2]), mpp=None, fill=tissue.fill_value
+    )
 
 
 def _slide_input(path: Path, crop: int, region: tuple[int, int, int, int] | None) -> BenchInput:
-    from wsistore.readers import open_slide
-
     with open_slide(path) as slide:
         tissue = detect_tissue(slide)
         box = region or _densest_square(slide, tissue, crop)
@@ -97,7 +97,8 @@ def _archive_input(path: Path, crop: int, region: tuple[int, int, int, int] | No
     source = path.parent / archive.metadata.source.file_name
     if not source.is_file():
         raise InputError(
-            f"{path}: quality needs the original; put {archive.metadata.source.file_name} beside the archive or pass the slide"
+            f"{path}: quality needs the original; put {archive.metadata.source.file_name} beside the archive "
+            "or pass the slide"
         )
     item = _slide_input(source, crop, region)
     item.kind = "archive"
