@@ -1,14 +1,12 @@
-"""Where an archive lives: a local directory or an fsspec URL.
+"""Where an archive lives: a local directory or an fsspec URL, read and written by key.
 
-Local archives are written under a temporary sibling name and renamed into place when
-complete; remote ones (no atomic rename) are complete once the group metadata is
-written, which always happens last.
+How a new output is written and lands (``.partial``, journal, rename) is
+:mod:`wsistore.archive.partial`'s.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +15,9 @@ import fsspec
 import zarr
 from zarr.storage import FsspecStore, LocalStore
 
-from wsistore.errors import ArchiveError, InputError, OutputExistsError
+from wsistore.errors import ArchiveError
 
+#: Suffix of an output's work directory while it is written (:mod:`wsistore.archive.partial`).
 PARTIAL_SUFFIX = ".partial"
 
 
@@ -77,7 +76,7 @@ class Location:
             self.fs.pipe_file(self.key(key), data)
 
     def append_line(self, key: str, line: str) -> None:
-        """Append one line durably (the ingest journal)."""
+        """Append one line durably (a journal)."""
         if self.is_local:
             with open(self.path / key, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
@@ -110,52 +109,3 @@ class Location:
 def _protocols(fs: Any) -> tuple[str, ...]:
     proto = fs.protocol
     return tuple(proto) if isinstance(proto, (tuple, list)) else (proto,)
-
-
-@dataclass
-class Destination:
-    """Where a writer puts a new archive, and how it lands.
-
-    Local: work happens in ``<dest>.partial``; :meth:`commit` renames it into place
-    (replacing an old archive only with ``overwrite``). Remote: work happens in place.
-    """
-
-    final: Location
-    work: Location
-    overwrite: bool
-
-    @classmethod
-    def prepare(cls, url: str | os.PathLike[str], overwrite: bool, resume: bool) -> Destination:
-        final = Location.parse(url)
-        if final.exists() and not overwrite and not (resume and not final.is_local):
-            raise OutputExistsError(f"{final.url} already exists; use --overwrite to replace it")
-        if not final.is_local:
-            if final.exists() and overwrite and not resume:
-                final.fs.rm(final.root, recursive=True)
-            return cls(final=final, work=final, overwrite=overwrite)
-        parent = final.path.parent
-        if not parent.is_dir():
-            raise InputError(f"cannot write {final.path}: directory {parent} does not exist")
-        if not os.access(parent, os.W_OK):
-            raise InputError(f"cannot write {final.path}: directory {parent} is not writable")
-        work = Location.parse(str(final.path) + PARTIAL_SUFFIX)
-        if work.exists() and not resume:
-            shutil.rmtree(work.path)
-        if resume and not work.exists():
-            raise InputError(f"nothing to resume: {work.path} does not exist")
-        work.path.mkdir(exist_ok=True)
-        return cls(final=final, work=work, overwrite=overwrite)
-
-    def commit(self) -> None:
-        """Move the finished archive into place."""
-        if self.work is self.final:
-            return
-        if self.final.exists():
-            if not self.overwrite:
-                raise OutputExistsError(f"{self.final.url} appeared while writing; left the new archive at {self.work.path}")
-            old = self.final.path.with_name(self.final.path.name + ".old")
-            os.replace(self.final.path, old)
-            os.replace(self.work.path, self.final.path)
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-        else:
-            os.replace(self.work.path, self.final.path)

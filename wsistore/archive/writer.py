@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import os
 import threading
 from collections.abc import Callable
@@ -34,7 +33,6 @@ from wsistore.archive.format import (
     DEFAULT_CHUNK,
     FORMAT_VERSION,
     ICC_ARRAY,
-    JOURNAL_KEY,
     MANIFEST_KEY,
     MASK_ARRAY,
     ArchiveMetadata,
@@ -46,8 +44,9 @@ from wsistore.archive.format import (
     ome_multiscales,
 )
 from wsistore.archive.manifest import ArrayRecord, Manifest, ShardRecord, chunk_id, describe_shard, shard_key
+from wsistore.archive.partial import PartialOutput
 from wsistore.archive.reader import ArrayReader
-from wsistore.archive.store import Destination, Location
+from wsistore.archive.store import Location
 from wsistore.checksums import sha256_file
 from wsistore.codecs import ImageCodec, JpegXlCodec, make_codec, register_codecs
 from wsistore.degradation import Downsample, read_window
@@ -60,6 +59,8 @@ from wsistore.tissue import CELL, DARKER_BY, DILATE_CELLS, SATURATED_BY, TissueM
 BAND_ROWS = 2
 #: Images whose content can identify a patient; ``strip_label`` drops them.
 IDENTIFYING_IMAGES = ("label", "macro")
+#: Journal entries of finished shards.
+SHARD_KIND = "shard"
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ class _Ingest:
                 f"({c * options.scale} source pixels at scale {options.scale}); use a smaller --chunk (min 64)"
             )
         self.shard = options.shard or choose_shard(self.lr_width, self.lr_height, c, options.workers)
-        self.dest = Destination.prepare(archive, options.overwrite, options.resume)
+        self.dest = PartialOutput.prepare(archive, "ingest", options.overwrite, options.resume)
         self.work: Location = self.dest.work
         self.records: dict[str, ArrayRecord] = {}
         self.done: set[tuple[str, str]] = set()
@@ -148,8 +149,8 @@ class _Ingest:
             ) from exc
 
     def _run(self, sha_future: Future[str]) -> IngestResult:
-        header = self._header()
-        skipped = self._open_journal(header)
+        self.dest.start(self._settings())
+        skipped = self._keep_intact_shards()
         mask = detect_tissue(self.slide)
         sizes = level_sizes(self.lr_width, self.lr_height, self.options.chunk)
         group = self.work.open_group("a")
@@ -201,7 +202,6 @@ class _Ingest:
         )
         mpp = (metadata.source.mpp_x, metadata.source.mpp_y) if metadata.mpp else None
         group.attrs.update({"ome": ome_multiscales(levels, mpp, self.slide_path.name), "wsistore": metadata.to_json()})
-        self.work.remove(JOURNAL_KEY)
         self.dest.commit()
         return IngestResult(
             archive=self.dest.final.url,
@@ -212,7 +212,8 @@ class _Ingest:
         )
 
     # -- journal -----------------------------------------------------------------------
-    def _header(self) -> dict[str, Any]:
+    def _settings(self) -> dict[str, Any]:
+        """What must be the same for ``resume`` to continue an interrupted ingest."""
         stat = self.slide_path.stat()
         return {
             "format_version": FORMAT_VERSION,
@@ -226,31 +227,21 @@ class _Ingest:
             "keep_background": self.options.keep_background,
         }
 
-    def _open_journal(self, header: dict[str, Any]) -> int:
-        """Start a journal, or on resume load it and keep the shards still intact."""
-        if not self.options.resume or not self.work.exists(JOURNAL_KEY):
-            self.work.write_bytes(JOURNAL_KEY, (json.dumps({"header": header}) + "\n").encode())
-            return 0
-        lines = self.work.read_bytes(JOURNAL_KEY).decode().splitlines()
-        old = json.loads(lines[0]).get("header") if lines else None
-        if old != header:
-            changed = sorted(k for k in header if not old or old.get(k) != header[k])
-            raise InputError(f"cannot resume: {', '.join(changed)} differ from the interrupted run; run without --resume")
-        kept = 0
-        for line in lines[1:]:
+    def _keep_intact_shards(self) -> int:
+        """On resume, keep the journalled shards whose bytes are still intact; returns how many."""
+        for data in self.dest.done(SHARD_KIND).values():
             try:
-                rec = ShardRecord(**json.loads(line)["shard"])
-            except (ValueError, KeyError, TypeError):
-                continue  # a torn last line from the interruption
+                rec = ShardRecord(**data)
+            except TypeError:
+                continue
             path = f"{rec.array}/{rec.key}"
             if self.work.exists(path) and hashlib.sha256(self.work.read_bytes(path)).hexdigest() == rec.sha256:
                 self.resumed.append(rec)
-                kept += 1
-        return kept
+        return len(self.resumed)
 
     def _journal(self, rec: ShardRecord) -> None:
         with self._journal_lock:
-            self.work.append_line(JOURNAL_KEY, json.dumps({"shard": rec.to_json()}))
+            self.dest.journal(SHARD_KIND, f"{rec.array}/{rec.key}", rec.to_json())
             self.records[rec.array].merge(rec)
             self.done.add((rec.array, rec.key))
 
