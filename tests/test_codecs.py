@@ -54,11 +54,24 @@ def test_quality_changes_bytes(tile: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize(
-    "text, quality",
-    [("nosuch", None), ("jpegxl:effort=99", None), ("avif:speed=11", None), ("png", 3.0), ("jpegxl:bogus=1", None), ("jpegxl:effort", None)],
+    "text, quality, message",
+    [
+        ("nosuch", None, "unknown codec 'nosuch'"),
+        ("jpegxl:effort=99", None, r"jpegxl effort must be in \[1, 10\], got 99"),
+        ("avif:speed=11", None, r"avif speed must be in \[0, 10\]"),
+        ("png", 3.0, "codec png is lossless and takes no quality"),
+        ("jpegxl:bogus=1", None, "codec jpegxl has no setting bogus"),
+        ("jpegxl:effort", None, "not key=value"),
+        ("jpegxl", 30.0, r"jpegxl distance must be in \(0, 25\]"),
+        ("avif:pixelformat=RGB", None, "avif pixelformat must be YUV444, YUV422 or YUV420, got RGB"),
+        ("avif:bitspersample=10", None, "avif bitspersample must be 8, got 10"),
+        ("jpeg2k:codecformat=JPX", None, "jpeg2k codecformat must be J2K or JP2, got JPX"),
+        ("avif:level=x", None, "avif level must be a number"),
+        ("webp:level=x", None, "invalid webp settings"),
+    ],
 )
-def test_invalid_settings_are_input_errors(text: str, quality: float | None) -> None:
-    with pytest.raises(InputError):
+def test_invalid_settings_are_input_errors(text: str, quality: float | None, message: str) -> None:
+    with pytest.raises(InputError, match=message):
         parse_codec(text, quality)
 
 

@@ -85,7 +85,8 @@ def test_bytes_are_the_encoded_chunks(tile: np.ndarray) -> None:
     _, nbytes = encode_on_grid(lr, codec, 128, fill=240)
     padded = np.full((256, 256, 3), 240, np.uint8)
     padded[:250, :250] = lr
-    assert nbytes == sum(len(codec.encode_image(np.ascontiguousarray(padded[y : y + 128, x : x + 128]))) for y in (0, 128) for x in (0, 128))
+    chunks = [np.ascontiguousarray(padded[y : y + 128, x : x + 128]) for y in (0, 128) for x in (0, 128)]
+    assert nbytes == sum(len(codec.encode_image(chunk)) for chunk in chunks)
 
 
 def test_degrade_is_downsample_then_grid_coding(tile: np.ndarray) -> None:

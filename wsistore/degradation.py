@@ -1,7 +1,7 @@
 """The one definition of what the archive does to an image: downsample, then code.
 
-Ingest, verify, training-pair preparation and the reports all call this module, so the
-generator learns to undo exactly what the archive did.
+Ingest, verify, restore, training-pair preparation and the reports all call this module,
+so the generator learns to undo exactly what the archive did.
 
 Downsample (format 1), for an integer factor ``s`` (4 by default):
 
@@ -11,15 +11,17 @@ Downsample (format 1), for an integer factor ``s`` (4 by default):
   (``s i - 6 + k`` for ``s = 4``) with weight ``cubic((k - 2s + 0.5) / s)``, normalised
   to sum to one;
 * borders: half-sample symmetric extension (``numpy.pad(mode="symmetric")``, repeated
-  as far as needed) on all four sides. A width or height that is not a multiple of ``s`` is read as if extended the
-  same way: the low-resolution size is ``ceil(size / s)`` and restore crops back;
+  as far as needed) on all four sides. A width or height that is not a multiple of ``s``
+  is read as if extended the same way: the low-resolution size is ``ceil(size / s)`` and
+  restore crops back;
 * arithmetic: float32, separable (along y first, then along x), taps accumulated in
   order;
-  rounding half up, clipped to [0, 255].
+* rounding: half up (``floor(v + 0.5)``), clipped to [0, 255].
 
-Every output pixel depends on a fixed ``s (s + 2)``-pixel window with fixed weights and a
-fixed order of operations, so a tiled downsample equals the whole-image one bit for bit
-whenever each tile is read with :func:`hr_halo` pixels of context.
+Every output pixel depends on a fixed window of ``4 s x 4 s`` source pixels with fixed
+weights and a fixed order of operations, so a tiled downsample equals the whole-image one
+bit for bit whenever each tile is read with :attr:`Downsample.halo` pixels of context
+(:meth:`Downsample.hr_window`).
 """
 
 from __future__ import annotations
@@ -110,7 +112,8 @@ class Downsample:
         """Downsample an LR box ``(x0, y0, x1, y1)`` of a whole in-memory image.
 
         Without ``lr_box`` the whole image is reduced. Used for tiles, tests and
-        training data; slides go through :func:`read_hr_window` tile by tile.
+        training data; slides go tile by tile through :func:`read_window` and
+        :meth:`reduce_window`.
         """
         height, width = image.shape[:2]
         lw, lh = self.lr_size(width, height)
@@ -150,7 +153,9 @@ def extract_window(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndar
     return read_window(lambda b: image[b[1] : b[3], b[0] : b[2]], box, width, height)
 
 
-def code_on_grid(lr: np.ndarray, codec: ImageCodec, chunk: int, fill: int, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+def code_on_grid(
+    lr: np.ndarray, codec: ImageCodec, chunk: int, fill: int, origin: tuple[int, int] = (0, 0)
+) -> np.ndarray:
     """Code an LR image chunk by chunk on the archive's grid, exactly as ingest stores it.
 
     ``origin`` is the LR position ``(y, x)`` of ``lr[0, 0]`` in the archive's global grid;
@@ -188,7 +193,9 @@ def encode_on_grid(
     return out, total
 
 
-def degrade(hr: np.ndarray, codec: ImageCodec | None, chunk: int = 256, scale: int = 4, fill: int | None = None) -> np.ndarray:
+def degrade(
+    hr: np.ndarray, codec: ImageCodec | None, chunk: int = 256, scale: int = 4, fill: int | None = None
+) -> np.ndarray:
     """HR image -> LR exactly as an archive of it would store it: downsample, then code on
     the chunk grid. ``fill`` defaults to the fill value ingest would choose for ``hr``."""
     lr = Downsample(scale).reduce_region(hr)

@@ -1,6 +1,6 @@
 """A conservative tissue mask, computed from a low-resolution level of the slide.
 
-The slide is read once, level by tile, at the coarsest pyramid level no coarser than
+The slide is read once, tile by tile, at the coarsest pyramid level no coarser than
 :data:`READ_DOWNSAMPLE` (level 0 for single-level files), box-averaged to about 4 level-0
 pixels per pixel (this removes sensor noise and JPEG ringing). Pixels are pooled into mask
 cells of :data:`CELL` level-0 pixels keeping the mean colour, the darkest luminance and
@@ -59,6 +59,7 @@ class TissueMask:
         return full[:height, :width]
 
     def dilated(self, cells: int = DILATE_CELLS) -> np.ndarray:
+        """The tissue cells grown by ``cells`` in every direction (a square structuring element)."""
         if cells <= 0 or not self.tissue.any():
             return self.tissue.copy()
         structure = np.ones((2 * cells + 1, 2 * cells + 1), dtype=bool)
