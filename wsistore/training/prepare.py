@@ -4,7 +4,7 @@ The LR side of every pair is what an archive would store: the one downsample of
 :mod:`wsistore.degradation`, then the archive's codec applied chunk by chunk on the
 archive's own grid (origin at the image's top-left, ``chunk`` LR pixels, edge chunks
 padded to a full chunk with the archive's fill value before coding, as zarr stores
-them). ``--like ARCHIVE`` takes scale, codec and chunk from an existing archive.
+them). :func:`options_like` (``--like ARCHIVE``) takes scale, codec and chunk from an existing archive.
 
 Only patches that are mostly tissue are kept; whole files are held out for
 validation, chosen deterministically and recorded in the manifest.
