@@ -75,7 +75,8 @@ def prepare(args: argparse.Namespace) -> int:
     validation; write numpy shards and a manifest."""
     from pathlib import Path
 
-    from wsistore.training.prepare import PrepareOptions, is_archive, options_like
+    from wsistore.readers import is_archive
+    from wsistore.training.prepare import PrepareOptions, options_like
     from wsistore.training.prepare import prepare as prepare_shards
 
     common: dict[str, Any] = {
