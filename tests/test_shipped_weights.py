@@ -18,8 +18,7 @@ from wsistore.checksums import sha256_file
 from wsistore.codecs import make_codec
 from wsistore.degradation import degrade
 from wsistore.errors import InputError
-from wsistore.models.weights import load_generator, read_card, shipped_weights
-from wsistore.restoration.runner import default_model
+from wsistore.models.weights import default_model, load_generator, read_card, shipped_weights
 
 SHIPPED = shipped_weights()
 #: what every shipped card must say (the guide's list: data, steps, CPU minutes, codec,

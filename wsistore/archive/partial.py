@@ -76,7 +76,9 @@ class PartialOutput:
         previous = json.loads(self.work.read_bytes(self.settings_key))
         if previous != json.loads(json.dumps(settings)):
             changed = sorted(k for k in settings.keys() | previous.keys() if settings.get(k) != previous.get(k))
-            raise InputError(f"cannot resume {self.work.url}: it was started with different settings ({', '.join(changed)})")
+            raise InputError(
+                f"cannot resume {self.work.url}: it was started with different settings ({', '.join(changed)})"
+            )
 
     def done(self, kind: str) -> dict[Index, Any]:
         """Journalled entries of ``kind``: index -> what was recorded."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import fsspec
 import zarr
@@ -102,7 +102,7 @@ class Location:
             return LocalStore(self.root, read_only=read_only)
         return FsspecStore.from_url(self.url, read_only=read_only)
 
-    def open_group(self, mode: str) -> zarr.Group:
+    def open_group(self, mode: Literal["r", "r+", "a", "w", "w-"]) -> zarr.Group:
         return zarr.open_group(store=self.zarr_store(read_only=(mode == "r")), mode=mode, zarr_format=3)
 
 

@@ -3,7 +3,8 @@
 The card (JSON in the safetensors metadata under ``wsistore_card``) names the registry
 architecture and its settings, so a weights file is all restore needs. Shipped weights
 live in ``wsistore/weights`` and are listed with their sha256 in ``registry.json``;
-loading one whose bytes differ is refused.
+loading one whose bytes differ is refused. The entry marked ``"default"`` is the model
+used when none is named (:func:`default_model`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from wsistore.models.registry import GENERATORS, build_generator
 CARD_KEY = "wsistore_card"
 #: Generators that need no weights.
 INTERPOLATIONS = ("bicubic", "nearest")
+#: The model when none is given and no trained weights ship with this release.
+FALLBACK_MODEL = "bicubic"
 
 
 @dataclass
@@ -38,7 +41,8 @@ class LoadedGenerator:
     card: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "weights_sha256": self.weights_sha256, "architecture": self.card.get("architecture", self.name)}
+        architecture = self.card.get("architecture", self.name)
+        return {"name": self.name, "weights_sha256": self.weights_sha256, "architecture": architecture}
 
 
 def shipped_weights() -> dict[str, dict[str, Any]]:
@@ -47,11 +51,20 @@ def shipped_weights() -> dict[str, dict[str, Any]]:
     return dict(json.loads(text))
 
 
+def default_model() -> str:
+    """The best shipped weights (the entry marked ``"default"``, else the first), or bicubic."""
+    shipped = shipped_weights()
+    marked = [name for name, entry in shipped.items() if entry.get("default")]
+    return (marked or list(shipped) or [FALLBACK_MODEL])[0]
+
+
 def save_generator(path: str | Path, model: Generator, card: dict[str, Any], half: bool = True) -> str:
     """Write weights (fp16 by default) with their card; returns the file's sha256."""
     if "architecture" not in card or card["architecture"] not in GENERATORS:
         raise ValueError("the card must name a registered architecture")
-    tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = {
+        k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu() for k, v in model.state_dict().items()
+    }
     save_file(tensors, str(path), metadata={CARD_KEY: json.dumps(card, sort_keys=True)})
     return sha256_file(Path(path))
 
@@ -88,7 +101,9 @@ def load_generator(spec: str, device: str | torch.device = "cpu") -> LoadedGener
         name = path.stem
     digest = sha256_file(path)
     if expected is not None and digest != expected:
-        raise InputError(f"weights {path.name} fail their checksum (sha256 {digest[:12]}..., expected {expected[:12]}...)")
+        raise InputError(
+            f"weights {path.name} fail their checksum (sha256 {digest[:12]}..., expected {expected[:12]}...)"
+        )
     card = read_card(path)
     model = build_generator(card["architecture"], card.get("config", {}))
     try:

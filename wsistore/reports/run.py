@@ -17,6 +17,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from wsistore.errors import InputError
+from wsistore.models.device import resolve_device
+from wsistore.models.weights import LoadedGenerator
 from wsistore.reports.inputs import BenchInput, load_inputs
 from wsistore.reports.methods import (
     ARCHIVE_SWEEP,
@@ -26,14 +29,9 @@ from wsistore.reports.methods import (
     code_archive_lr,
     code_full_resolution,
 )
-from wsistore.reports.report import aggregate, plot_curves, write_html, write_markdown
-from wsistore.degradation import read_window
-from wsistore.errors import InputError
 from wsistore.reports.metrics import Lpips, evaluate
-from wsistore.models.weights import LoadedGenerator
-from wsistore.restoration.engine import runner_for
-from wsistore.restoration.grid import ComputeGrid, choose_tile, halo_for
-from wsistore.restoration.runner import GeneratorRunner, resolve_device
+from wsistore.reports.report import aggregate, plot_curves, write_html, write_markdown
+from wsistore.restoration.engine import runner_for, upscale_image
 
 #: PSNR reported for identical images (JSON has no infinity).
 IDENTICAL_PSNR = 100.0
@@ -88,7 +86,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                 coded = code_archive_lr(item.hr, setting, options.chunk, item.fill, item.lr_origin)
                 for runner in runners:
                     start = time.perf_counter()
-                    hr = upscale(coded.lr, runner, item.hr.shape[:2])
+                    hr = upscale_image(coded.lr, runner, item.hr.shape[:2])
                     seconds = time.perf_counter() - start
                     up = runner.generator
                     rec = _record(item, "archive", setting, up, hr, coded.nbytes, coded.encode_seconds, seconds, lpips, device)
@@ -154,21 +152,6 @@ DEFINITIONS = {
     "12 square micrometres; F1 of centroids matched within 3 micrometres, and the count ratio.",
     "identical": f"identical images score PSNR {IDENTICAL_PSNR:g} dB (the cap), SSIM 1.",
 }
-
-
-def upscale(lr: np.ndarray, runner: GeneratorRunner, size: tuple[int, int]) -> np.ndarray:
-    """Rebuild ``size = (h, w)`` HR pixels from LR exactly as restore does: the same
-    canonical compute tiles, halo and border rule, through the same generator runner."""
-    lh, lw = lr.shape[:2]
-    halo = halo_for(runner.receptive_field)
-    grid = ComputeGrid(lw, lh, size[1], size[0], runner.scale, choose_tile(halo, runner.device.type), halo)
-    out = np.empty((size[0], size[1], 3), dtype=np.uint8)
-    for row in range(grid.rows):
-        for col in range(grid.cols):
-            window = read_window(lambda b: lr[b[1] : b[3], b[0] : b[2]], grid.window(row, col), lw, lh)
-            x0, y0, x1, y1 = grid.hr_box(row, col)
-            out[y0:y1, x0:x1] = runner.upscale(window, grid.hr_crop(row, col))
-    return out
 
 
 def _record(item: BenchInput, family: str, setting: str, up: LoadedGenerator | None, image: np.ndarray, nbytes: int,

@@ -64,7 +64,9 @@ def iter_rows(
             for b in [b for b in futures if b < needed[0]]:
                 del futures[b]
             y0, y1 = k * row_height, min((k + 1) * row_height, height)
-            parts = [futures[b].result()[max(y0, edges[b]) - edges[b] : min(y1, edges[b + 1]) - edges[b]] for b in needed]
+            parts = [
+                futures[b].result()[max(y0, edges[b]) - edges[b] : min(y1, edges[b + 1]) - edges[b]] for b in needed
+            ]
             yield k, parts[0] if len(parts) == 1 else np.concatenate(parts)
     finally:
         for future in futures.values():

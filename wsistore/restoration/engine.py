@@ -5,16 +5,24 @@ extension past the slide border, as ingest does) -> generator -> HR tile cropped
 source size, with the HR area of every background chunk painted the glass colour. A tile
 whose chunks are all background never reaches the generator.
 
-Restorers and generators are made once per process and reused (one model per device);
-a :class:`TileRestorer` pickles as its :class:`RestoreSpec`, so Dask workers elsewhere
-(dask.distributed) rebuild their own from the archive URL and model name.
+The same tile loop (:func:`compute_grid`, :func:`upscale_tile`, :func:`assemble`) also
+restores an LR image held in memory (:func:`upscale_image`, for the benchmark reports).
+
+:func:`make_restorer` is the one way to get a restorer: a named model's restorers and
+generators are made once per process and reused (one model per device), and a
+:class:`TileRestorer` pickles as its :class:`RestoreSpec`, so Dask workers elsewhere
+(dask.distributed) rebuild their own from the archive URL and model name; a generator
+already in memory gets a runner of its own, which :meth:`TileRestorer.close` stops.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import dask.array as da
@@ -23,10 +31,11 @@ import numpy as np
 from wsistore.archive.reader import Archive, ChunkState
 from wsistore.degradation import read_window
 from wsistore.errors import ArchiveError, InputError
-from wsistore.models.weights import LoadedGenerator, load_generator
+from wsistore.models.device import resolve_device
+from wsistore.models.weights import LoadedGenerator, default_model, load_generator
 from wsistore.restoration.cache import SingleFlightCache
 from wsistore.restoration.grid import Box, ComputeGrid, choose_tile, halo_for
-from wsistore.restoration.runner import GeneratorRunner, resolve_device
+from wsistore.restoration.runner import GeneratorRunner
 
 #: Decoded LR chunks kept, at least (more for wide slides: see ``TileRestorer``).
 MIN_LR_CACHE_BYTES = 64 << 20
@@ -48,7 +57,10 @@ class RestoreSpec:
 class TileRestorer:
     """Restores the compute tiles of one archive with one generator."""
 
-    def __init__(self, archive: Archive, runner: GeneratorRunner, spec: RestoreSpec | None = None) -> None:
+    def __init__(
+        self, archive: Archive, runner: GeneratorRunner, spec: RestoreSpec | None = None, owns_runner: bool = False
+    ) -> None:
+        """``owns_runner``: :meth:`close` stops ``runner`` (one made for this restorer alone)."""
         md = archive.metadata
         if runner.scale != md.scale:
             raise InputError(
@@ -58,19 +70,11 @@ class TileRestorer:
         self.archive = archive
         self.runner = runner
         self.spec = spec
+        self.owns_runner = owns_runner
         self.lr = archive.level(0)
-        halo = halo_for(runner.receptive_field)
-        self.grid = ComputeGrid(
-            lr_width=self.lr.width,
-            lr_height=self.lr.height,
-            width=md.width,
-            height=md.height,
-            scale=md.scale,
-            tile=choose_tile(halo, runner.device.type),
-            halo=halo,
-        )
+        self.grid = compute_grid(runner, self.lr.width, self.lr.height, md.width, md.height)
         self.glass = np.asarray(md.tissue.background_rgb, dtype=np.uint8)
-        ch, cw = self.lr.chunk_hw
+        ch = self.lr.chunk_hw[0]
         chunk_row_bytes = 3 * ch * self.lr.width
         rows = 2 * -(-self.grid.tile // ch) + 3  # two bands of tiles and their halos
         self._chunks: SingleFlightCache[tuple[int, int]] = SingleFlightCache(
@@ -95,8 +99,7 @@ class TileRestorer:
             out = np.empty((y1 - y0, x1 - x0, 3), dtype=np.uint8)
             out[:] = self.glass
             return out
-        window = read_window(self.read_lr, g.window(row, col), g.lr_width, g.lr_height)
-        out = self.runner.upscale(window, g.hr_crop(row, col))
+        out = upscale_tile(self.runner, g, self.read_lr, row, col)
         self._paint_background(out, row, col)
         return out
 
@@ -107,8 +110,9 @@ class TileRestorer:
         out = np.empty((y1 - y0, x1 - x0, 3), dtype=np.uint8)
         for r, q in self.lr.chunks_in(box):
             cx0, cy0 = q * cw, r * ch
-            chunk = self._chunks.get((r, q), lambda r=r, q=q: self._read_chunk(r, q))
-            ax0, ay0, ax1, ay1 = max(x0, cx0), max(y0, cy0), min(x1, cx0 + chunk.shape[1]), min(y1, cy0 + chunk.shape[0])
+            chunk = self._chunks.get((r, q), partial(self._read_chunk, r, q))
+            ax0, ay0 = max(x0, cx0), max(y0, cy0)
+            ax1, ay1 = min(x1, cx0 + chunk.shape[1]), min(y1, cy0 + chunk.shape[0])
             out[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0] = chunk[ay0 - cy0 : ay1 - cy0, ax0 - cx0 : ax1 - cx0]
         return out
 
@@ -128,6 +132,11 @@ class TileRestorer:
             x1, y1 = min((q + 1) * cw * s, tx1), min((r + 1) * ch * s, ty1)
             out[y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0] = self.glass
 
+    def close(self) -> None:
+        """Stop the runner if this restorer owns it; the process's shared runners stay."""
+        if self.owns_runner:
+            self.runner.close()
+
     # -- description ---------------------------------------------------------------------
     def provenance(self) -> dict[str, Any]:
         """What made the restored pixels (recorded in every output)."""
@@ -146,13 +155,57 @@ class TileRestorer:
         }
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
-        g = self.generator
-        return (self.archive.location.url, self.archive.metadata.manifest_sha256, g.name, g.weights_sha256, self.grid, self.runner.precision)
+        g, url = self.generator, self.archive.location.url
+        return (url, self.archive.metadata.manifest_sha256, g.name, g.weights_sha256, self.grid, self.runner.precision)
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self.spec is None:
             raise TypeError("this restorer was built from an in-memory generator and cannot be sent to another process")
         return (restorer_for, (self.spec,))
+
+
+def compute_grid(runner: GeneratorRunner, lr_width: int, lr_height: int, width: int, height: int) -> ComputeGrid:
+    """The canonical compute grid of ``runner`` over an LR image restored to ``width`` x ``height``."""
+    halo = halo_for(runner.receptive_field)
+    return ComputeGrid(lr_width, lr_height, width, height, runner.scale, choose_tile(halo, runner.device.type), halo)
+
+
+def upscale_tile(
+    runner: GeneratorRunner, grid: ComputeGrid, read_lr: Callable[[Box], np.ndarray], row: int, col: int
+) -> np.ndarray:
+    """The generator's HR pixels of compute tile ``(row, col)``; ``read_lr`` reads in-bounds LR
+    boxes, and past the border the window is extended as ingest does."""
+    window = read_window(read_lr, grid.window(row, col), grid.lr_width, grid.lr_height)
+    return runner.upscale(window, grid.hr_crop(row, col))
+
+
+def assemble(
+    grid: ComputeGrid, box: Box, tile: Callable[[tuple[int, int]], np.ndarray], pool: Executor | None = None
+) -> np.ndarray:
+    """The HR pixels of ``box`` pasted from the compute tiles under it, ``tile((row, col))``
+    each, computed on ``pool`` when there are several."""
+    x0, y0, x1, y1 = box
+    tiles = grid.tiles_in(box)
+    out = np.empty((y1 - y0, x1 - x0, 3), dtype=np.uint8)
+    arrays = pool.map(tile, tiles) if pool is not None and len(tiles) > 1 else map(tile, tiles)
+    for (r, c), pixels in zip(tiles, arrays, strict=True):
+        tx0, ty0, _, _ = grid.hr_box(r, c)
+        ax0, ay0 = max(x0, tx0), max(y0, ty0)
+        ax1, ay1 = min(x1, tx0 + pixels.shape[1]), min(y1, ty0 + pixels.shape[0])
+        out[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0] = pixels[ay0 - ty0 : ay1 - ty0, ax0 - tx0 : ax1 - tx0]
+    return out
+
+
+def upscale_image(lr: np.ndarray, runner: GeneratorRunner, size: tuple[int, int]) -> np.ndarray:
+    """``size = (h, w)`` HR pixels rebuilt from an LR image in memory exactly as restore does:
+    the same compute tiles, halo and border rule, through the same runner."""
+    h, w = size
+    grid = compute_grid(runner, lr.shape[1], lr.shape[0], w, h)
+
+    def tile(rc: tuple[int, int]) -> np.ndarray:
+        return upscale_tile(runner, grid, lambda b: lr[b[1] : b[3], b[0] : b[2]], *rc)
+
+    return assemble(grid, (0, 0, w, h), tile)
 
 
 def level0_array(restorer: TileRestorer) -> da.Array:
@@ -192,6 +245,24 @@ def runner_for(model: str, device: str, batch: int | None = None, compile: bool 
         if runner is None:
             runner = _RUNNERS[key] = GeneratorRunner(load_generator(model, dev), dev, batch, compile)
         return runner
+
+
+def make_restorer(
+    archive: Archive,
+    model: str | LoadedGenerator | None = None,
+    device: str = "auto",
+    batch: int | None = None,
+    compile: bool = False,
+) -> TileRestorer:
+    """A restorer for ``archive`` with ``model``: a generator in memory gets a runner of its own
+    (stopped by :meth:`TileRestorer.close`); a model name (default: the best shipped) the
+    process's shared restorer and runner."""
+    if isinstance(model, LoadedGenerator):
+        return TileRestorer(archive, GeneratorRunner(model, resolve_device(device), batch, compile), owns_runner=True)
+    spec = RestoreSpec(
+        archive.location.url, archive.metadata.manifest_sha256, model or default_model(), device, batch, compile
+    )
+    return restorer_for(spec, archive)
 
 
 def restorer_for(spec: RestoreSpec, archive: Archive | None = None) -> TileRestorer:

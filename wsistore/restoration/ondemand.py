@@ -21,8 +21,7 @@ from wsistore.archive.reader import Archive
 from wsistore.errors import WsistoreError
 from wsistore.models.weights import LoadedGenerator
 from wsistore.restoration.cache import SingleFlightCache
-from wsistore.restoration.engine import TileRestorer, runner_for
-from wsistore.restoration.runner import GeneratorRunner, default_model, resolve_device
+from wsistore.restoration.engine import TileRestorer, assemble, make_restorer
 
 DEFAULT_CACHE_BYTES = 512 << 20
 VENDOR = "wsistore"
@@ -32,11 +31,10 @@ class RestoredSlide(AbstractSlide):
     """A wsistore archive seen as a full-resolution slide (OpenSlide's API)."""
 
     def __init__(
-        self, restorer: TileRestorer, cache_bytes: int = DEFAULT_CACHE_BYTES, workers: int | None = None, owns_runner: bool = False
+        self, restorer: TileRestorer, cache_bytes: int = DEFAULT_CACHE_BYTES, workers: int | None = None
     ) -> None:
         super().__init__()
         self._restorer = restorer
-        self._owns_runner = owns_runner
         self._archive = restorer.archive
         self._profile = self._archive.icc_profile
         self._tiles: SingleFlightCache[tuple[int, int]] = SingleFlightCache(cache_bytes)
@@ -125,8 +123,7 @@ class RestoredSlide(AbstractSlide):
         self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._tiles.clear()
-        if self._owns_runner:
-            self._restorer.runner.close()
+        self._restorer.close()
 
     def __repr__(self) -> str:
         return f"RestoredSlide({self._archive.location.url!r}, generator={self._restorer.generator.name!r})"
@@ -140,26 +137,19 @@ class RestoredSlide(AbstractSlide):
         return self._tiles.get(rc, lambda: self._restorer.tile(*rc))
 
     def _level0(self, box: tuple[int, int, int, int]) -> np.ndarray:
-        x0, y0, x1, y1 = box
-        g = self._restorer.grid
-        tiles = g.tiles_in(box)
-        out = np.empty((y1 - y0, x1 - x0, 3), dtype=np.uint8)
-        arrays = self._pool.map(self._tile, tiles) if len(tiles) > 1 else map(self._tile, tiles)
-        for (r, c), pixels in zip(tiles, arrays, strict=True):
-            tx0, ty0, _, _ = g.hr_box(r, c)
-            ax0, ay0 = max(x0, tx0), max(y0, ty0)
-            ax1, ay1 = min(x1, tx0 + pixels.shape[1]), min(y1, ty0 + pixels.shape[0])
-            out[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0] = pixels[ay0 - ty0 : ay1 - ty0, ax0 - tx0 : ax1 - tx0]
-        return out
+        return assemble(self._restorer.grid, box, self._tile, self._pool)
 
     def _make_properties(self) -> Mapping[str, str]:
         md = self._archive.metadata
         prov = self._restorer.provenance()
         gen = prov["generator"]
-        props = {k: v for k, v in md.source.properties.items() if not k.startswith(("openslide.", "tiff.", "tiffslide."))}
+        props = {
+            k: v for k, v in md.source.properties.items() if not k.startswith(("openslide.", "tiff.", "tiffslide."))
+        }
         props |= {
             "openslide.vendor": VENDOR,
-            "openslide.comment": f"super-resolved by {gen['name']} from a 1/{md.scale} wsistore archive of {md.source.file_name}",
+            "openslide.comment": f"super-resolved by {gen['name']} from a 1/{md.scale} wsistore archive "
+            f"of {md.source.file_name}",
             "openslide.level-count": str(self.level_count),
             PROPERTY_NAME_BACKGROUND_COLOR: "".join(f"{v:02X}" for v in md.tissue.background_rgb),
             "wsistore.super-resolved": "true",
@@ -216,7 +206,4 @@ def open_restored(
 ) -> RestoredSlide:
     """Open ``archive`` as a full-resolution slide restored by ``model`` (a shipped name,
     ``bicubic``, a weights path, or a generator in memory; default: the best shipped)."""
-    opened = Archive.open(archive)
-    if isinstance(model, LoadedGenerator):
-        return RestoredSlide(TileRestorer(opened, GeneratorRunner(model, resolve_device(device))), cache_bytes, workers, owns_runner=True)
-    return RestoredSlide(TileRestorer(opened, runner_for(model or default_model(), device)), cache_bytes, workers)
+    return RestoredSlide(make_restorer(Archive.open(archive), model, device), cache_bytes, workers)

@@ -10,26 +10,51 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 from tqdm import tqdm
 
 from wsistore._version import __version__
+from wsistore.archive.partial import PartialOutput
 from wsistore.archive.reader import Archive
 from wsistore.errors import InputError
 from wsistore.models.weights import LoadedGenerator
 from wsistore.restoration.bands import iter_rows
-from wsistore.restoration.engine import RestoreSpec, TileRestorer, level0_array, restorer_for
-from wsistore.restoration.levels import Region, check_region, output_levels
-from wsistore.restoration.output import RestoreOutput
-from wsistore.restoration.runner import GeneratorRunner, default_model, resolve_device
+from wsistore.restoration.engine import level0_array, make_restorer
+from wsistore.restoration.levels import OutputLevel, Region, check_region, output_levels
 from wsistore.restoration.tiff_writer import DEFAULT_JPEG_QUALITY, TiffPyramidWriter, TileCodec
-from wsistore.restoration.zarr_writer import ZSTD_LEVEL, OmeZarrWriter
+from wsistore.restoration.zarr_writer import OmeZarrWriter
 
-FORMATS = ("tiff", "zarr")
-#: TIFF levels step by 4 (the archive's 4x, 16x ... levels) down to one tile.
-TIFF_LEVEL_FACTOR = 4
+
+class OutputWriter(Protocol):
+    """What restore needs of an output format (see ``tiff_writer``, ``zarr_writer``)."""
+
+    #: the output pyramid's levels step by this factor
+    level_factor: int
+    #: level 0 arrives in rows this many HR pixels high
+    row_height: int
+
+    def describe(self) -> str:
+        """How tiles are encoded (part of the settings ``resume`` checks)."""
+
+    def open(self, output: PartialOutput, level0: OutputLevel) -> set[int]:
+        """Start, or resume, in ``output``'s work directory; returns the level-0 rows already done."""
+
+    def write_rows(self, rows: Iterator[tuple[int, np.ndarray]]) -> None:
+        """Write and journal level-0 rows as they arrive."""
+
+    def finish(self, archive: Archive, levels: list[OutputLevel], provenance: dict[str, Any]) -> str:
+        """Add the archive's LR levels and the metadata; returns the result's name in the work directory."""
+
+
+#: Output format -> its writer, from the options and the HR compute tile side.
+WRITERS: dict[str, Callable[[RestoreOptions, int], OutputWriter]] = {
+    "tiff": lambda o, _: TiffPyramidWriter(o.tile, o.workers, TileCodec(o.lossless, o.quality or DEFAULT_JPEG_QUALITY)),
+    "zarr": lambda o, compute_tile: OmeZarrWriter(o.tile, compute_tile),
+}
 
 
 @dataclass(frozen=True)
@@ -51,23 +76,23 @@ class RestoreOptions:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.format not in WRITERS:
+            raise InputError(f"format must be one of {', '.join(WRITERS)}, got {self.format!r}")
         if self.tile < 128 or self.tile > 4096 or self.tile & (self.tile - 1):
-            raise InputError(f"--tile must be a power of two from 128 to 4096, got {self.tile}")
+            raise InputError(f"tile must be a power of two from 128 to 4096, got {self.tile}")
         if self.workers < 1:
-            raise InputError(f"--workers must be at least 1, got {self.workers}")
+            raise InputError(f"workers must be at least 1, got {self.workers}")
         if self.batch is not None and self.batch < 1:
-            raise InputError(f"--batch must be at least 1, got {self.batch}")
+            raise InputError(f"batch must be at least 1, got {self.batch}")
         if self.quality is not None:
             if self.lossless:
-                raise InputError("--quality and --lossless exclude each other")
+                raise InputError("a JPEG quality and lossless tiles exclude each other")
             if self.format != "tiff":
-                raise InputError("--quality applies to TIFF tiles; OME-Zarr output is always lossless (zstd)")
+                raise InputError("a JPEG quality applies to TIFF tiles; OME-Zarr output is always lossless (zstd)")
             if not 1 <= self.quality <= 100:
-                raise InputError(f"--quality must be 1-100, got {self.quality}")
+                raise InputError(f"quality must be 1-100, got {self.quality}")
         if self.lossless and self.format != "tiff":
-            raise InputError("--lossless applies to TIFF; OME-Zarr output is always lossless (zstd)")
+            raise InputError("lossless applies to TIFF; OME-Zarr output is always lossless (zstd)")
 
 
 @dataclass
@@ -101,19 +126,14 @@ def restore(
     """
     options = options or RestoreOptions()
     start = time.perf_counter()
-    opened = Archive.open(archive)
-    if generator is None:
-        model = options.model or default_model()
-        spec = RestoreSpec(os.fspath(archive), opened.metadata.manifest_sha256, model, options.device, options.batch, options.compile)
-        restorer = restorer_for(spec, opened)
-    else:
-        restorer = TileRestorer(opened, GeneratorRunner(generator, resolve_device(options.device), options.batch, options.compile))
+    model = generator or options.model
+    restorer = make_restorer(Archive.open(archive), model, options.device, options.batch, options.compile)
     source = restorer.archive
     md = source.metadata
+    g = restorer.grid
     region = check_region(options.region, md.width, md.height)
-    factor = TIFF_LEVEL_FACTOR if options.format == "tiff" else 2
-    levels = output_levels(source, region, factor, options.tile)
-    codec = TileCodec(options.lossless, options.quality or DEFAULT_JPEG_QUALITY)
+    writer = WRITERS[options.format](options, g.hr_tile)
+    levels = output_levels(source, region, writer.level_factor, options.tile)
     provenance = restorer.provenance() | {"region": list(region), "wsistore_version": __version__}
     settings = {
         "format": options.format,
@@ -121,40 +141,33 @@ def restore(
         "generator": restorer.generator.describe(),
         "precision": restorer.runner.precision,
         "device": restorer.runner.device.type,
-        "compute_tile": restorer.grid.tile,
-        "halo": restorer.grid.halo,
+        "compute_tile": g.tile,
+        "halo": g.halo,
         "region": list(region),
         "tile": options.tile,
-        "codec": codec.describe() if options.format == "tiff" else f"zstd level {ZSTD_LEVEL}",
+        "codec": writer.describe(),
     }
-    output = RestoreOutput.prepare(out, settings, options.overwrite, options.resume)
+    if "://" in os.fspath(out):
+        raise InputError(f"restore writes local files; {os.fspath(out)} is a URL")
+    output = PartialOutput.prepare(out, "restore", options.overwrite, options.resume)
+    output.start(settings)
 
     x, y, w, h = region
     level0 = level0_array(restorer)[y : y + h, x : x + w]
-    g = restorer.grid
     tiles = g.tiles_in((x, y, x + w, y + h))
     background = sum(restorer.is_background(r, c) for r, c in tiles)
     threads = options.workers + restorer.runner.batch
     bar = tqdm(total=len(tiles), unit="tile", desc="restore", disable=not options.progress, leave=False)
     try:
-        if options.format == "tiff":
-            tiff = TiffPyramidWriter(output, codec, options.tile, options.workers)
-            done = tiff.finished_rows()
-            tiff.spool_rows(iter_rows(level0, options.tile, done, threads, bar.update))
-            produced = tiff.assemble(source, levels, _description(provenance, codec))
-        else:
-            shard = -(-g.hr_tile // options.tile) * options.tile
-            zarr_out = OmeZarrWriter(output, options.tile, shard)
-            done = zarr_out.finished_rows()
-            zarr_out.write_rows(levels[0], iter_rows(level0, zarr_out.row_height, done, threads, bar.update))
-            produced = zarr_out.finish(source, levels, provenance)
+        done = writer.open(output, levels[0])
+        writer.write_rows(iter_rows(level0, writer.row_height, done, threads, bar.update))
+        produced = writer.finish(source, levels, provenance)
     finally:
         bar.close()
-        if generator is not None:
-            restorer.runner.close()
+        restorer.close()
     output.commit(produced)
     return RestoreResult(
-        output=str(output.final),
+        output=str(output.final.path),
         width=w,
         height=h,
         levels=[(lv.width, lv.height) for lv in levels],
@@ -165,24 +178,3 @@ def restore(
         seconds=time.perf_counter() - start,
     )
 
-
-def _description(provenance: dict[str, Any], codec: TileCodec) -> str:
-    """The level-0 ImageDescription: plain ``key = value`` lines, first line says what it is."""
-    gen = provenance["generator"]
-    lines = [
-        "wsistore super-resolved image: level 0 was rebuilt from a reduced-resolution archive by a generator; "
-        "lower levels are the archive's stored pyramid",
-        "super_resolved = true",
-        f"generator = {gen['name']}",
-        f"architecture = {gen['architecture']}",
-        f"weights_sha256 = {gen['weights_sha256'] or 'none (fixed interpolation)'}",
-        f"scale = {provenance['scale']}",
-        f"precision = {provenance['precision']} on {provenance['device']}",
-        f"compute_tile_lr = {provenance['compute_tile_lr']}; halo_lr = {provenance['halo_lr']}",
-        f"region = {','.join(str(v) for v in provenance['region'])}",
-        f"source = {provenance['source']} (sha256 {provenance['source_sha256']})",
-        f"archive = {provenance['archive']}",
-        f"tiles = {codec.describe()}",
-        f"wsistore = {provenance['wsistore_version']}",
-    ]
-    return "\n".join(lines)

@@ -22,37 +22,11 @@ import numpy as np
 import torch
 
 from wsistore.errors import InputError, WsistoreError, first_line
-from wsistore.models.weights import INTERPOLATIONS, LoadedGenerator, shipped_weights
+from wsistore.models.weights import INTERPOLATIONS, LoadedGenerator
 
-#: ``--model`` when none is given and no trained weights ship with this release.
-FALLBACK_MODEL = "bicubic"
 #: Seconds the model thread waits for more windows to fill a GPU batch.
 BATCH_LINGER_S = 0.005
 DEFAULT_CUDA_BATCH = 8
-
-
-def default_model() -> str:
-    """The best shipped weights (the entry marked ``"default"``, else the first), or bicubic."""
-    shipped = shipped_weights()
-    marked = [name for name, entry in shipped.items() if entry.get("default")]
-    return (marked or list(shipped) or [FALLBACK_MODEL])[0]
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
-    if device == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise InputError(f"unknown --device {device!r}; use auto, cpu or cuda[:N]") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda: no CUDA GPU is available (use --device cpu)")
-        return torch.device("cuda", dev.index or 0)
-    if dev.type != "cpu":
-        raise InputError(f"unsupported --device {device!r}; use auto, cpu or cuda[:N]")
-    return dev
 
 
 @dataclass
@@ -65,12 +39,14 @@ class _Request:
 class GeneratorRunner:
     """A loaded generator on a device, shared by every thread of this process."""
 
-    def __init__(self, generator: LoadedGenerator, device: torch.device, batch: int | None = None, compile: bool = False) -> None:
+    def __init__(
+        self, generator: LoadedGenerator, device: torch.device, batch: int | None = None, compile: bool = False
+    ) -> None:
         self.generator = generator
         self.device = device
         self.cuda = device.type == "cuda"
         if batch is not None and batch < 1:
-            raise InputError(f"--batch must be at least 1, got {batch}")
+            raise InputError(f"batch must be at least 1, got {batch}")
         self.batch = 1 if not self.cuda else (batch or DEFAULT_CUDA_BATCH)
         learned = generator.card.get("architecture", generator.name) not in INTERPOLATIONS
         self.bf16 = self.cuda and learned
@@ -135,7 +111,8 @@ class GeneratorRunner:
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             if len(batch) == 1:
-                self._fail(batch, WsistoreError(f"out of GPU memory on one {batch[0].window.shape[1]} px tile even at batch 1"))
+                side = batch[0].window.shape[1]
+                self._fail(batch, WsistoreError(f"out of GPU memory on one {side} px tile even at batch 1"))
                 return
             self.batch = max(1, len(batch) // 2)
             for start in range(0, len(batch), self.batch):
@@ -163,7 +140,10 @@ class GeneratorRunner:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             y = self.model(x)
-        return [to_uint8(y[i, :, y0:y1, x0:x1]).permute(1, 2, 0).contiguous().cpu().numpy() for i, (x0, y0, x1, y1) in enumerate(crops)]
+        return [
+            to_uint8(y[i, :, y0:y1, x0:x1]).permute(1, 2, 0).contiguous().cpu().numpy()
+            for i, (x0, y0, x1, y1) in enumerate(crops)
+        ]
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:

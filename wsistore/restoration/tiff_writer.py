@@ -26,9 +26,9 @@ import numpy as np
 import tifffile
 
 from wsistore._version import __version__
+from wsistore.archive.partial import PartialOutput
 from wsistore.archive.reader import Archive
 from wsistore.restoration.levels import OutputLevel
-from wsistore.restoration.output import RestoreOutput
 
 DEFAULT_JPEG_QUALITY = 90
 #: libdeflate level 1: 3.5x faster than level 6 for 7% more bytes (measured on H&E tiles).
@@ -50,9 +50,8 @@ class TileCodec:
         """Compress one full-size ``(t, t, 3)`` tile exactly as tifffile would."""
         if self.lossless:
             return bytes(tifffile.TIFF.COMPRESSORS[8](tifffile.TIFF.PREDICTORS[2](tile, axis=-2), level=DEFLATE_LEVEL))
-        return bytes(
-            tifffile.TIFF.COMPRESSORS[7](tile, level=self.quality, subsampling=_SUBSAMPLING, colorspace="RGB", outcolorspace="YCBCR")
-        )
+        jpeg = tifffile.TIFF.COMPRESSORS[7]
+        return bytes(jpeg(tile, level=self.quality, subsampling=_SUBSAMPLING, colorspace="RGB", outcolorspace="YCBCR"))
 
     def tiff_arguments(self) -> dict[str, Any]:
         if self.lossless:
@@ -60,26 +59,35 @@ class TileCodec:
         return {"compression": "jpeg", "subsampling": _SUBSAMPLING}
 
     def describe(self) -> str:
-        return f"deflate level {DEFLATE_LEVEL} with horizontal predictor (lossless)" if self.lossless else f"JPEG quality {self.quality}, YCbCr 4:2:0"
+        if self.lossless:
+            return f"deflate level {DEFLATE_LEVEL} with horizontal predictor (lossless)"
+        return f"JPEG quality {self.quality}, YCbCr 4:2:0"
 
 
 class TiffPyramidWriter:
-    """Writes one restore as a pyramidal BigTIFF inside a :class:`RestoreOutput`."""
+    """Writes one restore as a pyramidal BigTIFF inside a :class:`PartialOutput`."""
 
-    def __init__(self, output: RestoreOutput, codec: TileCodec, tile: int, workers: int) -> None:
-        self.output = output
-        self.codec = codec
+    #: Levels step by 4 (the archive's 4x, 16x ... levels) down to one tile.
+    level_factor = 4
+
+    def __init__(self, tile: int, workers: int, codec: TileCodec) -> None:
         self.tile = tile
         self.workers = workers
-        self.spool = output.work / SPOOL_DIR
+        self.codec = codec
+        self.row_height = tile
+
+    def describe(self) -> str:
+        return self.codec.describe()
+
+    def open(self, output: PartialOutput, level0: OutputLevel) -> set[int]:
+        """Start (or resume) the spool in ``output``; returns the level-0 rows already spooled."""
+        self.output = output
+        self.spool = output.work.path / SPOOL_DIR
         self.spool.mkdir(exist_ok=True)
+        done = output.done(ROW_KIND)
+        return {int(k) for k, lengths in done.items() if self._spooled(int(k), lengths)}
 
-    def finished_rows(self) -> set[int]:
-        """Level-0 rows already spooled (by an interrupted run)."""
-        done = self.output.done(ROW_KIND)
-        return {k for k, lengths in done.items() if self._row_path(k).is_file() and self._row_path(k).stat().st_size == sum(lengths)}
-
-    def spool_rows(self, rows: Iterator[tuple[int, np.ndarray]]) -> None:
+    def write_rows(self, rows: Iterator[tuple[int, np.ndarray]]) -> None:
         """Encode and journal level-0 rows as they arrive."""
         with ThreadPoolExecutor(self.workers, thread_name_prefix="wsistore-encode") as pool:
             for k, row in rows:
@@ -87,19 +95,19 @@ class TiffPyramidWriter:
                 path = self._row_path(k)
                 tmp = path.with_name(path.name + ".tmp")
                 with open(tmp, "wb") as f:
-                    for data in encoded:
-                        f.write(data)
+                    f.writelines(encoded)
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, path)
                 self.output.journal(ROW_KIND, k, [len(d) for d in encoded])
 
-    def assemble(self, archive: Archive, levels: list[OutputLevel], description: str) -> Path:
-        """Write the pyramid from the spooled level 0 and the archive's LR levels."""
-        result = self.output.work / RESULT_NAME
+    def finish(self, archive: Archive, levels: list[OutputLevel], provenance: dict[str, Any]) -> str:
+        """Write the pyramid from the spooled level 0 and the archive's LR levels; returns
+        the file's name in the work directory."""
+        result = self.output.work.path / RESULT_NAME
         md = archive.metadata
         icc = archive.icc_profile
-        lengths = self.output.done(ROW_KIND)
+        lengths = {int(k): v for k, v in self.output.done(ROW_KIND).items()}
         with tifffile.TiffWriter(result, bigtiff=True) as tif, ThreadPoolExecutor(self.workers) as pool:
             for i, level in enumerate(levels):
                 if level.archive_level is None:
@@ -111,7 +119,7 @@ class TiffPyramidWriter:
                     extra["resolution"] = tuple(1e4 / (m * level.downsample) for m in md.mpp)
                     extra["resolutionunit"] = "CENTIMETER"
                 if i == 0:
-                    extra.update(description=description, software=f"wsistore {__version__}")
+                    extra.update(description=self._description(provenance), software=f"wsistore {__version__}")
                     if icc:
                         extra["iccprofile"] = icc
                 else:
@@ -126,7 +134,34 @@ class TiffPyramidWriter:
                     **self.codec.tiff_arguments(),
                     **extra,
                 )
-        return result
+        return RESULT_NAME
+
+    def _description(self, provenance: dict[str, Any]) -> str:
+        """The level-0 ImageDescription: plain ``key = value`` lines, first line says what it is."""
+        gen = provenance["generator"]
+        lines = [
+            (
+                "wsistore super-resolved image: level 0 was rebuilt from a reduced-resolution archive by a generator; "
+                "lower levels are the archive's stored pyramid"
+            ),
+            "super_resolved = true",
+            f"generator = {gen['name']}",
+            f"architecture = {gen['architecture']}",
+            f"weights_sha256 = {gen['weights_sha256'] or 'none (fixed interpolation)'}",
+            f"scale = {provenance['scale']}",
+            f"precision = {provenance['precision']} on {provenance['device']}",
+            f"compute_tile_lr = {provenance['compute_tile_lr']}; halo_lr = {provenance['halo_lr']}",
+            f"region = {','.join(str(v) for v in provenance['region'])}",
+            f"source = {provenance['source']} (sha256 {provenance['source_sha256']})",
+            f"archive = {provenance['archive']}",
+            f"tiles = {self.codec.describe()}",
+            f"wsistore = {provenance['wsistore_version']}",
+        ]
+        return "\n".join(lines)
+
+    def _spooled(self, k: int, lengths: list[int]) -> bool:
+        path = self._row_path(k)
+        return path.is_file() and path.stat().st_size == sum(lengths)
 
     def _row_path(self, k: int) -> Path:
         return self.spool / f"row-{k:06d}.bin"

@@ -10,7 +10,6 @@ the generator and its weights' sha256, is written last.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,9 +17,9 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from wsistore.archive.format import LevelInfo, ome_multiscales
+from wsistore.archive.partial import PartialOutput
 from wsistore.archive.reader import Archive
 from wsistore.restoration.levels import OutputLevel
-from wsistore.restoration.output import RestoreOutput
 
 ROW_KIND = "zarr-level0-row"
 RESULT_NAME = "restored.zarr"
@@ -28,32 +27,38 @@ ZSTD_LEVEL = 3
 
 
 class OmeZarrWriter:
-    """Writes one restore as OME-Zarr inside a :class:`RestoreOutput`."""
+    """Writes one restore as OME-Zarr inside a :class:`PartialOutput`."""
 
-    def __init__(self, output: RestoreOutput, tile: int, shard: int) -> None:
-        self.output = output
+    #: Levels step by 2, as NGFF viewers expect.
+    level_factor = 2
+
+    def __init__(self, tile: int, compute_tile: int) -> None:
+        """``tile``: the chunk side; shards hold whole HR ``compute_tile``s, so level 0,
+        arriving in rows one shard high, writes every shard once."""
         self.tile = tile
-        self.shard = shard
-        self.path = output.work / RESULT_NAME
-        self.group = zarr.open_group(self.path, mode="a", zarr_format=3)
+        self.shard = -(-compute_tile // tile) * tile
+        self.row_height = self.shard
 
-    @property
-    def row_height(self) -> int:
-        """Level 0 arrives in rows one shard high, so every shard is written once."""
-        return self.shard
+    def describe(self) -> str:
+        return f"zstd level {ZSTD_LEVEL}"
 
-    def finished_rows(self) -> set[int]:
-        return set(self.output.done(ROW_KIND)) if "0" in self.group else set()
+    def open(self, output: PartialOutput, level0: OutputLevel) -> set[int]:
+        """Create (or reopen) the store in ``output``; returns the level-0 rows already written."""
+        self.output = output
+        self.group = zarr.open_group(output.work.path / RESULT_NAME, mode="a", zarr_format=3)
+        done = {int(k) for k in output.done(ROW_KIND)} if "0" in self.group else set()
+        self.level0 = self._array("0", level0)
+        return done
 
-    def write_rows(self, level0: OutputLevel, rows: Iterator[tuple[int, np.ndarray]]) -> None:
-        array = self._array("0", level0)
+    def write_rows(self, rows: Iterator[tuple[int, np.ndarray]]) -> None:
         for k, row in rows:
             y0 = k * self.row_height
-            array[:, y0 : y0 + row.shape[0], :] = np.moveaxis(row, 2, 0)
+            self.level0[:, y0 : y0 + row.shape[0], :] = np.moveaxis(row, 2, 0)
             self.output.journal(ROW_KIND, k)
 
-    def finish(self, archive: Archive, levels: list[OutputLevel], attributes: dict[str, Any]) -> Path:
-        """Copy the LR levels and write the group metadata; returns the store's path."""
+    def finish(self, archive: Archive, levels: list[OutputLevel], provenance: dict[str, Any]) -> str:
+        """Copy the LR levels and write the group metadata (last); returns the store's name
+        in the work directory."""
         for i, level in enumerate(levels[1:], start=1):
             assert level.archive_level is not None
             array = self._array(str(i), level)
@@ -71,8 +76,8 @@ class OmeZarrWriter:
             translation[1] = py * (level.box[1] * d + (d - 1) / 2.0)
             translation[2] = px * (level.box[0] * d + (d - 1) / 2.0)
         ome["multiscales"][0]["type"] = "level 0 super-resolved; coarser levels: the archive's stored pyramid"
-        self.group.attrs.update({"ome": ome, "wsistore_restore": attributes})
-        return self.path
+        self.group.attrs.update({"ome": ome, "wsistore_restore": provenance})
+        return RESULT_NAME
 
     def _array(self, name: str, level: OutputLevel) -> zarr.Array:
         if name in self.group:
