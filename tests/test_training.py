@@ -334,7 +334,7 @@ def test_run_errors_are_one_line(prepared: Path, tmp_path: Path, capsys: pytest.
     assert main(["train", "run", techcyte, "--smoke", "--quiet", "--data", str(prepared), "--out", str(tmp_path / "r"), "--set", "stages.7.steps=1"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 4 and all(line.startswith("wsistore: error:") for line in err)
-    assert "data.shards is not set" in err[0] and "no prepared patches" in err[1] and "--resume" in err[2] and "no item 7" in err[3]
+    assert "data.shards is not set" in err[0] and "no prepared patches" in err[1] and "resume it" in err[2] and "no item 7" in err[3]
 
 
 def test_run_path_needs_no_zarr_or_imagecodecs(prepared: Path, tmp_path: Path) -> None:

@@ -4,12 +4,19 @@ its receptive field in LR pixels, parameter count and FLOPs per output pixel.
 Generators must not mix pixels across the image (no batch statistics at inference, no
 normalisation over H and W), so a tile's output never depends on pixels beyond the
 receptive field: restore relies on this for seamless tiling.
+
+:class:`ResidualGenerator` is the frame of the generators that learn a residual over a
+skip image, and :class:`TrunkGenerator` the EDSR layout several of them share.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import nn
+
+from wsistore.models.layers import BICUBIC_REACH, bicubic_up, he_mean, lr_reach
 
 
 class Generator(nn.Module):
@@ -44,6 +51,47 @@ class Generator(nn.Module):
     def flops_per_output_pixel(self) -> float:
         """Multiply-adds x 2 of every convolution, per output pixel (measured on 16 x 16)."""
         return count_conv_flops(self, 16) / (16 * self.scale) ** 2
+
+
+class ResidualGenerator(Generator):
+    """A generator whose network reads the LR minus an H&E mean (EDSR's MeanShift) and
+    returns a residual, added to the bicubic upscaling of the LR (``bicubic_skip``: the
+    network learns the residual) or else to the mean."""
+
+    def __init__(self, scale: int, bicubic_skip: bool = True) -> None:
+        super().__init__()
+        self.scale = scale
+        self.bicubic_skip = bicubic_skip
+        self.register_buffer("mean", he_mean(), persistent=False)
+
+    def centred(self, lr: torch.Tensor) -> torch.Tensor:
+        """The network's input: the LR minus the mean."""
+        return lr - self.mean
+
+    def skip(self, lr: torch.Tensor, scale: int | None = None) -> torch.Tensor:
+        """What the residual is added to, at ``scale`` (by default the generator's)."""
+        return bicubic_up(lr, scale or self.scale) if self.bicubic_skip else self.mean
+
+    def reach(self, radii: Sequence[int]) -> int:
+        """Receptive field of a network with these radii per level (:func:`lr_reach`) and the skip."""
+        return max(lr_reach(radii), BICUBIC_REACH if self.bicubic_skip else 0)
+
+
+class TrunkGenerator(ResidualGenerator):
+    """EDSR's layout, shared by SRResNet and RRDBNet: at LR a ``head``, a ``body`` of
+    residual blocks and a ``body_tail`` inside one long skip; then ``upsample`` to the
+    output size and a ``tail`` to the residual image."""
+
+    head: nn.Module
+    body: nn.Module
+    body_tail: nn.Module
+    upsample: Callable[[torch.Tensor], torch.Tensor]
+    tail: nn.Module
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        x = self.head(self.centred(lr))
+        x = self.body_tail(self.body(x)) + x
+        return self.tail(self.upsample(x)) + self.skip(lr)
 
 
 def count_conv_flops(model: nn.Module, size: int) -> float:

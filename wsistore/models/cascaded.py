@@ -18,9 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsistore.models import reach
-from wsistore.models.base import Generator
-from wsistore.models.filters import FilterBank, FilterBankConfig
-from wsistore.models.layers import check_scale, he_mean, stages
+from wsistore.models.base import ResidualGenerator
+from wsistore.models.filters import FilterBank, FilterBankConfig, filter_bank
+from wsistore.models.layers import stages
+from wsistore.models.settings import check_generator
 
 
 @dataclass(frozen=True)
@@ -40,15 +41,12 @@ class CascadedRefinementConfig:
     bicubic_skip: bool = True
 
     def __post_init__(self) -> None:
-        if self.features < 1 or self.convs < 1:
-            raise ValueError("need features >= 1 and convs >= 1")
-        if self.filters != "none":
-            FilterBankConfig(self.filters, self.orientations, self.filter_sigma)
-        check_scale(self.scale)
+        check_generator(self, features=1, convs=1)
+        filter_bank(self.filters, self.orientations, self.filter_sigma)
 
     @property
     def bank(self) -> FilterBankConfig | None:
-        return None if self.filters == "none" else FilterBankConfig(self.filters, self.orientations, self.filter_sigma)
+        return filter_bank(self.filters, self.orientations, self.filter_sigma)
 
 
 class ChannelLayerNorm(nn.Module):
@@ -74,7 +72,8 @@ def bilinear_up2(x: torch.Tensor) -> torch.Tensor:
     ``bilinear``, ``align_corners=False``), written as fixed 1/4-3/4 blends of neighbours:
     elementwise arithmetic, so a pixel's value never depends on the image size."""
     h = F.pad(x, (0, 0, 1, 1), mode="replicate")  # rows
-    rows = torch.stack([0.25 * h[..., :-2, :] + 0.75 * h[..., 1:-1, :], 0.75 * h[..., 1:-1, :] + 0.25 * h[..., 2:, :]], dim=-2)
+    above, middle, below = h[..., :-2, :], h[..., 1:-1, :], h[..., 2:, :]
+    rows = torch.stack([0.25 * above + 0.75 * middle, 0.75 * middle + 0.25 * below], dim=-2)
     x = rows.flatten(-3, -2)  # (N, C, H, 2, W) -> (N, C, 2H, W), rows interleaved
     w = F.pad(x, (1, 1, 0, 0), mode="replicate")  # columns
     cols = torch.stack([0.25 * w[..., :-2] + 0.75 * w[..., 1:-1], 0.75 * w[..., 1:-1] + 0.25 * w[..., 2:]], dim=-1)
@@ -88,25 +87,26 @@ class RefinementModule(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for i in range(convs):
-            layers += [nn.Conv2d(cin if i == 0 else features, features, 3, padding=1), ChannelLayerNorm(features), nn.LeakyReLU(0.2)]
+            conv = nn.Conv2d(cin if i == 0 else features, features, 3, padding=1)
+            layers += [conv, ChannelLayerNorm(features), nn.LeakyReLU(0.2)]
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(bilinear_up2(x))
 
 
-class CascadedRefinementNet(Generator):
+class CascadedRefinementNet(ResidualGenerator):
     """Coarse-to-fine generator; :meth:`forward_pyramid` returns the image of every level."""
 
     def __init__(self, config: CascadedRefinementConfig | None = None) -> None:
-        super().__init__()
-        self.config = c = config or CascadedRefinementConfig()
-        self.scale = c.scale
-        self.register_buffer("mean", he_mean(), persistent=False)
+        c = config or CascadedRefinementConfig()
+        super().__init__(c.scale, c.bicubic_skip)
+        self.config = c
         self.bank = FilterBank(c.bank) if c.bank is not None else None
         cin = 3 + (self.bank.out_channels if self.bank is not None else 0)
         n = stages(c.scale)
-        self.levels = nn.ModuleList(RefinementModule(cin if i == 0 else c.features, c.features, c.convs) for i in range(n))
+        widths = [cin] + [c.features] * (n - 1)
+        self.levels = nn.ModuleList(RefinementModule(width, c.features, c.convs) for width in widths)
         self.project = nn.ModuleList(nn.Conv2d(c.features, 3, 1) for _ in range(n))
         with torch.no_grad():  # start close to the skip image: layer-normed features are O(1)
             for conv in self.project:
@@ -127,14 +127,11 @@ class CascadedRefinementNet(Generator):
         return reach.lr_receptive_field(walk, c.scale)
 
     def _input(self, lr: torch.Tensor) -> torch.Tensor:
-        x = lr - self.mean
+        x = self.centred(lr)
         return torch.cat([x, self.bank(x)], 1) if self.bank is not None else x
 
     def _image(self, level: int, features: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
-        image = self.project[level](features)
-        if self.config.bicubic_skip:
-            return image + F.interpolate(lr, scale_factor=2 ** (level + 1), mode="bicubic", align_corners=False)
-        return image + self.mean
+        return self.project[level](features) + self.skip(lr, 2 ** (level + 1))
 
     def forward_pyramid(self, lr: torch.Tensor) -> list[torch.Tensor]:
         x, images = self._input(lr), []

@@ -14,7 +14,13 @@ from wsistore.models.weights import shipped_weights
 
 def _entry(entry: Entry) -> dict[str, Any]:
     defaults = dataclasses.asdict(entry.config()) if entry.config is not None else {}
-    return {"name": entry.name, "summary": entry.summary, "paper": entry.paper, "settings": defaults, "tiny": dict(entry.tiny)}
+    return {
+        "name": entry.name,
+        "summary": entry.summary,
+        "paper": entry.paper,
+        "settings": defaults,
+        "tiny": dict(entry.tiny),
+    }
 
 
 def describe_generator(name: str) -> dict[str, Any]:

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from wsistore.models.base import Generator
-from wsistore.models.layers import BICUBIC_REACH, bicubic_up, check_scale, he_mean
+from wsistore.models.base import ResidualGenerator
+from wsistore.models.layers import ResidualBlock
+from wsistore.models.settings import check_generator
 
 
 @dataclass(frozen=True)
@@ -34,32 +35,18 @@ class CompactConfig:
     scale: int = 4
 
     def __post_init__(self) -> None:
-        if self.features < 1 or self.blocks < 0:
-            raise ValueError("the compact generator needs features >= 1 and blocks >= 0")
-        check_scale(self.scale)
+        check_generator(self, features=1, blocks=0)
 
 
-class _Block(nn.Module):
-    def __init__(self, features: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(features, features, 3, padding=1), nn.PReLU(features), nn.Conv2d(features, features, 3, padding=1)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
-class CompactNet(Generator):
+class CompactNet(ResidualGenerator):
     """Residual blocks at LR, one conv + pixel shuffle x``scale``, bicubic skip."""
 
     def __init__(self, config: CompactConfig | None = None) -> None:
-        super().__init__()
-        self.config = c = config or CompactConfig()
-        self.scale = c.scale
-        self.register_buffer("mean", he_mean(), persistent=False)
+        c = config or CompactConfig()
+        super().__init__(c.scale)
+        self.config = c
         self.head = nn.Sequential(nn.Conv2d(3, c.features, 3, padding=1), nn.PReLU(c.features))
-        self.body = nn.Sequential(*(_Block(c.features) for _ in range(c.blocks)))
+        self.body = nn.Sequential(*(ResidualBlock(c.features, nn.PReLU(c.features)) for _ in range(c.blocks)))
         self.tail = nn.Sequential(nn.Conv2d(c.features, 3 * c.scale**2, 3, padding=1), nn.PixelShuffle(c.scale))
         # start as bicubic: the residual's last convolution is zero at initialisation (in
         # our CPU runs this reached a given PSNR in about half the steps)
@@ -69,8 +56,8 @@ class CompactNet(Generator):
     @property
     def receptive_field(self) -> int:
         # head, two convs per block, tail: each 3x3 at LR; pixel shuffle reads one LR pixel
-        return max(2 * self.config.blocks + 2, BICUBIC_REACH)
+        return self.reach([2 * self.config.blocks + 2])
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        x = self.head(lr - self.mean)
-        return self.tail(self.body(x) + x) + bicubic_up(lr, self.scale)
+        x = self.head(self.centred(lr))
+        return self.tail(self.body(x) + x) + self.skip(lr)

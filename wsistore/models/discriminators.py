@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from wsistore.models.settings import at_least, one_of
+
 NORMS = ("batch", "none")
 
 
@@ -23,10 +25,8 @@ class VGGPatchConfig:
     norm: str = "batch"
 
     def __post_init__(self) -> None:
-        if self.features < 1 or self.stages < 1 or self.max_features < self.features:
-            raise ValueError("need features >= 1, stages >= 1 and max_features >= features")
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        at_least(self, features=1, stages=1, max_features=self.features)
+        one_of("norm", self.norm, NORMS)
 
 
 class VGGPatchDiscriminator(nn.Module):
@@ -82,12 +82,9 @@ class GAPConfig:
     downsampling: str = "stride"
 
     def __post_init__(self) -> None:
-        if self.features < 1 or self.stages < 1 or self.max_features < self.features:
-            raise ValueError("need features >= 1, stages >= 1 and max_features >= features")
-        if self.norm not in GAP_NORMS:
-            raise ValueError(f"norm must be one of {', '.join(GAP_NORMS)}, got {self.norm!r}")
-        if self.downsampling not in DOWNSAMPLING:
-            raise ValueError(f"downsampling must be one of {', '.join(DOWNSAMPLING)}, got {self.downsampling!r}")
+        at_least(self, features=1, stages=1, max_features=self.features)
+        one_of("norm", self.norm, GAP_NORMS)
+        one_of("downsampling", self.downsampling, DOWNSAMPLING)
         if self.kernel < 1 or (self.downsampling == "maxpool" and self.kernel % 2 == 0):
             raise ValueError("kernel must be >= 1, and odd with max pooling")
 

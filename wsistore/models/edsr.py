@@ -5,15 +5,15 @@ All take RGB in [0, 1] and return the 4x image (unclamped; callers clamp when st
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsistore.models.base import Generator
-from wsistore.models.layers import BICUBIC_REACH, HE_MEAN, lr_reach
+from wsistore.models.base import Generator, TrunkGenerator
+from wsistore.models.layers import ResidualBlock, stages
+from wsistore.models.settings import check_generator
 
 
 class InterpolationUpsampler(Generator):
@@ -50,26 +50,7 @@ class EDSRConfig:
     bicubic_skip: bool = True
 
     def __post_init__(self) -> None:
-        if self.blocks < 1 or self.features < 1:
-            raise ValueError("EDSR needs at least one block and one feature")
-        if self.scale not in (2, 4, 8):
-            raise ValueError(f"scale must be 2, 4 or 8, got {self.scale}")
-
-
-class ResidualBlock(nn.Module):
-    """conv-ReLU-conv with residual scaling (no batch norm, as in EDSR)."""
-
-    def __init__(self, features: int, res_scale: float) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(features, features, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(features, features, 3, padding=1),
-        )
-        self.res_scale = res_scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x) * self.res_scale
+        check_generator(self, blocks=1, features=1)
 
 
 class PixelShuffleUpsampler(nn.Sequential):
@@ -77,22 +58,22 @@ class PixelShuffleUpsampler(nn.Sequential):
 
     def __init__(self, features: int, scale: int) -> None:
         layers: list[nn.Module] = []
-        for _ in range(int(math.log2(scale))):
+        for _ in range(stages(scale)):
             layers += [nn.Conv2d(features, 4 * features, 3, padding=1), nn.PixelShuffle(2)]
         super().__init__(*layers)
 
 
-class EDSR(Generator):
+class EDSR(TrunkGenerator):
     """Enhanced Deep Super-Resolution network (Lim et al. 2017)."""
 
     def __init__(self, config: EDSRConfig | None = None) -> None:
-        super().__init__()
-        self.config = config or EDSRConfig()
-        c = self.config
-        self.scale = c.scale
-        self.register_buffer("mean", torch.tensor(HE_MEAN).view(1, 3, 1, 1), persistent=False)
+        c = config or EDSRConfig()
+        super().__init__(c.scale, c.bicubic_skip)
+        self.config = c
         self.head = nn.Conv2d(3, c.features, 3, padding=1)
-        self.body = nn.Sequential(*(ResidualBlock(c.features, c.res_scale) for _ in range(c.blocks)))
+        # conv-ReLU-conv with residual scaling, no batch norm
+        blocks = (ResidualBlock(c.features, nn.ReLU(inplace=True), c.res_scale) for _ in range(c.blocks))
+        self.body = nn.Sequential(*blocks)
         self.body_tail = nn.Conv2d(c.features, c.features, 3, padding=1)
         self.upsample = PixelShuffleUpsampler(c.features, c.scale)
         self.tail = nn.Conv2d(c.features, 3, 3, padding=1)
@@ -100,16 +81,6 @@ class EDSR(Generator):
     @property
     def receptive_field(self) -> int:
         c = self.config
-        n = int(math.log2(c.scale))
         # LR: head, two 3x3 per block, body tail, first x2 conv; one conv per further x2
         # level; HR: tail
-        radii = [1 + 2 * c.blocks + 1 + 1] + [1] * (n - 1) + [1]
-        return max(lr_reach(radii), BICUBIC_REACH if c.bicubic_skip else 0)
-
-    def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        x = self.head(lr - self.mean)
-        x = self.body_tail(self.body(x)) + x
-        residual = self.tail(self.upsample(x))
-        if self.config.bicubic_skip:
-            return residual + F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False)
-        return residual + self.mean
+        return self.reach([1 + 2 * c.blocks + 1 + 1] + [1] * (stages(c.scale) - 1) + [1])

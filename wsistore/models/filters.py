@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsistore.models.settings import one_of
+
 BANKS = ("gabor", "derivative")
 
 
@@ -31,8 +33,7 @@ class FilterBankConfig:
     sigma: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.kind not in BANKS:
-            raise ValueError(f"filter bank must be one of {', '.join(BANKS)}, got {self.kind!r}")
+        one_of("filter bank", self.kind, BANKS)
         if self.orientations < 1 or self.sigma <= 0:
             raise ValueError("need orientations >= 1 and sigma > 0")
 
@@ -44,6 +45,11 @@ class FilterBankConfig:
     def count(self) -> int:
         """Filters per channel."""
         return 2 * self.orientations if self.kind == "gabor" else self.orientations + 1
+
+
+def filter_bank(kind: str, orientations: int, sigma: float) -> FilterBankConfig | None:
+    """The bank that settings name: none for ``none``, else one of :data:`BANKS` (checked)."""
+    return None if kind == "none" else FilterBankConfig(kind, orientations, sigma)
 
 
 def bank_kernels(config: FilterBankConfig) -> torch.Tensor:

@@ -7,7 +7,7 @@ pixel shuffle and nearest/bicubic interpolation only.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,27 @@ def he_mean(device: torch.device | None = None) -> torch.Tensor:
     return torch.tensor(HE_MEAN, device=device).view(1, 3, 1, 1)
 
 
+class ResidualBlock(nn.Module):
+    """``x + res_scale * body(x)``, the body a 3x3 conv, the activation and a 3x3 conv,
+    each conv followed by ``norm()`` when given (EDSR, SRResNet, the compact generator,
+    SQE's autoencoder)."""
+
+    def __init__(
+        self, features: int, activation: nn.Module, res_scale: float = 1.0, norm: Callable[[], nn.Module] | None = None
+    ) -> None:
+        super().__init__()
+
+        def conv() -> list[nn.Module]:
+            return [nn.Conv2d(features, features, 3, padding=1), *([norm()] if norm is not None else [])]
+
+        self.body = nn.Sequential(*conv(), activation, *conv())
+        self.res_scale = res_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return x + (y if self.res_scale == 1 else y * self.res_scale)
+
+
 class PixelShuffleUp(nn.Sequential):
     """One x2 stage: conv to 4x channels, pixel shuffle, optional activation."""
 
@@ -54,11 +75,6 @@ class PixelShuffleUp(nn.Sequential):
         if activation is not None:
             layers.append(activation)
         super().__init__(*layers)
-
-
-def check_scale(scale: int) -> None:
-    if scale not in (2, 4, 8):
-        raise ValueError(f"scale must be 2, 4 or 8, got {scale}")
 
 
 def stages(scale: int) -> int:

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsistore.models.filters import FilterBank, FilterBankConfig
+from wsistore.models.filters import FilterBank, FilterBankConfig, filter_bank
+from wsistore.models.settings import at_least, one_of
 
 WINDOWS = ("gaussian", "uniform")
 
@@ -67,8 +68,7 @@ class SSIMConfig:
     kernel_size: int = 11
 
     def __post_init__(self) -> None:
-        if self.window not in WINDOWS:
-            raise ValueError(f"window must be one of {', '.join(WINDOWS)}")
+        one_of("window", self.window, WINDOWS)
         if self.sigma <= 0 or self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError("need sigma > 0 and an odd kernel_size >= 1")
 
@@ -154,10 +154,12 @@ class MultiScaleFilteredL1Config:
     levels: int = 2
 
     def __post_init__(self) -> None:
-        if self.filters != "none":
-            FilterBankConfig(self.filters, self.orientations, self.filter_sigma)
-        if self.levels < 1:
-            raise ValueError("levels must be >= 1")
+        filter_bank(self.filters, self.orientations, self.filter_sigma)
+        at_least(self, levels=1)
+
+    @property
+    def bank(self) -> FilterBankConfig | None:
+        return filter_bank(self.filters, self.orientations, self.filter_sigma)
 
 
 class MultiScaleFilteredL1(PyramidLoss):
@@ -167,8 +169,7 @@ class MultiScaleFilteredL1(PyramidLoss):
     def __init__(self, config: MultiScaleFilteredL1Config | None = None) -> None:
         super().__init__()
         self.config = c = config or MultiScaleFilteredL1Config()
-        bank = None if c.filters == "none" else FilterBankConfig(c.filters, c.orientations, c.filter_sigma)
-        self.bank = FilterBank(bank) if bank is not None else None
+        self.bank = FilterBank(c.bank) if c.bank is not None else None
 
     def pyramid(self, images: list[torch.Tensor], hr: torch.Tensor) -> torch.Tensor:
         if len(images) == 1:

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsistore.errors import InputError
-from wsistore.models.losses import quasi_norm
+from wsistore.models.layers import ResidualBlock
+from wsistore.models.losses import QuasiNormConfig, quasi_norm
+from wsistore.models.settings import at_least, one_of
 
 #: torchvision's VGG-19 ``features``: channels per conv, ``M`` for max pooling.
 _VGG19 = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
@@ -46,8 +48,7 @@ class VGG19Config:
     def __post_init__(self) -> None:
         if self.layer not in vgg19_layer_names():
             raise ValueError(f"unknown VGG-19 layer {self.layer!r} (conv1_1 ... relu5_4)")
-        if self.criterion not in ("mse", "l1"):
-            raise ValueError("criterion must be mse or l1")
+        one_of("criterion", self.criterion, ("mse", "l1"))
 
 
 class VGG19Loss(nn.Module):
@@ -124,21 +125,8 @@ class AutoencoderConfig:
     eps: float = 1e-6
 
     def __post_init__(self) -> None:
-        if self.features < 1 or self.latent < 1 or self.blocks < 0:
-            raise ValueError("need features >= 1, latent >= 1, blocks >= 0")
-        if not 0 < self.q <= 2 or self.eps <= 0:
-            raise ValueError("need 0 < q <= 2 and eps > 0")
-
-
-class _Res(nn.Module):
-    def __init__(self, features: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(features, features, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(features, features, 3, padding=1)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
+        at_least(self, features=1, latent=1, blocks=0)
+        QuasiNormConfig(self.q, self.eps)
 
 
 class Autoencoder(nn.Module):
@@ -150,7 +138,7 @@ class Autoencoder(nn.Module):
         f, f2 = c.features, 2 * c.features
 
         def res(n: int) -> list[nn.Module]:
-            return [_Res(n) for _ in range(c.blocks)]
+            return [ResidualBlock(n, nn.ReLU(inplace=True)) for _ in range(c.blocks)]
 
         self.encoder = nn.Sequential(
             nn.Conv2d(3, f, 3, padding=1), nn.ReLU(inplace=True), *res(f),

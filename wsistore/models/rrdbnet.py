@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsistore.models.base import Generator
-from wsistore.models.layers import BICUBIC_REACH, bicubic_up, check_scale, he_mean, lr_reach, stages
+from wsistore.models.base import TrunkGenerator
+from wsistore.models.layers import stages
+from wsistore.models.settings import check_generator
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,7 @@ class RRDBNetConfig:
     bicubic_skip: bool = True
 
     def __post_init__(self) -> None:
-        if self.blocks < 1 or self.features < 1 or self.growth < 1:
-            raise ValueError("RRDBNet needs at least one block, feature and growth channel")
-        check_scale(self.scale)
+        check_generator(self, blocks=1, features=1, growth=1)
 
 
 def _lrelu() -> nn.LeakyReLU:
@@ -63,14 +62,13 @@ class RRDB(nn.Module):
         return x + self.blocks(x) * self.res_scale
 
 
-class RRDBNet(Generator):
+class RRDBNet(TrunkGenerator):
     """ESRGAN's generator: RRDB trunk, nearest x2 upsampling + conv stages."""
 
     def __init__(self, config: RRDBNetConfig | None = None) -> None:
-        super().__init__()
-        self.config = c = config or RRDBNetConfig()
-        self.scale = c.scale
-        self.register_buffer("mean", he_mean(), persistent=False)
+        c = config or RRDBNetConfig()
+        super().__init__(c.scale, c.bicubic_skip)
+        self.config = c
         self.head = nn.Conv2d(3, c.features, 3, padding=1)
         self.body = nn.Sequential(*(RRDB(c.features, c.growth, c.res_scale) for _ in range(c.blocks)))
         self.body_tail = nn.Conv2d(c.features, c.features, 3, padding=1)
@@ -82,16 +80,12 @@ class RRDBNet(Generator):
     @property
     def receptive_field(self) -> int:
         c = self.config
-        n = stages(c.scale)
         # LR: head, 15 convs per RRDB (3 dense blocks of 5), body tail; each x2 level: its
         # conv (after the nearest upsampling); HR: hr_conv and tail on top of the last one
-        radii = [1 + 15 * c.blocks + 1] + [1] * (n - 1) + [3]
-        return max(lr_reach(radii), BICUBIC_REACH if c.bicubic_skip else 0)
+        return self.reach([1 + 15 * c.blocks + 1] + [1] * (stages(c.scale) - 1) + [3])
 
-    def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        x = self.head(lr - self.mean)
-        x = self.body_tail(self.body(x)) + x
+    def upsample(self, x: torch.Tensor) -> torch.Tensor:
+        """Nearest x2 and a conv per stage, then the HR conv (the tail's input)."""
         for conv in self.up_convs:
             x = self.act(conv(F.interpolate(x, scale_factor=2, mode="nearest")))
-        residual = self.tail(self.act(self.hr_conv(x)))
-        return residual + (bicubic_up(lr, self.scale) if self.config.bicubic_skip else self.mean)
+        return self.act(self.hr_conv(x))

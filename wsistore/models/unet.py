@@ -20,7 +20,8 @@ from torch import nn
 
 from wsistore.models import reach
 from wsistore.models.base import Generator
-from wsistore.models.layers import bicubic_up, check_scale
+from wsistore.models.layers import bicubic_up
+from wsistore.models.settings import check_generator, one_of
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,8 @@ class TrimmedUNetConfig:
     bicubic_skip: bool = False
 
     def __post_init__(self) -> None:
-        if self.features < 1 or self.convs < 1 or not 1 <= self.depth <= 4:
-            raise ValueError("need features >= 1, convs >= 1 and 1 <= depth <= 4")
-        check_scale(self.scale)
+        check_generator(self, features=1, convs=1)
+        one_of("depth", self.depth, range(1, 5))
 
 
 def _block(cin: int, cout: int, convs: int) -> nn.Sequential:

@@ -63,7 +63,9 @@ class Adversaries:
                 pairs[slot] = (crop_boxes(hr, boxes, self.crops.crop), crop_boxes(sr, boxes, self.crops.crop))
         return pairs
 
-    def generator_losses(self, stage: Stage, objective: AdversarialLoss, hr: torch.Tensor, sr: torch.Tensor) -> dict[str, torch.Tensor]:
+    def generator_losses(
+        self, stage: Stage, objective: AdversarialLoss, hr: torch.Tensor, sr: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """The generator's adversarial loss against each discriminator (frozen meanwhile)."""
         for slot in stage.adversaries:
             self.models[slot].requires_grad_(False)
@@ -91,7 +93,10 @@ class Adversaries:
 
     def state(self) -> dict[str, dict[str, torch.Tensor] | None]:
         """Weights for the run state (None for a slot the recipe does not use)."""
-        return {STATE_NAMES[slot]: cpu_state_dict(self.models[slot]) if slot in self.models else None for slot in DISCRIMINATOR_SLOTS}
+        return {
+            STATE_NAMES[slot]: cpu_state_dict(self.models[slot]) if slot in self.models else None
+            for slot in DISCRIMINATOR_SLOTS
+        }
 
     def load(self, state: dict[str, object]) -> None:
         for slot, model in self.models.items():

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from wsistore.errors import InputError
-from wsistore.models.registry import ADVERSARIAL, DISCRIMINATORS, GENERATORS, LOSSES, Entry
+from wsistore.models.registry import ADVERSARIAL, DISCRIMINATORS, GENERATORS, LOSSES, Registry
+from wsistore.models.settings import at_least, one_of
+from wsistore.training.roi import NucleusCropConfig
 from wsistore.training.tomlconfig import from_table, parse_value, set_dotted
 
 #: pixel: generator alone; gan: generator and discriminators in turn; discriminator:
@@ -50,8 +52,7 @@ class RunSection:
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
             raise ValueError("name must be a non-empty file name")
-        if self.log_every < 1 or self.checkpoint_every < 1:
-            raise ValueError("log_every and checkpoint_every must be >= 1")
+        at_least(self, log_every=1, checkpoint_every=1)
         if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
             raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
 
@@ -67,8 +68,7 @@ class DataSection:
     flips: bool = False
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.patch < 4:
-            raise ValueError("batch_size must be >= 1 and patch >= 4")
+        at_least(self, batch_size=1, patch=4)
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,7 @@ class LossTerm:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.weight < 0:
-            raise ValueError("loss weights must be >= 0")
+        at_least(self, weight=0)
 
 
 @dataclass(frozen=True)
@@ -118,8 +117,7 @@ class Stage:
     critic_steps: int = 1
 
     def __post_init__(self) -> None:
-        if self.kind not in STAGE_KINDS:
-            raise ValueError(f"kind must be one of {', '.join(STAGE_KINDS)}, got {self.kind!r}")
+        one_of("kind", self.kind, STAGE_KINDS)
         if self.steps < 0 or self.lr <= 0 or self.discriminator_lr <= 0 or not 0 < self.lr_gamma <= 1:
             raise ValueError("need steps >= 0, lr > 0, discriminator_lr > 0 and 0 < lr_gamma <= 1")
         if not self.losses and self.kind == "pixel":
@@ -130,10 +128,10 @@ class Stage:
         if bad or not self.discriminators or len(set(self.discriminators)) != len(self.discriminators):
             names = ", ".join(DISCRIMINATOR_SLOTS)
             raise ValueError(f"discriminators must be distinct names from {names}, got {list(self.discriminators)}")
-        if self.critic_steps < 1:
-            raise ValueError("critic_steps must be >= 1")
-        if self.lr_schedule not in LR_SCHEDULES or not 0 <= self.lr_floor <= 1:
-            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)} and 0 <= lr_floor <= 1")
+        at_least(self, critic_steps=1)
+        one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if not 0 <= self.lr_floor <= 1:
+            raise ValueError("need 0 <= lr_floor <= 1")
         if self.lr_schedule == "cosine" and self.lr_milestones:
             raise ValueError("a cosine schedule takes no lr_milestones")
 
@@ -159,10 +157,8 @@ class ValidationSection:
     metric: str = "psnr"
 
     def __post_init__(self) -> None:
-        if self.every < 1 or self.max_patches < 1 or self.batch_size < 1 or self.keep_best < 1:
-            raise ValueError("every, max_patches, batch_size and keep_best must be >= 1")
-        if self.metric not in METRICS:
-            raise ValueError(f"metric must be one of {', '.join(METRICS)}")
+        at_least(self, every=1, max_patches=1, batch_size=1, keep_best=1)
+        one_of("metric", self.metric, METRICS)
 
 
 @dataclass(frozen=True)
@@ -184,10 +180,9 @@ class ContentSection:
     autoencoder_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.autoencoder_steps < 0 or self.autoencoder_lr <= 0:
-            raise ValueError("autoencoder_steps must be >= 0 and autoencoder_lr > 0")
-        if self.vgg19_weight < 0 or self.autoencoder_weight < 0:
-            raise ValueError("content weights must be >= 0")
+        at_least(self, autoencoder_steps=0, vgg19_weight=0, autoencoder_weight=0)
+        if self.autoencoder_lr <= 0:
+            raise ValueError("need autoencoder_lr > 0")
 
 
 @dataclass(frozen=True)
@@ -201,8 +196,7 @@ class RoiSection:
     per_image: int = 1
 
     def __post_init__(self) -> None:
-        if self.crop < 4 or self.per_image < 1:
-            raise ValueError("need crop >= 4 and per_image >= 1")
+        NucleusCropConfig(self.crop, self.per_image)  # its rules for the crops
 
 
 @dataclass(frozen=True)
@@ -229,7 +223,8 @@ class TrainConfig:
         name = self.content_loss if term.name == CONTENT else term.name
         c = self.content
         if name == "vgg19":
-            return name, {"weights": c.vgg19_weights, "layer": c.vgg19_layer, "criterion": c.vgg19_criterion, **term.settings}
+            vgg19 = {"weights": c.vgg19_weights, "layer": c.vgg19_layer, "criterion": c.vgg19_criterion}
+            return name, {**vgg19, **term.settings}
         if name == "autoencoder":
             return name, {**c.autoencoder, **term.settings}
         return name, dict(term.settings)
@@ -265,7 +260,8 @@ class TrainConfig:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None, smoke: bool = False) -> TrainConfig:
-    """Read a recipe, apply ``--smoke`` then ``KEY=VALUE`` overrides, and validate it."""
+    """Read a recipe, shrink it for a smoke run when asked, apply ``KEY=VALUE`` overrides
+    (see :func:`config_from_dict`), and validate it."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -276,7 +272,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None, smoke: boo
     return config_from_dict(raw, str(path), overrides, smoke)
 
 
-def config_from_dict(raw: dict[str, Any], where: str, overrides: list[str] | None = None, smoke: bool = False) -> TrainConfig:
+def config_from_dict(
+    raw: dict[str, Any], where: str, overrides: list[str] | None = None, smoke: bool = False
+) -> TrainConfig:
+    """The recipe in a raw TOML table (``where`` names it in errors), shrunk by
+    :func:`shrink_for_smoke` when ``smoke``, then changed by the ``KEY=VALUE`` overrides."""
     raw = copy.deepcopy(raw)
     if smoke:
         shrink_for_smoke(raw)
@@ -292,10 +292,10 @@ def config_from_dict(raw: dict[str, Any], where: str, overrides: list[str] | Non
 
 def validate(config: TrainConfig, where: str) -> None:
     """Check names and settings against the registries (builds nothing)."""
-    gen = _entry(GENERATORS, "generator", config.generator.name, where)
+    gen = GENERATORS.entry(config.generator.name, where)
     if gen.config is None:
         raise InputError(f"{where}: generator {gen.name!r} has nothing to train")
-    _check_settings(gen, config.generator.settings, f"{where}: generator")
+    gen.configure(config.generator.settings, where)
     if not config.stages:
         raise InputError(f"{where}: no stages")
     names = [s.name for s in config.stages]
@@ -305,26 +305,27 @@ def validate(config: TrainConfig, where: str) -> None:
     if "image" in used:
         if config.discriminator is None:
             raise InputError(f"{where}: GAN stages need a [discriminator]")
-        _check_settings(_entry(DISCRIMINATORS, "discriminator", config.discriminator.name, where), config.discriminator.settings, f"{where}: discriminator")
+        DISCRIMINATORS.check(config.discriminator.name, config.discriminator.settings, where)
     if "roi" in used:
         if config.roi is None:
             raise InputError(f"{where}: stages with the 'roi' discriminator need a [roi] section")
-        roi = config.roi.discriminator
-        _check_settings(_entry(DISCRIMINATORS, "discriminator", roi.name, where), roi.settings, f"{where}: roi discriminator")
+        DISCRIMINATORS.check(config.roi.discriminator.name, config.roi.discriminator.settings, f"{where}: roi")
         if config.roi.crop > config.data.patch * _scale(config):
-            raise InputError(f"{where}: roi crop {config.roi.crop} is larger than the HR patch ({config.data.patch} x {_scale(config)})")
+            hr = f"{config.data.patch} x {_scale(config)}"
+            raise InputError(f"{where}: roi crop {config.roi.crop} is larger than the HR patch ({hr})")
     _validate_autoencoder_stages(config, where)
     for stage in config.stages:
         at = f"{where}: stage {stage.name}"
         if stage.adversaries:
-            _entry(ADVERSARIAL, "adversarial loss", stage.adversarial, at)
+            ADVERSARIAL.check(stage.adversarial, where=at)
         for term in stage.losses:
             name, settings = config.resolve(term)
-            entry = _entry(LOSSES, "loss", name, at)
-            _check_settings(entry, settings, f"{at}: loss {term.name}")
+            LOSSES.check(name, settings, at)
             shape = sorted(set(term.settings) & AUTOENCODER_SHAPE)
             if name == "autoencoder" and shape:
-                raise InputError(f"{at}: set the autoencoder's {shape[0]} in [content] autoencoder (one autoencoder per run)")
+                raise InputError(
+                    f"{at}: set the autoencoder's {shape[0]} in [content] autoencoder (one autoencoder per run)"
+                )
 
 
 def _scale(config: TrainConfig) -> int:
@@ -340,40 +341,23 @@ def _validate_autoencoder_stages(config: TrainConfig, where: str) -> None:
         raise InputError(f"{where}: at most one autoencoder stage")
     if not config.uses_autoencoder:
         raise InputError(f"{where}: an autoencoder stage, but no stage uses the autoencoder loss")
-    first_use = min(i for i, s in enumerate(config.stages) if any(config.resolve(t)[0] == "autoencoder" for t in s.losses))
-    if explicit[0] > first_use:
-        raise InputError(f"{where}: the autoencoder stage must come before stage {config.stages[first_use].name}, which uses it")
+    uses = [any(config.resolve(t)[0] == "autoencoder" for t in s.losses) for s in config.stages]
+    first_use = config.stages[uses.index(True)]
+    if explicit[0] > uses.index(True):
+        raise InputError(f"{where}: the autoencoder stage must come before stage {first_use.name}, which uses it")
 
 
-def _entry(registry: dict[str, Entry], kind: str, name: str, where: str) -> Entry:
-    if name not in registry:
-        raise InputError(f"{where}: unknown {kind} {name!r}; registered: {', '.join(registry)}")
-    return registry[name]
-
-
-def _check_settings(entry: Entry, settings: dict[str, Any], where: str) -> None:
-    if entry.config is None:
-        if settings:
-            raise InputError(f"{where}: {entry.name} takes no settings")
-        return
-    known = {f.name for f in dataclasses.fields(entry.config)}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise InputError(f"{where}: {entry.name} has no setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
-    try:
-        entry.config(**settings)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{where}: invalid {entry.name} settings: {exc}") from None
-
-
-#: What ``--smoke`` sets: tiny models and two steps per stage (CI runs every recipe so).
+#: Steps per stage of a smoke run: tiny models and two steps (CI runs every recipe so).
 SMOKE_STEPS = 2
 
 
 def shrink_for_smoke(raw: dict[str, Any]) -> None:
     """Rewrite a raw recipe in place into a seconds-long CPU run of the same structure."""
     roi = raw.get("roi")
-    tables = [(raw.get("generator"), GENERATORS), (raw.get("discriminator"), DISCRIMINATORS)]
+    tables: list[tuple[Any, Registry[Any]]] = [
+        (raw.get("generator"), GENERATORS),
+        (raw.get("discriminator"), DISCRIMINATORS),
+    ]
     if isinstance(roi, dict):
         tables.append((roi.get("discriminator"), DISCRIMINATORS))
     for table, registry in tables:

@@ -24,7 +24,9 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, lr: torch.Tensor, hr: torch.Tensor, device: torch.device, batch: int) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, lr: torch.Tensor, hr: torch.Tensor, device: torch.device, batch: int
+) -> dict[str, float]:
     """Mean PSNR (dB), SSIM and L1 over patches, output clamped and rounded to 8 bits as
     restore stores it."""
     was_training = model.training

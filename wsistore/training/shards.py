@@ -140,7 +140,7 @@ def load_validation(root: str | Path, limit: int) -> tuple[torch.Tensor, torch.T
     """The first ``limit`` validation patches, whole, as float tensors in [0, 1]."""
     patches = PatchSet(root, "val")
     if len(patches) == 0:
-        raise InputError(f"{root}: no validation patches (prepare with --val-fraction > 0 or --val-file)")
+        raise InputError(f"{root}: no validation patches (prepare with val_fraction > 0 or val_files)")
     lr, hr = patches.get(np.arange(min(limit, len(patches))))
     return torch.from_numpy(lr).float() / 255, torch.from_numpy(hr).float() / 255
 
@@ -155,7 +155,16 @@ class ShardWriter:
         self._hr: list[np.ndarray] = []
         self._index: list[tuple[int, ...]] = []
 
-    def add(self, lr: np.ndarray, hr: np.ndarray, file: int, x: int, y: int, transform: int = 0, offset: tuple[int, int] = (0, 0)) -> None:
+    def add(
+        self,
+        lr: np.ndarray,
+        hr: np.ndarray,
+        file: int,
+        x: int,
+        y: int,
+        transform: int = 0,
+        offset: tuple[int, int] = (0, 0),
+    ) -> None:
         """Add one ``(y, x, 3)`` uint8 LR patch and its HR patch, cut at ``(x, y)`` of the
         file's variant ``transform`` + ``offset`` (see :class:`wsistore.training.prepare.Variant`)."""
         self._lr.append(lr.transpose(2, 0, 1))

@@ -94,7 +94,7 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
         last = i == len(parts) - 1
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise InputError(f"--set {key}: no item {part} in {'.'.join(parts[:i])}")
+                raise InputError(f"override {key}: no item {part} in {'.'.join(parts[:i])}")
             if last:
                 node[int(part)] = value
             else:
@@ -105,4 +105,4 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
             else:
                 node = node.setdefault(part, {})
         else:
-            raise InputError(f"--set {key}: {'.'.join(parts[:i])} is not a table")
+            raise InputError(f"override {key}: {'.'.join(parts[:i])} is not a table")

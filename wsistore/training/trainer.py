@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim import lr_scheduler
 
 from wsistore.checksums import sha256_file
 from wsistore.errors import InputError, OutputExistsError
@@ -90,7 +91,7 @@ class Trainer:
         self.device = _device(config.run.device)
         self.out = config.out
         if not config.data.shards:
-            raise InputError("data.shards is not set (give --data DIR, a folder made by 'wsistore train prepare')")
+            raise InputError("data.shards is not set (a folder made by 'wsistore train prepare')")
         self.manifest = read_manifest(config.data.shards)
         self.phases = plan(config)
         seed = config.run.seed
@@ -112,7 +113,8 @@ class Trainer:
         self.train_patches = PatchSet(config.data.shards, "train")
         self.val_lr, self.val_hr = load_validation(config.data.shards, config.validation.max_patches)
         self.rng = torch.Generator().manual_seed(seed)
-        self.sampler = BatchSampler(self.train_patches, config.data.batch_size, config.data.patch, config.data.flips, self.rng)
+        data = config.data
+        self.sampler = BatchSampler(self.train_patches, data.batch_size, data.patch, data.flips, self.rng)
         self._losses: dict[str, nn.Module] = {}
         self.terms: list[tuple[str, float, nn.Module]] = []
         self.pyramid = False  # a term judges every level of the generator
@@ -152,7 +154,8 @@ class Trainer:
                     if bar is not None:
                         bar.update(1)
                     if self.step % self.config.run.log_every == 0 or self.phase_step == phase.steps:
-                        self._log({"step": self.step, "phase": phase.name, "phase_step": self.phase_step, "lr": optim.lr(), **{k: float(v) for k, v in logs.items()}})
+                        at = {"step": self.step, "phase": phase.name, "phase_step": self.phase_step}
+                        self._log({**at, "lr": optim.lr(), **{k: float(v) for k, v in logs.items()}})
                         if bar is not None:
                             bar.set_postfix_str(f"{phase.name} loss {float(logs['loss']):.4g}", refresh=False)
                     if phase.trains_generator and self.step % self.config.validation.every == 0:
@@ -171,10 +174,11 @@ class Trainer:
 
     # -- set-up ------------------------------------------------------------------------------
     def _start(self, overwrite: bool) -> None:
-        owned = [STATE_FILE, METRICS_LOG, CHECKPOINTS, "final.safetensors", "final.safetensors.sha256", "run.json", "config.json", "autoencoder.safetensors"]
+        owned = [STATE_FILE, METRICS_LOG, CHECKPOINTS, "final.safetensors", "final.safetensors.sha256", "run.json"]
+        owned += ["config.json", "autoencoder.safetensors"]
         if self.out.exists() and any((self.out / name).exists() for name in owned):
             if not overwrite:
-                raise OutputExistsError(f"{self.out} holds a run (use --resume to continue it or --overwrite to start again)")
+                raise OutputExistsError(f"{self.out} holds a run (resume it, or overwrite it to start again)")
             for name in owned:
                 path = self.out / name
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
@@ -184,7 +188,9 @@ class Trainer:
     def _resume(self) -> None:
         state = load_state(self.out)
         if state["config_sha256"] != self.config.sha256():
-            raise InputError(f"{self.out}: the recipe changed since this run started; resume with the same config (and overrides)")
+            raise InputError(
+                f"{self.out}: the recipe changed since this run started; resume with the same config (and overrides)"
+            )
         self.generator.load_state_dict(state["generator"])
         self.adversaries.load(state)
         if self.autoencoder is not None:
@@ -255,13 +261,17 @@ class Trainer:
         with autocast(self.device):
             levels = self.generator.forward_pyramid(lr) if self.pyramid else [self.generator(lr)]
             sr = levels[-1]
-            logs = {name: loss.pyramid(levels, hr) if isinstance(loss, PyramidLoss) else loss(sr, hr) for name, _, loss in self.terms}
+            logs = {
+                name: loss.pyramid(levels, hr) if isinstance(loss, PyramidLoss) else loss(sr, hr)
+                for name, _, loss in self.terms
+            }
             total = sum((w * logs[name] for name, w, _ in self.terms), torch.zeros((), device=self.device))
             if phase.kind == "gan":
                 assert self.adversarial is not None
                 adversarial = self.adversaries.generator_losses(stage, self.adversarial, hr, sr)
                 logs.update(adversarial)
-                total = total + stage.adversarial_weight * sum(adversarial.values(), torch.zeros((), device=self.device))
+                adversarial_total = sum(adversarial.values(), torch.zeros((), device=self.device))
+                total = total + stage.adversarial_weight * adversarial_total
         optim.step("generator", total)
         logs = {k: v.detach() for k, v in logs.items()}
         if phase.kind == "gan":
@@ -281,7 +291,8 @@ class Trainer:
             return
         batch = self.config.validation.batch_size
         if not self.baseline:
-            self.baseline = evaluate(InterpolationUpsampler("bicubic").to(self.device), self.val_lr, self.val_hr, self.device, batch)
+            bicubic = InterpolationUpsampler("bicubic").to(self.device)
+            self.baseline = evaluate(bicubic, self.val_lr, self.val_hr, self.device, batch)
             self._log({"step": self.step, "phase": phase.name, "baseline_bicubic": self.baseline})
         metrics = evaluate(self.generator, self.val_lr, self.val_hr, self.device, batch)
         record = {"step": self.step, "phase": phase.name, "phase_step": self.phase_step, "val": metrics}
@@ -296,8 +307,10 @@ class Trainer:
         higher = METRICS[v.metric]
         ranked = self.best.setdefault(phase.name, [])
         value = metrics[v.metric]
-        if len(ranked) >= v.keep_best and not (value > ranked[-1][v.metric] if higher else value < ranked[-1][v.metric]):
-            return
+        if len(ranked) >= v.keep_best:
+            worst = ranked[-1][v.metric]
+            if not (value > worst if higher else value < worst):
+                return
         name = f"{phase.name}-step{self.step:07d}.safetensors"
         path = self.out / CHECKPOINTS / name
         digest = save_generator(path, self.generator, self._card(phase, metrics), half=False)
@@ -386,7 +399,8 @@ class Trainer:
         detail: dict[str, Any] = {}
         if "vgg19" in content:
             path = Path(self.config.content.vgg19_weights)
-            detail["vgg19"] = {"weights": path.name, "sha256": sha256_file(path), "layer": self.config.content.vgg19_layer}
+            layer = self.config.content.vgg19_layer
+            detail["vgg19"] = {"weights": path.name, "sha256": sha256_file(path), "layer": layer}
         if "autoencoder" in content:
             steps = sum(p.steps for p in self.phases if p.kind == "autoencoder")
             detail["autoencoder"] = {"settings": self.config.content.autoencoder, "pretrain_steps": steps}
@@ -405,14 +419,16 @@ class Trainer:
         digest = save_generator(self.out / "final.safetensors", self.generator, self._card(last, metrics), half=False)
         (self.out / "final.safetensors.sha256").write_text(f"{digest}  final.safetensors\n")
         result = self._result(True, start, start_step)
-        summary = dataclasses.asdict(result) | {"out": str(result.out), "final": {"file": "final.safetensors", "sha256": digest, **metrics}}
+        final = {"file": "final.safetensors", "sha256": digest, **metrics}
+        summary = dataclasses.asdict(result) | {"out": str(result.out), "final": final}
         (self.out / "run.json").write_text(json.dumps(summary, indent=1))
         return result
 
     def _result(self, finished: bool, start: float, start_step: int) -> RunResult:
         seconds = time.perf_counter() - start
         steps = self.step - start_step
-        return RunResult(self.out, self.step, finished, self.best, self.baseline, list(self.validations), seconds, steps / seconds if seconds > 0 else 0.0)
+        rate = steps / seconds if seconds > 0 else 0.0
+        return RunResult(self.out, self.step, finished, self.best, self.baseline, list(self.validations), seconds, rate)
 
     def _log(self, record: dict[str, Any]) -> None:
         with (self.out / METRICS_LOG).open("a") as f:
@@ -425,20 +441,27 @@ class _Optim:
     cosine over the stage; constant without a stage)."""
 
     optimizers: dict[str, torch.optim.Adam]
-    schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler]
+    schedulers: dict[str, lr_scheduler.LRScheduler]
 
     @classmethod
-    def make(cls, models: dict[str, nn.Module], lr: float | dict[str, float], betas: tuple[float, float], stage: Stage | None = None) -> _Optim:
+    def make(
+        cls,
+        models: dict[str, nn.Module],
+        lr: float | dict[str, float],
+        betas: tuple[float, float],
+        stage: Stage | None = None,
+    ) -> _Optim:
         optimizers, schedulers = {}, {}
         for name, model in models.items():
             rate = lr[name] if isinstance(lr, dict) else lr
             opt = torch.optim.Adam(model.parameters(), lr=rate, betas=betas)
             optimizers[name] = opt
-            scheduler: torch.optim.lr_scheduler.LRScheduler
+            scheduler: lr_scheduler.LRScheduler
             if stage is not None and stage.lr_schedule == "cosine":
-                scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(stage.steps, 1), eta_min=rate * stage.lr_floor)
+                scheduler = lr_scheduler.CosineAnnealingLR(opt, max(stage.steps, 1), eta_min=rate * stage.lr_floor)
             else:
-                scheduler = torch.optim.lr_scheduler.MultiStepLR(opt, list(stage.lr_milestones if stage else ()), stage.lr_gamma if stage else 1.0)
+                milestones = list(stage.lr_milestones) if stage else []
+                scheduler = lr_scheduler.MultiStepLR(opt, milestones, stage.lr_gamma if stage else 1.0)
             schedulers[name] = scheduler
         return cls(optimizers, schedulers)
 
