@@ -101,7 +101,9 @@ class IngestResult:
     shards_skipped: int
 
 
-def ingest(slide_path: str | os.PathLike[str], archive: str | os.PathLike[str], options: IngestOptions | None = None) -> IngestResult:
+def ingest(
+    slide_path: str | os.PathLike[str], archive: str | os.PathLike[str], options: IngestOptions | None = None
+) -> IngestResult:
     """Archive ``slide_path`` at ``archive``; see the module docstring for the steps."""
     options = options or IngestOptions()
     register_codecs()
@@ -115,7 +117,9 @@ def ingest(slide_path: str | os.PathLike[str], archive: str | os.PathLike[str], 
 class _Ingest:
     """State of one ingest run (kept off the public API)."""
 
-    def __init__(self, slide: SlideReader, slide_path: Path, archive: str | os.PathLike[str], options: IngestOptions) -> None:
+    def __init__(
+        self, slide: SlideReader, slide_path: Path, archive: str | os.PathLike[str], options: IngestOptions
+    ) -> None:
         self.slide = slide
         self.slide_path = slide_path
         self.options = options
@@ -155,7 +159,10 @@ class _Ingest:
         sizes = level_sizes(self.lr_width, self.lr_height, self.options.chunk)
         group = self.work.open_group("a")
         arrays = [self._image_array(group, str(i), w, h, mask) for i, (w, h) in enumerate(sizes)]
-        levels = [LevelInfo(path=str(i), width=w, height=h, downsample=self.options.scale * 2**i) for i, (w, h) in enumerate(sizes)]
+        levels = [
+            LevelInfo(path=str(i), width=w, height=h, downsample=self.options.scale * 2**i)
+            for i, (w, h) in enumerate(sizes)
+        ]
 
         keep = self._chunks_to_keep(mask)
         self._write_base(arrays[0], keep, mask)
@@ -342,7 +349,8 @@ class _Ingest:
         x0, y0, x1, y1 = box
         array[:, y0:y1, x0:x1] = buffer.transpose(2, 0, 1)
         key = f"{path}/{shard_key(shard)}"
-        rec = describe_shard(path, self.records[path], shard, self.work.read_bytes(key) if self.work.exists(key) else b"")
+        written = self.work.read_bytes(key) if self.work.exists(key) else b""
+        rec = describe_shard(path, self.records[path], shard, written)
         stored = np.asarray(array[:, y0:y1, x0:x1]).transpose(1, 2, 0)
         lossless = self.options.codec.lossless or path.startswith(ASSOCIATED_GROUP)
         for r, q, (bx0, by0, bx1, by1) in kept:
@@ -363,7 +371,8 @@ class _Ingest:
     # -- lower levels ----------------------------------------------------------------------
     def _write_level(self, array: zarr.Array, previous: zarr.Array, mask: TissueMask) -> None:
         path, prev_path = array.path.split("/")[-1], previous.path.split("/")[-1]
-        source = ArrayReader(self.work, prev_path, previous, self.records[prev_path], mask.background_rgb, mask.fill_value)
+        record = self.records[prev_path]
+        source = ArrayReader(self.work, prev_path, previous, record, mask.background_rgb, mask.fill_value)
         s = self.shard
         _, height, width = array.shape
         tasks = [
@@ -374,7 +383,9 @@ class _Ingest:
         ]
         dask.compute(*tasks, scheduler="threads", num_workers=self.options.workers)
 
-    def _level_shard(self, path: str, array: zarr.Array, source: ArrayReader, mask: TissueMask, sy: int, sx: int) -> None:
+    def _level_shard(
+        self, path: str, array: zarr.Array, source: ArrayReader, mask: TissueMask, sy: int, sx: int
+    ) -> None:
         c, s = self.options.chunk, self.shard
         _, height, width = array.shape
         x0, y0 = sx * s, sy * s
@@ -433,7 +444,8 @@ class _Ingest:
         )[...] = data
         self.records[path] = ArrayRecord(shape=shape, chunk_shape=shape, shard_shape=shape)
         coords = (0,) * data.ndim
-        self.records[path].merge(describe_shard(path, self.records[path], coords, self.work.read_bytes(f"{path}/{shard_key(coords)}")))
+        stored = self.work.read_bytes(f"{path}/{shard_key(coords)}")
+        self.records[path].merge(describe_shard(path, self.records[path], coords, stored))
 
     # -- metadata -------------------------------------------------------------------------
     def _source_info(self, sha256: str) -> SourceInfo:
