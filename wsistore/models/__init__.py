@@ -1,2 +1,2 @@
 """The shared models module: generators, discriminators and losses for every recipe, with
-explicit registries. Training and restore both import from here."""
+explicit registries. Training and restoration both import from here."""

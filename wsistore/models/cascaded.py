@@ -21,11 +21,11 @@ from wsistore.models import reach
 from wsistore.models.base import ResidualGenerator
 from wsistore.models.filters import FilterBank, FilterBankConfig, filter_bank
 from wsistore.models.layers import stages
-from wsistore.models.settings import check_generator
+from wsistore.models.settings import GeneratorSettings
 
 
 @dataclass(frozen=True)
-class CascadedRefinementConfig:
+class CascadedRefinementConfig(GeneratorSettings):
     """``features`` channels and ``convs`` 3x3 conv + layer norm + LeakyReLU per module;
     one module per x2. ``filters``: ``none`` or a fixed bank (``gabor``, ``derivative``)
     whose responses join the RGB input (the paper's 12 optics filters become
@@ -40,8 +40,10 @@ class CascadedRefinementConfig:
     #: add bicubic upscaling of the input to every level's image (residual learning)
     bicubic_skip: bool = True
 
+    minimums = {"features": 1, "convs": 1}
+
     def __post_init__(self) -> None:
-        check_generator(self, features=1, convs=1)
+        super().__post_init__()
         filter_bank(self.filters, self.orientations, self.filter_sigma)
 
     @property

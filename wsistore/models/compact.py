@@ -23,19 +23,18 @@ from torch import nn
 
 from wsistore.models.base import ResidualGenerator
 from wsistore.models.layers import ResidualBlock
-from wsistore.models.settings import check_generator
+from wsistore.models.settings import GeneratorSettings
 
 
 @dataclass(frozen=True)
-class CompactConfig:
+class CompactConfig(GeneratorSettings):
     """``blocks`` residual blocks (conv-PReLU-conv) of ``features`` channels."""
 
     features: int = 48
     blocks: int = 6
     scale: int = 4
 
-    def __post_init__(self) -> None:
-        check_generator(self, features=1, blocks=0)
+    minimums = {"features": 1, "blocks": 0}
 
 
 class CompactNet(ResidualGenerator):

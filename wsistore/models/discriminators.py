@@ -1,5 +1,6 @@
 """Discriminators: a VGG-style patch discriminator (SRGAN / ESRGAN style, fully
-convolutional, so it judges any patch size and returns a map of logits)."""
+convolutional, so it judges any patch size and returns a map of logits), and a plain CNN
+with global average pooling that returns one logit per image (MicroGAN, SQE)."""
 
 from __future__ import annotations
 

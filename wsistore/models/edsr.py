@@ -13,7 +13,7 @@ from torch import nn
 
 from wsistore.models.base import Generator, TrunkGenerator
 from wsistore.models.layers import ResidualBlock, stages
-from wsistore.models.settings import check_generator
+from wsistore.models.settings import GeneratorSettings
 
 
 class InterpolationUpsampler(Generator):
@@ -38,7 +38,7 @@ class InterpolationUpsampler(Generator):
 
 
 @dataclass(frozen=True)
-class EDSRConfig:
+class EDSRConfig(GeneratorSettings):
     """EDSR: the seed uses 32 residual blocks x 64 filters."""
 
     blocks: int = 32
@@ -49,8 +49,7 @@ class EDSRConfig:
     #: residual; trains much faster under a short GPU budget (a documented deviation)
     bicubic_skip: bool = True
 
-    def __post_init__(self) -> None:
-        check_generator(self, blocks=1, features=1)
+    minimums = {"blocks": 1, "features": 1}
 
 
 class PixelShuffleUpsampler(nn.Sequential):

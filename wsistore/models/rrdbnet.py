@@ -10,11 +10,11 @@ from torch import nn
 
 from wsistore.models.base import TrunkGenerator
 from wsistore.models.layers import stages
-from wsistore.models.settings import check_generator
+from wsistore.models.settings import GeneratorSettings
 
 
 @dataclass(frozen=True)
-class RRDBNetConfig:
+class RRDBNetConfig(GeneratorSettings):
     """ESRGAN: 23 RRDB blocks, 64 features, growth 32, residual scaling 0.2."""
 
     blocks: int = 23
@@ -25,8 +25,7 @@ class RRDBNetConfig:
     #: add bicubic upscaling of the input, so the network learns the residual
     bicubic_skip: bool = True
 
-    def __post_init__(self) -> None:
-        check_generator(self, blocks=1, features=1, growth=1)
+    minimums = {"blocks": 1, "features": 1, "growth": 1}
 
 
 def _lrelu() -> nn.LeakyReLU:

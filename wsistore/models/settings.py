@@ -6,7 +6,8 @@ the recipe loader turn it into an :class:`~wsistore.errors.InputError` that says
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from typing import ClassVar
 
 #: Upscaling factors every generator supports.
 SCALES = (2, 4, 8)
@@ -16,7 +17,8 @@ def at_least(settings: object, **minimums: float) -> None:
     """Refuse ``settings`` when one of these is below its minimum: ``at_least(self, blocks=1)``."""
     if any(getattr(settings, name) < least for name, least in minimums.items()):
         rules = [f"{name} >= {least}" for name, least in minimums.items()]
-        raise ValueError(f"need {rules[0] if len(rules) == 1 else ', '.join(rules[:-1]) + ' and ' + rules[-1]}")
+        listing = ", ".join(rules[:-1]) + " and " + rules[-1] if len(rules) > 1 else rules[0]
+        raise ValueError(f"need {listing}")
 
 
 def one_of(setting: str, value: object, choices: Collection[object]) -> None:
@@ -25,7 +27,13 @@ def one_of(setting: str, value: object, choices: Collection[object]) -> None:
         raise ValueError(f"{setting} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
 
-def check_generator(settings: object, **minimums: float) -> None:
-    """A generator's settings: these counts at least their minimums, ``scale`` one of :data:`SCALES`."""
-    at_least(settings, **minimums)
-    one_of("scale", getattr(settings, "scale"), SCALES)
+class GeneratorSettings:
+    """Base of the generators' settings dataclasses: ``scale`` is one of :data:`SCALES`, and
+    each setting named in :attr:`minimums` is at least its minimum."""
+
+    minimums: ClassVar[Mapping[str, int]] = {}
+    scale: int
+
+    def __post_init__(self) -> None:
+        at_least(self, **self.minimums)
+        one_of("scale", self.scale, SCALES)

@@ -8,11 +8,11 @@ from torch import nn
 
 from wsistore.models.base import TrunkGenerator
 from wsistore.models.layers import PixelShuffleUp, ResidualBlock, stages
-from wsistore.models.settings import check_generator
+from wsistore.models.settings import GeneratorSettings
 
 
 @dataclass(frozen=True)
-class SRResNetConfig:
+class SRResNetConfig(GeneratorSettings):
     """SRGAN's generator: 16 residual blocks x 64 filters, 9x9 head and tail, PReLU.
 
     ``batch_norm`` restores the paper's batch normalisation; it uses batch statistics
@@ -27,8 +27,7 @@ class SRResNetConfig:
     #: add bicubic upscaling of the input, so the network learns the residual
     bicubic_skip: bool = True
 
-    def __post_init__(self) -> None:
-        check_generator(self, blocks=1, features=1)
+    minimums = {"blocks": 1, "features": 1}
 
 
 class SRResNet(TrunkGenerator):

@@ -21,11 +21,11 @@ from torch import nn
 from wsistore.models import reach
 from wsistore.models.base import Generator
 from wsistore.models.layers import bicubic_up
-from wsistore.models.settings import check_generator, one_of
+from wsistore.models.settings import GeneratorSettings, one_of
 
 
 @dataclass(frozen=True)
-class TrimmedUNetConfig:
+class TrimmedUNetConfig(GeneratorSettings):
     """U-Net with ``depth`` poolings (the original has 4), ``convs`` 3x3 conv + ReLU per
     level, ``features`` channels at full resolution doubling per level."""
 
@@ -36,8 +36,10 @@ class TrimmedUNetConfig:
     #: return bicubic + a learned residual instead of the paper's sigmoid image
     bicubic_skip: bool = False
 
+    minimums = {"features": 1, "convs": 1}
+
     def __post_init__(self) -> None:
-        check_generator(self, features=1, convs=1)
+        super().__post_init__()
         one_of("depth", self.depth, range(1, 5))
 
 

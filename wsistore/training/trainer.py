@@ -26,6 +26,7 @@ from wsistore.checksums import sha256_file
 from wsistore.errors import InputError, OutputExistsError
 from wsistore.models.adversarial import AdversarialLoss
 from wsistore.models.base import Generator
+from wsistore.models.device import resolve_device
 from wsistore.models.edsr import InterpolationUpsampler
 from wsistore.models.losses import PyramidLoss
 from wsistore.models.perceptual import Autoencoder, AutoencoderConfig, AutoencoderLoss
@@ -88,7 +89,7 @@ class Trainer:
         self.config = config
         self.config_file = config_file
         self.progress = progress
-        self.device = _device(config.run.device)
+        self.device = resolve_device(config.run.device)
         self.out = config.out
         if not config.data.shards:
             raise InputError("data.shards is not set (a folder made by 'wsistore train prepare')")
@@ -489,14 +490,6 @@ class _Optim:
             o.load_state_dict(state["optimizers"][k])
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {name} requested but CUDA is not available")
-    return torch.device(name)
 
 
 def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
