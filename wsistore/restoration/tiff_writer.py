@@ -15,7 +15,6 @@ with horizontal differencing.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -82,8 +81,6 @@ class TiffPyramidWriter:
     def open(self, output: PartialOutput, level0: OutputLevel) -> set[int]:
         """Start (or resume) the spool in ``output``; returns the level-0 rows already spooled."""
         self.output = output
-        self.spool = output.work.path / SPOOL_DIR
-        self.spool.mkdir(exist_ok=True)
         done = output.done(ROW_KIND)
         return {int(k) for k, lengths in done.items() if self._spooled(int(k), lengths)}
 
@@ -92,13 +89,7 @@ class TiffPyramidWriter:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="wsistore-encode") as pool:
             for k, row in rows:
                 encoded = list(pool.map(self.codec.encode, cut_tiles(row, self.tile)))
-                path = self._row_path(k)
-                tmp = path.with_name(path.name + ".tmp")
-                with open(tmp, "wb") as f:
-                    f.writelines(encoded)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
+                self.output.work.write_bytes(self._row_key(k), b"".join(encoded))
                 self.output.journal(ROW_KIND, k, [len(d) for d in encoded])
 
     def finish(self, archive: Archive, levels: list[OutputLevel], provenance: dict[str, Any]) -> str:
@@ -163,8 +154,11 @@ class TiffPyramidWriter:
         path = self._row_path(k)
         return path.is_file() and path.stat().st_size == sum(lengths)
 
+    def _row_key(self, k: int) -> str:
+        return f"{SPOOL_DIR}/row-{k:06d}.bin"
+
     def _row_path(self, k: int) -> Path:
-        return self.spool / f"row-{k:06d}.bin"
+        return self.output.work.path / self._row_key(k)
 
     def _spooled_tiles(self, level: OutputLevel, lengths: dict[int, list[int]]) -> Iterator[bytes]:
         for k in range(-(-level.height // self.tile)):
