@@ -48,6 +48,7 @@ class CascadedRefinementConfig(GeneratorSettings):
 
     @property
     def bank(self) -> FilterBankConfig | None:
+        """The filter bank these settings name (None for ``none``)."""
         return filter_bank(self.filters, self.orientations, self.filter_sigma)
 
 

@@ -39,6 +39,7 @@ def describe_generator(name: str) -> dict[str, Any]:
 
 
 def catalog() -> dict[str, Any]:
+    """Every registry's entries, and the shipped weights."""
     return {
         "generators": [describe_generator(name) for name in GENERATORS],
         "discriminators": [_entry(e) for e in DISCRIMINATORS.values()],

@@ -43,6 +43,7 @@ BICUBIC_REACH = 2
 
 
 def he_mean(device: torch.device | None = None) -> torch.Tensor:
+    """:data:`HE_MEAN` as a ``(1, 3, 1, 1)`` tensor."""
     return torch.tensor(HE_MEAN, device=device).view(1, 3, 1, 1)
 
 

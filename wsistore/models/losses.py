@@ -159,6 +159,7 @@ class MultiScaleFilteredL1Config:
 
     @property
     def bank(self) -> FilterBankConfig | None:
+        """The filter bank these settings name (None for ``none``)."""
         return filter_bank(self.filters, self.orientations, self.filter_sigma)
 
 

@@ -19,6 +19,7 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:
 
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch on ``device``, channels_last on CUDA."""
     x = x.to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 

@@ -24,6 +24,7 @@ def rng_state(sampler: torch.Generator) -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any], sampler: torch.Generator) -> None:
+    """Put back the random states :func:`rng_state` saved."""
     sampler.set_state(state["sampler"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
@@ -39,6 +40,7 @@ def save_state(out: Path, state: dict[str, Any]) -> None:
 
 
 def load_state(out: Path) -> dict[str, Any]:
+    """The run state saved in ``out``, checked."""
     path = out / STATE_FILE
     if not path.is_file():
         raise InputError(f"{out}: nothing to resume ({STATE_FILE} missing)")
@@ -52,4 +54,5 @@ def load_state(out: Path) -> dict[str, Any]:
 
 
 def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``module``'s weights on the CPU, for the run state."""
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()}
