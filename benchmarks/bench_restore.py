@@ -289,7 +289,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     from wsistore.archive.reader import Archive
-    from wsistore.restoration.runner import resolve_device
+    from wsistore.models.device import resolve_device
 
     cuda = resolve_device(args.device).type == "cuda"
     with tempfile.TemporaryDirectory() as tmp:

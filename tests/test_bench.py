@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wsistore.reports.methods import QUICK_ARCHIVE_SWEEP, QUICK_HR_SWEEP, code_full_resolution
 from wsistore.codecs import parse_codec
 from wsistore.degradation import Downsample, encode_on_grid
-from wsistore.reports.metrics import METRICS
 from wsistore.readers import open_slide
+from wsistore.reports.methods import QUICK_ARCHIVE_SWEEP, QUICK_HR_SWEEP, code_full_resolution
+from wsistore.reports.metrics import METRICS
 from wsistore.tissue import detect_tissue
 
 REGION = (512, 1536, 1024, 1024)

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "wsistore"
 
 #: The data flow, ground floor first: a module may import from its own layer and below.
 LAYERS: list[tuple[str, ...]] = [
-    ("_version", "errors", "checksums", "weights"),
+    ("_version", "errors", "checksums", "geometry", "progress", "psnr", "weights"),
     ("readers", "sample"),
     ("tissue", "codecs"),
     ("degradation", "partial"),

@@ -31,8 +31,8 @@ from wsistore.models.registry import (
     build_generator,
     build_loss,
 )
-from wsistore.training.roi import NucleusCropConfig, crop_boxes, nucleus_boxes, rgb_to_hed
 from wsistore.models.weights import load_generator, save_generator
+from wsistore.training.roi import NucleusCropConfig, crop_boxes, nucleus_boxes, rgb_to_hed
 
 SEED_GENERATORS = ["trimmed_unet", "cascaded_refinement"]
 

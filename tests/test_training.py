@@ -15,9 +15,8 @@ import torch
 from PIL import Image
 
 from tests.data import ROOT, TILES, TRAINING_FILES
-from wsistore.codecs import DEFAULT_CODEC
 from wsistore.cli import main
-from wsistore.codecs import make_codec
+from wsistore.codecs import DEFAULT_CODEC, make_codec
 from wsistore.degradation import Downsample, degrade
 from wsistore.models.weights import load_generator, read_card
 from wsistore.training.config import config_from_dict, load_config

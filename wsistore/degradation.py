@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from wsistore.codecs import ImageCodec
+from wsistore.geometry import Box
 from wsistore.readers import ArraySlide
 from wsistore.tissue import detect_tissue
 
@@ -72,7 +73,7 @@ class Downsample:
         """Low-resolution ``(width, height)`` of a ``width x height`` source."""
         return math.ceil(width / self.scale), math.ceil(height / self.scale)
 
-    def hr_window(self, lr_x0: int, lr_y0: int, lr_x1: int, lr_y1: int) -> tuple[int, int, int, int]:
+    def hr_window(self, lr_x0: int, lr_y0: int, lr_x1: int, lr_y1: int) -> Box:
         """Source window ``(x0, y0, x1, y1)`` (may extend past the image) for an LR box."""
         s, h = self.scale, self.halo
         return s * lr_x0 - h, s * lr_y0 - h, s * lr_x1 + h, s * lr_y1 + h
@@ -108,7 +109,7 @@ class Downsample:
         out = _accumulate(columns, w, s, int(nx), axis=1)
         return np.clip(np.floor(out + np.float32(0.5)), 0, 255).astype(np.uint8)
 
-    def reduce_region(self, image: np.ndarray, lr_box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    def reduce_region(self, image: np.ndarray, lr_box: Box | None = None) -> np.ndarray:
         """Downsample an LR box ``(x0, y0, x1, y1)`` of a whole in-memory image.
 
         Without ``lr_box`` the whole image is reduced. Used for tiles, tests and
@@ -130,8 +131,8 @@ def reflect_indices(start: int, stop: int, size: int) -> np.ndarray:
 
 
 def read_window(
-    read: Callable[[tuple[int, int, int, int]], np.ndarray],
-    box: tuple[int, int, int, int],
+    read: Callable[[Box], np.ndarray],
+    box: Box,
     width: int,
     height: int,
 ) -> np.ndarray:
@@ -147,7 +148,7 @@ def read_window(
     return region[np.ix_(iy - by0, ix - bx0)]
 
 
-def extract_window(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+def extract_window(image: np.ndarray, box: Box) -> np.ndarray:
     """Crop ``box`` from an in-memory ``(y, x, ...)`` image, reflecting past its borders."""
     height, width = image.shape[:2]
     return read_window(lambda b: image[b[1] : b[3], b[0] : b[2]], box, width, height)

@@ -9,7 +9,7 @@ An archive is a Zarr v3 group::
                            the group attributes
       0/ 1/ 2/ ...         the LR pyramid, uint8 (c, y, x); level 0 is the source / scale
       tissue_mask/         uint8 (rows, cols), 1 = tissue, one cell per ``mask_cell`` px
-      associated/label ... associated images, lossless (PNG), (c, y, x)
+      associated/label ... associated images, lossless JPEG-XL, (c, y, x)
       icc_profile/         the source's ICC profile bytes, uint8 (n,)
 
 Every array is sharded, with a crc32c on every chunk and on every shard index.

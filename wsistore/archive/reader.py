@@ -30,8 +30,7 @@ from wsistore.archive.manifest import ArrayRecord, Manifest, chunk_id, read_shar
 from wsistore.archive.store import PARTIAL_SUFFIX, Location
 from wsistore.codecs import ImageCodec, codec_from_config, register_codecs
 from wsistore.errors import ArchiveError, first_line
-
-Box = tuple[int, int, int, int]
+from wsistore.geometry import Box
 
 
 class ChunkState(StrEnum):

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from wsistore.archive.format import ASSOCIATED_GROUP
 from wsistore.archive.manifest import chunk_id, read_shard_index, shard_chunks
@@ -22,6 +21,7 @@ from wsistore.archive.writer import coding_psnr
 from wsistore.checksums import sha256_file
 from wsistore.degradation import Downsample, read_window
 from wsistore.errors import ArchiveError, first_line
+from wsistore.progress import Progress
 from wsistore.readers import open_slide
 
 #: A lossy chunk matches its source when its PSNR against a fresh downsample is within
@@ -128,8 +128,8 @@ def _decode_all(archive: Archive, report: VerifyReport, workers: int, progress: 
             return f"chunk {_name(name, cid)} does not decode ({first_line(exc)})"
         return None
 
-    with ThreadPoolExecutor(workers) as pool:
-        for problem in tqdm(pool.map(decode, jobs), total=len(jobs), desc="verify", unit="chunk", disable=not progress):
+    with ThreadPoolExecutor(workers) as pool, Progress(len(jobs), "verify", "chunk", progress) as bar:
+        for problem in bar.over(pool.map(decode, jobs)):
             if problem:
                 report.problems.append(problem)
 
@@ -178,8 +178,8 @@ def _compare_source(archive: Archive, source: Path, reader: str, report: VerifyR
 
         worst = 0.0
         compared = 0
-        with ThreadPoolExecutor(workers) as pool:
-            for problem, content in tqdm(pool.map(compare, jobs), total=len(jobs), desc="compare", unit="chunk", disable=not progress):
+        with ThreadPoolExecutor(workers) as pool, Progress(len(jobs), "compare", "chunk", progress) as bar:
+            for problem, content in bar.over(pool.map(compare, jobs)):
                 if problem:
                     report.problems.append(problem)
                 if content is None:

@@ -14,19 +14,17 @@ import datetime as dt
 import hashlib
 import os
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
 import dask
 import numpy as np
 import zarr
-from tqdm import tqdm
 from zarr.codecs import BytesCodec, Crc32cCodec, TransposeCodec
 
+from wsistore._version import software_versions
 from wsistore.archive.format import (
     ALIGN,
     ASSOCIATED_GROUP,
@@ -51,6 +49,9 @@ from wsistore.checksums import sha256_file
 from wsistore.codecs import ImageCodec, JpegXlCodec, make_codec, register_codecs
 from wsistore.degradation import Downsample, read_window
 from wsistore.errors import ArchiveError, InputError, WsistoreError
+from wsistore.geometry import Box
+from wsistore.progress import Progress
+from wsistore.psnr import psnr_from_mse
 from wsistore.readers import SlideReader, open_slide
 from wsistore.tissue import CELL, DARKER_BY, DILATE_CELLS, SATURATED_BY, TissueMask, detect_tissue
 
@@ -139,7 +140,7 @@ class _Ingest:
         self.done: set[tuple[str, str]] = set()
         self.resumed: list[ShardRecord] = []  # intact shards found by --resume
         self._journal_lock = threading.Lock()
-        self._tick: Callable[[int], None] = lambda n: None
+        self._progress = Progress(0, "ingest", "chunk", enabled=False)
 
     # -- the steps ------------------------------------------------------------------------
     def run(self) -> IngestResult:
@@ -205,7 +206,7 @@ class _Ingest:
             stripped_images=stripped,
             manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            software=_software_versions(self.slide.name),
+            software=_software(self.slide.name),
         )
         mpp = (metadata.source.mpp_x, metadata.source.mpp_y) if metadata.mpp else None
         group.attrs.update({"ome": ome_multiscales(levels, mpp, self.slide_path.name), "wsistore": metadata.to_json()})
@@ -299,8 +300,8 @@ class _Ingest:
                     continue
                 total += int(block.sum())
                 tasks.append(dask.delayed(self._base_shard, pure=False)(array, keep, mask, sy, sx))
-        with _progress(total, "ingest", "chunk", self.options.progress) as tick:
-            self._tick = tick
+        self._progress = Progress(total, "ingest", "chunk", self.options.progress)
+        with self._progress:
             dask.compute(*tasks, scheduler="threads", num_workers=self.options.workers)
 
     def _base_shard(self, array: zarr.Array, keep: np.ndarray, mask: TissueMask, sy: int, sx: int) -> None:
@@ -327,10 +328,10 @@ class _Ingest:
                         part = window[by0 - wy0 : by1 - wy0, bx0 - wx0 : bx1 - wx0]
                         buffer[box[1] - y0 : box[3] - y0, box[0] - x0 : box[2] - x0] = self.down.reduce_window(part)
                         kept.append((r, q, box))
-                        self._tick(1)
+                        self._progress.update()
         self._store_shard("0", array, (0, sy, sx), buffer, (x0, y0, x1, y1), kept, fill, record_psnr=True)
 
-    def _read_level0(self, box: tuple[int, int, int, int]) -> np.ndarray:
+    def _read_level0(self, box: Box) -> np.ndarray:
         x0, y0, x1, y1 = box
         return self.slide.read_region((x0, y0), 0, (x1 - x0, y1 - y0))
 
@@ -340,8 +341,8 @@ class _Ingest:
         array: zarr.Array,
         shard: tuple[int, int, int],
         buffer: np.ndarray,
-        box: tuple[int, int, int, int],
-        kept: list[tuple[int, int, tuple[int, int, int, int]]],
+        box: Box,
+        kept: list[tuple[int, int, Box]],
         fill: int,
         record_psnr: bool,
     ) -> None:
@@ -495,38 +496,13 @@ def halve(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return ((total + 2) // 4).astype(np.uint8)
 
 
-def coding_psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB (99 for identical), rounded to 4 decimals as recorded in the manifest."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return round(99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse), 4)
-
-
-def _software_versions(reader: str) -> dict[str, str]:
+def _software(reader: str) -> dict[str, str]:
     import imagecodecs
 
-    versions = {}
-    for package in ("wsistore", "zarr", "numpy", "imagecodecs", "dask", reader if reader != "openslide" else "openslide-python"):
-        try:
-            versions[package] = importlib_metadata.version(package)
-        except importlib_metadata.PackageNotFoundError:
-            versions[package] = "unknown"
-    versions["imagecodecs_libraries"] = imagecodecs.version()
-    return versions
+    package = "openslide-python" if reader == "openslide" else reader
+    return software_versions("zarr", "numpy", "imagecodecs", "dask", package) | {"imagecodecs_libraries": imagecodecs.version()}
 
 
-class _progress:
-    """A thread-safe tqdm bar; yields a ``tick(n)`` callable."""
-
-    def __init__(self, total: int, desc: str, unit: str, enabled: bool) -> None:
-        self.bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True)
-        self.lock = threading.Lock()
-
-    def __enter__(self) -> Callable[[int], None]:
-        def tick(n: int) -> None:
-            with self.lock:
-                self.bar.update(n)
-
-        return tick
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.close()
+def coding_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB (see :mod:`wsistore.psnr`), rounded to 4 decimals as recorded in the manifest."""
+    return round(psnr_from_mse(float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))), 4)

@@ -11,6 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from wsistore.errors import InputError
+from wsistore.geometry import Region
 
 if TYPE_CHECKING:
     from wsistore.codecs import ImageCodec
@@ -51,7 +52,7 @@ def add_overwrite_resume(p: Parser, what: str) -> None:
     p.add_argument("--resume", action="store_true", help=f"continue an interrupted {what}")
 
 
-def region(text: str) -> tuple[int, int, int, int]:
+def region(text: str) -> Region:
     """argparse type of ``--region``: ``x,y,w,h`` integers in level-0 pixels."""
     try:
         x, y, w, h = (int(v) for v in text.split(","))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from wsistore.errors import InputError
+from wsistore.geometry import Region
 from wsistore.readers import (
     SLIDE_SUFFIXES,
     TILE_SUFFIXES,
@@ -50,7 +51,7 @@ class BenchInput:
 
 
 def load_inputs(
-    paths: list[Path], crop: int, region: tuple[int, int, int, int] | None = None
+    paths: list[Path], crop: int, region: Region | None = None
 ) -> Iterator[BenchInput]:
     """Open archives, tiles and slides, and the tiles and slides directly in folders (see
     :func:`~wsistore.readers.input_kind`); raise InputError for anything unusable."""
@@ -74,7 +75,7 @@ def _tile_input(path: Path) -> BenchInput:
     )
 
 
-def _slide_input(path: Path, crop: int, region: tuple[int, int, int, int] | None) -> BenchInput:
+def _slide_input(path: Path, crop: int, region: Region | None) -> BenchInput:
     with open_slide(path) as slide:
         tissue = detect_tissue(slide)
         box = region or _densest_square(slide, tissue, crop)
@@ -90,7 +91,7 @@ def _slide_input(path: Path, crop: int, region: tuple[int, int, int, int] | None
     )
 
 
-def _archive_input(path: Path, crop: int, region: tuple[int, int, int, int] | None) -> BenchInput:
+def _archive_input(path: Path, crop: int, region: Region | None) -> BenchInput:
     from wsistore.archive.reader import Archive
 
     archive = Archive.open(path)
@@ -106,7 +107,7 @@ def _archive_input(path: Path, crop: int, region: tuple[int, int, int, int] | No
     return item
 
 
-def _densest_square(slide: SlideReader, mask: TissueMask, crop: int) -> tuple[int, int, int, int]:
+def _densest_square(slide: SlideReader, mask: TissueMask, crop: int) -> Region:
     """The ``crop``-sided square (aligned to 64 source pixels = 16 LR) with the most tissue."""
     width, height = slide.dimensions
     side = min(crop, width, height) // 64 * 64

@@ -28,6 +28,7 @@ from skimage.filters import threshold_otsu
 from skimage.metrics import structural_similarity
 
 from wsistore.errors import InputError
+from wsistore.psnr import psnr_from_mse
 
 PATCH = 256
 PATCH_TISSUE = 0.9
@@ -60,11 +61,11 @@ METRICS: dict[str, Metric] = {
 
 
 def psnr(reference: np.ndarray, test: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """PSNR in dB over ``mask`` pixels (all pixels without a mask); inf when identical."""
+    """PSNR in dB over ``mask`` pixels (all pixels without a mask); see :mod:`wsistore.psnr`."""
     diff = reference.astype(np.float64) - test.astype(np.float64)
     sq = (diff**2).mean(axis=2)
     mse = float(sq[mask].mean() if mask is not None else sq.mean())
-    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
+    return psnr_from_mse(mse)
 
 
 def ssim(reference: np.ndarray, test: np.ndarray, mask: np.ndarray | None = None) -> float:

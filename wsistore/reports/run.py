@@ -9,17 +9,19 @@ import os
 import platform
 import time
 from dataclasses import dataclass, field
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from wsistore._version import software_versions
 from wsistore.errors import InputError
+from wsistore.geometry import Region
 from wsistore.models.device import resolve_device
 from wsistore.models.weights import LoadedGenerator
+from wsistore.progress import Progress
+from wsistore.psnr import IDENTICAL_PSNR
 from wsistore.reports.inputs import BenchInput, load_inputs
 from wsistore.reports.methods import (
     ARCHIVE_SWEEP,
@@ -33,8 +35,6 @@ from wsistore.reports.metrics import Lpips, evaluate
 from wsistore.reports.report import aggregate, plot_curves, write_html, write_markdown
 from wsistore.restoration.engine import runner_for, upscale_image
 
-#: PSNR reported for identical images (JSON has no infinity).
-IDENTICAL_PSNR = 100.0
 DEFAULT_SETTING = "avif:level=75,speed=6"  # the archive default (wsistore.codecs.DEFAULT_CODEC)
 CROP = 160
 
@@ -52,7 +52,7 @@ class BenchOptions:
     quick: bool = False
     chunk: int = 256
     crop: int = 2048
-    region: tuple[int, int, int, int] | None = None
+    region: Region | None = None
     lpips_weights: Path | None = None
     progress: bool = True
 
@@ -75,7 +75,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     records: list[dict[str, Any]] = []
     panels: dict[str, Path] = {}
     total = len(inputs) * (len(archive_sweep) * len(runners) + len(hr_sweep) + 1)
-    with tqdm(total=total, desc="bench", unit="run", disable=not options.progress) as bar:
+    with Progress(total, "bench", "run", options.progress) as bar:
         for item in inputs:
             crops: dict[str, np.ndarray] = {}
             corner = _crop_corner(item)
@@ -117,7 +117,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
         "device": _device_name(device),
-        "software": _versions(),
+        "software": software_versions("torch", "imagecodecs", "piq", "torchmetrics", "scikit-image"),
         "default_setting": DEFAULT_SETTING,
         "definitions": DEFINITIONS,
         "lpips": {"available": lpips is not None, "reason": lpips_reason},
@@ -157,8 +157,6 @@ DEFINITIONS = {
 def _record(item: BenchInput, family: str, setting: str, up: LoadedGenerator | None, image: np.ndarray, nbytes: int,
             encode_s: float, restore_s: float | None, lpips: Any, device: torch.device) -> dict[str, Any]:
     metrics = evaluate(item.hr, image, item.mask, lpips=lpips, mpp=item.mpp)
-    if math.isinf(metrics["psnr"]):
-        metrics["psnr"] = IDENTICAL_PSNR
     codec = setting.partition(":")[0] if family != "source" else "source"
     return {
         "input": item.name,
@@ -253,13 +251,3 @@ def _lpips(weights: Path | None) -> tuple[Any, str]:
 
 def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for package in ("wsistore", "torch", "imagecodecs", "piq", "torchmetrics", "scikit-image"):
-        try:
-            out[package] = importlib_metadata.version(package)
-        except importlib_metadata.PackageNotFoundError:
-            out[package] = "unknown"
-    return out

@@ -31,10 +31,11 @@ import numpy as np
 from wsistore.archive.reader import Archive, ChunkState
 from wsistore.degradation import read_window
 from wsistore.errors import ArchiveError, InputError
+from wsistore.geometry import Box
 from wsistore.models.device import resolve_device
 from wsistore.models.weights import LoadedGenerator, default_model, load_generator
 from wsistore.restoration.cache import SingleFlightCache
-from wsistore.restoration.grid import Box, ComputeGrid, choose_tile, halo_for
+from wsistore.restoration.grid import ComputeGrid, choose_tile, halo_for
 from wsistore.restoration.runner import GeneratorRunner
 
 #: Decoded LR chunks kept, at least (more for wide slides: see ``TileRestorer``).

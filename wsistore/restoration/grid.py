@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-Box = tuple[int, int, int, int]
+from wsistore.geometry import Box
 
 #: Halo rounding: windows stay multiples of 16 for tensor-core friendly shapes.
 HALO_ALIGN = 8

@@ -11,9 +11,7 @@ from dataclasses import dataclass
 
 from wsistore.archive.reader import Archive
 from wsistore.errors import InputError
-
-#: ``(x, y, width, height)`` in level-0 pixels
-Region = tuple[int, int, int, int]
+from wsistore.geometry import Box, Region
 
 
 @dataclass(frozen=True)
@@ -24,7 +22,7 @@ class OutputLevel:
     archive_level: int | None
     downsample: int
     #: ``(x0, y0, x1, y1)`` in this level's pixels
-    box: tuple[int, int, int, int]
+    box: Box
 
     @property
     def width(self) -> int:
@@ -33,15 +31,6 @@ class OutputLevel:
     @property
     def height(self) -> int:
         return self.box[3] - self.box[1]
-
-
-def parse_region(text: str) -> Region:
-    """``"x,y,w,h"`` -> a region tuple."""
-    try:
-        x, y, w, h = (int(v) for v in text.split(","))
-    except ValueError:
-        raise InputError(f"--region must be x,y,w,h in level-0 pixels, got {text!r}") from None
-    return x, y, w, h
 
 
 def check_region(region: Region | None, width: int, height: int) -> Region:

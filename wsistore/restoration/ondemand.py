@@ -19,6 +19,7 @@ from PIL import Image
 
 from wsistore.archive.reader import Archive
 from wsistore.errors import WsistoreError
+from wsistore.geometry import Box
 from wsistore.models.weights import LoadedGenerator
 from wsistore.restoration.cache import SingleFlightCache
 from wsistore.restoration.engine import TileRestorer, assemble, make_restorer
@@ -136,7 +137,7 @@ class RestoredSlide(AbstractSlide):
     def _tile(self, rc: tuple[int, int]) -> np.ndarray:
         return self._tiles.get(rc, lambda: self._restorer.tile(*rc))
 
-    def _level0(self, box: tuple[int, int, int, int]) -> np.ndarray:
+    def _level0(self, box: Box) -> np.ndarray:
         return assemble(self._restorer.grid, box, self._tile, self._pool)
 
     def _make_properties(self) -> Mapping[str, str]:

@@ -21,10 +21,11 @@ from wsistore._version import __version__
 from wsistore.archive.partial import PartialOutput
 from wsistore.archive.reader import Archive
 from wsistore.errors import InputError
+from wsistore.geometry import Region
 from wsistore.models.weights import LoadedGenerator
 from wsistore.restoration.bands import iter_rows
 from wsistore.restoration.engine import level0_array, make_restorer
-from wsistore.restoration.levels import OutputLevel, Region, check_region, output_levels
+from wsistore.restoration.levels import OutputLevel, check_region, output_levels
 from wsistore.restoration.tiff_writer import DEFAULT_JPEG_QUALITY, TiffPyramidWriter, TileCodec
 from wsistore.restoration.zarr_writer import OmeZarrWriter
 

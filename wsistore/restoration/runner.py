@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from wsistore.errors import InputError, WsistoreError, first_line
+from wsistore.geometry import Box
 from wsistore.models.weights import INTERPOLATIONS, LoadedGenerator
 
 #: Seconds the model thread waits for more windows to fill a GPU batch.
@@ -32,7 +33,7 @@ DEFAULT_CUDA_BATCH = 8
 @dataclass
 class _Request:
     window: np.ndarray  # (h, w, 3) uint8 LR
-    crop: tuple[int, int, int, int]  # HR (x0, y0, x1, y1) to return
+    crop: Box  # HR (x0, y0, x1, y1) to return
     future: Future[np.ndarray]
 
 
@@ -67,7 +68,7 @@ class GeneratorRunner:
     def precision(self) -> str:
         return "bf16" if self.bf16 else "fp32"
 
-    def upscale(self, window: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray:
+    def upscale(self, window: np.ndarray, crop: Box) -> np.ndarray:
         """The HR ``crop`` (window coordinates) of the generator's output for ``window``."""
         self._ensure_thread()
         future: Future[np.ndarray] = Future()
@@ -133,7 +134,7 @@ class GeneratorRunner:
             request.future.set_exception(error)
 
     @torch.inference_mode()
-    def _forward(self, windows: list[np.ndarray], crops: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
+    def _forward(self, windows: list[np.ndarray], crops: list[Box]) -> list[np.ndarray]:
         x = torch.from_numpy(np.stack(windows)).to(self.device, non_blocking=True)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
         if self.channels_last:

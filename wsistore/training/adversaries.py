@@ -11,9 +11,9 @@ from torch import nn
 
 from wsistore.models.adversarial import AdversarialLoss
 from wsistore.models.registry import build_discriminator
-from wsistore.training.roi import NucleusCropConfig, crop_boxes, nucleus_boxes
 from wsistore.training.config import DISCRIMINATOR_SLOTS, Stage, TrainConfig
 from wsistore.training.evaluate import autocast
+from wsistore.training.roi import NucleusCropConfig, crop_boxes, nucleus_boxes
 from wsistore.training.state import cpu_state_dict
 
 #: optimizer and run-state name of each slot (``discriminator`` as before there were two)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import math
 
 import torch
 from torch import nn
 
 from wsistore.models.losses import ssim
+from wsistore.psnr import psnr_from_mse
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:
@@ -40,7 +40,7 @@ def evaluate(
                 out = model(x)
             out = (out.float().clamp(0, 1) * 255).round() / 255
             mse = ((out - y) ** 2).flatten(1).mean(1)
-            psnr += [10 * math.log10(1 / max(float(m), 1e-12)) for m in mse]
+            psnr += [psnr_from_mse(float(m), peak=1.0) for m in mse]
             sim += ssim(out, y).tolist()
             l1 += (out - y).abs().flatten(1).mean(1).tolist()
     finally:

@@ -38,10 +38,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from wsistore._version import software_versions
 from wsistore.checksums import sha256_file
 from wsistore.codecs import ImageCodec, make_codec
 from wsistore.degradation import Downsample, code_on_grid, read_window
 from wsistore.errors import InputError, OutputExistsError
+from wsistore.geometry import Box
+from wsistore.progress import Progress
 from wsistore.readers import ArraySlide, SlideReader, image_files, input_kind, open_input
 from wsistore.tissue import detect_tissue
 from wsistore.training.shards import FORMAT, MANIFEST, VERSION, ShardWriter
@@ -165,7 +169,7 @@ class Source:
     kind: str
     width: int
     height: int
-    read: Callable[[tuple[int, int, int, int]], np.ndarray]
+    read: Callable[[Box], np.ndarray]
     reader: SlideReader
     close: Callable[[], None]
 
@@ -180,7 +184,7 @@ def _source(path: Path, kind: str, slide: SlideReader) -> Source:
     """A :class:`Source` that reads level 0 of ``slide``."""
     w, h = slide.dimensions
 
-    def read(b: tuple[int, int, int, int]) -> np.ndarray:
+    def read(b: Box) -> np.ndarray:
         return slide.read_region((b[0], b[1]), 0, (b[2] - b[0], b[3] - b[1]))
 
     return Source(path, kind, w, h, read, slide, slide.close)
@@ -354,11 +358,12 @@ def prepare(sources: list[str], out: str | os.PathLike[str], options: PrepareOpt
     writers = {split: ShardWriter(partial, split, options.shard_size) for split in ("train", "val")}
     down = Downsample(options.scale)
     records = []
-    bar = _bar(len(files), options.progress)
-    for number, path in enumerate(files):
-        split = "val" if path.name in held_out else "train"
-        records.append(_prepare_file(number, path, split, writers[split], down, options))
-        bar(path.name)
+    with Progress(len(files), "prepare", "file", options.progress) as bar:
+        for number, path in enumerate(files):
+            split = "val" if path.name in held_out else "train"
+            bar.note(path.name)
+            records.append(_prepare_file(number, path, split, writers[split], down, options))
+            bar.update()
     for writer in writers.values():
         writer.flush()
     manifest = {
@@ -394,7 +399,7 @@ def prepare(sources: list[str], out: str | os.PathLike[str], options: PrepareOpt
         "licences": sorted({r["licence"] for r in records}),
         "shards": writers["train"].shards + writers["val"].shards,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "software": _software(),
+        "software": software_versions("numpy", "imagecodecs"),
     }
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=1))
     if out.exists():
@@ -447,31 +452,3 @@ def _prepare_file(
         "grid_candidates": sum(v["candidates"] for v in made),
         "variants": made,
     }
-
-
-def _software() -> dict[str, str]:
-    from wsistore._version import __version__
-
-    versions = {"wsistore": __version__}
-    for name in ("numpy", "imagecodecs"):
-        try:
-            versions[name] = __import__(name).__version__
-        except (ImportError, AttributeError):
-            pass
-    return versions
-
-
-def _bar(total: int, enabled: bool) -> Callable[[str], None]:
-    if not enabled:
-        return lambda name: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc="prepare", unit="file")
-
-    def tick(name: str) -> None:
-        bar.set_postfix_str(name, refresh=False)
-        bar.update(1)
-        if bar.n >= total:
-            bar.close()
-
-    return tick

@@ -32,6 +32,7 @@ from wsistore.models.losses import PyramidLoss
 from wsistore.models.perceptual import Autoencoder, AutoencoderConfig, AutoencoderLoss
 from wsistore.models.registry import build_adversarial, build_generator, build_loss
 from wsistore.models.weights import save_generator
+from wsistore.progress import Progress
 from wsistore.training.adversaries import Adversaries
 from wsistore.training.config import METRICS, Stage, TrainConfig
 from wsistore.training.evaluate import autocast, evaluate, to_device
@@ -139,7 +140,7 @@ class Trainer:
             self._start(overwrite)
         start, start_step = time.perf_counter(), self.step
         total = sum(p.steps for p in self.phases)
-        bar = _progress_bar(total, self.step, self.progress)
+        bar = Progress(total, "train", "step", self.progress, initial=self.step)
         try:
             while self.phase_index < len(self.phases):
                 phase = self.phases[self.phase_index]
@@ -152,13 +153,11 @@ class Trainer:
                     logs = self._train_step(phase, optim)
                     self.phase_step += 1
                     self.step += 1
-                    if bar is not None:
-                        bar.update(1)
+                    bar.update()
                     if self.step % self.config.run.log_every == 0 or self.phase_step == phase.steps:
                         at = {"step": self.step, "phase": phase.name, "phase_step": self.phase_step}
                         self._log({**at, "lr": optim.lr(), **{k: float(v) for k, v in logs.items()}})
-                        if bar is not None:
-                            bar.set_postfix_str(f"{phase.name} loss {float(logs['loss']):.4g}", refresh=False)
+                        bar.note(f"{phase.name} loss {float(logs['loss']):.4g}")
                     if phase.trains_generator and self.step % self.config.validation.every == 0:
                         self._validate(phase)
                     if self.step % self.config.run.checkpoint_every == 0:
@@ -168,8 +167,7 @@ class Trainer:
                         return self._result(False, start, start_step)
                 self._end(phase)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
             self.elapsed += time.perf_counter() - start
         return self._finish(start, start_step)
 
@@ -490,14 +488,3 @@ class _Optim:
             o.load_state_dict(state["optimizers"][k])
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
-
-
-def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
-    """A tqdm bar when tqdm is installed and wanted (training machines may lack it)."""
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
