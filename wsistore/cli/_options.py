@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from wsistore.errors import InputError
@@ -105,8 +106,11 @@ def size(n: float) -> str:
     return f"{n} B"
 
 
-def print_json(data: Any) -> None:
-    """Indented JSON on stdout."""
-    import json
+def show(data: Any, as_json: bool, describe: Callable[[Any], str]) -> None:
+    """Print ``data`` as indented JSON, or as ``describe`` words it for people."""
+    if as_json:
+        import json
 
-    print(json.dumps(data, indent=2))
+        print(json.dumps(data, indent=2))
+    else:
+        print(describe(data))

@@ -21,10 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from wsistore.archive.reader import Archive
 
     info = Archive.open(args.archive).info()
-    if args.json:
-        _options.print_json(info)
-    else:
-        print(describe(info))
+    _options.show(info, args.json, describe)
     return 0
 
 

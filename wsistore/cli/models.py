@@ -22,10 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from wsistore.models.catalog import catalog
 
     info = catalog()
-    if args.json:
-        _options.print_json(info)
-    else:
-        print(describe(info))
+    _options.show(info, args.json, describe)
     return 0
 
 

@@ -32,10 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from wsistore.archive.verify import verify
 
     report = verify(args.archive, against=args.against, reader=args.reader, workers=args.workers, progress=not args.quiet)
-    if args.json:
-        _options.print_json(report.__dict__ | {"ok": report.ok})
-    else:
-        print(describe(report))
+    _options.show(report.__dict__ | {"ok": report.ok}, args.json, lambda _: describe(report))
     return 0 if report.ok else FAILED
 
 
