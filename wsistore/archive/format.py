@@ -28,7 +28,6 @@ FORMAT_VERSION = "1.0"
 #: Versions this code reads.
 READABLE_VERSIONS = ("1.0",)
 MANIFEST_KEY = "manifest.json"
-JOURNAL_KEY = "ingest-journal.jsonl"
 MASK_ARRAY = "tissue_mask"
 ICC_ARRAY = "icc_profile"
 ASSOCIATED_GROUP = "associated"

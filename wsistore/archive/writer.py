@@ -82,13 +82,13 @@ class IngestOptions:
 
     def __post_init__(self) -> None:
         if self.scale not in (2, 4, 8):
-            raise InputError(f"--scale must be 2, 4 or 8, got {self.scale}")
+            raise InputError(f"scale must be 2, 4 or 8, got {self.scale}")
         if self.chunk % ALIGN or not 64 <= self.chunk <= 1024:
-            raise InputError(f"--chunk must be a multiple of {ALIGN} between 64 and 1024, got {self.chunk}")
+            raise InputError(f"chunk must be a multiple of {ALIGN} between 64 and 1024, got {self.chunk}")
         if self.shard is not None and (self.shard % self.chunk or self.shard < self.chunk):
-            raise InputError(f"--shard must be a multiple of --chunk ({self.chunk}), got {self.shard}")
+            raise InputError(f"shard must be a multiple of the chunk ({self.chunk}), got {self.shard}")
         if self.workers < 1:
-            raise InputError(f"--workers must be at least 1, got {self.workers}")
+            raise InputError(f"workers must be at least 1, got {self.workers}")
 
 
 @dataclass

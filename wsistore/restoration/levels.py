@@ -39,7 +39,7 @@ def check_region(region: Region | None, width: int, height: int) -> Region:
         return 0, 0, width, height
     x, y, w, h = region
     if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width or y + h > height:
-        raise InputError(f"--region {x},{y},{w},{h} is not inside the slide ({width} x {height})")
+        raise InputError(f"region {x},{y},{w},{h} is not inside the slide ({width} x {height})")
     return region
 
 

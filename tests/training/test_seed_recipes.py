@@ -3,7 +3,7 @@ is the paper's, the trainer extensions they need behave (discriminator-only stag
 nucleus-crop discriminator, critic steps, an explicit autoencoder stage, exact resume),
 and a short CPU run of each on real tiles lowers its validation loss.
 
-Every pipeline also runs as a two-steps-per-stage smoke test in tests/test_training.py.
+Every pipeline also runs as a two-steps-per-stage smoke test in tests/training/test_training.py.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ rVTT's relativistic pair loss and nucleus crops, WGAN-GP and SQE's two-class KL 
 
 The registry-wide contracts (4x on odd sizes at scales 2 and 4, gradients to every
 parameter, exact receptive field, tile equals crop, losses minimal on identical inputs)
-run for these components too in tests/test_models.py and tests/test_losses.py, which
+run for these components too in tests/models/test_models.py and tests/models/test_losses.py, which
 iterate over the registries; this file adds what is particular to each.
 """
 
