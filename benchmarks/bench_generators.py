@@ -93,16 +93,27 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     rows = [bench(label, name, settings) for label, (name, settings) in CANDIDATES.items()]
-    result = {"command": "python -m benchmarks.bench_generators", "machine": machine(), "threads": os.cpu_count(), "models": rows}
+    result = {
+        "command": "python -m benchmarks.bench_generators",
+        "machine": machine(),
+        "threads": os.cpu_count(),
+        "models": rows,
+    }
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     print(f"`{result['command']}` on {result['machine']}")
     print("")
-    print("| model | k MAC / HR px | RF / halo (LR) | params | 256-px tile + halo, ms | useful HR MP/s | train step, 1 thread, s |")
+    print(
+        "| model | k MAC / HR px | RF / halo (LR) | params | 256-px tile + halo, ms | useful HR MP/s | "
+        "train step, 1 thread, s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['kmac_per_hr_pixel']:.1f} | {r['receptive_field']} / {r['halo']} | {r['parameters']:,} | "
-              f"{r['tile_ms']:.0f} | {r['useful_hr_mp_per_s']:.2f} | {r['train_step_s_1_thread']:.2f} |")
+        print(
+            f"| {r['model']} | {r['kmac_per_hr_pixel']:.1f} | {r['receptive_field']} / {r['halo']} | "
+            f"{r['parameters']:,} | "
+            f"{r['tile_ms']:.0f} | {r['useful_hr_mp_per_s']:.2f} | {r['train_step_s_1_thread']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,9 @@ DEFAULT_CODECS = (
     "png",
 )
 
-_READ_ONLY = PEAK_RSS_SNIPPET + """
+_READ_ONLY = (
+    PEAK_RSS_SNIPPET
+    + """
 import json, resource, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from wsistore.readers import open_slide
@@ -53,14 +55,18 @@ with ThreadPoolExecutor(workers) as pool:
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "reader": slide.name, "peak_mb": peak_mb()}))
 """
+)
 
-_INGEST = PEAK_RSS_SNIPPET + """
+_INGEST = (
+    PEAK_RSS_SNIPPET
+    + """
 import json, resource, sys, time
 from wsistore.cli import main
 start = time.perf_counter()
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "seconds": time.perf_counter() - start, "peak_mb": peak_mb()}))
 """
+)
 
 
 def _run(code: str, *args: str) -> dict[str, Any]:
@@ -80,19 +86,33 @@ def bench(slide: Path, codecs: list[str], workers: int, reader: str, workdir: Pa
     rows = []
     for codec in codecs:
         out = workdir / f"bench-{len(rows)}.zarr"
-        measured = _run(_INGEST, "ingest", str(slide), str(out), "--codec", codec, "--workers", str(workers),
-                        "--reader", reader, "--quiet", "--overwrite")
+        measured = _run(
+            _INGEST,
+            "ingest",
+            str(slide),
+            str(out),
+            "--codec",
+            codec,
+            "--workers",
+            str(workers),
+            "--reader",
+            reader,
+            "--quiet",
+            "--overwrite",
+        )
         info = Archive.open(out).info()
-        rows.append({
-            "codec": codec,
-            "seconds": measured["seconds"],
-            "source_mp_per_s": megapixels / measured["seconds"],
-            "source_mp_per_s_per_worker": megapixels / measured["seconds"] / workers,
-            "peak_rss_mb": measured["peak_mb"],
-            "archive_bytes": info["archive_bytes"],
-            "pyramid_bits_per_source_pixel": info["pyramid_bits_per_source_pixel"],
-            "background_dropped": info["background_dropped"],
-        })
+        rows.append(
+            {
+                "codec": codec,
+                "seconds": measured["seconds"],
+                "source_mp_per_s": megapixels / measured["seconds"],
+                "source_mp_per_s_per_worker": megapixels / measured["seconds"] / workers,
+                "peak_rss_mb": measured["peak_mb"],
+                "archive_bytes": info["archive_bytes"],
+                "pyramid_bits_per_source_pixel": info["pyramid_bits_per_source_pixel"],
+                "background_dropped": info["background_dropped"],
+            }
+        )
     return {
         "slide": str(slide),
         "dimensions": [width, height],
@@ -114,16 +134,19 @@ def to_markdown(result: dict[str, Any]) -> str:
     ro = result["read_only"]
     lines = [
         f"Slide {Path(result['slide']).name}: {result['dimensions'][0]} x {result['dimensions'][1]} "
-        f"({result['source_megapixels']:.0f} MP), reader {result['reader']}, {result['workers']} workers, {result['machine']}.",
+        f"({result['source_megapixels']:.0f} MP), reader {result['reader']}, {result['workers']} workers, "
+        f"{result['machine']}.",
         "",
         "| pass | source MP/s | MP/s per worker | peak RSS MB | archive MB | pyramid bits/px |",
         "|---|---|---|---|---|---|",
-        f"| read only (floor) | {ro['source_mp_per_s']:.1f} | {ro['source_mp_per_s_per_worker']:.1f} | {ro['peak_rss_mb']:.0f} | | |",
+        f"| read only (floor) | {ro['source_mp_per_s']:.1f} | {ro['source_mp_per_s_per_worker']:.1f} | "
+        f"{ro['peak_rss_mb']:.0f} | | |",
     ]
     for row in result["ingest"]:
         lines.append(
             f"| ingest `{row['codec']}` | {row['source_mp_per_s']:.1f} | {row['source_mp_per_s_per_worker']:.1f} | "
-            f"{row['peak_rss_mb']:.0f} | {row['archive_bytes'] / 1e6:.2f} | {row['pyramid_bits_per_source_pixel']:.3f} |"
+            f"{row['peak_rss_mb']:.0f} | {row['archive_bytes'] / 1e6:.2f} | "
+            f"{row['pyramid_bits_per_source_pixel']:.3f} |"
         )
     return "\n".join(lines)
 

@@ -80,7 +80,9 @@ def model_spec(name: str, workdir: Path) -> str:
     torch.manual_seed(0)
     architecture, config = BUILT_MODELS[name]
     path = workdir / f"{name}.safetensors"
-    save_generator(path, build_generator(architecture, config), {"architecture": architecture, "config": config, "scale": 4})
+    save_generator(
+        path, build_generator(architecture, config), {"architecture": architecture, "config": config, "scale": 4}
+    )
     return str(path)
 
 
@@ -93,14 +95,24 @@ def bench_model(archive: Path, name: str, args: argparse.Namespace, workdir: Pat
 
     spec = model_spec(name, workdir)
     opened = Archive.open(archive)
-    restorer = restorer_for(RestoreSpec(str(archive), opened.metadata.manifest_sha256, spec, args.device, args.batch, args.compile), opened)
+    restorer = restorer_for(
+        RestoreSpec(str(archive), opened.metadata.manifest_sha256, spec, args.device, args.batch, args.compile), opened
+    )
     runner, g = restorer.runner, restorer.grid
     cuda = runner.device.type == "cuda"
     n = args.region_tiles or (max(g.rows, g.cols) if cuda else CPU_REGION_TILES.get(name, 2))
     rows, cols = min(n, g.rows), min(n, g.cols)
     region = (0, 0, min(cols * g.hr_tile, g.width), min(rows * g.hr_tile, g.height))
     megapixels = region[2] * region[3] / 1e6
-    options = dict(model=spec, device=args.device, batch=args.batch, workers=args.workers, compile=args.compile, overwrite=True, progress=False)
+    options = dict(
+        model=spec,
+        device=args.device,
+        batch=args.batch,
+        workers=args.workers,
+        compile=args.compile,
+        overwrite=True,
+        progress=False,
+    )
     if cuda:  # load, autotune and compile outside the timed run
         restore(archive, workdir / "warmup.tif", RestoreOptions(region=(0, 0, g.hr_tile, g.hr_tile), **options))  # type: ignore[arg-type]
         torch.cuda.reset_peak_memory_stats()
@@ -241,7 +253,10 @@ def on_demand_latency(archive: Path, spec: str, device: str, hr_tile: int, corne
 
 def machine() -> str:
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return f"{platform.machine()}, {os.cpu_count()} cores{gpu}, Python {platform.python_version()}, torch {torch.__version__}"
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores{gpu}, "
+        f"Python {platform.python_version()}, torch {torch.__version__}"
+    )
 
 
 def to_markdown(result: dict[str, Any]) -> str:
@@ -249,7 +264,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"`{result['command']}` on {result['machine']}; archive {result['archive_dimensions'][0]} x "
         f"{result['archive_dimensions'][1]} all tissue.",
         "",
-        "| model | device | tile/halo (LR) | region HR MP | end to end HR MP/s | generator alone useful / raw | decode LR (HR MP/s) | encode JPEG (HR MP/s) | 512 px on demand, ms: cold / cached / 4 tiles cold |",
+        "| model | device | tile/halo (LR) | region HR MP | end to end HR MP/s | generator alone useful / raw | "
+        "decode LR (HR MP/s) | encode JPEG (HR MP/s) | 512 px on demand, ms: cold / cached / 4 tiles cold |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["models"]:
@@ -258,34 +274,60 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {r['model']} | {r['device']} {r['precision']}{' compile' if r['compile'] else ''} b{r['batch']} | "
             f"{r['compute_tile_lr']}/{r['halo_lr']} ({r['halo_overhead']:.2f}x) | {r['region_hr_megapixels']:.1f} | "
-            f"{r['end_to_end_hr_mp_per_s']:.3g} | {r['generator_alone_useful_hr_mp_per_s']:.3g} / {r['generator_alone_raw_hr_mp_per_s']:.3g} | "
+            f"{r['end_to_end_hr_mp_per_s']:.3g} | {r['generator_alone_useful_hr_mp_per_s']:.3g} / "
+            f"{r['generator_alone_raw_hr_mp_per_s']:.3g} | "
             f"{r['decode_hr_mp_per_s']:.3g} | {r['encode_jpeg_hr_mp_per_s']:.3g} | "
             f"{lat['cold_ms']:.0f} / {lat['cached_ms']:.1f}{corner} |"
         )
     sweeps = [(r["model"], r["device"], r["precision"], t) for r in result["models"] for t in r["tile_sweep"]]
     if sweeps:
-        lines += ["", "Generator alone by compute tile size (random input):", "",
-                  "| model | device | tile/halo (LR) | batch | halo overhead | raw HR MP/s | useful HR MP/s |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Generator alone by compute tile size (random input):",
+            "",
+            "| model | device | tile/halo (LR) | batch | halo overhead | raw HR MP/s | useful HR MP/s |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for model, device, precision, t in sweeps:
             if "error" in t:
                 lines.append(f"| {model} | {device} {precision} | {t['tile']}/{t['halo']} | | | {t['error']} | |")
             else:
-                lines.append(f"| {model} | {device} {precision} | {t['tile']}/{t['halo']} | {t['batch']} | {t['halo_overhead']:.2f}x | "
-                             f"{t['raw_hr_mp_per_s']:.3g} | {t['useful_hr_mp_per_s']:.3g} |")
+                lines.append(
+                    f"| {model} | {device} {precision} | {t['tile']}/{t['halo']} | {t['batch']} | "
+                    f"{t['halo_overhead']:.2f}x | "
+                    f"{t['raw_hr_mp_per_s']:.3g} | {t['useful_hr_mp_per_s']:.3g} |"
+                )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["bicubic", "edsr-32x64"], help=f"bicubic, nearest, {', '.join(BUILT_MODELS)} or weights files")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["bicubic", "edsr-32x64"],
+        help=f"bicubic, nearest, {', '.join(BUILT_MODELS)} or weights files",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--archive", type=Path, help="an all-tissue archive (default: build one from the real tiles)")
-    parser.add_argument("--cells", type=int, help=f"mosaic side in 1024 px cells (default {CPU_CELLS} on CPU, {CUDA_CELLS} on CUDA)")
-    parser.add_argument("--region-tiles", type=int, help="compute tiles per side of the restored region (default: CPU 2 (EDSR-32x64 1), CUDA all)")
+    parser.add_argument(
+        "--cells", type=int, help=f"mosaic side in 1024 px cells (default {CPU_CELLS} on CPU, {CUDA_CELLS} on CUDA)"
+    )
+    parser.add_argument(
+        "--region-tiles",
+        type=int,
+        help="compute tiles per side of the restored region (default: CPU 2 (EDSR-32x64 1), CUDA all)",
+    )
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--sweep", nargs="*", type=int, help=f"compute tile sizes to time the generator alone on (default: none on CPU, {' '.join(map(str, SWEEP_CUDA))} on CUDA)")
+    parser.add_argument(
+        "--sweep",
+        nargs="*",
+        type=int,
+        help="compute tile sizes to time the generator alone on "
+        f"(default: none on CPU, {' '.join(map(str, SWEEP_CUDA))} on CUDA)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     from wsistore.archive.reader import Archive
@@ -294,7 +336,9 @@ def main() -> None:
     cuda = resolve_device(args.device).type == "cuda"
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        archive = args.archive or all_tissue_archive(workdir, args.cells or (CUDA_CELLS if cuda else CPU_CELLS), args.workers)
+        archive = args.archive or all_tissue_archive(
+            workdir, args.cells or (CUDA_CELLS if cuda else CPU_CELLS), args.workers
+        )
         md = Archive.open(archive).metadata
         result = {
             "command": "python -m benchmarks.bench_restore " + " ".join(sys.argv[1:]),

@@ -19,7 +19,9 @@ VALIDATION_LIST = ROOT / "pipelines" / "validation_tiles.txt"
 
 def validation_tiles() -> list[Path]:
     """The held-out tiles, as files in ../shared/data/tiles."""
-    names = [line.strip() for line in VALIDATION_LIST.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    names = [
+        line.strip() for line in VALIDATION_LIST.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
     return [TILES / f"{name}.png" for name in names]
 
 
@@ -30,8 +32,15 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--lpips-weights", type=Path, default=None)
     args = parser.parse_args()
-    run_bench(BenchOptions(inputs=[*validation_tiles(), sample_slide_path()], out=args.out, models=args.models,
-                           device=args.device, lpips_weights=args.lpips_weights))
+    run_bench(
+        BenchOptions(
+            inputs=[*validation_tiles(), sample_slide_path()],
+            out=args.out,
+            models=args.models,
+            device=args.device,
+            lpips_weights=args.lpips_weights,
+        )
+    )
     (args.out / "report.html").unlink(missing_ok=True)  # regenerated on demand; the markdown and PNGs are committed
     print(f"wrote {args.out}")
 

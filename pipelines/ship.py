@@ -32,7 +32,9 @@ REGISTRY = WEIGHTS / "registry.json"
 def stage_timing(run: Path, card: dict[str, Any], threads: int) -> dict[str, Any]:
     """Wall minutes from the run's start (its config.json) to this checkpoint, by the files'
     modification times, and what that means per step."""
-    checkpoint_time = max(p.stat().st_mtime for p in (run / "checkpoints").glob(f"{card['stage']}-step{card['step']:07d}.safetensors"))
+    checkpoint_time = max(
+        p.stat().st_mtime for p in (run / "checkpoints").glob(f"{card['stage']}-step{card['step']:07d}.safetensors")
+    )
     start = (run / "config.json").stat().st_mtime
     minutes = (checkpoint_time - start) / 60
     return {
@@ -57,22 +59,45 @@ def report_metrics(report: Path, name: str) -> dict[str, Any]:
     setting = results["default_setting"]
     table: dict[str, dict[str, float | None]] = {}
     for upscaler in (name, "bicubic", "nearest"):
-        rows = [r for r in results["records"] if r["family"] == "archive" and r["setting"] == setting and r["upscaler"] == upscaler and r["input"] in tiles]
+        rows = [
+            r
+            for r in results["records"]
+            if r["family"] == "archive"
+            and r["setting"] == setting
+            and r["upscaler"] == upscaler
+            and r["input"] in tiles
+        ]
         if not rows:
             continue
         table[upscaler] = {
-            k: (sum(r["metrics"][k] for r in rows) / len(rows) if all(r["metrics"].get(k) is not None for r in rows) else None) for k in METRICS
+            k: (
+                sum(r["metrics"][k] for r in rows) / len(rows)
+                if all(r["metrics"].get(k) is not None for r in rows)
+                else None
+            )
+            for k in METRICS
         } | {"bpp": sum(r["bpp"] for r in rows) / len(rows), "tiles": len(rows)}
     scored = next((m.get("weights_sha256") for m in results.get("models", []) if m.get("name") == name), None)
-    return {"report": str(report.resolve().relative_to(ROOT)), "setting": setting, "tiles": sorted(tiles), "means": table, "scored_sha256": scored}
+    return {
+        "report": str(report.resolve().relative_to(ROOT)),
+        "setting": setting,
+        "tiles": sorted(tiles),
+        "means": table,
+        "scored_sha256": scored,
+    }
 
 
-def ship(checkpoint: Path, name: str, run: Path, default: bool, summary: str, threads: int, report: Path | None) -> dict[str, Any]:
+def ship(
+    checkpoint: Path, name: str, run: Path, default: bool, summary: str, threads: int, report: Path | None
+) -> dict[str, Any]:
     card = read_card(checkpoint)
     manifest = read_manifest(card["data"]["shards"])
     card["shipped_as"] = name
     card["summary"] = summary
-    card["preparation"] = {k: manifest.get(k) for k in ("patch", "patches_per_file", "positions", "dihedral", "phases", "variants", "min_tissue", "seed")}
+    card["preparation"] = {
+        k: manifest.get(k)
+        for k in ("patch", "patches_per_file", "positions", "dihedral", "phases", "variants", "min_tissue", "seed")
+    }
     card["timing"] = stage_timing(run, card, threads)
     if report is not None:
         card["validation_report"] = report_metrics(report, name)
@@ -109,15 +134,18 @@ def model_card_markdown(name: str, card: dict[str, Any], digest: str) -> str:
         f"- file: `{name}.safetensors` (fp16), sha256 `{digest}`",
         f"- architecture: `{card['architecture']}` {json.dumps(card['config'])}; {card['parameters']:,} parameters; "
         f"receptive field {card['receptive_field']} LR px; scale {card['scale']}",
-        f"- recipe: `{card['config_file']}`, stage `{card['stage']}` ({card['stage_kind']}), global step {card['step']} "
+        f"- recipe: `{card['config_file']}`, stage `{card['stage']}` ({card['stage_kind']}), "
+        f"global step {card['step']} "
         f"(steps per stage: {json.dumps(card['steps_done'])})",
         f"- content loss: {card['content_loss'] or 'none (pixel losses only)'}",
-        f"- training: {t['wall_minutes']} wall minutes, {t['threads']} thread(s): {t['cpu_minutes']} CPU minutes, "
+        f"- training: {t['wall_minutes']} wall minutes, {t['threads']} thread(s): "
+        f"{t['cpu_minutes']} CPU minutes, "
         f"{t['steps_per_second']} steps/s ({t['note']}); device {card['device']}, {card['precision']}",
         "",
         "## Data",
         "",
-        f"- {data['counts']['train']} training patches from {len(train_files)} files, {data['counts']['val']} validation "
+        f"- {data['counts']['train']} training patches from {len(train_files)} files, "
+        f"{data['counts']['val']} validation "
         f"patches from {len(val_files)} held-out files ({', '.join(val_files)})",
         f"- LR exactly as the archive stores it: {card['codec_label']}, coded chunk by chunk on the {card['chunk']}-px "
         f"chunk grid (edge chunks padded with the fill value), downsample {card['downsample']['kernel']} "
@@ -127,8 +155,11 @@ def model_card_markdown(name: str, card: dict[str, Any], digest: str) -> str:
         "- licences of the training data (the weights are derived from it):",
         *(f"  - {licence}" for licence in data["licences"]),
         *(
-            ["- because part of the data is CC BY-NC-SA 4.0, use these weights non-commercially and share derived "
-             "weights under the same terms, with attribution (Kumar et al. IEEE TMI 2017; Verma et al. IEEE TMI 2021)"]
+            [
+                "- because part of the data is CC BY-NC-SA 4.0, use these weights non-commercially and share derived "
+                "weights under the same terms, with attribution "
+                "(Kumar et al. IEEE TMI 2017; Verma et al. IEEE TMI 2021)"
+            ]
             if any("BY-NC-SA" in licence for licence in data["licences"])
             else []
         ),
@@ -138,7 +169,8 @@ def model_card_markdown(name: str, card: dict[str, Any], digest: str) -> str:
         "| | PSNR dB | SSIM |",
         "|---|---|---|",
         f"| this model | {card['metrics']['val_psnr']:.2f} | {card['metrics']['val_ssim']:.4f} |",
-        f"| bicubic from the same LR | {card['baseline_bicubic']['val_psnr']:.2f} | {card['baseline_bicubic']['val_ssim']:.4f} |",
+        f"| bicubic from the same LR | {card['baseline_bicubic']['val_psnr']:.2f} | "
+        f"{card['baseline_bicubic']['val_ssim']:.4f} |",
     ]
     report = card.get("validation_report")
     if report:
@@ -149,7 +181,11 @@ def model_card_markdown(name: str, card: dict[str, Any], digest: str) -> str:
             "",
         ]
         if report.get("scored_sha256") and report["scored_sha256"] != digest:
-            lines += [f"The report scored the same tensors shipped before this card was added (sha256 `{report['scored_sha256']}`).", ""]
+            lines += [
+                "The report scored the same tensors shipped before this card was added "
+                f"(sha256 `{report['scored_sha256']}`).",
+                "",
+            ]
         lines += ["| upscaler | bits/px | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
         for upscaler, m in report["means"].items():
             cells = " | ".join("n/a" if m[k] is None else f"{m[k]:.4g}" for k in METRICS)
@@ -162,7 +198,9 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("name")
     parser.add_argument("--run", type=Path, required=True, help="the run folder the checkpoint comes from")
-    parser.add_argument("--default", action="store_true", help="restore and wsistore.open use this model when none is named")
+    parser.add_argument(
+        "--default", action="store_true", help="restore and wsistore.open use this model when none is named"
+    )
     parser.add_argument("--summary", default="", help="one sentence: what the model is for")
     parser.add_argument("--threads", type=int, default=1, help="torch threads the run used (default 1)")
     parser.add_argument("--report", type=Path, help="a validation report's results.json to quote")

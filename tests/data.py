@@ -11,6 +11,7 @@ SHARED = Path(os.environ.get("WSISTORE_SHARED_DATA", ROOT.parent / "shared" / "d
 TILES = SHARED / "tiles"
 SLIDE = SHARED / "slides" / "skin_cmu1-small-region_aperio-20x.svs"
 
+
 def tile_names() -> list[str]:
     return sorted(p.stem for p in TILES.glob("*.png"))
 

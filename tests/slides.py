@@ -40,7 +40,9 @@ def glass(height: int, width: int, seed: int) -> np.ndarray:
     return np.tile(np.roll(tile, offset, axis=0), reps)[:height, :width].copy()
 
 
-def render(layout: Sequence[Sequence[str | None]], cell: int, downsample: int, y0: int, y1: int, width: int) -> np.ndarray:
+def render(
+    layout: Sequence[Sequence[str | None]], cell: int, downsample: int, y0: int, y1: int, width: int
+) -> np.ndarray:
     """Rows ``y0:y1`` (at this level) of a mosaic: ``layout[i][j]`` names a tile or is glass."""
     c = cell // downsample
     strip = glass(y1 - y0, width, seed=y0 * 7 + downsample)
@@ -94,7 +96,9 @@ def write_mosaic_slide(
     return path
 
 
-def _tiles(layout: Sequence[Sequence[str | None]], cell: int, d: int, w: int, h: int, tile: int) -> Iterator[np.ndarray]:
+def _tiles(
+    layout: Sequence[Sequence[str | None]], cell: int, d: int, w: int, h: int, tile: int
+) -> Iterator[np.ndarray]:
     for y0 in range(0, h, tile):
         strip = render(layout, cell, d, y0, min(y0 + tile, h), w)
         for x0 in range(0, w, tile):

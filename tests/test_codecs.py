@@ -80,8 +80,14 @@ def test_zarr_array_with_image_codec_reads_in_a_fresh_process(tmp_path: Path, ti
     through the installed ``zarr.codecs`` entry points alone."""
     data = np.ascontiguousarray(tile[:300, :280].transpose(2, 0, 1))
     array = zarr.create_array(
-        tmp_path / "a.zarr", shape=data.shape, chunks=(3, 128, 128), shards=(3, 256, 256), dtype="uint8",
-        filters=[TransposeCodec(order=(1, 2, 0))], serializer=make_codec("png"), compressors=[Crc32cCodec()],
+        tmp_path / "a.zarr",
+        shape=data.shape,
+        chunks=(3, 128, 128),
+        shards=(3, 256, 256),
+        dtype="uint8",
+        filters=[TransposeCodec(order=(1, 2, 0))],
+        serializer=make_codec("png"),
+        compressors=[Crc32cCodec()],
         fill_value=0,
     )
     array[...] = data

@@ -47,8 +47,14 @@ def test_auto_prefers_tiffslide_for_svs(slide_path: Path) -> None:
 
 def test_ome_tiff_mpp_from_ome_xml(tmp_path: Path, tile: np.ndarray) -> None:
     path = tmp_path / "crop.ome.tif"
-    tifffile.imwrite(path, tile, tile=(256, 256), compression="zlib", photometric="rgb",
-                     metadata={"axes": "YXS", "PhysicalSizeX": 0.2527, "PhysicalSizeY": 0.2527})
+    tifffile.imwrite(
+        path,
+        tile,
+        tile=(256, 256),
+        compression="zlib",
+        photometric="rgb",
+        metadata={"axes": "YXS", "PhysicalSizeX": 0.2527, "PhysicalSizeY": 0.2527},
+    )
     with open_slide(path) as slide:
         assert slide.mpp == (0.2527, 0.2527)
         assert "OME" in slide.mpp_source

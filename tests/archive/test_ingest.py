@@ -33,7 +33,10 @@ def test_metadata_round_trip(sample_archive: Path, slide_path: Path) -> None:
     assert md.source.bytes == slide_path.stat().st_size
     assert md.source.properties["aperio.AppMag"] == "20"
     assert md.scale == 4 and md.downsample["scale"] == 4 and len(md.downsample["tap_weights"]) == 16
-    assert md.codec == {"name": "imagecodecs_avif", "configuration": {"level": 75, "speed": 6, "pixelformat": "YUV444", "bitspersample": 8, "codec": "AOM"}}
+    assert md.codec == {
+        "name": "imagecodecs_avif",
+        "configuration": {"level": 75, "speed": 6, "pixelformat": "YUV444", "bitspersample": 8, "codec": "AOM"},
+    }
     assert [(lv.width, lv.height) for lv in md.levels] == [(555, 742), (278, 371), (139, 186)]
     assert md.chunk % 16 == 0 and md.shard % md.chunk == 0
 
@@ -130,7 +133,9 @@ def test_icc_profile_round_trip(tmp_path: Path) -> None:
     from PIL import ImageCms
 
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    slide = write_mosaic_slide(tmp_path / "icc.tif", [["lung_monuseg_18-5592"]], size=(1000, 1000), downsamples=(1,), icc=icc)
+    slide = write_mosaic_slide(
+        tmp_path / "icc.tif", [["lung_monuseg_18-5592"]], size=(1000, 1000), downsamples=(1,), icc=icc
+    )
     out = tmp_path / "icc.zarr"
     ingest(slide, out, IngestOptions(chunk=128, progress=False))
     archive = Archive.open(out)
@@ -151,7 +156,9 @@ def test_stock_zarr_reads_the_archive(sample_archive: Path) -> None:
 
 
 # -- interruption and resume ----------------------------------------------------------------
-def test_interrupted_ingest_resumes_to_the_same_archive(tmp_path: Path, slide_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_ingest_resumes_to_the_same_archive(
+    tmp_path: Path, slide_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     options = IngestOptions(chunk=128, shard=256, workers=1, progress=False)
     reference = tmp_path / "reference.zarr"
     ingest(slide_path, reference, options)
@@ -222,7 +229,9 @@ def test_slide_smaller_than_one_chunk(tmp_path: Path, tile: np.ndarray) -> None:
         ingest(small, tmp_path / "small.zarr", IngestOptions(progress=False))
 
 
-@pytest.mark.parametrize("kwargs", [{"chunk": 100}, {"chunk": 2048}, {"scale": 3}, {"workers": 0}, {"chunk": 128, "shard": 200}])
+@pytest.mark.parametrize(
+    "kwargs", [{"chunk": 100}, {"chunk": 2048}, {"scale": 3}, {"workers": 0}, {"chunk": 128, "shard": 200}]
+)
 def test_invalid_options(kwargs: dict) -> None:
     with pytest.raises(InputError):
         IngestOptions(**kwargs)
@@ -236,7 +245,9 @@ def test_not_a_slide_leaves_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_full_disk_leaves_an_incomplete_partial(tmp_path: Path, slide_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_disk_leaves_an_incomplete_partial(
+    tmp_path: Path, slide_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import errno
 
     from wsistore.archive.store import Location

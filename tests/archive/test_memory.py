@@ -18,12 +18,15 @@ from tests.slides import write_mosaic_slide
 
 PEAK_RSS_BOUND_MB = 1024
 
-_MEASURE = PEAK_RSS_SNIPPET + """
+_MEASURE = (
+    PEAK_RSS_SNIPPET
+    + """
 import json, sys
 from wsistore.cli import main
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "peak_mb": peak_mb()}))
 """
+)
 
 
 @pytest.mark.slow
@@ -32,12 +35,16 @@ def test_ingest_memory_is_bounded_on_a_20k_slide(tmp_path: Path) -> None:
     out = tmp_path / "big.zarr"
     result = subprocess.run(
         [sys.executable, "-c", _MEASURE, "ingest", str(slide), str(out), "--quiet", "--workers", "2"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     assert measured["code"] == 0
     assert measured["peak_mb"] < PEAK_RSS_BOUND_MB, measured
-    info = subprocess.run([sys.executable, "-m", "wsistore", "info", str(out), "--json"], capture_output=True, text=True, check=True)
+    info = subprocess.run(
+        [sys.executable, "-m", "wsistore", "info", str(out), "--json"], capture_output=True, text=True, check=True
+    )
     summary = json.loads(info.stdout)
     assert summary["dimensions"] == [20480, 20480]
     assert 0.1 < summary["background_dropped"] < 0.5

@@ -97,7 +97,9 @@ def test_wrong_source_fails(sample_archive: Path, mosaic_slide: Path, tmp_path: 
     assert any("not the archived source" in p for p in report.problems)
 
 
-def test_same_pixels_different_file_fails_only_the_checksum(sample_archive: Path, slide_path: Path, tmp_path: Path) -> None:
+def test_same_pixels_different_file_fails_only_the_checksum(
+    sample_archive: Path, slide_path: Path, tmp_path: Path
+) -> None:
     copy = tmp_path / "copy.svs"
     shutil.copy(slide_path, copy)
     with open(copy, "ab") as f:

@@ -50,7 +50,9 @@ def test_missing_slide(tmp_path: Path) -> None:
 
 
 def test_not_a_slide(tmp_path: Path) -> None:
-    assert_one_line_error(run("ingest", str(TILES / "lung_monuseg_18-5592.png"), str(tmp_path / "a.zarr")), 2, "not a slide")
+    assert_one_line_error(
+        run("ingest", str(TILES / "lung_monuseg_18-5592.png"), str(tmp_path / "a.zarr")), 2, "not a slide"
+    )
     assert not (tmp_path / "a.zarr").exists() and not (tmp_path / "a.zarr.partial").exists()
 
 
@@ -61,8 +63,13 @@ def test_existing_destination(tmp_path: Path, slide_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "extra, text",
-    [(["--codec", "gif"], "unknown codec"), (["--quality", "200", "--codec", "avif"], "level"), (["--chunk", "100"], "--chunk"),
-     (["--lossless", "--quality", "3"], "exclude"), (["--workers", "x"], "invalid int")],
+    [
+        (["--codec", "gif"], "unknown codec"),
+        (["--quality", "200", "--codec", "avif"], "level"),
+        (["--chunk", "100"], "chunk must be a multiple of 16"),
+        (["--lossless", "--quality", "3"], "exclude"),
+        (["--workers", "x"], "invalid int"),
+    ],
 )
 def test_invalid_options(tmp_path: Path, slide_path: Path, extra: list[str], text: str) -> None:
     result = run("ingest", str(slide_path), str(tmp_path / "a.zarr"), *extra)

@@ -98,8 +98,13 @@ def test_vgg19_features_are_torchvisions(hr: torch.Tensor, vgg_file: Path) -> No
     from torchvision.models.vgg import cfgs, make_layers
 
     reference = make_layers(cfgs["E"])[:9].eval()
-    reference.load_state_dict({k.removeprefix("features."): v for k, v in torch.load(vgg_file).items() if int(k.split(".")[1]) < 9})
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    reference.load_state_dict(
+        {k.removeprefix("features."): v for k, v in torch.load(vgg_file).items() if int(k.split(".")[1]) < 9}
+    )
+    mean, std = (
+        torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+    )
     sr = (hr + 0.05 * torch.randn_like(hr)).clamp(0, 1)
     with torch.no_grad():
         expected = torch.nn.functional.mse_loss(reference((sr - mean) / std), reference((hr - mean) / std))
@@ -117,7 +122,9 @@ def test_autoencoder_loss_passes_gradient_only_to_sr(hr: torch.Tensor) -> None:
     assert loss.autoencoder(hr).shape == hr.shape  # type: ignore[operator]
 
 
-@pytest.mark.parametrize("name", ["nonsaturating", "relativistic_average", "relativistic_pair", "wgan_gp", "kl_two_class"])
+@pytest.mark.parametrize(
+    "name", ["nonsaturating", "relativistic_average", "relativistic_pair", "wgan_gp", "kl_two_class"]
+)
 def test_adversarial_objectives(name: str) -> None:
     adv = build_adversarial(name)
     confident = torch.full((4, 1, 3, 3), 5.0)

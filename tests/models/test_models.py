@@ -39,7 +39,9 @@ def has_setting(name: str, setting: str) -> bool:
 
 def real_lr(size: tuple[int, int], y: int = 100, x: int = 120) -> torch.Tensor:
     """A crop of a real H&E tile, as a (1, 3, h, w) float tensor."""
-    image = np.asarray(Image.open(TILES / "kidney_monuseg_B0-5710.png").convert("RGB"))[y : y + size[0], x : x + size[1]]
+    image = np.asarray(Image.open(TILES / "kidney_monuseg_B0-5710.png").convert("RGB"))[
+        y : y + size[0], x : x + size[1]
+    ]
     return torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255
 
 
@@ -76,7 +78,8 @@ def test_gradients_reach_every_parameter(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "bicubic_skip"), [(n, skip) for n in TRAINABLE for skip in (True, False) if skip or has_setting(n, "bicubic_skip")]
+    ("name", "bicubic_skip"),
+    [(n, skip) for n in TRAINABLE for skip in (True, False) if skip or has_setting(n, "bicubic_skip")],
 )
 def test_receptive_field_is_exact_for_every_subpixel(name: str, bicubic_skip: bool) -> None:
     """Gradient of the 4 x 4 HR pixels of the centre LR pixel: nonzero exactly within
@@ -97,7 +100,9 @@ def test_default_configs_match_the_papers() -> None:
     edsr, rrdb = build_generator("edsr"), build_generator("rrdbnet")
     assert edsr.flops_per_output_pixel() == pytest.approx(0.395e6, rel=0.01)
     assert rrdb.flops_per_output_pixel() == pytest.approx(2.24e6, rel=0.01)
-    assert edsr.receptive_field == 68 and rrdb.receptive_field == 349 and build_generator("srresnet").receptive_field == 40
+    assert (
+        edsr.receptive_field == 68 and rrdb.receptive_field == 349 and build_generator("srresnet").receptive_field == 40
+    )
 
 
 def _tile_and_crop(model: Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,7 +112,9 @@ def _tile_and_crop(model: Generator) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         whole = model(image)
         tile = model(image[..., y0 - r : y0 + th + r, x0 - r : x0 + tw + r])
-    return tile[..., s * r : s * (r + th), s * r : s * (r + tw)], whole[..., s * y0 : s * (y0 + th), s * x0 : s * (x0 + tw)]
+    return tile[..., s * r : s * (r + th), s * r : s * (r + tw)], whole[
+        ..., s * y0 : s * (y0 + th), s * x0 : s * (x0 + tw)
+    ]
 
 
 @pytest.mark.parametrize("name", TRAINABLE)
@@ -132,7 +139,9 @@ def test_compact_is_cheap_and_starts_as_bicubic() -> None:
     assert edsr.flops_per_output_pixel() / 2 == pytest.approx(22.2e3, rel=0.01)
     lr = real_lr((20, 24))
     with torch.no_grad():
-        assert torch.allclose(compact(lr), torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic"), atol=1e-6)
+        assert torch.allclose(
+            compact(lr), torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic"), atol=1e-6
+        )
 
 
 def test_tile_without_enough_halo_differs() -> None:
@@ -143,7 +152,9 @@ def test_tile_without_enough_halo_differs() -> None:
     with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
         whole = model(image)
         tile = model(image[..., 1:, 1:])  # pixel (r, r) keeps only r - 1 pixels of halo
-    assert not torch.equal(tile[..., s * (r - 1) : s * r, s * (r - 1) : s * r], whole[..., s * r : s * r + s, s * r : s * r + s])
+    assert not torch.equal(
+        tile[..., s * (r - 1) : s * r, s * (r - 1) : s * r], whole[..., s * r : s * r + s, s * r : s * r + s]
+    )
 
 
 def test_batch_norm_srresnet_is_tile_safe_only_at_inference() -> None:
@@ -188,8 +199,16 @@ def test_models_command_lists_everything(capsys: pytest.CaptureFixture[str]) -> 
     gens = {g["name"]: g for g in info["generators"]}
     assert gens["edsr"]["receptive_field"] == 68 and gens["edsr"]["parameters"] > 2_000_000
     assert {d["name"] for d in info["discriminators"]} == {"vgg_patch", "gap_cnn"}
-    assert {"l1", "mse", "ssim", "vgg19", "autoencoder", "multiscale_filtered_l1"} <= {item["name"] for item in info["losses"]}
-    assert {a["name"] for a in info["adversarial"]} == {"nonsaturating", "relativistic_average", "relativistic_pair", "wgan_gp", "kl_two_class"}
+    assert {"l1", "mse", "ssim", "vgg19", "autoencoder", "multiscale_filtered_l1"} <= {
+        item["name"] for item in info["losses"]
+    }
+    assert {a["name"] for a in info["adversarial"]} == {
+        "nonsaturating",
+        "relativistic_average",
+        "relativistic_pair",
+        "wgan_gp",
+        "kl_two_class",
+    }
     assert "shipped_weights" in info
     from wsistore.cli import main
 

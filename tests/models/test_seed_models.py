@@ -96,7 +96,10 @@ def _tile_vs_crop(model: torch.nn.Module, y0: int, x0: int) -> torch.Tensor:
     with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
         whole = model(image)
         tile = model(image[..., y0 - r : y0 + th + r, x0 - r : x0 + tw + r])
-    return (tile[..., s * r : s * (r + th), s * r : s * (r + tw)] - whole[..., s * y0 : s * (y0 + th), s * x0 : s * (x0 + tw)]).abs()
+    return (
+        tile[..., s * r : s * (r + th), s * r : s * (r + tw)]
+        - whole[..., s * y0 : s * (y0 + th), s * x0 : s * (x0 + tw)]
+    ).abs()
 
 
 def test_deep_unet_tiles_exactly_on_its_alignment() -> None:
@@ -127,7 +130,9 @@ def test_cascaded_refinement_does_not_mix_pixels() -> None:
     norm = ChannelLayerNorm(16)
     reference = (x - x.mean(1, keepdim=True)) / torch.sqrt(x.var(1, unbiased=False, keepdim=True) + 1e-5)
     assert torch.allclose(norm(x), reference, atol=1e-5)
-    assert torch.allclose(bilinear_up2(x), F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False), atol=1e-6)
+    assert torch.allclose(
+        bilinear_up2(x), F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False), atol=1e-6
+    )
     changed = x.clone()
     changed[..., 0, 0] += 10  # one far pixel
     assert torch.equal(norm(changed)[..., 4:, 4:], norm(x)[..., 4:, 4:])

@@ -23,7 +23,19 @@ from wsistore.models.weights import default_model, load_generator, read_card, sh
 SHIPPED = shipped_weights()
 #: what every shipped card must say (the guide's list: data, steps, CPU minutes, codec,
 #: grid, downsample, validation metrics, data licences)
-CARD_KEYS = ("architecture", "config", "steps_done", "timing", "codec", "chunk", "downsample", "metrics", "baseline_bicubic", "data", "preparation")
+CARD_KEYS = (
+    "architecture",
+    "config",
+    "steps_done",
+    "timing",
+    "codec",
+    "chunk",
+    "downsample",
+    "metrics",
+    "baseline_bicubic",
+    "data",
+    "preparation",
+)
 HELD_OUT = "kidney_monuseg_HE-7130.png"  # in pipelines/validation_tiles.txt
 
 
@@ -52,7 +64,10 @@ def test_every_shipped_model_loads_with_its_sha256_and_card(name: str) -> None:
     assert HELD_OUT in {f["name"] for f in card["data"]["files"] if f["split"] == "val"}
     assert (path.parent / f"{name}.md").is_file()
     loaded = load_generator(name)
-    assert loaded.weights_sha256 == SHIPPED[name]["sha256"] and loaded.card["architecture"] == SHIPPED[name]["architecture"]
+    assert (
+        loaded.weights_sha256 == SHIPPED[name]["sha256"]
+        and loaded.card["architecture"] == SHIPPED[name]["architecture"]
+    )
 
 
 def test_a_damaged_shipped_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,9 +26,21 @@ REGION = (512, 1536, 1024, 1024)
 def quick_report(tmp_path_factory: pytest.TempPathFactory, sample_path: Path) -> Path:
     out = tmp_path_factory.mktemp("bench") / "report"
     result = subprocess.run(
-        [sys.executable, "-m", "wsistore", "bench", str(sample_path), "--out", str(out), "--quick", "--quiet",
-         "--region", ",".join(map(str, REGION))],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "wsistore",
+            "bench",
+            str(sample_path),
+            "--out",
+            str(out),
+            "--quick",
+            "--quiet",
+            "--region",
+            ",".join(map(str, REGION)),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     return out
@@ -74,7 +86,9 @@ def test_bits_per_pixel_are_real_encoded_bytes(quick_report: Path, sample_path: 
 
 
 def test_identical_scores_identical(quick_report: Path) -> None:
-    source = next(r for r in json.loads((quick_report / "results.json").read_text())["records"] if r["family"] == "source")
+    source = next(
+        r for r in json.loads((quick_report / "results.json").read_text())["records"] if r["family"] == "source"
+    )
     m = source["metrics"]
     assert m["psnr"] == 100.0 and m["ssim"] == pytest.approx(1.0) and m["gmsd"] == pytest.approx(0.0, abs=1e-7)
     assert m["haarpsi"] == pytest.approx(1.0, abs=1e-5) and m["nuclei_f1"] == 1.0
@@ -82,8 +96,15 @@ def test_identical_scores_identical(quick_report: Path) -> None:
 
 
 def test_bad_inputs(tmp_path: Path) -> None:
-    missing = subprocess.run([sys.executable, "-m", "wsistore", "bench", str(tmp_path / "none.svs"), "--out", str(tmp_path / "o")],
-                             capture_output=True, text=True)
+    missing = subprocess.run(
+        [sys.executable, "-m", "wsistore", "bench", str(tmp_path / "none.svs"), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
     assert missing.returncode == 2 and "no such file or folder" in missing.stderr
-    region = subprocess.run([sys.executable, "-m", "wsistore", "bench", "x", "--out", "o", "--region", "1,2"], capture_output=True, text=True)
+    region = subprocess.run(
+        [sys.executable, "-m", "wsistore", "bench", "x", "--out", "o", "--region", "1,2"],
+        capture_output=True,
+        text=True,
+    )
     assert region.returncode == 2 and "x,y,w,h" in region.stderr

@@ -24,7 +24,9 @@ from wsistore.tissue import tissue_pixels
 def pair(tile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A real tile and its archive-path reconstruction by bicubic."""
     lr = degrade(tile, make_codec("jpegxl", 1.0))
-    up = torch.nn.functional.interpolate(torch.from_numpy(lr).permute(2, 0, 1)[None].float(), scale_factor=4, mode="bicubic")
+    up = torch.nn.functional.interpolate(
+        torch.from_numpy(lr).permute(2, 0, 1)[None].float(), scale_factor=4, mode="bicubic"
+    )
     return tile, up[0].permute(1, 2, 0).clamp(0, 255).round().byte().numpy()
 
 

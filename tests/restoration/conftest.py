@@ -56,5 +56,9 @@ def full_restore(tmp_path_factory: pytest.TempPathFactory, sample_archive: Path,
     from wsistore.restoration.pipeline import RestoreOptions, restore
 
     out = tmp_path_factory.mktemp("restored") / "full.tif"
-    restore(sample_archive, out, RestoreOptions(model=str(tiny_edsr), device="cpu", tile=256, workers=2, lossless=True, progress=False))
+    restore(
+        sample_archive,
+        out,
+        RestoreOptions(model=str(tiny_edsr), device="cpu", tile=256, workers=2, lossless=True, progress=False),
+    )
     return out

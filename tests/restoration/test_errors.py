@@ -38,7 +38,11 @@ def test_missing_shard_is_named(archive_copy: Path, tmp_path: Path, capsys: pyte
 def test_damaged_chunk_is_named(archive_copy: Path, tmp_path: Path) -> None:
     flip_byte(archive_copy / "0" / "c" / "0" / "0" / "0")
     out = tmp_path / "o.tif"
-    result = subprocess.run([sys.executable, "-m", "wsistore", "restore", str(archive_copy), str(out), "--quiet"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "wsistore", "restore", str(archive_copy), str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 3
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "chunk 0 row 0 col 0 is damaged" in lines[0], result.stderr
@@ -54,7 +58,9 @@ def test_incomplete_archive(archive_copy: Path, tmp_path: Path, capsys: pytest.C
     assert not (tmp_path / "o.tif").exists() and not (tmp_path / "o.tif.partial").exists()
 
 
-def test_model_problems(sample_archive: Path, tiny_edsr: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_model_problems(
+    sample_archive: Path, tiny_edsr: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = str(tmp_path / "o.tif")
     code, err = restore_cli(capsys, str(sample_archive), out, "--model", "no-such-model")
     assert code == 2 and "unknown model 'no-such-model'" in err
@@ -89,7 +95,9 @@ def test_output_and_option_problems(sample_archive: Path, tmp_path: Path, capsys
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.tif"]
 
 
-def test_resume_with_other_settings_is_refused(sample_archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_with_other_settings_is_refused(
+    sample_archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     partial = tmp_path / "o.tif.partial"
     partial.mkdir()
     (partial / "restore-settings.json").write_text(json.dumps({"format": "tiff", "tile": 1024}))

@@ -110,4 +110,6 @@ def test_runner_batches_and_halves_on_out_of_memory() -> None:
     requests = [_Request(np.full((8, 8, 3), i, np.uint8), (0, 0, 32, 32), Future()) for i in range(4)]
     runner._run(requests)
     assert model.batches == [4, 2, 2] and runner.batch == 2
-    assert all((r.future.result() == i).all() and r.future.result().shape == (32, 32, 3) for i, r in enumerate(requests))
+    assert all(
+        (r.future.result() == i).all() and r.future.result().shape == (32, 32, 3) for i, r in enumerate(requests)
+    )

@@ -47,9 +47,15 @@ def test_restored_tiff_opens_with_source_geometry(full_restore: Path, tiny_edsr:
         assert np.array_equal(slide.read_region((1000, 1200), 0, (300, 200), as_array=True), region)
 
 
-def test_pixels_do_not_depend_on_tile_batch_or_workers(full_restore: Path, sample_archive: Path, tiny_edsr: Path, tmp_path: Path) -> None:
+def test_pixels_do_not_depend_on_tile_batch_or_workers(
+    full_restore: Path, sample_archive: Path, tiny_edsr: Path, tmp_path: Path
+) -> None:
     other = tmp_path / "other.tif"
-    restore(sample_archive, other, RestoreOptions(model=str(tiny_edsr), device="cpu", tile=512, batch=3, workers=1, lossless=True, progress=False))
+    restore(
+        sample_archive,
+        other,
+        RestoreOptions(model=str(tiny_edsr), device="cpu", tile=512, batch=3, workers=1, lossless=True, progress=False),
+    )
     assert np.array_equal(level0(other), level0(full_restore))
 
 
@@ -68,7 +74,9 @@ def test_tiles_are_seamless(full_restore: Path, sample_archive: Path, tiny_edsr:
     assert np.mean(tiled != whole) < 1e-3
 
 
-def test_region_and_zarr_equal_the_full_restore(full_restore: Path, sample_archive: Path, tiny_edsr: Path, tmp_path: Path) -> None:
+def test_region_and_zarr_equal_the_full_restore(
+    full_restore: Path, sample_archive: Path, tiny_edsr: Path, tmp_path: Path
+) -> None:
     full = level0(full_restore)
     region = "1000,1200,700,500"
     x, y, w, h = (int(v) for v in region.split(","))
@@ -96,7 +104,12 @@ def test_background_chunks_skip_the_generator(mosaic_slide: Path, tmp_path: Path
     chunks = [(r, c) for r in range(-(-lr.height // lr.chunk)) for c in range(-(-lr.width // lr.chunk))]
     background = [rc for rc in chunks if lr.chunk_state(*rc) == ChunkState.BACKGROUND]
     assert background  # the mosaic has glass chunks
-    result = restore(tmp_path / "m.zarr", tmp_path / "m.tif", RestoreOptions(device="cpu", lossless=True, progress=False), generator=counting)
+    result = restore(
+        tmp_path / "m.zarr",
+        tmp_path / "m.tif",
+        RestoreOptions(device="cpu", lossless=True, progress=False),
+        generator=counting,
+    )
     assert result.tiles_background == len(background)
     assert counting.model.windows == len(chunks) - len(background)  # 256 px compute tiles = chunks
     image = level0(tmp_path / "m.tif")
@@ -112,7 +125,11 @@ def test_jpeg_tiles_and_icc_profile(tmp_path: Path) -> None:
     slide = write_mosaic_slide(tmp_path / "icc.tif", [["lung_monuseg_18-5592"]], size=(1100, 1100), icc=icc)
     ingest(slide, tmp_path / "icc.zarr", IngestOptions(progress=False))
     restore(tmp_path / "icc.zarr", tmp_path / "jpeg.tif", RestoreOptions(model="bicubic", device="cpu", progress=False))
-    restore(tmp_path / "icc.zarr", tmp_path / "exact.tif", RestoreOptions(model="bicubic", device="cpu", lossless=True, progress=False))
+    restore(
+        tmp_path / "icc.zarr",
+        tmp_path / "exact.tif",
+        RestoreOptions(model="bicubic", device="cpu", lossless=True, progress=False),
+    )
     with tifffile.TiffFile(tmp_path / "jpeg.tif") as tif:
         assert tif.pages[0].compression == tifffile.COMPRESSION.JPEG and tif.pages[0].tilewidth == 512
     for reader in ("openslide", "tiffslide"):
@@ -126,7 +143,9 @@ def test_jpeg_tiles_and_icc_profile(tmp_path: Path) -> None:
     assert 10 * np.log10(255**2 / np.mean((exact - original) ** 2)) > 24  # aligned with the source
 
 
-def test_interrupted_restore_is_incomplete_and_resumes(sample_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_restore_is_incomplete_and_resumes(
+    sample_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     options = RestoreOptions(model="bicubic", device="cpu", tile=256, lossless=True, progress=False)
     restore(sample_archive, tmp_path / "fresh.tif", options)
     encode = TileCodec.encode

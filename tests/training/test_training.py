@@ -35,7 +35,19 @@ VAL_FILE = "breast_monuseg_AO-A0J2.png"
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Five real tiles -> 24-px LR patches, coded with the archive's default codec, one file held out."""
     out = tmp_path_factory.mktemp("prepared") / "patches"
-    args = ["train", "prepare", *(str(TILES / f) for f in FILES), str(out), "--patch", "24", "--patches-per-file", "16", "--val-file", VAL_FILE, "--quiet"]
+    args = [
+        "train",
+        "prepare",
+        *(str(TILES / f) for f in FILES),
+        str(out),
+        "--patch",
+        "24",
+        "--patches-per-file",
+        "16",
+        "--val-file",
+        VAL_FILE,
+        "--quiet",
+    ]
     assert main(args) == 0
     return out
 
@@ -70,13 +82,34 @@ def test_prepared_pairs_align_and_carry_the_codec(prepared: Path) -> None:
         assert 0 < error < 40 and shifted > 3 * error, (error, shifted)  # coded, and aligned with the HR
 
 
-def test_prepare_like_an_archive_reproduces_its_stored_lr(sample_archive: Path, slide_path: Path, tmp_path: Path) -> None:
+def test_prepare_like_an_archive_reproduces_its_stored_lr(
+    sample_archive: Path, slide_path: Path, tmp_path: Path
+) -> None:
     """Patches from the real SVS prepared --like its archive equal the archive's stored LR
     bit for bit, edge chunks included; only tissue patches are kept."""
     from wsistore.archive.reader import Archive
 
     out = tmp_path / "svs"
-    assert main(["train", "prepare", str(slide_path), str(out), "--like", str(sample_archive), "--patch", "64", "--patches-per-file", "200", "--val-fraction", "0", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "prepare",
+                str(slide_path),
+                str(out),
+                "--like",
+                str(sample_archive),
+                "--patch",
+                "64",
+                "--patches-per-file",
+                "200",
+                "--val-fraction",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     m = read_manifest(out)
     archive = Archive.open(sample_archive)
     assert m["codec"] == archive.metadata.codec and m["like"] == str(sample_archive)
@@ -103,9 +136,27 @@ def test_an_archive_as_source_means_its_slide_degraded_like_it(slide_path: Path,
 
     (tmp_path / slide_path.name).symlink_to(slide_path)
     archive = tmp_path / "skin.zarr"
-    assert main(["ingest", str(tmp_path / slide_path.name), str(archive), "--codec", "webp", "--quality", "70", "--chunk", "128", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "ingest",
+                str(tmp_path / slide_path.name),
+                str(archive),
+                "--codec",
+                "webp",
+                "--quality",
+                "70",
+                "--chunk",
+                "128",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "patches"
-    assert main(["train", "prepare", str(archive), str(out), "--patch", "48", "--patches-per-file", "12", "--quiet"]) == 0
+    assert (
+        main(["train", "prepare", str(archive), str(out), "--patch", "48", "--patches-per-file", "12", "--quiet"]) == 0
+    )
     m = read_manifest(out)
     assert m["codec"]["name"] == "imagecodecs_webp" and m["chunk"] == 128 and m["files"][0]["name"] == slide_path.name
     stored = Archive.open(archive)
@@ -130,15 +181,36 @@ def test_dihedral_and_phase_variants_are_archived_exactly(tmp_path: Path) -> Non
     repeat within a variant."""
     train, val = "pancreas_cryonuseg_S4-A8RO.png", "lung_deepliif-ki67_Lung1.png"
     out = tmp_path / "variants"
-    args = ["train", "prepare", str(TILES / train), str(TILES / val), str(out), "--patch", "32", "--patches-per-file", "48",
-            "--positions", "random", "--dihedral", "--phases", "2", "--val-file", val, "--quiet"]
+    args = [
+        "train",
+        "prepare",
+        str(TILES / train),
+        str(TILES / val),
+        str(out),
+        "--patch",
+        "32",
+        "--patches-per-file",
+        "48",
+        "--positions",
+        "random",
+        "--dihedral",
+        "--phases",
+        "2",
+        "--val-file",
+        val,
+        "--quiet",
+    ]
     assert main(args) == 0
     m = read_manifest(out)
     assert m["version"] == 2 and m["dihedral"] and m["phases"] == 2 and m["positions"] == "random"
     record = next(r for r in m["files"] if r["name"] == train)
     assert [v["transform"] for v in record["variants"]] == [t for t in range(8) for _ in range(2)]
-    assert all(v["offset"] == [0, 0] for v in record["variants"][::2]) and all(min(v["offset"]) > 0 for v in record["variants"][1::2])
-    assert [(v["transform"], v["offset"]) for v in next(r for r in m["files"] if r["name"] == val)["variants"]] == [(0, [0, 0])]
+    assert all(v["offset"] == [0, 0] for v in record["variants"][::2]) and all(
+        min(v["offset"]) > 0 for v in record["variants"][1::2]
+    )
+    assert [(v["transform"], v["offset"]) for v in next(r for r in m["files"] if r["name"] == val)["variants"]] == [
+        (0, [0, 0])
+    ]
     lr, hr, index = shard_arrays(out, "train")
     assert len(lr) == record["patches"] >= 40
     image = np.asarray(Image.open(TILES / train).convert("RGB"))
@@ -166,11 +238,15 @@ def test_validation_split_is_by_file_and_deterministic(prepared: Path) -> None:
     assert not set(shard_arrays(prepared, "train")[2][:, 0]) & val_numbers
     names = sorted(p.name for p in TILES.glob("*.png"))
     first = choose_validation(names, PrepareOptions(codec=None))
-    assert first == choose_validation(list(reversed(names)), PrepareOptions(codec=None)) and len(first) == round(0.15 * len(names))
+    assert first == choose_validation(list(reversed(names)), PrepareOptions(codec=None)) and len(first) == round(
+        0.15 * len(names)
+    )
     assert first != choose_validation(names, PrepareOptions(codec=None, seed=1))
 
 
-def test_prepare_errors_are_one_line(prepared: Path, sample_archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_prepare_errors_are_one_line(
+    prepared: Path, sample_archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     tile = str(TILES / FILES[0])
     assert main(["train", "prepare", tile, str(prepared), "--quiet"]) == 4
     assert main(["train", "prepare", tile, str(tmp_path / "o"), "--like", str(sample_archive), "--codec", "avif"]) == 2
@@ -199,10 +275,17 @@ def test_every_pipeline_runs_as_a_smoke_test(pipeline: Path, prepared: Path, tmp
 
 def test_techcyte_recipe_is_the_paper() -> None:
     c = load_config(ROOT / "pipelines" / "techcyte.toml")
-    assert c.generator.name == "edsr" and c.generator.settings["blocks"] == 32 and c.generator.settings["features"] == 64
+    assert (
+        c.generator.name == "edsr" and c.generator.settings["blocks"] == 32 and c.generator.settings["features"] == 64
+    )
     pixel, gan = c.stages
     assert (pixel.kind, pixel.steps, [t.name for t in pixel.losses]) == ("pixel", 20000, ["mse"])
-    assert (gan.kind, gan.steps, gan.adversarial, [t.name for t in gan.losses]) == ("gan", 30000, "nonsaturating", ["content"])
+    assert (gan.kind, gan.steps, gan.adversarial, [t.name for t in gan.losses]) == (
+        "gan",
+        30000,
+        "nonsaturating",
+        ["content"],
+    )
     assert c.validation.keep_best == 3 and c.content_loss == "autoencoder"
     with_vgg = load_config(ROOT / "pipelines" / "techcyte.toml", ['content.vgg19_weights="/w/vgg19.pth"'])
     assert with_vgg.content_losses == ["vgg19"] and with_vgg.resolve(gan.losses[0])[1]["layer"] == "relu5_4"
@@ -263,8 +346,12 @@ def test_tiny_cpu_run_lowers_validation_l1(prepared: Path, tmp_path: Path) -> No
     config = load_config(config_file, smoke_overrides(prepared, tmp_path / "run"))
     result = Trainer(config, progress=False).run()
     first, last = result.validations[0]["val"], result.validations[-1]["val"]
-    print(f"\ntiny EDSR 2x16, 160 steps: val L1 {first['l1']:.4f} -> {last['l1']:.4f}, PSNR {first['psnr']:.2f} -> {last['psnr']:.2f} dB "
-          f"(bicubic {result.baseline['l1']:.4f} / {result.baseline['psnr']:.2f} dB), {result.steps_per_second:.1f} steps/s")
+    print(
+        f"\ntiny EDSR 2x16, 160 steps: val L1 {first['l1']:.4f} -> {last['l1']:.4f}, "
+        f"PSNR {first['psnr']:.2f} -> {last['psnr']:.2f} dB "
+        f"(bicubic {result.baseline['l1']:.4f} / {result.baseline['psnr']:.2f} dB), "
+        f"{result.steps_per_second:.1f} steps/s"
+    )
     assert last["l1"] < 0.8 * first["l1"] and last["psnr"] > first["psnr"]
     best = result.best["pixel"]
     assert len(best) == 2 and best[0]["l1"] <= best[1]["l1"]
@@ -272,7 +359,9 @@ def test_tiny_cpu_run_lowers_validation_l1(prepared: Path, tmp_path: Path) -> No
     card = read_card(tmp_path / "run" / best[0]["file"])
     loaded = load_generator(str(tmp_path / "run" / best[0]["file"]))
     val_lr, val_hr = load_validation(prepared, config.validation.max_patches)
-    assert evaluate(loaded.model, val_lr, val_hr, torch.device("cpu"), 16)["l1"] == pytest.approx(card["metrics"]["val_l1"], rel=1e-6)
+    assert evaluate(loaded.model, val_lr, val_hr, torch.device("cpu"), 16)["l1"] == pytest.approx(
+        card["metrics"]["val_l1"], rel=1e-6
+    )
     assert card["data"]["split"]["val_files"] == [VAL_FILE] and card["codec"]["name"] == f"imagecodecs_{DEFAULT_CODEC}"
     assert card["downsample"]["version"] == 1 and card["step"] == best[0]["step"] and card["precision"] == "fp32"
     assert {f["licence"] for f in card["data"]["files"]} == set(card["data"]["licences"])
@@ -284,7 +373,13 @@ def test_interrupted_run_resumes_bit_exact(prepared: Path, tmp_path: Path) -> No
     """Stopped inside the pixel stage and again inside the GAN stage, then resumed: same
     weights (generator, discriminator, autoencoder), same log, same kept checkpoints."""
     techcyte = ROOT / "pipelines" / "techcyte.toml"
-    extra = ["stages.0.steps=4", "stages.1.steps=4", "content.autoencoder_steps=3", "run.checkpoint_every=100", "validation.every=3"]
+    extra = [
+        "stages.0.steps=4",
+        "stages.1.steps=4",
+        "content.autoencoder_steps=3",
+        "run.checkpoint_every=100",
+        "validation.every=3",
+    ]
 
     def trainer(out: Path) -> Trainer:
         return Trainer(load_config(techcyte, smoke_overrides(prepared, out) + extra, smoke=True), progress=False)
@@ -302,7 +397,10 @@ def test_interrupted_run_resumes_bit_exact(prepared: Path, tmp_path: Path) -> No
     strip = lambda best: {k: [(r["step"], r["psnr"]) for r in v] for k, v in best.items()}  # noqa: E731
     assert strip(whole.best) == strip(resumed.best)
     # and resuming a finished run with another recipe is refused
-    changed = Trainer(load_config(techcyte, smoke_overrides(prepared, tmp_path / "b") + extra + ["run.seed=9"], smoke=True), progress=False)
+    changed = Trainer(
+        load_config(techcyte, smoke_overrides(prepared, tmp_path / "b") + extra + ["run.seed=9"], smoke=True),
+        progress=False,
+    )
     from wsistore.errors import InputError
 
     with pytest.raises(InputError, match="recipe changed"):
@@ -315,7 +413,19 @@ def test_vgg19_content_loss_is_recorded(prepared: Path, tmp_path: Path) -> None:
     weights = tmp_path / "vgg19.pth"
     torch.save({f"features.{k}": v for k, v in make_layers(cfgs["E"]).state_dict().items()}, weights)
     out = tmp_path / "run"
-    args = ["train", "run", str(ROOT / "pipelines" / "techcyte.toml"), "--smoke", "--data", str(prepared), "--out", str(out), "--vgg19-weights", str(weights), "--quiet"]
+    args = [
+        "train",
+        "run",
+        str(ROOT / "pipelines" / "techcyte.toml"),
+        "--smoke",
+        "--data",
+        str(prepared),
+        "--out",
+        str(out),
+        "--vgg19-weights",
+        str(weights),
+        "--quiet",
+    ]
     assert main(args) == 0
     card = read_card(out / "final.safetensors")
     assert card["content_loss"] == "vgg19" and card["content_loss_detail"]["vgg19"]["weights"] == "vgg19.pth"
@@ -327,23 +437,88 @@ def test_vgg19_content_loss_is_recorded(prepared: Path, tmp_path: Path) -> None:
 def test_run_errors_are_one_line(prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     techcyte = str(ROOT / "pipelines" / "techcyte.toml")
     assert main(["train", "run", techcyte, "--smoke", "--quiet", "--out", str(tmp_path / "r")]) == 2
-    assert main(["train", "run", techcyte, "--smoke", "--quiet", "--data", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
-    assert main(["train", "run", techcyte, "--smoke", "--quiet", "--data", str(prepared), "--out", str(tmp_path / "r"), "--set", "stages.0.steps=1", "--set", "stages.1.steps=0"]) == 0
-    assert main(["train", "run", techcyte, "--smoke", "--quiet", "--data", str(prepared), "--out", str(tmp_path / "r")]) == 4
-    assert main(["train", "run", techcyte, "--smoke", "--quiet", "--data", str(prepared), "--out", str(tmp_path / "r"), "--set", "stages.7.steps=1"]) == 2
+    assert (
+        main(["train", "run", techcyte, "--smoke", "--quiet", "--data", str(tmp_path), "--out", str(tmp_path / "r")])
+        == 2
+    )
+    assert (
+        main(
+            [
+                "train",
+                "run",
+                techcyte,
+                "--smoke",
+                "--quiet",
+                "--data",
+                str(prepared),
+                "--out",
+                str(tmp_path / "r"),
+                "--set",
+                "stages.0.steps=1",
+                "--set",
+                "stages.1.steps=0",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["train", "run", techcyte, "--smoke", "--quiet", "--data", str(prepared), "--out", str(tmp_path / "r")])
+        == 4
+    )
+    assert (
+        main(
+            [
+                "train",
+                "run",
+                techcyte,
+                "--smoke",
+                "--quiet",
+                "--data",
+                str(prepared),
+                "--out",
+                str(tmp_path / "r"),
+                "--set",
+                "stages.7.steps=1",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 4 and all(line.startswith("wsistore: error:") for line in err)
-    assert "data.shards is not set" in err[0] and "no prepared patches" in err[1] and "resume it" in err[2] and "no item 7" in err[3]
+    assert (
+        "data.shards is not set" in err[0]
+        and "no prepared patches" in err[1]
+        and "resume it" in err[2]
+        and "no item 7" in err[3]
+    )
 
 
 def test_run_path_needs_no_zarr_or_imagecodecs(prepared: Path, tmp_path: Path) -> None:
     """The GPU training machine may have only torch, numpy and safetensors."""
-    blocked = ["zarr", "imagecodecs", "numcodecs", "dask", "tifffile", "tiffslide", "openslide", "PIL", "scipy", "tqdm", "torchvision", "torchmetrics", "piq", "skimage", "fsspec"]
+    blocked = [
+        "zarr",
+        "imagecodecs",
+        "numcodecs",
+        "dask",
+        "tifffile",
+        "tiffslide",
+        "openslide",
+        "PIL",
+        "scipy",
+        "tqdm",
+        "torchvision",
+        "torchmetrics",
+        "piq",
+        "skimage",
+        "fsspec",
+    ]
+    argv = ["train", "run", str(ROOT / "pipelines" / "techcyte.toml"), "--smoke", "--data", str(prepared)]
+    argv += ["--out", str(tmp_path / "r")]
     script = (
         "import sys\n"
         f"for name in {blocked!r}: sys.modules[name] = None\n"
         "from wsistore.cli import main\n"
-        f"code = main(['train', 'run', {str(ROOT / 'pipelines' / 'techcyte.toml')!r}, '--smoke', '--data', {str(prepared)!r}, '--out', {str(tmp_path / 'r')!r}])\n"
+        f"code = main({argv!r})\n"
         f"assert not [m for m in {blocked!r} if sys.modules.get(m) is not None]\n"
         "sys.exit(code)\n"
     )

@@ -134,7 +134,9 @@ class ArchiveMetadata:
             raise ArchiveError("not a wsistore archive (no 'wsistore' metadata block)")
         version = data.get("format_version")
         if version not in READABLE_VERSIONS:
-            raise ArchiveError(f"archive format {version!r} is not readable by this wsistore (reads {READABLE_VERSIONS})")
+            raise ArchiveError(
+                f"archive format {version!r} is not readable by this wsistore (reads {READABLE_VERSIONS})"
+            )
         try:
             return cls(
                 **{

@@ -91,8 +91,11 @@ class Manifest:
     format_version: str = FORMAT_VERSION
 
     def to_bytes(self) -> bytes:
-        data = {"format": "wsistore-manifest", "format_version": self.format_version,
-                "arrays": {k: asdict(v) for k, v in sorted(self.arrays.items())}}
+        data = {
+            "format": "wsistore-manifest",
+            "format_version": self.format_version,
+            "arrays": {k: asdict(v) for k, v in sorted(self.arrays.items())},
+        }
         return json.dumps(data, indent=1, sort_keys=True).encode()
 
     @classmethod
@@ -114,7 +117,9 @@ def shard_chunks(record: ArrayRecord, shard_coords: tuple[int, ...]) -> list[tup
     """Global coordinates of the chunks inside a shard, in the index's C order
     (including positions past the array edge, which are never written)."""
     cps = record.chunks_per_shard
-    return [tuple(s * n + i for s, n, i in zip(shard_coords, cps, inner)) for inner in product(*(range(n) for n in cps))]
+    return [
+        tuple(s * n + i for s, n, i in zip(shard_coords, cps, inner)) for inner in product(*(range(n) for n in cps))
+    ]
 
 
 def read_shard_index(data: bytes, n_chunks: int, shard_bytes: int | None = None) -> list[tuple[int, int] | None]:

@@ -44,8 +44,15 @@ class ChunkState(StrEnum):
 class ArrayReader:
     """Validated reads from one (c, y, x) image array of an archive."""
 
-    def __init__(self, location: Location, path: str, array: zarr.Array, record: ArrayRecord,
-                 background_rgb: tuple[int, int, int], fill_value: int) -> None:
+    def __init__(
+        self,
+        location: Location,
+        path: str,
+        array: zarr.Array,
+        record: ArrayRecord,
+        background_rgb: tuple[int, int, int],
+        fill_value: int,
+    ) -> None:
         self.location = location
         self.path = path
         self.array = array
@@ -178,7 +185,11 @@ class Archive:
         location = Location.parse(url)
         if not location.exists():
             partial = Location.parse(str(url) + PARTIAL_SUFFIX) if location.is_local else None
-            hint = " (an interrupted ingest left it as .partial; rerun ingest with --resume)" if partial and partial.exists() else ""
+            hint = (
+                " (an interrupted ingest left it as .partial; rerun ingest with --resume)"
+                if partial and partial.exists()
+                else ""
+            )
             raise ArchiveError(f"no archive at {location.url}{hint}")
         if location.is_local and location.root.endswith(PARTIAL_SUFFIX):
             raise ArchiveError(f"{location.url} is an unfinished ingest; rerun ingest with --resume")
@@ -237,11 +248,17 @@ class Archive:
     def icc_profile(self) -> bytes | None:
         if ICC_ARRAY not in self.manifest.arrays:
             return None
-        return bytes(np.asarray(self.group[ICC_ARRAY][:]).tobytes())
+        return bytes(np.asarray(self._array(ICC_ARRAY)[:]).tobytes())
 
     @property
     def tissue_mask(self) -> np.ndarray:
-        return np.asarray(self.group[MASK_ARRAY][:]).astype(bool)
+        return np.asarray(self._array(MASK_ARRAY)[:]).astype(bool)
+
+    def _array(self, path: str) -> zarr.Array:
+        array = self.group[path]
+        if not isinstance(array, zarr.Array):
+            raise ArchiveError(f"{self.location.url}: {path} is not an array")
+        return array
 
     def stored_bytes(self) -> int:
         """Bytes of every file in the archive."""
@@ -252,9 +269,7 @@ class Archive:
         md = self.metadata
         stored = self.stored_bytes()
         pixels = md.width * md.height
-        pyramid = sum(
-            shard["bytes"] for lv in md.levels for shard in self.manifest.arrays[lv.path].shards.values()
-        )
+        pyramid = sum(shard["bytes"] for lv in md.levels for shard in self.manifest.arrays[lv.path].shards.values())
         associated = sum(
             shard["bytes"]
             for name, record in self.manifest.arrays.items()

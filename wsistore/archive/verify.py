@@ -97,7 +97,9 @@ def _check_arrays(archive: Archive, report: VerifyReport) -> None:
                 if want is None and entry is not None:
                     report.problems.append(f"chunk {_name(name, cid)} is stored but not in the manifest")
                 elif want is not None and entry is None:
-                    report.problems.append(f"chunk {_name(name, cid)} is lost (listed in the manifest, absent from {path})")
+                    report.problems.append(
+                        f"chunk {_name(name, cid)} is lost (listed in the manifest, absent from {path})"
+                    )
                 elif want is not None and entry is not None:
                     offset, nbytes = entry
                     crc = int.from_bytes(data[offset + nbytes - 4 : offset + nbytes], "little")
@@ -134,7 +136,9 @@ def _decode_all(archive: Archive, report: VerifyReport, workers: int, progress: 
                 report.problems.append(problem)
 
 
-def _compare_source(archive: Archive, source: Path, reader: str, report: VerifyReport, workers: int, progress: bool) -> None:
+def _compare_source(
+    archive: Archive, source: Path, reader: str, report: VerifyReport, workers: int, progress: bool
+) -> None:
     """The source file is the one archived, and every LR chunk matches a fresh downsample."""
     md = archive.metadata
     result: dict[str, Any] = {"source": str(source)}
@@ -146,7 +150,9 @@ def _compare_source(archive: Archive, source: Path, reader: str, report: VerifyR
     slide = open_slide(source, reader)
     try:
         if slide.dimensions != (md.width, md.height):
-            report.problems.append(f"{source.name} is {slide.dimensions}, the archive's source was {(md.width, md.height)}")
+            report.problems.append(
+                f"{source.name} is {slide.dimensions}, the archive's source was {(md.width, md.height)}"
+            )
             return
         base = archive.level(0)
         down = Downsample(md.scale)
@@ -161,7 +167,9 @@ def _compare_source(archive: Archive, source: Path, reader: str, report: VerifyR
             box = (q * c, r * c, min((q + 1) * c, base.width), min((r + 1) * c, base.height))
             window = read_window(
                 lambda b: slide.read_region((b[0], b[1]), 0, (b[2] - b[0], b[3] - b[1])),
-                down.hr_window(*box), md.width, md.height,
+                down.hr_window(*box),
+                md.width,
+                md.height,
             )
             fresh = down.reduce_window(window)
             state = base.chunk_state(r, q)
@@ -174,7 +182,9 @@ def _compare_source(archive: Archive, source: Path, reader: str, report: VerifyR
                 ok = np.array_equal(stored, fresh)
             else:
                 ok = abs(coding_psnr(fresh, stored) - psnr[cid]) <= PSNR_TOLERANCE_DB
-            return (None if ok else f"chunk 0 row {r} col {q} does not match the source within the codec's tolerance"), None
+            return (
+                None if ok else f"chunk 0 row {r} col {q} does not match the source within the codec's tolerance"
+            ), None
 
         worst = 0.0
         compared = 0

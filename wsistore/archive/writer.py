@@ -205,11 +205,12 @@ class _Ingest:
             associated_images=associated,
             stripped_images=stripped,
             manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
-            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             software=_software(self.slide.name),
         )
-        mpp = (metadata.source.mpp_x, metadata.source.mpp_y) if metadata.mpp else None
-        group.attrs.update({"ome": ome_multiscales(levels, mpp, self.slide_path.name), "wsistore": metadata.to_json()})
+        group.attrs.update(
+            {"ome": ome_multiscales(levels, metadata.mpp, self.slide_path.name), "wsistore": metadata.to_json()}
+        )
         self.dest.commit()
         return IngestResult(
             archive=self.dest.final.url,
@@ -259,8 +260,8 @@ class _Ingest:
         shape = (3, height, width)
         if path in group:
             array = group[path]
-            if tuple(array.shape) != shape:
-                raise ArchiveError(f"cannot resume: array {path} has shape {array.shape}, expected {shape}")
+            if not isinstance(array, zarr.Array) or tuple(array.shape) != shape:
+                raise ArchiveError(f"cannot resume: {path} is not the {shape} array this ingest writes")
         else:
             array = group.create_array(
                 path,
@@ -280,7 +281,7 @@ class _Ingest:
             if rec.array == path:
                 record.merge(rec)
                 self.done.add((rec.array, rec.key))
-        return array  # type: ignore[return-value]
+        return array
 
     def _chunks_to_keep(self, mask: TissueMask) -> np.ndarray:
         c = self.options.chunk
@@ -500,7 +501,9 @@ def _software(reader: str) -> dict[str, str]:
     import imagecodecs
 
     package = "openslide-python" if reader == "openslide" else reader
-    return software_versions("zarr", "numpy", "imagecodecs", "dask", package) | {"imagecodecs_libraries": imagecodecs.version()}
+    return software_versions("zarr", "numpy", "imagecodecs", "dask", package) | {
+        "imagecodecs_libraries": imagecodecs.version()
+    }
 
 
 def coding_psnr(a: np.ndarray, b: np.ndarray) -> float:

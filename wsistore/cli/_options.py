@@ -24,7 +24,9 @@ READERS = ("auto", "openslide", "tiffslide")
 
 def add_reader(p: Parser) -> None:
     """``--reader``: which library opens slides."""
-    p.add_argument("--reader", choices=READERS, default="auto", help="slide reader (default auto: openslide, else tiffslide)")
+    p.add_argument(
+        "--reader", choices=READERS, default="auto", help="slide reader (default auto: openslide, else tiffslide)"
+    )
 
 
 def add_workers(p: Parser, what: str = "parallel work items") -> None:

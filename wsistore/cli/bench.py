@@ -12,12 +12,19 @@ from wsistore.cli import _options
 def add_parser(sub: Any) -> None:
     """Register ``bench``."""
     p = sub.add_parser("bench", help="storage-vs-quality benchmark reports", description=run.__doc__)
-    p.add_argument("inputs", nargs="+", type=Path, help="slides, archives (with their source beside them) or folders of tiles")
+    p.add_argument(
+        "inputs", nargs="+", type=Path, help="slides, archives (with their source beside them) or folders of tiles"
+    )
     p.add_argument("--out", type=Path, required=True, help="output directory (results.json, report.md, report.html)")
     p.add_argument(
-        "--models", nargs="*", default=[], help="SR models to score besides nearest (i-HR) and bicubic: shipped names or weights files"
+        "--models",
+        nargs="*",
+        default=[],
+        help="SR models to score besides nearest (i-HR) and bicubic: shipped names or weights files",
     )
-    p.add_argument("--codecs", nargs="*", default=None, help="archive LR codec settings to sweep, e.g. jpegxl:distance=1.0")
+    p.add_argument(
+        "--codecs", nargs="*", default=None, help="archive LR codec settings to sweep, e.g. jpegxl:distance=1.0"
+    )
     p.add_argument("--hr-codecs", nargs="*", default=None, help="full-resolution codec settings to sweep")
     _options.add_device(p)
     p.add_argument("--quick", action="store_true", help="small sweep on a 1024-pixel region (CI)")

@@ -20,11 +20,15 @@ def add_parser(sub: Any) -> None:
     _options.add_codec_options(p)
     p.add_argument("--scale", type=int, default=4, help="downsample factor (default 4)")
     p.add_argument("--chunk", type=int, default=256, help="LR chunk side in pixels, multiple of 16 (default 256)")
-    p.add_argument("--shard", type=int, default=None, help="LR shard side (default: chosen from slide size, up to 2048)")
+    p.add_argument(
+        "--shard", type=int, default=None, help="LR shard side (default: chosen from slide size, up to 2048)"
+    )
     _options.add_workers(p, "parallel shards")
     _options.add_reader(p)
     p.add_argument("--keep-background", action="store_true", help="store glass chunks too")
-    p.add_argument("--strip-label", action="store_true", help="drop label and macro images (may show patient identifiers)")
+    p.add_argument(
+        "--strip-label", action="store_true", help="drop label and macro images (may show patient identifiers)"
+    )
     _options.add_overwrite_resume(p, "archive")
     _options.add_quiet(p)
     p.set_defaults(run=run)

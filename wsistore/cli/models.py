@@ -10,7 +10,9 @@ from wsistore.cli import _options
 
 def add_parser(sub: Any) -> None:
     """Register ``models``."""
-    p = sub.add_parser("models", help="list generators, discriminators, losses and shipped weights", description=run.__doc__)
+    p = sub.add_parser(
+        "models", help="list generators, discriminators, losses and shipped weights", description=run.__doc__
+    )
     _options.add_json(p)
     p.set_defaults(run=run)
 
@@ -34,7 +36,11 @@ def describe(info: dict[str, Any]) -> str:
         if g["parameters"]:
             cost += f", {g['parameters'] / 1e6:.2f} M params, {g['mflops_per_output_pixel']:.3f} MFLOP/px"
         lines.append(f"  {g['name']:<22} {g['summary']} ({cost})")
-    for title, key in (("discriminators", "discriminators"), ("losses", "losses"), ("adversarial losses", "adversarial")):
+    for title, key in (
+        ("discriminators", "discriminators"),
+        ("losses", "losses"),
+        ("adversarial losses", "adversarial"),
+    ):
         lines.append(f"{title}:")
         lines += [f"  {item['name']:<22} {item['summary']}" for item in info[key]]
     lines.append("shipped weights:")

@@ -23,7 +23,9 @@ def add_parser(sub: Any) -> None:
         "(default: the best shipped weights)",
     )
     _options.add_device(p)
-    p.add_argument("--batch", type=int, default=None, help="GPU batch of compute tiles (default 8, halved on out-of-memory)")
+    p.add_argument(
+        "--batch", type=int, default=None, help="GPU batch of compute tiles (default 8, halved on out-of-memory)"
+    )
     p.add_argument("--tile", type=int, default=512, help="output tile side in pixels, a power of two (default 512)")
     _options.add_workers(p, "threads that decode and encode")
     _options.add_region(p, "restore only this level-0 region")
@@ -31,7 +33,9 @@ def add_parser(sub: Any) -> None:
     quality = p.add_mutually_exclusive_group()
     quality.add_argument("--quality", type=int, default=None, help="JPEG quality of TIFF tiles (default 90)")
     quality.add_argument("--lossless", action="store_true", help="lossless TIFF tiles (deflate)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the generator (CUDA; pays off on large slides)")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the generator (CUDA; pays off on large slides)"
+    )
     _options.add_overwrite_resume(p, "output")
     _options.add_quiet(p)
     p.set_defaults(run=run)

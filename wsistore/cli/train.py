@@ -16,7 +16,11 @@ from wsistore.errors import InputError
 
 def add_parser(sub: Any) -> None:
     """Register ``train`` and its actions ``prepare`` and ``run``."""
-    p = sub.add_parser("train", help="prepare training patches and run training recipes", description="Prepare (LR, HR) patches; run a recipe.")
+    p = sub.add_parser(
+        "train",
+        help="prepare training patches and run training recipes",
+        description="Prepare (LR, HR) patches; run a recipe.",
+    )
     actions = p.add_subparsers(dest="train_command", required=True, metavar="ACTION")
     _add_prepare(actions)
     _add_run(actions)
@@ -30,35 +34,53 @@ def run(args: argparse.Namespace) -> int:
 def _add_prepare(sub: Any) -> None:
     p = sub.add_parser("prepare", help="slides and tile folders -> (LR, HR) patch shards", description=prepare.__doc__)
     p.add_argument(
-        "sources", nargs="+", metavar="SOURCE",
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
         help="slides, image tiles, folders of them, or archives (their source slide must lie beside them)",
     )
     p.add_argument("out", metavar="OUT", help="folder to write the shards to")
-    p.add_argument("--like", metavar="ARCHIVE", help="degrade exactly like this archive (its scale, codec, chunk and fill)")
+    p.add_argument(
+        "--like", metavar="ARCHIVE", help="degrade exactly like this archive (its scale, codec, chunk and fill)"
+    )
     _options.add_codec_options(p)
     p.add_argument("--scale", type=int, default=None, help="downsample factor (default 4)")
     p.add_argument("--chunk", type=int, default=None, help="archive LR chunk side the codec works on (default 256)")
     p.add_argument("--patch", type=int, default=64, help="LR patch side (HR is scale x this; default 64)")
     p.add_argument("--patches-per-file", type=int, default=64, help="at most this many patches per file (default 64)")
     p.add_argument(
-        "--positions", choices=("grid", "random"), default="grid",
+        "--positions",
+        choices=("grid", "random"),
+        default="grid",
         help="patch origins: one non-overlapping grid (default) or seeded random, overlapping ones",
     )
     p.add_argument(
-        "--dihedral", action="store_true",
+        "--dihedral",
+        action="store_true",
         help="also the 8 flips/rotations of each training image, applied before downsampling and coding",
     )
     p.add_argument(
-        "--phases", type=int, default=1,
+        "--phases",
+        type=int,
+        default=1,
         help="chunk-grid phases per training image: seeded LR crops before degradation (default 1)",
     )
     p.add_argument("--min-tissue", type=float, default=0.5, help="least tissue fraction of a patch (default 0.5)")
-    p.add_argument("--val-fraction", type=float, default=0.15, help="fraction of files held out for validation (default 0.15)")
     p.add_argument(
-        "--val-file", action="append", default=[], metavar="NAME", help="hold out this file (repeatable; replaces --val-fraction)"
+        "--val-fraction", type=float, default=0.15, help="fraction of files held out for validation (default 0.15)"
     )
     p.add_argument(
-        "--licence", action="append", default=[], metavar="PATTERN=TEXT",
+        "--val-file",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="hold out this file (repeatable; replaces --val-fraction)",
+    )
+    p.add_argument(
+        "--licence",
+        action="append",
+        default=[],
+        metavar="PATTERN=TEXT",
         help="data licence of files matching a name pattern (repeatable)",
     )
     p.add_argument("--seed", type=int, default=0)
@@ -105,11 +127,14 @@ def prepare(args: argparse.Namespace) -> int:
         options = options_like(like, **common)
     else:
         codec = _options.codec_from_args(args)
-        options = PrepareOptions(scale=args.scale or 4, codec=None if codec.lossless else codec, chunk=args.chunk or 256, **common)
+        options = PrepareOptions(
+            scale=args.scale or 4, codec=None if codec.lossless else codec, chunk=args.chunk or 256, **common
+        )
     manifest = prepare_shards(args.sources, args.out, options)
     counts = manifest["counts"]
     print(
-        f"wrote {args.out}: {counts['train']} train + {counts['val']} validation patches from {len(manifest['files'])} files "
+        f"wrote {args.out}: {counts['train']} train + {counts['val']} validation patches "
+        f"from {len(manifest['files'])} files "
         f"({manifest['codec_label']}, chunk {manifest['chunk']}, scale {manifest['scale']}); "
         f"validation files: {', '.join(manifest['split']['val_files']) or 'none'}"
     )
@@ -129,12 +154,19 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--data", metavar="DIR", help="prepared patches (sets data.shards)")
     p.add_argument("--out", metavar="DIR", help="run folder (sets run.out; default runs/NAME)")
     _options.add_device(p, default=None, sets=" (sets run.device)")
-    p.add_argument("--vgg19-weights", metavar="FILE", help="local VGG-19 ImageNet weights: 'content' loss becomes VGG-19")
     p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--vgg19-weights", metavar="FILE", help="local VGG-19 ImageNet weights: 'content' loss becomes VGG-19"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a recipe value, e.g. stages.0.steps=100 (repeatable)",
     )
-    p.add_argument("--smoke", action="store_true", help="tiny models, 2 steps per stage (what CI runs for every recipe)")
+    p.add_argument(
+        "--smoke", action="store_true", help="tiny models, 2 steps per stage (what CI runs for every recipe)"
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last saved state")
     p.add_argument("--overwrite", action="store_true", help="discard an existing run in the output folder")
     _options.add_quiet(p)
@@ -151,17 +183,25 @@ def run_recipe(args: argparse.Namespace) -> int:
     if args.resume and args.overwrite:
         raise InputError("--resume and --overwrite exclude each other")
     overrides = list(args.set)
-    flags = (("data.shards", args.data), ("run.out", args.out), ("run.device", args.device), ("content.vgg19_weights", args.vgg19_weights))
+    flags = (
+        ("data.shards", args.data),
+        ("run.out", args.out),
+        ("run.device", args.device),
+        ("content.vgg19_weights", args.vgg19_weights),
+    )
     for key, value in flags:
         if value is not None:
             overrides.insert(0, f"{key}={json.dumps(value)}")
     config = load_config(args.config, overrides, smoke=args.smoke)
-    result = Trainer(config, config_file=args.config, progress=not args.quiet).run(resume=args.resume, overwrite=args.overwrite)
+    result = Trainer(config, config_file=args.config, progress=not args.quiet).run(
+        resume=args.resume, overwrite=args.overwrite
+    )
     final = result.validations[-1]["val"] if result.validations else {}
     base = result.baseline
     nan = float("nan")
     print(
-        f"trained {config.run.name}: {result.step} steps in {result.seconds:.1f} s ({result.steps_per_second:.2f} steps/s) "
+        f"trained {config.run.name}: {result.step} steps in {result.seconds:.1f} s "
+        f"({result.steps_per_second:.2f} steps/s) "
         f"-> {result.out}; validation PSNR {final.get('psnr', nan):.2f} dB, SSIM {final.get('ssim', nan):.4f} "
         f"(bicubic {base.get('psnr', nan):.2f} dB, {base.get('ssim', nan):.4f}); "
         f"content loss: {', '.join(config.content_losses) or 'none'}"

@@ -31,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
     file is the one archived and each LR chunk matches a fresh downsample of it."""
     from wsistore.archive.verify import verify
 
-    report = verify(args.archive, against=args.against, reader=args.reader, workers=args.workers, progress=not args.quiet)
+    report = verify(
+        args.archive, against=args.against, reader=args.reader, workers=args.workers, progress=not args.quiet
+    )
     _options.show(report.__dict__ | {"ok": report.ok}, args.json, lambda _: describe(report))
     return 0 if report.ok else FAILED
 

@@ -62,6 +62,7 @@ class ResidualGenerator(Generator):
         super().__init__()
         self.scale = scale
         self.bicubic_skip = bicubic_skip
+        self.mean: torch.Tensor
         self.register_buffer("mean", he_mean(), persistent=False)
 
     def centred(self, lr: torch.Tensor) -> torch.Tensor:

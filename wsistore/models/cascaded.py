@@ -110,9 +110,10 @@ class CascadedRefinementNet(ResidualGenerator):
         n = stages(c.scale)
         widths = [cin] + [c.features] * (n - 1)
         self.levels = nn.ModuleList(RefinementModule(width, c.features, c.convs) for width in widths)
-        self.project = nn.ModuleList(nn.Conv2d(c.features, 3, 1) for _ in range(n))
+        projections = [nn.Conv2d(c.features, 3, 1) for _ in range(n)]
+        self.project = nn.ModuleList(projections)
         with torch.no_grad():  # start close to the skip image: layer-normed features are O(1)
-            for conv in self.project:
+            for conv in projections:
                 conv.weight.mul_(0.1)
 
     @property
@@ -148,4 +149,3 @@ class CascadedRefinementNet(ResidualGenerator):
         for module in self.levels:
             x = module(x)
         return self._image(len(self.levels) - 1, x, lr)
-

@@ -49,8 +49,10 @@ class CompactNet(ResidualGenerator):
         self.tail = nn.Sequential(nn.Conv2d(c.features, 3 * c.scale**2, 3, padding=1), nn.PixelShuffle(c.scale))
         # start as bicubic: the residual's last convolution is zero at initialisation (in
         # our CPU runs this reached a given PSNR in about half the steps)
-        nn.init.zeros_(self.tail[0].weight)
-        nn.init.zeros_(self.tail[0].bias)
+        last = self.tail[0]
+        assert isinstance(last, nn.Conv2d) and last.bias is not None
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     @property
     def receptive_field(self) -> int:

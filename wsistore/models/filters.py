@@ -83,6 +83,7 @@ class FilterBank(nn.Module):
         self.config = c = config or FilterBankConfig()
         self.channels = channels
         kernels = bank_kernels(c)
+        self.weight: torch.Tensor
         self.register_buffer("weight", kernels.repeat(channels, 1, 1).unsqueeze(1), persistent=False)
 
     @property

@@ -70,6 +70,8 @@ class VGG19Loss(nn.Module):
             raise InputError(f"{c.weights}: not VGG-19 ImageNet weights (lacks or mismatches {', '.join(missing[:3])})")
         features.load_state_dict({k: state[k].float() for k in wanted})
         self.features = features.eval().requires_grad_(False)
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 

@@ -77,7 +77,7 @@ class Entry:
 class Registry(Mapping[str, Entry], Generic[M]):
     """The entries of one kind of component by name, each building an ``M``."""
 
-    def __init__(self, kind: str, builds: type[M], entries: Iterable[Entry]) -> None:
+    def __init__(self, kind: str, builds: type[Any], entries: Iterable[Entry]) -> None:
         self.kind = kind
         self.builds = builds
         self._entries = {entry.name: entry for entry in entries}

@@ -50,9 +50,7 @@ class BenchInput:
         return int(self.hr.shape[0] * self.hr.shape[1])
 
 
-def load_inputs(
-    paths: list[Path], crop: int, region: Region | None = None
-) -> Iterator[BenchInput]:
+def load_inputs(paths: list[Path], crop: int, region: Region | None = None) -> Iterator[BenchInput]:
     """Open archives, tiles and slides, and the tiles and slides directly in folders (see
     :func:`~wsistore.readers.input_kind`); raise InputError for anything unusable."""
     for path in paths:
@@ -86,8 +84,14 @@ def _slide_input(path: Path, crop: int, region: Region | None) -> BenchInput:
         mpp = slide.mpp[0] if slide.mpp else None
         source_bpp = 8 * path.stat().st_size / (slide.dimensions[0] * slide.dimensions[1])
     return BenchInput(
-        name=f"{path.stem}[{x},{y},{w},{h}]", kind="slide", hr=hr, mask=tissue_pixels(hr), mpp=mpp,
-        fill=tissue.fill_value, lr_origin=(y // 4, x // 4), source_bpp=source_bpp,
+        name=f"{path.stem}[{x},{y},{w},{h}]",
+        kind="slide",
+        hr=hr,
+        mask=tissue_pixels(hr),
+        mpp=mpp,
+        fill=tissue.fill_value,
+        lr_origin=(y // 4, x // 4),
+        source_bpp=source_bpp,
     )
 
 

@@ -25,22 +25,61 @@ HR_TILE = 1024
 #: Default sweeps: the archive's LR codecs and the full-resolution rivals.
 ARCHIVE_SWEEP = (
     "png",
-    "jpegxl:distance=0.5", "jpegxl:distance=1.0", "jpegxl:distance=2.0", "jpegxl:distance=3.0",
-    "avif:level=90,speed=6", "avif:level=75,speed=6", "avif:level=60,speed=6", "avif:level=45,speed=6",
+    "jpegxl:distance=0.5",
+    "jpegxl:distance=1.0",
+    "jpegxl:distance=2.0",
+    "jpegxl:distance=3.0",
+    "avif:level=90,speed=6",
+    "avif:level=75,speed=6",
+    "avif:level=60,speed=6",
+    "avif:level=45,speed=6",
 )
 HR_SWEEP = (
-    "jpeg:level=95", "jpeg:level=85", "jpeg:level=70", "jpeg:level=50", "jpeg:level=30", "jpeg:level=15", "jpeg:level=8",
-    "jpegxl:distance=1.0", "jpegxl:distance=2.0", "jpegxl:distance=4.0", "jpegxl:distance=8.0", "jpegxl:distance=15.0",
+    "jpeg:level=95",
+    "jpeg:level=85",
+    "jpeg:level=70",
+    "jpeg:level=50",
+    "jpeg:level=30",
+    "jpeg:level=15",
+    "jpeg:level=8",
+    "jpegxl:distance=1.0",
+    "jpegxl:distance=2.0",
+    "jpegxl:distance=4.0",
+    "jpegxl:distance=8.0",
+    "jpegxl:distance=15.0",
     "jpegxl:distance=25.0",
-    "avif:level=60,speed=6", "avif:level=45,speed=6", "avif:level=30,speed=6", "avif:level=20,speed=6",
-    "avif:level=12,speed=6", "avif:level=5,speed=6", "avif:level=0,speed=6",
-    "webp:level=90", "webp:level=70", "webp:level=40", "webp:level=15", "webp:level=2",
-    "jpeg2k:level=44", "jpeg2k:level=38", "jpeg2k:level=34", "jpeg2k:level=30", "jpeg2k:level=27", "jpeg2k:level=24", "jpeg2k:level=21",
+    "avif:level=60,speed=6",
+    "avif:level=45,speed=6",
+    "avif:level=30,speed=6",
+    "avif:level=20,speed=6",
+    "avif:level=12,speed=6",
+    "avif:level=5,speed=6",
+    "avif:level=0,speed=6",
+    "webp:level=90",
+    "webp:level=70",
+    "webp:level=40",
+    "webp:level=15",
+    "webp:level=2",
+    "jpeg2k:level=44",
+    "jpeg2k:level=38",
+    "jpeg2k:level=34",
+    "jpeg2k:level=30",
+    "jpeg2k:level=27",
+    "jpeg2k:level=24",
+    "jpeg2k:level=21",
 )
 QUICK_ARCHIVE_SWEEP = ("png", "jpegxl:distance=1.0", "jpegxl:distance=3.0", "avif:level=75,speed=6")
 QUICK_HR_SWEEP = (
-    "jpeg:level=50", "jpeg:level=10", "jpegxl:distance=4.0", "jpegxl:distance=20.0",
-    "avif:level=30,speed=8", "avif:level=8,speed=8", "webp:level=40", "webp:level=2", "jpeg2k:level=30", "jpeg2k:level=24",
+    "jpeg:level=50",
+    "jpeg:level=10",
+    "jpegxl:distance=4.0",
+    "jpegxl:distance=20.0",
+    "avif:level=30,speed=8",
+    "avif:level=8,speed=8",
+    "webp:level=40",
+    "webp:level=2",
+    "jpeg2k:level=30",
+    "jpeg2k:level=24",
 )
 
 
@@ -55,7 +94,9 @@ class CodedLR:
     encode_seconds: float
 
 
-def code_archive_lr(hr: np.ndarray, setting: str, chunk: int, fill: int, origin: tuple[int, int] = (0, 0), scale: int = 4) -> CodedLR:
+def code_archive_lr(
+    hr: np.ndarray, setting: str, chunk: int, fill: int, origin: tuple[int, int] = (0, 0), scale: int = 4
+) -> CodedLR:
     """Downsample and code ``hr`` exactly as ingest would (timed); ``fill`` is the
     archive's fill value, which pads edge chunks."""
     codec = parse_codec(setting)

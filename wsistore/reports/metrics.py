@@ -71,8 +71,14 @@ def psnr(reference: np.ndarray, test: np.ndarray, mask: np.ndarray | None = None
 def ssim(reference: np.ndarray, test: np.ndarray, mask: np.ndarray | None = None) -> float:
     """SSIM (Wang et al. 2004 settings) averaged over ``mask`` pixels."""
     _, full = structural_similarity(
-        reference, test, channel_axis=2, data_range=255, gaussian_weights=True, sigma=1.5,
-        use_sample_covariance=False, full=True,
+        reference,
+        test,
+        channel_axis=2,
+        data_range=255,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        full=True,
     )
     per_pixel = full.mean(axis=2)
     return float(per_pixel[mask].mean() if mask is not None else per_pixel.mean())
@@ -110,7 +116,13 @@ class Lpips:
         except Exception as exc:  # torch.load raises pickle, runtime and value errors for bad files
             raise InputError(f"{path} is not a torchvision AlexNet state dict ({str(exc).splitlines()[0]})") from None
         self.net = _LPIPS(pretrained=True, net="alex", pnet_rand=True).eval()
-        for slice_ in (self.net.net.slice1, self.net.net.slice2, self.net.net.slice3, self.net.net.slice4, self.net.net.slice5):
+        for slice_ in (
+            self.net.net.slice1,
+            self.net.net.slice2,
+            self.net.net.slice3,
+            self.net.net.slice4,
+            self.net.net.slice5,
+        ):
             for index, layer in slice_.named_children():
                 layer.load_state_dict(backbone.features[int(index)].state_dict())
 

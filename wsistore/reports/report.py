@@ -58,7 +58,9 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def at_bpp(rows: list[dict[str, Any]], curve: str, metric: str, bpp: float) -> float | None:
     """A curve's metric at ``bpp``, interpolated linearly in log(bpp); None outside its span."""
-    points = sorted((r["bpp"], r["metrics"][metric]) for r in rows if r["curve"] == curve and r["metrics"].get(metric) is not None)
+    points = sorted(
+        (r["bpp"], r["metrics"][metric]) for r in rows if r["curve"] == curve and r["metrics"].get(metric) is not None
+    )
     if len(points) < 2 or not points[0][0] <= bpp <= points[-1][0]:
         exact = [v for b, v in points if abs(b - bpp) / bpp < 0.02]
         return exact[0] if exact else None
@@ -67,7 +69,9 @@ def at_bpp(rows: list[dict[str, Any]], curve: str, metric: str, bpp: float) -> f
     return float(np.interp(np.log(bpp), xs, ys))
 
 
-def matched_bytes(rows: list[dict[str, Any]], metric: str = "psnr") -> tuple[list[str], dict[str, dict[float, float | None]]]:
+def matched_bytes(
+    rows: list[dict[str, Any]], metric: str = "psnr"
+) -> tuple[list[str], dict[str, dict[float, float | None]]]:
     curves = sorted({r["curve"] for r in rows if r["family"] != "source"})
     return curves, {c: {b: at_bpp(rows, c, metric, b) for b in MATCH_BPP} for c in curves}
 
@@ -114,7 +118,14 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
     return sentences
 
 
-def _best(rows: list[dict[str, Any]], bpp: float, metric: str, family: str, exclude: tuple[str, ...] = (), only: str | None = None) -> tuple[str, float] | None:
+def _best(
+    rows: list[dict[str, Any]],
+    bpp: float,
+    metric: str,
+    family: str,
+    exclude: tuple[str, ...] = (),
+    only: str | None = None,
+) -> tuple[str, float] | None:
     higher = METRICS[metric].higher_is_better
     best = None
     for curve in sorted({r["curve"] for r in rows if r["family"] == family}):
@@ -141,7 +152,11 @@ def plot_curves(rows: list[dict[str, Any]], source_bpp: float | None, out_dir: P
             continue
         fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
         for curve in sorted({r["curve"] for r in rows if r["family"] != "source"}):
-            pts = sorted((r["bpp"], r["metrics"][metric]) for r in rows if r["curve"] == curve and r["metrics"].get(metric) is not None)
+            pts = sorted(
+                (r["bpp"], r["metrics"][metric])
+                for r in rows
+                if r["curve"] == curve and r["metrics"].get(metric) is not None
+            )
             if not pts:
                 continue
             style = "-o" if curve.startswith("archive") else "--s"
@@ -179,32 +194,83 @@ def _table(header: list[str], body: list[list[Any]]) -> list[str]:
 def write_markdown(results: dict[str, Any], out_dir: Path, plots: dict[str, Path], panels: dict[str, Path]) -> Path:
     rows = aggregate(results["records"])
     md: list[str] = ["# wsistore storage-vs-quality report", ""]
-    md += [f"Created {results['created']} on {results['machine']}; device {results['device']}; "
-           f"{len(results['inputs'])} inputs; wsistore {results['software'].get('wsistore', '?')}.", ""]
+    md += [
+        f"Created {results['created']} on {results['machine']}; device {results['device']}; "
+        f"{len(results['inputs'])} inputs; wsistore {results['software'].get('wsistore', '?')}.",
+        "",
+    ]
     md += ["## Definitions", ""] + [f"- **{k}**: {v}" for k, v in results["definitions"].items()] + [""]
     md += ["## Inputs", ""]
-    md += _table(["input", "kind", "size", "mpp", "tissue", "source bpp"],
-                 [[i["name"], i["kind"], f"{i['width']}x{i['height']}", i["mpp"], i["tissue_fraction"], i["source_bpp"]] for i in results["inputs"]])
+    md += _table(
+        ["input", "kind", "size", "mpp", "tissue", "source bpp"],
+        [
+            [i["name"], i["kind"], f"{i['width']}x{i['height']}", i["mpp"], i["tissue_fraction"], i["source_bpp"]]
+            for i in results["inputs"]
+        ],
+    )
     md += ["", "## Who wins at equal bytes", ""] + [f"- {s}" for s in verdicts(rows)] + [""]
     for metric in ("psnr", "ssim"):
         curves, table = matched_bytes(rows, metric)
         md += [f"### {metric.upper()} at matched bits per pixel (interpolated; n/a outside a curve's range)", ""]
-        md += _table(["method"] + [f"{b:g} bpp" for b in MATCH_BPP], [[c] + [table[c][b] for b in MATCH_BPP] for c in curves]) + [""]
+        md += _table(
+            ["method"] + [f"{b:g} bpp" for b in MATCH_BPP], [[c] + [table[c][b] for b in MATCH_BPP] for c in curves]
+        ) + [""]
     md += ["## Rate-distortion curves", ""]
     for metric, path in plots.items():
         md += [f"![{metric}]({path.relative_to(out_dir).as_posix()})", ""]
     md += ["## SR next to i-HR (the seeds' table), at the default archive setting", ""]
     seeds = _seed_rows(rows, results["default_setting"])
-    md += _table(["method", "bits/px", "PSNR", "SSIM", "MS-SSIM", "HaarPSI", "GMSD", "LPIPS", "nuclei F1"], seeds) + [""]
+    md += _table(["method", "bits/px", "PSNR", "SSIM", "MS-SSIM", "HaarPSI", "GMSD", "LPIPS", "nuclei F1"], seeds) + [
+        ""
+    ]
     md += ["## Aggregate over inputs", ""]
-    md += _table(["method", "setting", "bits/px", "PSNR", "SSIM", "MS-SSIM", "HaarPSI", "GMSD", "LPIPS", "nuclei F1", "count ratio", "encode s", "restore s"],
-                 [[r["curve"], r["setting"], r["bpp"], *[r["metrics"][m] for m in METRICS], r["encode_seconds"], r["restore_seconds"]] for r in rows]) + [""]
+    md += _table(
+        [
+            "method",
+            "setting",
+            "bits/px",
+            "PSNR",
+            "SSIM",
+            "MS-SSIM",
+            "HaarPSI",
+            "GMSD",
+            "LPIPS",
+            "nuclei F1",
+            "count ratio",
+            "encode s",
+            "restore s",
+        ],
+        [
+            [
+                r["curve"],
+                r["setting"],
+                r["bpp"],
+                *[r["metrics"][m] for m in METRICS],
+                r["encode_seconds"],
+                r["restore_seconds"],
+            ]
+            for r in rows
+        ],
+    ) + [""]
     md += ["## Per input", ""]
     for item in results["inputs"]:
         recs = [r for r in results["records"] if r["input"] == item["name"]]
         md += [f"### {item['name']}", ""]
-        md += _table(["method", "setting", "bits/px", "PSNR", "SSIM", "HaarPSI", "nuclei F1"],
-                     [[curve_name(r), r["setting"], r["bpp"], r["metrics"]["psnr"], r["metrics"]["ssim"], r["metrics"]["haarpsi"], r["metrics"]["nuclei_f1"]] for r in sorted(recs, key=lambda r: (curve_name(r), r["bpp"]))])
+        md += _table(
+            ["method", "setting", "bits/px", "PSNR", "SSIM", "HaarPSI", "nuclei F1"],
+            [
+                [
+                    curve_name(r),
+                    r["setting"],
+                    r["bpp"],
+                    r["metrics"]["psnr"],
+                    r["metrics"]["ssim"],
+                    r["metrics"]["haarpsi"],
+                    r["metrics"]["nuclei_f1"],
+                ]
+                for r in sorted(recs, key=lambda r: (curve_name(r), r["bpp"]))
+            ],
+        )
         if item["name"] in panels:
             md += ["", f"![crops]({panels[item['name']].relative_to(out_dir).as_posix()})"]
         md += [""]
@@ -220,8 +286,20 @@ def write_markdown(results: dict[str, Any], out_dir: Path, plots: dict[str, Path
 def _seed_rows(rows: list[dict[str, Any]], setting: str) -> list[list[Any]]:
     picked = [r for r in rows if r["family"] == "archive" and r["setting"] == setting]
     picked.sort(key=lambda r: (r["upscaler"] != "nearest", r["upscaler"] != "bicubic", r["upscaler"]))
-    return [[("i-HR (nearest)" if r["upscaler"] == "nearest" else r["upscaler"]), r["bpp"], r["metrics"]["psnr"], r["metrics"]["ssim"],
-             r["metrics"]["ms_ssim"], r["metrics"]["haarpsi"], r["metrics"]["gmsd"], r["metrics"]["lpips"], r["metrics"]["nuclei_f1"]] for r in picked]
+    return [
+        [
+            ("i-HR (nearest)" if r["upscaler"] == "nearest" else r["upscaler"]),
+            r["bpp"],
+            r["metrics"]["psnr"],
+            r["metrics"]["ssim"],
+            r["metrics"]["ms_ssim"],
+            r["metrics"]["haarpsi"],
+            r["metrics"]["gmsd"],
+            r["metrics"]["lpips"],
+            r["metrics"]["nuclei_f1"],
+        ]
+        for r in picked
+    ]
 
 
 def write_html(markdown_path: Path, out_dir: Path) -> Path:
@@ -257,10 +335,13 @@ def write_html(markdown_path: Path, out_dir: Path) -> Path:
             body.append(f"<p>{_inline(line)}</p>")
     if in_table:
         body.append("</table>")
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;line-height:1.4}"
-             "table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
-             "img{max-width:100%}")
-    doc = f"<!doctype html><html><head><meta charset='utf-8'><title>wsistore report</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+    style = (
+        "body{font-family:sans-serif;max-width:1200px;margin:2em auto;line-height:1.4}"
+        "table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
+        "img{max-width:100%}"
+    )
+    head = f"<meta charset='utf-8'><title>wsistore report</title><style>{style}</style>"
+    doc = f"<!doctype html><html><head>{head}</head><body>{''.join(body)}</body></html>"
     path = out_dir / "report.html"
     path.write_text(doc)
     return path

@@ -80,7 +80,11 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             crops: dict[str, np.ndarray] = {}
             corner = _crop_corner(item)
             crops["original"] = _cut(item.hr, corner)
-            records.append(_record(item, "source", "source as stored", None, item.hr, _source_bytes(item), 0.0, None, lpips, device))
+            records.append(
+                _record(
+                    item, "source", "source as stored", None, item.hr, _source_bytes(item), 0.0, None, lpips, device
+                )
+            )
             bar.update(1)
             for setting in archive_sweep:
                 coded = code_archive_lr(item.hr, setting, options.chunk, item.fill, item.lr_origin)
@@ -89,7 +93,9 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                     hr = upscale_image(coded.lr, runner, item.hr.shape[:2])
                     seconds = time.perf_counter() - start
                     up = runner.generator
-                    rec = _record(item, "archive", setting, up, hr, coded.nbytes, coded.encode_seconds, seconds, lpips, device)
+                    rec = _record(
+                        item, "archive", setting, up, hr, coded.nbytes, coded.encode_seconds, seconds, lpips, device
+                    )
                     records.append(rec)
                     if setting == DEFAULT_SETTING:
                         crops[up.name] = _cut(hr, corner)
@@ -99,8 +105,18 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             best: tuple[bool, float, str, np.ndarray] | None = None
             for setting in hr_sweep:
                 coded_hr = code_full_resolution(item.hr, setting)
-                rec = _record(item, "hr_codec", setting, None, coded_hr.image, coded_hr.nbytes, coded_hr.encode_seconds,
-                              coded_hr.decode_seconds, lpips, device)
+                rec = _record(
+                    item,
+                    "hr_codec",
+                    setting,
+                    None,
+                    coded_hr.image,
+                    coded_hr.nbytes,
+                    coded_hr.encode_seconds,
+                    coded_hr.decode_seconds,
+                    lpips,
+                    device,
+                )
                 records.append(rec)
                 near = abs(math.log(rec["bpp"] / default_bpp)) <= math.log(1.25)
                 score = rec["metrics"]["psnr"] if near else -abs(math.log(rec["bpp"] / default_bpp))
@@ -109,12 +125,16 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                 bar.update(1)
             if best is not None:
                 crops[best[2]] = best[3]
-            panels[item.name] = _save_panel(crops, options.out / "crops" / f"{_slug(item.name)}-panel.png",
-                                            f"{item.name}: archive {DEFAULT_SETTING} ({default_bpp:.2f} bpp) vs the best codec at about the same bytes")
+            panels[item.name] = _save_panel(
+                crops,
+                options.out / "crops" / f"{_slug(item.name)}-panel.png",
+                f"{item.name}: archive {DEFAULT_SETTING} ({default_bpp:.2f} bpp) "
+                "vs the best codec at about the same bytes",
+            )
 
     results = {
         "schema": "wsistore-bench/1",
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
         "device": _device_name(device),
         "software": software_versions("torch", "imagecodecs", "piq", "torchmetrics", "scikit-image"),
@@ -123,8 +143,16 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         "lpips": {"available": lpips is not None, "reason": lpips_reason},
         "models": [r.generator.describe() | {"precision": r.precision} for r in runners],
         "inputs": [
-            {"name": i.name, "kind": i.kind, "width": i.hr.shape[1], "height": i.hr.shape[0], "mpp": i.mpp,
-             "tissue_fraction": float(i.mask.mean()), "source_bpp": i.source_bpp, "archive_bpp": i.archive_bpp}
+            {
+                "name": i.name,
+                "kind": i.kind,
+                "width": i.hr.shape[1],
+                "height": i.hr.shape[0],
+                "mpp": i.mpp,
+                "tissue_fraction": float(i.mask.mean()),
+                "source_bpp": i.source_bpp,
+                "archive_bpp": i.archive_bpp,
+            }
             for i in inputs
         ],
         "records": records,
@@ -154,8 +182,18 @@ DEFINITIONS = {
 }
 
 
-def _record(item: BenchInput, family: str, setting: str, up: LoadedGenerator | None, image: np.ndarray, nbytes: int,
-            encode_s: float, restore_s: float | None, lpips: Any, device: torch.device) -> dict[str, Any]:
+def _record(
+    item: BenchInput,
+    family: str,
+    setting: str,
+    up: LoadedGenerator | None,
+    image: np.ndarray,
+    nbytes: int,
+    encode_s: float,
+    restore_s: float | None,
+    lpips: Any,
+    device: torch.device,
+) -> dict[str, Any]:
     metrics = evaluate(item.hr, image, item.mask, lpips=lpips, mpp=item.mpp)
     codec = setting.partition(":")[0] if family != "source" else "source"
     return {

@@ -178,4 +178,3 @@ def restore(
         rows_resumed=len(done),
         seconds=time.perf_counter() - start,
     )
-

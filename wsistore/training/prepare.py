@@ -134,7 +134,11 @@ def options_like(archive: str | os.PathLike[str], **overrides: Any) -> PrepareOp
         )
     codec = None if a.codec.lossless else a.codec
     return PrepareOptions(
-        scale=m.scale, codec=codec, chunk=m.chunk, fills=((m.source.sha256, m.fill_value),), like=str(archive),
+        scale=m.scale,
+        codec=codec,
+        chunk=m.chunk,
+        fills=((m.source.sha256, m.fill_value),),
+        like=str(archive),
         **overrides,
     )
 
@@ -389,7 +393,8 @@ def prepare(sources: list[str], out: str | os.PathLike[str], options: PrepareOpt
         "seed": options.seed,
         "split": {
             "rule": (
-                "--val-file names" if options.val_files
+                "--val-file names"
+                if options.val_files
                 else f"seeded sha256 order of file names, first round({options.val_fraction} x files)"
             ),
             "val_files": sorted(held_out),
@@ -430,10 +435,16 @@ def _prepare_file(
                 lr = archived.region(x, y, x + p, y + p)
                 hr = image.read((s * x, s * y, s * (x + p), s * (y + p)))
                 writer.add(lr, np.ascontiguousarray(hr), number, x, y, variant.transform, variant.offset)
-            made.append({
-                "transform": variant.transform, "offset": list(variant.offset), "fill": fill,
-                "patches": len(kept), "tissue": len(positions), "candidates": drawn,
-            })
+            made.append(
+                {
+                    "transform": variant.transform,
+                    "offset": list(variant.offset),
+                    "fill": fill,
+                    "patches": len(kept),
+                    "tissue": len(positions),
+                    "candidates": drawn,
+                }
+            )
     finally:
         source.close()
     return {

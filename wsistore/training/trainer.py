@@ -107,7 +107,7 @@ class Trainer:
         layout = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
         for model in (self.generator, *self.adversaries.models.values(), self.autoencoder):
             if model is not None:
-                model.to(self.device, memory_format=layout)
+                model.to(self.device).to(memory_format=layout)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -450,7 +450,8 @@ class _Optim:
         betas: tuple[float, float],
         stage: Stage | None = None,
     ) -> _Optim:
-        optimizers, schedulers = {}, {}
+        optimizers: dict[str, torch.optim.Adam] = {}
+        schedulers: dict[str, lr_scheduler.LRScheduler] = {}
         for name, model in models.items():
             rate = lr[name] if isinstance(lr, dict) else lr
             opt = torch.optim.Adam(model.parameters(), lr=rate, betas=betas)
