@@ -108,3 +108,10 @@ def test_bad_inputs(tmp_path: Path) -> None:
         text=True,
     )
     assert region.returncode == 2 and "x,y,w,h" in region.stderr
+
+
+def test_the_default_setting_is_the_archive_default_codec() -> None:
+    from wsistore.codecs import DEFAULT_CODEC, make_codec, parse_codec
+    from wsistore.reports.run import DEFAULT_SETTING
+
+    assert parse_codec(DEFAULT_SETTING) == make_codec(DEFAULT_CODEC)

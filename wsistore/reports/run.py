@@ -35,7 +35,8 @@ from wsistore.reports.metrics import Lpips, evaluate
 from wsistore.reports.report import aggregate, plot_curves, write_html, write_markdown
 from wsistore.restoration.engine import runner_for, upscale_image
 
-DEFAULT_SETTING = "avif:level=75,speed=6"  # the archive default (wsistore.codecs.DEFAULT_CODEC)
+#: The report label of the archive default codec (wsistore.codecs.DEFAULT_CODEC; a test keeps them equal).
+DEFAULT_SETTING = "avif:level=75,speed=6"
 CROP = 160
 
 

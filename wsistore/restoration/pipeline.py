@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from tqdm import tqdm
 
 from wsistore._version import __version__
 from wsistore.archive.partial import PartialOutput
@@ -23,6 +22,7 @@ from wsistore.archive.reader import Archive
 from wsistore.errors import InputError
 from wsistore.geometry import Region
 from wsistore.models.weights import LoadedGenerator
+from wsistore.progress import Progress
 from wsistore.restoration.bands import iter_rows
 from wsistore.restoration.engine import level0_array, make_restorer
 from wsistore.restoration.levels import OutputLevel, check_region, output_levels
@@ -158,7 +158,7 @@ def restore(
     tiles = g.tiles_in((x, y, x + w, y + h))
     background = sum(restorer.is_background(r, c) for r, c in tiles)
     threads = options.workers + restorer.runner.batch
-    bar = tqdm(total=len(tiles), unit="tile", desc="restore", disable=not options.progress, leave=False)
+    bar = Progress(len(tiles), "restore", "tile", options.progress)
     try:
         done = writer.open(output, levels[0])
         writer.write_rows(iter_rows(level0, writer.row_height, done, threads, bar.update))
