@@ -14,13 +14,18 @@ import pytest
 import tifffile
 import zarr
 
+from tests.data import SHARED
 from tests.slides import GLASS, write_mosaic_slide
 from wsistore.archive.reader import Archive, ChunkState
-from wsistore.archive.writer import IngestOptions, _Ingest, halve, ingest
+from wsistore.archive.verify import verify
+from wsistore.archive.writer import MPP_GIVEN, IngestOptions, _Ingest, halve, ingest
 from wsistore.codecs import make_codec
-from wsistore.degradation import Downsample
+from wsistore.degradation import Downsample, degrade
 from wsistore.errors import ArchiveError, InputError, OutputExistsError
-from wsistore.readers import open_slide
+from wsistore.psnr import psnr_from_mse
+from wsistore.readers import open_slide, stored_associated_bytes
+
+SLIDES = SHARED / "slides"
 
 
 def test_metadata_round_trip(sample_archive: Path, slide_path: Path) -> None:
@@ -82,11 +87,27 @@ def test_lossy_chunks_record_their_coding_error(sample_archive: Path) -> None:
     assert len(psnr) == 9 and all(30 < v < 60 for v in psnr.values())
 
 
-def test_associated_images_are_lossless(sample_archive: Path, slide_path: Path) -> None:
-    archive = Archive.open(sample_archive)
-    with open_slide(slide_path) as slide:
-        for name in ("label", "macro", "thumbnail"):
-            assert np.array_equal(archive.associated_image(name), slide.associated_image(name))
+@pytest.mark.parametrize(
+    "name", ["skin_cmu1-small-region_aperio-20x.svs", "kidney_tcga-5P-A9K0-monusac-1_aperio-jp2k.svs"]
+)
+def test_associated_images_never_outweigh_the_source(tmp_path: Path, name: str) -> None:
+    """Each associated image is lossless, or, where lossless would take more bytes than the
+    source itself spends on it, the finest JPEG-XL setting that fits those bytes."""
+    source = SLIDES / name
+    archive = Archive.open(ingest(source, tmp_path / "a.zarr", IngestOptions(progress=False)).archive)
+    budgets = stored_associated_bytes(source)
+    assert archive.metadata.source.associated_bytes == budgets and set(budgets) == {"label", "macro", "thumbnail"}
+    records = archive.manifest.arrays
+    with open_slide(source) as slide:
+        for image in ("label", "macro", "thumbnail"):
+            stored = sum(s["bytes"] for s in records[f"associated/{image}"].shards.values())
+            original, kept = slide.associated_image(image), archive.associated_image(image)
+            exact = np.array_equal(kept, original)
+            assert exact or stored <= budgets[image], (image, stored, budgets[image])
+            assert exact or psnr_from_mse(float(np.mean((kept.astype(float) - original) ** 2))) > 30
+    info = archive.info()
+    assert info["associated_bytes"] <= info["source_associated_bytes"] * 1.05
+    assert info["pyramid_ratio"] > 5 and info["pyramid_ratio_against"] == "the source's image data"
 
 
 def test_strip_label(tmp_path: Path, slide_path: Path) -> None:
@@ -222,11 +243,33 @@ def test_missing_parent_directory(tmp_path: Path, slide_path: Path) -> None:
         ingest(slide_path, tmp_path / "no" / "such" / "a.zarr", IngestOptions(progress=False))
 
 
-def test_slide_smaller_than_one_chunk(tmp_path: Path, tile: np.ndarray) -> None:
+def test_slide_smaller_than_one_chunk_ingests_with_the_defaults(tmp_path: Path, tile: np.ndarray) -> None:
+    """A 512 x 480 TIFF is 128 x 120 LR, inside one 256-pixel chunk: it is archived with the
+    defaults, and its LR is exactly what training and the reports code (one padded chunk)."""
     small = tmp_path / "small.tif"
-    tifffile.imwrite(small, tile[:600, :600], tile=(256, 256), compression="jpeg", photometric="rgb", metadata=None)
-    with pytest.raises(InputError, match="smaller than one archive chunk"):
-        ingest(small, tmp_path / "small.zarr", IngestOptions(progress=False))
+    tifffile.imwrite(small, tile[:480, :512], tile=(256, 256), compression="jpeg", photometric="rgb", metadata=None)
+    archive = Archive.open(ingest(small, tmp_path / "small.zarr", IngestOptions(progress=False)).archive)
+    assert (archive.metadata.levels[0].width, archive.metadata.levels[0].height) == (128, 120)
+    assert verify(tmp_path / "small.zarr", against=small, progress=False).ok
+    with open_slide(small) as slide:
+        hr = slide.read_region((0, 0), 0, (512, 480))
+    fill = archive.metadata.fill_value
+    assert np.array_equal(archive.read_lr(0, (0, 0, 128, 120)), degrade(hr, make_codec(), fill=fill))
+
+
+def test_real_slide_smaller_than_one_chunk(tmp_path: Path) -> None:
+    source = SLIDES / "kidney_tcga-5P-A9K0-monusac-2_aperio-jp2k.svs"  # 756 x 763: LR 189 x 191
+    ingest(source, tmp_path / "k.zarr", IngestOptions(progress=False))
+    assert verify(tmp_path / "k.zarr", against=source, progress=False).ok
+
+
+def test_mpp_given_by_the_user(tmp_path: Path, tile: np.ndarray) -> None:
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, tile[:512, :512], photometric="rgb", metadata=None)
+    archive = Archive.open(ingest(plain, tmp_path / "p.zarr", IngestOptions(progress=False, mpp=(0.25, 0.26))).archive)
+    assert archive.metadata.mpp == (0.25, 0.26) and archive.metadata.source.mpp_source == MPP_GIVEN
+    with pytest.raises(InputError, match="mpp must be"):
+        IngestOptions(mpp=(0.0, 1.0))
 
 
 @pytest.mark.parametrize(
@@ -238,11 +281,11 @@ def test_invalid_options(kwargs: dict) -> None:
 
 
 def test_not_a_slide_leaves_nothing(tmp_path: Path) -> None:
-    from tests.data import TILES
-
+    text = tmp_path / "notes.svs"
+    text.write_text("not a slide\n")
     with pytest.raises(InputError):
-        ingest(TILES / "lung_monuseg_18-5592.png", tmp_path / "x.zarr", IngestOptions(progress=False))
-    assert list(tmp_path.iterdir()) == []
+        ingest(text, tmp_path / "x.zarr", IngestOptions(progress=False))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.svs"]
 
 
 def test_full_disk_leaves_an_incomplete_partial(

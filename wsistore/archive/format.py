@@ -9,7 +9,8 @@ An archive is a Zarr v3 group::
                            the group attributes
       0/ 1/ 2/ ...         the LR pyramid, uint8 (c, y, x); level 0 is the source / scale
       tissue_mask/         uint8 (rows, cols), 1 = tissue, one cell per ``mask_cell`` px
-      associated/label ... associated images, lossless JPEG-XL, (c, y, x)
+      associated/label ... associated images, (c, y, x): lossless JPEG-XL, or the finest
+                           JPEG-XL setting that is no larger than the source's own bytes
       icc_profile/         the source's ICC profile bytes, uint8 (n,)
 
 Every array is sharded, with a crc32c on every chunk and on every shard index.
@@ -24,9 +25,9 @@ from typing import Any
 from wsistore.errors import ArchiveError
 
 FORMAT_NAME = "wsistore"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 #: Versions this code reads.
-READABLE_VERSIONS = ("1.0",)
+READABLE_VERSIONS = ("1.0", "1.1")
 MANIFEST_KEY = "manifest.json"
 MASK_ARRAY = "tissue_mask"
 ICC_ARRAY = "icc_profile"
@@ -57,6 +58,10 @@ class SourceInfo:
     properties: dict[str, str]
     icc_profile_sha256: str | None
     icc_profile_bytes: int
+    #: The source file's own stored bytes of each associated image, where its reader can
+    #: tell (TIFF-based formats); the budget an archived associated image must fit in.
+    #: Format 1.1; None in 1.0 archives.
+    associated_bytes: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)

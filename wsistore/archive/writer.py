@@ -52,7 +52,7 @@ from wsistore.errors import ArchiveError, InputError, WsistoreError
 from wsistore.geometry import Box
 from wsistore.progress import Progress
 from wsistore.psnr import psnr_from_mse
-from wsistore.readers import SlideReader, open_slide
+from wsistore.readers import SlideReader, open_slide, stored_associated_bytes
 from wsistore.tissue import CELL, DARKER_BY, DILATE_CELLS, SATURATED_BY, TissueMask, detect_tissue
 
 #: Chunk rows read as one band of source pixels (memory: about BAND_ROWS x chunk x 4
@@ -79,6 +79,7 @@ class IngestOptions:
     resume: bool = False
     reader: str = "auto"
     progress: bool = True
+    mpp: tuple[float, float] | None = None  # micrometres per pixel (x, y): replaces the source's, recorded as given
 
     def __post_init__(self) -> None:
         if self.scale not in (2, 4, 8):
@@ -89,6 +90,10 @@ class IngestOptions:
             raise InputError(f"shard must be a multiple of the chunk ({self.chunk}), got {self.shard}")
         if self.workers < 1:
             raise InputError(f"workers must be at least 1, got {self.workers}")
+        if self.mpp is not None and not (len(self.mpp) == 2 and all(0 < v < 1000 for v in self.mpp)):
+            raise InputError(
+                f"mpp must be two sizes in micrometres per pixel, each above 0 and below 1000, got {self.mpp}"
+            )
 
 
 @dataclass
@@ -127,13 +132,7 @@ class _Ingest:
         self.down = Downsample(options.scale)
         self.width, self.height = slide.dimensions
         self.lr_width, self.lr_height = self.down.lr_size(self.width, self.height)
-        c = options.chunk
-        if self.lr_width < c or self.lr_height < c:
-            raise InputError(
-                f"{slide_path.name} is {self.width} x {self.height}: smaller than one archive chunk "
-                f"({c * options.scale} source pixels at scale {options.scale}); use a smaller --chunk (min 64)"
-            )
-        self.shard = options.shard or choose_shard(self.lr_width, self.lr_height, c, options.workers)
+        self.shard = options.shard or choose_shard(self.lr_width, self.lr_height, options.chunk, options.workers)
         self.dest = PartialOutput.prepare(archive, "ingest", options.overwrite, options.resume)
         self.work: Location = self.dest.work
         self.records: dict[str, ArrayRecord] = {}
@@ -330,7 +329,9 @@ class _Ingest:
                         buffer[box[1] - y0 : box[3] - y0, box[0] - x0 : box[2] - x0] = self.down.reduce_window(part)
                         kept.append((r, q, box))
                         self._progress.update()
-        self._store_shard("0", array, (0, sy, sx), buffer, (x0, y0, x1, y1), kept, fill, record_psnr=True)
+        self._store_shard(
+            "0", array, (0, sy, sx), buffer, (x0, y0, x1, y1), kept, fill, self.options.codec, record_psnr=True
+        )
 
     def _read_level0(self, box: Box) -> np.ndarray:
         x0, y0, x1, y1 = box
@@ -345,16 +346,18 @@ class _Ingest:
         box: Box,
         kept: list[tuple[int, int, Box]],
         fill: int,
+        codec: ImageCodec,
         record_psnr: bool,
     ) -> None:
-        """Write one shard, read it back, check every kept chunk, journal it."""
+        """Write one shard, read it back, check every kept chunk (exactly when ``codec`` is
+        lossless), journal it."""
         x0, y0, x1, y1 = box
         array[:, y0:y1, x0:x1] = buffer.transpose(2, 0, 1)
         key = f"{path}/{shard_key(shard)}"
         written = self.work.read_bytes(key) if self.work.exists(key) else b""
         rec = describe_shard(path, self.records[path], shard, written)
         stored = np.asarray(array[:, y0:y1, x0:x1]).transpose(1, 2, 0)
-        lossless = self.options.codec.lossless or path.startswith(ASSOCIATED_GROUP)
+        lossless = codec.lossless
         for r, q, (bx0, by0, bx1, by1) in kept:
             cid = chunk_id((0, r, q))
             original = buffer[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0]
@@ -402,17 +405,29 @@ class _Ingest:
             for r in range(y0 // c, -(-y1 // c))
             for q in range(x0 // c, -(-x1 // c))
         ]
-        self._store_shard(path, array, (0, sy, sx), buffer, (x0, y0, x1, y1), kept, mask.fill_value, record_psnr=False)
+        self._store_shard(
+            path,
+            array,
+            (0, sy, sx),
+            buffer,
+            (x0, y0, x1, y1),
+            kept,
+            mask.fill_value,
+            self.options.codec,
+            record_psnr=False,
+        )
 
     # -- small arrays ----------------------------------------------------------------------
     def _write_associated(self, group: zarr.Group) -> tuple[list[str], list[str]]:
         names = list(self.slide.associated_image_names)
         stripped = [n for n in names if self.options.strip_label and n in IDENTIFYING_IMAGES]
         kept = [n for n in names if n not in stripped]
+        budgets = stored_associated_bytes(self.slide_path)
         for name in kept:
             image = self.slide.associated_image(name)
             h, w = image.shape[:2]
             path = f"{ASSOCIATED_GROUP}/{name}"
+            codec = associated_codec(image, budgets.get(name))
             array = group.create_array(
                 path,
                 shape=(3, h, w),
@@ -420,14 +435,16 @@ class _Ingest:
                 shards=(3, h, w),
                 dtype="uint8",
                 filters=[TransposeCodec(order=(1, 2, 0))],
-                serializer=JpegXlCodec(lossless=True, effort=3),
+                serializer=codec,
                 compressors=[Crc32cCodec()],
                 fill_value=0,
                 dimension_names=("c", "y", "x"),
                 overwrite=True,
             )
             self.records[path] = ArrayRecord(shape=[3, h, w], chunk_shape=[3, h, w], shard_shape=[3, h, w])
-            self._store_shard(path, array, (0, 0, 0), image, (0, 0, w, h), [(0, 0, (0, 0, w, h))], 0, record_psnr=False)
+            self._store_shard(
+                path, array, (0, 0, 0), image, (0, 0, w, h), [(0, 0, (0, 0, w, h))], 0, codec, record_psnr=False
+            )
         return kept, stripped
 
     def _write_small(self, group: zarr.Group, path: str, data: np.ndarray) -> None:
@@ -453,7 +470,8 @@ class _Ingest:
     def _source_info(self, sha256: str) -> SourceInfo:
         slide = self.slide
         icc = slide.icc_profile
-        mpp = slide.mpp
+        mpp = self.options.mpp or slide.mpp
+        mpp_source = MPP_GIVEN if self.options.mpp else slide.mpp_source
         return SourceInfo(
             file_name=self.slide_path.name,
             bytes=self.slide_path.stat().st_size,
@@ -466,12 +484,33 @@ class _Ingest:
             level_dimensions=[list(d) for d in slide.level_dimensions],
             mpp_x=mpp[0] if mpp else None,
             mpp_y=mpp[1] if mpp else None,
-            mpp_source=slide.mpp_source,
+            mpp_source=mpp_source,
             objective_power=slide.objective_power,
             properties=dict(slide.properties),
             icc_profile_sha256=hashlib.sha256(icc).hexdigest() if icc else None,
             icc_profile_bytes=len(icc) if icc else 0,
+            associated_bytes=stored_associated_bytes(self.slide_path) or None,
         )
+
+
+#: ``mpp_source`` of an mpp the caller gave (``IngestOptions.mpp``, ``--mpp``).
+MPP_GIVEN = "given by the user"
+#: JPEG-XL distances tried, finest first, when lossless is larger than the source's bytes.
+ASSOCIATED_DISTANCES = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 9.0, 13.0, 20.0)
+
+
+def associated_codec(image: np.ndarray, budget: int | None) -> ImageCodec:
+    """The codec of an associated image: lossless JPEG-XL, unless that is larger than
+    ``budget`` (the source's own bytes for it, when known); then the finest JPEG-XL
+    distance that fits (the coarsest tried when none does)."""
+    lossless = JpegXlCodec(lossless=True, effort=3)
+    if budget is None or len(lossless.encode_image(image)) <= budget:
+        return lossless
+    for distance in ASSOCIATED_DISTANCES:
+        codec = JpegXlCodec(distance=distance, effort=3)
+        if len(codec.encode_image(image)) <= budget:
+            return codec
+    return codec
 
 
 def _runs(flags: list[bool], start: int) -> list[tuple[int, int]]:

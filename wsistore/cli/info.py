@@ -44,14 +44,16 @@ def describe(info: dict[str, Any]) -> str:
         ),
         ("mpp", f"{mpp[0]:.4g} x {mpp[1]:.4g} um/px ({info['mpp_source']})" if mpp else "unknown (not in the source)"),
         (
-            "archive bytes",
-            f"{size(info['archive_bytes'])}: {info['bits_per_source_pixel']:.3f} bits per source pixel, "
-            f"ratio {info['compression_ratio']:.2f}x vs source",
+            "image pyramid",
+            f"{size(info['pyramid_bytes'])}: {info['pyramid_bits_per_source_pixel']:.3f} bits per source pixel, "
+            f"ratio {info['pyramid_ratio']:.2f}x vs {info['pyramid_ratio_against']} "
+            f"({size(info['source_image_bytes'])})",
         ),
+        ("associated", _associated(info, stripped)),
         (
-            "pyramid bytes",
-            f"{size(info['pyramid_bytes'])} ({info['pyramid_bits_per_source_pixel']:.3f} bits/px); "
-            f"associated images {size(info['associated_bytes'])}",
+            "archive bytes",
+            f"{size(info['archive_bytes'])} in all ({info['bits_per_source_pixel']:.3f} bits per source pixel), "
+            f"ratio {info['compression_ratio']:.2f}x vs the whole source file",
         ),
         (
             "tissue",
@@ -59,7 +61,14 @@ def describe(info: dict[str, Any]) -> str:
             f"background ({info['chunks_written']}/{info['chunks_total']} stored)",
         ),
         ("codec", f"{codec['name']} ({settings})"),
-        ("associated", ", ".join(info["associated_images"]) + stripped),
         ("created", info["created"]),
     ]
     return "\n".join(f"{key:>14}: {value}" for key, value in lines)
+
+
+def _associated(info: dict[str, Any], stripped: str) -> str:
+    names = ", ".join(info["associated_images"]) or "none"
+    text = f"{names}: {_options.size(info['associated_bytes'])}"
+    if info.get("source_associated_bytes") is not None:
+        text += f" (the source spends {_options.size(info['source_associated_bytes'])} on them)"
+    return text + stripped

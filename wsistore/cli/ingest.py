@@ -25,6 +25,13 @@ def add_parser(sub: Any) -> None:
     )
     _options.add_workers(p, "parallel shards")
     _options.add_reader(p)
+    p.add_argument(
+        "--mpp",
+        type=_options.mpp,
+        default=None,
+        metavar="X[,Y]",
+        help="micrometres per pixel, for inputs that lack it or state it wrongly (recorded as given by the user)",
+    )
     p.add_argument("--keep-background", action="store_true", help="store glass chunks too")
     p.add_argument(
         "--strip-label", action="store_true", help="drop label and macro images (may show patient identifiers)"
@@ -50,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         reader=args.reader,
         progress=not args.quiet,
+        mpp=args.mpp,
     )
     start = time.perf_counter()
     result = ingest(args.slide, args.archive, options)

@@ -24,6 +24,7 @@ from wsistore.readers import (
     input_kind,
     open_slide,
     read_tile,
+    stored_associated_bytes,
 )
 from wsistore.tissue import TissueMask, detect_tissue, tissue_pixels
 
@@ -82,7 +83,9 @@ def _slide_input(path: Path, crop: int, region: Region | None) -> BenchInput:
             raise InputError(f"region {box} is outside {path.name} {slide.dimensions}")
         hr = slide.read_region((x, y), 0, (w, h))
         mpp = slide.mpp[0] if slide.mpp else None
-        source_bpp = 8 * path.stat().st_size / (slide.dimensions[0] * slide.dimensions[1])
+        # the source's image data only: its label, macro and thumbnail are not what is compared
+        image_bytes = path.stat().st_size - sum(stored_associated_bytes(path).values())
+        source_bpp = 8 * image_bytes / (slide.dimensions[0] * slide.dimensions[1])
     return BenchInput(
         name=f"{path.stem}[{x},{y},{w},{h}]",
         kind="slide",
