@@ -5,14 +5,25 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import tifffile
 
-from tests.data import TILES
+from tests.data import SHARED, TILES
+from wsistore.archive.writer import IngestOptions
 from wsistore.errors import InputError
-from wsistore.readers import ArraySlide, image_files, input_kind, open_input, open_slide, read_tile, resolve_mpp
+from wsistore.readers import (
+    ArraySlide,
+    PlainImageReader,
+    image_files,
+    input_kind,
+    open_input,
+    open_slide,
+    read_tile,
+    resolve_mpp,
+)
 
 
 @pytest.mark.parametrize("reader", ["openslide", "tiffslide"])
@@ -98,9 +109,128 @@ def test_directory(tmp_path: Path) -> None:
         open_slide(tmp_path)
 
 
-def test_not_a_slide() -> None:
+def test_not_a_slide(tmp_path: Path) -> None:
+    path = tmp_path / "notes.svs"
+    path.write_text("a text file, not a slide\n")
     with pytest.raises(InputError, match="not a slide"):
-        open_slide(TILES / "lung_monuseg_18-5592.png")
+        open_slide(path)
+
+
+def test_plain_png_opens_as_a_plain_image() -> None:
+    """A PNG has no pyramid and no mpp: the plain-image reader says so."""
+    tile = TILES / "lung_monuseg_18-5592.png"
+    for reader in ("auto", "image"):
+        with open_slide(tile, reader) as slide:
+            assert isinstance(slide, PlainImageReader) and slide.name == "image"
+            assert slide.vendor == "plain image (PNG)" and slide.path == tile
+            assert slide.level_count == 1 and slide.level_downsamples == (1.0,)
+            assert slide.associated_image_names == ()
+            assert slide.mpp is None and slide.mpp_source is None
+            assert np.array_equal(slide.read_region((0, 0), 0, slide.dimensions), read_tile(tile))
+
+
+def test_plain_jpeg_and_bmp(tmp_path: Path, tile: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(tile).save(tmp_path / "t.jpg", quality=90)
+    Image.fromarray(tile).save(tmp_path / "t.bmp")
+    with open_slide(tmp_path / "t.jpg") as jpeg, open_slide(tmp_path / "t.bmp") as bmp:
+        assert jpeg.vendor == "plain image (JPEG)" and bmp.vendor == "plain image (BMP)"
+        assert np.array_equal(bmp.read_region((0, 0), 0, (1000, 1000)), tile)
+        assert np.abs(jpeg.read_region((0, 0), 0, (1000, 1000)).astype(int) - tile).mean() < 4
+
+
+def test_palette_tiff_falls_back_to_the_plain_image_reader(tmp_path: Path, tile: np.ndarray) -> None:
+    """tiffslide reads a palette TIFF's indices as grey; neither slide reader reads it right."""
+    from PIL import Image
+
+    palette = Image.fromarray(tile).convert("P")
+    palette.save(tmp_path / "palette.tif")
+    with open_slide(tmp_path / "palette.tif") as slide:
+        assert slide.name == "image" and slide.vendor == "plain image (TIFF)" and slide.mpp is None
+        assert np.array_equal(slide.read_region((0, 0), 0, (1000, 1000)), np.asarray(palette.convert("RGB")))
+    with pytest.raises(InputError, match="palette-colour TIFF"):
+        open_slide(tmp_path / "palette.tif", "tiffslide")
+
+
+def test_plain_image_too_large_or_not_8_bit(tmp_path: Path, tile: np.ndarray) -> None:
+    from PIL import Image
+
+    from benchmarks.reliability.bad_inputs import _png_header
+
+    (tmp_path / "huge.png").write_bytes(_png_header(100_000, 100_000))
+    with pytest.raises(InputError, match="too large to read whole"):
+        open_slide(tmp_path / "huge.png")
+    Image.fromarray(tile[:, :, 0].astype(np.uint16) * 257).save(tmp_path / "grey16.png")
+    with pytest.raises(InputError, match="not supported; wsistore archives 8-bit RGB brightfield"):
+        open_slide(tmp_path / "grey16.png")
+
+
+def test_plain_png_ingests_and_verifies(tmp_path: Path) -> None:
+    """A real 1000 x 1000 tile (250 x 250 LR: smaller than one 256 chunk) archives with
+    the defaults and verifies against its source."""
+    import json
+
+    import wsistore
+
+    tile = TILES / "lung_monuseg_18-5592.png"
+    archive = tmp_path / "tile.zarr"
+    wsistore.ingest(tile, archive, IngestOptions(progress=False, workers=2))
+    report = wsistore.verify(archive, against=tile, workers=2, progress=False)
+    assert report.ok, report
+    source = json.loads((archive / "zarr.json").read_text())["attributes"]["wsistore"]["source"]
+    assert source["reader"] == "image" and source["vendor"] == "plain image (PNG)"
+    assert source["mpp_x"] is None and source["level_count"] == 1
+
+
+def test_greyscale_tiff_records_its_channels(tmp_path: Path, tile: np.ndarray) -> None:
+    path = tmp_path / "grey.tif"
+    tifffile.imwrite(path, tile[:, :, 1], tile=(256, 256), compression="zlib")
+    with open_slide(path) as slide:
+        assert slide.properties["wsistore.source-channels"] == "greyscale (1 channel), read as RGB"
+        region = slide.read_region((0, 0), 0, (1000, 1000))
+        assert region.shape == (1000, 1000, 3) and np.array_equal(region[:, :, 0], tile[:, :, 1])
+        assert np.array_equal(region[:, :, 2], tile[:, :, 1])
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda t: t.astype(np.uint16) * 257, "16-bit uint16 samples"),
+        (lambda t: np.stack([t[:, :, i % 3] for i in range(4)]), "multichannel image \\(4 channels"),
+    ],
+)
+def test_not_8_bit_rgb_is_refused_by_name(tmp_path: Path, tile: np.ndarray, make: Any, message: str) -> None:
+    path = tmp_path / "x.tif"
+    data = make(tile)
+    planes = data.shape[0] == 4
+    photometric = "minisblack" if planes else "rgb"
+    axes = {"axes": "CYX"} if planes else None
+    tifffile.imwrite(path, data, tile=(256, 256), compression="zlib", photometric=photometric, metadata=axes)
+    with pytest.raises(InputError, match=message):
+        open_slide(path)
+
+
+def test_multichannel_fluorescence_qptiff_is_refused() -> None:
+    with pytest.raises(InputError, match="multichannel image \\(3 channels, axes CYX\\)"):
+        open_slide(SHARED / "slides" / "fluor_vectra-polaris_pathml.qptiff")
+
+
+def test_truncated_tiff_is_refused_even_with_an_intact_base(tmp_path: Path, slide_path: Path) -> None:
+    """Cut inside a later image directory: the base image reads, but the label and macro
+    would be lost; cut inside tile data: the data ends beyond the file."""
+    data = slide_path.read_bytes()
+    for cut in (1_474_372, len(data) - 1, 300_000):
+        path = tmp_path / f"cut{cut}.svs"
+        path.write_bytes(data[:cut])
+        with pytest.raises(InputError, match="truncated"):
+            open_slide(path)
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    (tmp_path / "empty.svs").write_bytes(b"")
+    with pytest.raises(InputError, match="empty file"):
+        open_slide(tmp_path / "empty.svs")
 
 
 def test_unknown_reader(slide_path: Path) -> None:
@@ -152,7 +282,7 @@ def test_input_kinds_and_folders(tmp_path: Path, slide_path: Path) -> None:
 def test_open_input(tmp_path: Path, slide_path: Path) -> None:
     tile = TILES / "lung_monuseg_18-5592.png"
     with open_input(tile) as array:
-        assert isinstance(array, ArraySlide) and array.path.name == tile.name
+        assert isinstance(array, ArraySlide) and isinstance(array, PlainImageReader) and array.path == tile
         assert np.array_equal(array.read_region((0, 0), 0, array.dimensions), read_tile(tile))
     with open_input(slide_path, "openslide") as slide:
         assert slide.name == "openslide"

@@ -10,10 +10,15 @@ as one-level slides (:class:`ArraySlide`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
+import logging
 import os
+import re
+import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
@@ -178,7 +183,17 @@ class BackendReader(SlideReader):
         return tuple(sorted(self._slide.associated_images))
 
     def associated_image(self, name: str) -> np.ndarray:
-        return _to_rgb(np.asarray(self._slide.associated_images[name]))
+        try:
+            with _quiet():
+                image = np.asarray(self._slide.associated_images[name])
+        except KeyError:
+            raise
+        except Exception as exc:  # backends raise many types for corrupt data
+            raise InputError(
+                f"{self.path.name}: cannot decode the {name} image ({type(exc).__name__}: {first_line(exc)}); "
+                "the file may be truncated or corrupt"
+            ) from exc
+        return _to_rgb(image)
 
     def _read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         return np.asarray(self._slide.read_region(location, level, size, **self.region_options))
@@ -221,11 +236,45 @@ class TiffSlideReader(BackendReader):
             props[key] = str(value)
         return props
 
+    def _read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        try:
+            return super()._read_region(location, level, size)
+        except Exception:
+            _settle_zarr_reads()  # before the error closes the file under the other tiles' reads
+            raise
+
     @cached_property
     def icc_profile(self) -> bytes | None:
         page = self._slide.ts_tifffile.pages.first
         tag = page.tags.get(34675)  # InterColorProfile
         return None if tag is None else bytes(tag.value)
+
+
+def _settle_zarr_reads(timeout: float = 30.0) -> None:
+    """Wait for the tile reads still running on zarr's event loop, their errors taken.
+
+    tiffslide reads a region as a zarr gather of tiles; when one tile fails to decode, the
+    error comes back at once while the other tiles are still being read. Closing the file
+    then (or leaving the interpreter) fails those reads, and asyncio prints a traceback for
+    each at exit: the one-line error would drown. Waiting here keeps it one line.
+    """
+    from zarr.core import sync
+
+    loop = sync.loop[0]
+    if loop is None or not loop.is_running():
+        return
+
+    async def settle() -> None:
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        for task in pending:
+            if task.done() and not task.cancelled():
+                task.exception()  # taken: no "exception was never retrieved" at exit
+
+    with contextlib.suppress(Exception):
+        asyncio.run_coroutine_threadsafe(settle(), loop).result(timeout + 5)
 
 
 class ArraySlide(SlideReader):
@@ -271,19 +320,50 @@ class ArraySlide(SlideReader):
         pass
 
 
+class PlainImageReader(ArraySlide):
+    """A plain image file (PNG, JPEG, BMP, or a TIFF that is no slide) decoded once, whole, and
+    kept: one level, no associated images, and no mpp (a plain image does not say its scale).
+
+    Its vendor is ``plain image (FORMAT)`` so that an archive records what its source was.
+    """
+
+    name = "image"
+
+    def __init__(self, path: Path) -> None:
+        image, self.format = read_image(path)
+        super().__init__(image, name=path.name)
+        self.path = path
+
+    @cached_property
+    def properties(self) -> Mapping[str, str]:
+        height, width = self._image.shape[:2]
+        return {
+            "openslide.vendor": f"plain image ({self.format})",
+            "openslide.level-count": "1",
+            "openslide.level[0].width": str(width),
+            "openslide.level[0].height": str(height),
+        }
+
+
 #: Explicit registry of reader backends.
 READERS: dict[str, Callable[[Path], SlideReader]] = {
     "openslide": OpenSlideReader,
     "tiffslide": TiffSlideReader,
+    "image": PlainImageReader,
 }
 
 
 def open_slide(path: str | os.PathLike[str], reader: str = "auto") -> SlideReader:
-    """Open a slide with ``reader`` (``auto``, ``openslide`` or ``tiffslide``).
+    """Open a slide with ``reader`` (``auto``, ``openslide``, ``tiffslide`` or ``image``).
 
     ``auto`` prefers tiffslide for TIFF-based formats it reads natively (Aperio SVS,
     generic and OME-TIFF: it decodes faster) and openslide for every other vendor
-    format, then falls back to the other backend.
+    format, then falls back to the other backend, and last to :class:`PlainImageReader`
+    (PNG, JPEG, BMP, or a TIFF that is an image but no slide). A PNG, JPEG or BMP file
+    goes straight to the plain-image reader.
+
+    A TIFF-based file is checked first (:func:`check_tiff`): cut short, without image
+    data, or not 8-bit RGB/grey brightfield, it is refused by name.
     """
     path = Path(path)
     if not path.exists():
@@ -292,23 +372,43 @@ def open_slide(path: str | os.PathLike[str], reader: str = "auto") -> SlideReade
         raise InputError(f"{path} is a directory, not a slide file")
     if reader != "auto" and reader not in READERS:
         raise InputError(f"unknown reader {reader!r}; choose auto, {', '.join(READERS)}")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: permission denied (not readable)")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file (0 bytes)")
+    channels = check_tiff(path) if _is_tiff(path) else None
     order = [reader] if reader != "auto" else _auto_order(path)
+    if channels == _PALETTE:  # the slide readers return palette indices as grey
+        if reader not in ("auto", "image"):
+            raise InputError(f"{path}: palette-colour TIFF: {reader} reads its indices as grey; use --reader image")
+        order = ["image"]
     failures = []
     for name in order:
         try:
-            slide = READERS[name](path)
-            width, height = slide.dimensions  # backends open lazily: probe now
+            with _quiet():
+                slide = READERS[name](path)
+                width, height = slide.dimensions  # backends open lazily: probe now
+        except InputError as exc:
+            if len(order) == 1:
+                raise
+            failures.append(f"{name}: {first_line(exc).removeprefix(f'{path}: ')}")
+            continue
         except Exception as exc:
-            failures.append(f"{name}: {first_line(exc)}")
+            failures.append(f"{name}: {_clean(exc)}")
             continue
         if width <= 0 or height <= 0:
             slide.close()
             raise InputError(f"{path}: slide has no pixels ({width} x {height})")
+        if channels and not isinstance(slide, ArraySlide):
+            slide.properties["wsistore.source-channels"] = channels  # type: ignore[index]
         return slide
-    raise InputError(f"{path}: not a slide that {' or '.join(order)} can open ({'; '.join(failures)})")
+    what = "a slide or image" if "image" in order else "a slide"
+    raise InputError(f"{path}: not {what} that {' or '.join(order)} can open ({'; '.join(failures)})")
 
 
 def _auto_order(path: Path) -> list[str]:
+    if _image_format(path) in _PLAIN_FORMATS:
+        return ["image"]
     import openslide
 
     try:
@@ -316,8 +416,137 @@ def _auto_order(path: Path) -> list[str]:
     except Exception:
         vendor = None
     if vendor in (None, "aperio", "generic-tiff") and _is_tiff(path):
-        return ["tiffslide", "openslide"]
+        return ["tiffslide", "openslide", "image"]
     return ["openslide", "tiffslide"]
+
+
+def check_tiff(path: Path) -> str | None:
+    """Refuse, by name, a TIFF-based file that cannot be archived faithfully; else return
+    its channel layout (``RGB``, ``greyscale (1 channel), read as RGB`` ...).
+
+    Refused: a file cut short or damaged (an image directory or a tag's value beyond the
+    end of the file, image data that ends beyond it, any page tifffile cannot follow), a
+    base image with no stored data (dimensions declared, nothing behind them), samples
+    that are not 8-bit (16-bit, float), and more than one channel plane (multichannel
+    fluorescence). A truncated file is refused even where its base image is intact: its
+    label or macro would be lost without a word.
+    """
+    import tifffile
+
+    size = path.stat().st_size
+    errors: list[str] = []
+    with _quiet(errors):
+        try:
+            tif = tifffile.TiffFile(path)
+        except Exception as exc:
+            raise InputError(f"{path}: damaged or truncated TIFF ({_truncation(path, size) or _clean(exc)})") from None
+        try:
+            series = tif.series[0]
+            pages: list[Any] = [*tif.pages, *(level.pages[0] for level in series.levels[1:])]
+            for index, page in enumerate(pages):
+                ends = [int(o) + int(n) for o, n in zip(page.dataoffsets, page.databytecounts, strict=False) if n]
+                if ends and max(ends) > size:
+                    raise InputError(
+                        f"{path}: file is truncated: image {index} ({_shape(page)}) needs {max(ends):,} bytes "
+                        f"but the file has {size:,}"
+                    )
+            base = series.pages[0]
+            if base is None or not any(int(n) for n in base.databytecounts):
+                raise InputError(f"{path}: the base image ({_shape(base)}) has no stored image data")
+            layout = _channel_layout(path, series.axes, series.shape, series.dtype, base)
+        except InputError:
+            raise
+        except Exception as exc:
+            errors.append(_clean(exc))
+        finally:
+            tif.close()
+    if errors:
+        raise InputError(f"{path}: damaged or truncated TIFF ({_truncation(path, size) or errors[0]})")
+    return layout
+
+
+def _truncation(path: Path, size: int) -> str | None:
+    """Why a TIFF whose first image directory cannot be read is cut short, if it is."""
+    with path.open("rb") as f:
+        head = f.read(16)
+    big = head[2:4] in (b"+\x00", b"\x00+")
+    order = "<" if head[:2] == b"II" else ">"
+    need = 16 if big else 8
+    if len(head) < need:
+        return f"file is truncated: {size} bytes, the header alone needs {need}"
+    offset = int.from_bytes(head[8:16] if big else head[4:8], "little" if order == "<" else "big")
+    if offset >= size:
+        return f"file is truncated: the first image directory is at byte {offset:,}, the file has {size:,}"
+    return None
+
+
+def _clean(error: BaseException | str) -> str:
+    """tifffile's message without its ``<tifffile.TiffPage @123>`` object names."""
+    text = first_line(error) if isinstance(error, BaseException) else error.strip().splitlines()[0]
+    text = re.sub(r"<[^<>]*>\s*", "", text).strip(" :")
+    return text or (type(error).__name__ if isinstance(error, BaseException) else "unreadable")
+
+
+_BRIGHTFIELD = "wsistore archives 8-bit RGB brightfield"
+_PALETTE = "palette colour, read as RGB"
+
+
+def _channel_layout(path: Path, axes: str, shape: tuple[int, ...], dtype: Any, page: Any) -> str:
+    dims = dict(zip(axes, shape, strict=False))
+    height, width = dims.get("Y", 0), dims.get("X", 0)
+    samples, channels = dims.get("S", 1), dims.get("C", 1)
+    photometric = page.photometric.name
+    if np.dtype(dtype) != np.uint8:
+        bits = np.dtype(dtype).itemsize * 8
+        raise InputError(
+            f"{path}: {bits}-bit {np.dtype(dtype).name} samples ({width} x {height}) are not supported; {_BRIGHTFIELD}"
+        )
+    if channels > 1 or samples > 4:
+        raise InputError(
+            f"{path}: multichannel image ({max(channels, samples)} channels, axes {axes}), e.g. fluorescence, "
+            f"is not supported; {_BRIGHTFIELD}"
+        )
+    if samples in (3, 4) and photometric in ("RGB", "YCBCR"):
+        return "RGB" if samples == 3 else "RGBA, read as RGB on white"
+    if samples == 1 and photometric == "MINISBLACK":
+        return "greyscale (1 channel), read as RGB"
+    if samples == 1 and photometric == "PALETTE":
+        return _PALETTE
+    raise InputError(f"{path}: {samples}-sample {photometric} images are not supported; {_BRIGHTFIELD}")
+
+
+def _shape(page: Any) -> str:
+    shape = getattr(page, "shape", None)
+    return f"{shape[1]} x {shape[0]} pixels" if shape and len(shape) >= 2 else "no shape"
+
+
+@contextlib.contextmanager
+def _quiet(errors: list[str] | None = None) -> Iterator[None]:
+    """tifffile's log lines and the backends' warnings held back (errors are one line);
+    with ``errors``, tifffile's error messages are collected there."""
+    logger = logging.getLogger("tifffile")
+    level, propagate = logger.level, logger.propagate
+    handler = _Collect(errors if errors is not None else [])
+    logger.addHandler(handler)
+    logger.setLevel(logging.ERROR)
+    logger.propagate = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+class _Collect(logging.Handler):
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(logging.ERROR)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(_clean(record.getMessage()))
 
 
 def _is_tiff(path: Path) -> bool:
@@ -351,18 +580,81 @@ def image_files(folder: Path, recursive: bool = False) -> list[Path]:
 
 def read_tile(path: Path) -> np.ndarray:
     """A tile image read whole, as ``(y, x, 3)`` uint8 RGB."""
+    return read_image(path)[0]
+
+
+#: The most pixels a plain image may have: it is decoded whole (3 bytes a pixel, ~0.8 GB).
+PLAIN_IMAGE_MAX_PIXELS = 2**28
+#: PIL formats that are plain images (a TIFF is one only when no slide reader opens it).
+_PLAIN_FORMATS = ("PNG", "JPEG", "BMP")
+
+
+def _image_format(path: Path) -> str | None:
+    """The plain image format ``path`` starts like (PNG, JPEG, BMP), or None."""
+    with path.open("rb") as f:
+        head = f.read(8)
+    for magic, name in ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP")):
+        if head.startswith(magic):
+            return name
+    return None
+
+
+def read_image(path: Path) -> tuple[np.ndarray, str]:
+    """A plain image file decoded whole: ``(y, x, 3)`` uint8 RGB and its format name.
+
+    PIL reads PNG, JPEG, BMP and simple TIFF; tifffile the TIFFs PIL does not. Anything
+    that is not 8-bit RGB, RGBA or grey, or larger than :data:`PLAIN_IMAGE_MAX_PIXELS`,
+    is refused with one line.
+    """
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except OSError as exc:
-        raise InputError(f"{path}: not a readable image ({exc})") from None
+            fmt = str(image.format)
+            _check_plain(path, image.size[0], image.size[1], image.mode)
+            image.load()
+            return np.asarray(image.convert("RGB")), fmt
+    except InputError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path}: plain image too large to read whole ({first_line(exc)})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        error = f"{type(exc).__name__}: {first_line(exc)}"
+        if not _is_tiff(path):
+            raise InputError(f"{path}: not a readable image ({error})") from None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            height, width = page.shape[:2]
+            photometric = getattr(page.photometric, "name", page.photometric)
+            _check_plain(path, width, height, f"{page.dtype} {photometric} x{page.samplesperpixel}")
+            return _to_rgb(page.asarray()), "TIFF"
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable image ({error}; tifffile: {first_line(exc)})") from None
+
+
+def _check_plain(path: Path, width: int, height: int, mode: str) -> None:
+    if width * height > PLAIN_IMAGE_MAX_PIXELS:
+        raise InputError(
+            f"{path}: plain image of {width} x {height} pixels is too large to read whole "
+            f"(max {PLAIN_IMAGE_MAX_PIXELS / 1e6:.0f} MP); convert it to a tiled pyramidal TIFF"
+        )
+    if mode in ("RGB", "RGBA", "L", "LA", "P", "PA", "1", "CMYK", "YCbCr", "RGBX"):
+        return
+    if mode.startswith("uint8 ") and mode.split()[1] in ("RGB", "MINISBLACK", "YCBCR", "PALETTE"):
+        return
+    raise InputError(
+        f"{path}: image mode {mode} ({width} x {height}) is not supported; wsistore archives 8-bit RGB brightfield"
+    )
 
 
 def open_input(path: Path, reader: str = "auto") -> SlideReader:
-    """Open an image file by its :func:`input_kind`: a tile read whole (an :class:`ArraySlide`
-    named after the file), else a slide with :func:`open_slide`."""
+    """Open an image file by its :func:`input_kind`: a tile read whole (a :class:`PlainImageReader`,
+    an :class:`ArraySlide`), else a slide with :func:`open_slide`."""
     if input_kind(path) == "tile":
-        return ArraySlide(read_tile(path), name=path.name)
+        return PlainImageReader(path)
     return open_slide(path, reader)
 
 
@@ -422,6 +714,9 @@ def _to_rgb(array: np.ndarray) -> np.ndarray:
     """RGBA/grey/RGB -> RGB uint8, compositing transparency on white."""
     if array.dtype != np.uint8:
         raise InputError(f"unsupported sample type {array.dtype}: only 8-bit RGB slides are supported")
+    if array.ndim == 3 and array.shape[2] in (1, 2):  # grey, grey + alpha
+        grey = array[:, :, :1]
+        array = np.concatenate([grey, grey, grey, array[:, :, 1:]], axis=2) if array.shape[2] == 2 else grey[:, :, 0]
     if array.ndim == 2:
         return np.repeat(array[:, :, None], 3, axis=2)
     if array.shape[2] == 4:
@@ -431,3 +726,20 @@ def _to_rgb(array: np.ndarray) -> np.ndarray:
         rgb = array[:, :, :3].astype(np.uint16) * alpha + 255 * (255 - alpha.astype(np.uint16))
         return ((rgb + 127) // 255).astype(np.uint8)
     return np.ascontiguousarray(array[:, :, :3])
+
+
+def stored_associated_bytes(path: Path) -> dict[str, int]:
+    """The bytes a TIFF-based slide file itself spends on each associated image (label,
+    macro, thumbnail ...: tifffile's series names, lower-cased); empty for other formats."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            found = {}
+            for series in tif.series[1:]:
+                pages = [page for page in series.pages if isinstance(page, tifffile.TiffPage)]
+                if series.name and pages:
+                    found[series.name.lower()] = sum(int(n) for page in pages for n in page.databytecounts)
+            return found
+    except (tifffile.TiffFileError, OSError, ValueError):
+        return {}

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from wsistore.errors import InputError
 from wsistore.readers import ArraySlide, SlideReader
 
 #: Level-0 pixels per mask cell.
@@ -31,6 +32,9 @@ SATURATED_BY = 14.0
 #: Dilation, in cells, before deciding which chunks hold tissue.
 DILATE_CELLS = 4
 _READ_TILE = 2048
+#: The most mask cells a slide may have (~22 bytes each: 3 GB): 1.4e11 level-0 pixels, far
+#: beyond any scanner; a header that declares more is refused before memory is spent.
+MAX_CELLS = 2**27
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,11 @@ def detect_tissue(slide: SlideReader, progress: Callable[[int], None] | None = N
     downsample = slide.level_downsamples[level]
     width, height = slide.dimensions
     rows, cols = -(-height // CELL), -(-width // CELL)
+    if rows * cols > MAX_CELLS:
+        raise InputError(
+            f"{slide.path.name} declares {width:,} x {height:,} pixels ({width * height / 1e9:,.0f} gigapixels): "
+            f"too large for the tissue mask (at most {MAX_CELLS * CELL * CELL / 1e9:,.0f} gigapixels)"
+        )
     # ~22 bytes per cell (0.2 GB for a 10-gigapixel slide): float32 sums are exact here,
     # a cell holds at most 32 x 32 pixels of 0-255
     mean = np.zeros((rows, cols, 3), dtype=np.float32)

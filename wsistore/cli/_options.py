@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 Parser = argparse.ArgumentParser
 #: The slide readers ``--reader`` offers (``auto``: openslide, else tiffslide).
-READERS = ("auto", "openslide", "tiffslide")
+READERS = ("auto", "openslide", "tiffslide", "image")
 
 
 def add_reader(p: Parser) -> None:
@@ -62,6 +62,17 @@ def region(text: str) -> Region:
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be x,y,w,h integers in level-0 pixels, got {text!r}") from None
     return x, y, w, h
+
+
+def mpp(text: str) -> tuple[float, float]:
+    """argparse type of ``--mpp``: ``X`` or ``X,Y`` micrometres per pixel."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"must be X or X,Y micrometres per pixel, got {text!r}")
+    return values[0], values[-1]
 
 
 def add_region(p: Parser, help: str) -> None:  # noqa: A002

@@ -1,0 +1,1 @@
+"""Reliability campaigns: bad inputs, faults, damage and concurrency, measured on real slides."""
