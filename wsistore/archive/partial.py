@@ -8,15 +8,28 @@ same settings. Remote destinations (fsspec URLs: no atomic rename) are written i
 and are complete once their metadata, written last, exists; landing one just drops the
 journal. An object-store restore output would extend :meth:`PartialOutput.commit` here.
 
+One writer at a time: :meth:`PartialOutput.prepare` takes an exclusive ``flock`` on the
+work directory itself (non-blocking), so a second ingest or restore aimed at the same
+``OUT`` fails at once with one line instead of writing into the same ``OUT.partial``. The
+lock dies with its process, so a ``kill -9`` never leaves a stale lock in the way of
+``--resume``; within one process a later ``prepare`` takes over the lock of an earlier,
+abandoned run (an interrupted call whose traceback keeps it alive). Stray temporary files
+of writes torn by a kill (``*.tmp``, zarr's ``*.<uuid>.partial``) are removed on resume,
+so they never land in the output.
+
 This module sits in ``archive/`` because it is built on :class:`Location`, the archive's
 storage abstraction; restoration, a later layer, imports it from here.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import re
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +38,15 @@ from wsistore.errors import InputError, OutputExistsError
 
 #: A journal entry's index: a row number (restore) or a shard's key (ingest).
 Index = int | str
+#: Temporary files of a write a kill tore: ``Location.write_bytes``'s and zarr's ``LocalStore``'s.
+_TORN = re.compile(r"(\.tmp|\.[0-9a-f]{32}\.partial)$")
+#: Work directories this process holds locked: (device, inode) -> (open descriptor, owner).
+_HELD: dict[tuple[int, int], tuple[int, object]] = {}
+_HELD_LOCK = threading.Lock()
+
+
+class OutputBusyError(OutputExistsError):
+    """Another process is writing the same output."""
 
 
 class PartialOutput:
@@ -37,6 +59,7 @@ class PartialOutput:
         self.resume = resume
         self.settings_key = f"{name}-settings.json"
         self.journal_key = f"{name}-journal.jsonl"
+        self._lock: tuple[tuple[int, int], object] | None = None
 
     @classmethod
     def prepare(cls, url: str | os.PathLike[str], name: str, overwrite: bool, resume: bool) -> PartialOutput:
@@ -59,10 +82,21 @@ class PartialOutput:
         work = Location.parse(str(final.path) + PARTIAL_SUFFIX)
         if resume and not work.exists():
             raise InputError(f"nothing to resume: {work.path} does not exist")
-        if work.exists() and not resume:
-            shutil.rmtree(work.path)
-        work.path.mkdir(exist_ok=True)
-        return cls(final, work, name, overwrite, resume)
+        if not resume:
+            work.path.mkdir(exist_ok=True)
+        output = cls(final, work, name, overwrite, resume)
+        output._lock = _lock_directory(work.path, final.path, resume)
+        try:
+            if _exists(final.path) and not overwrite:  # another writer landed it meanwhile
+                raise OutputExistsError(f"{final.url} already exists; use --overwrite to replace it")
+            if resume:
+                _remove_torn(work.path)
+            else:
+                _clear(work.path)
+        except BaseException:
+            output.release()
+            raise
+        return output
 
     def start(self, settings: dict[str, Any]) -> None:
         """Record ``settings`` and start an empty journal or, with ``resume``, check that the
@@ -119,10 +153,80 @@ class PartialOutput:
             os.replace(source, target)
         if produced:
             shutil.rmtree(self.work.path)
+        self.release()
+
+    def release(self) -> None:
+        """Give up the lock on the work directory (landing does; a kill does by itself)."""
+        if self._lock is not None:
+            _unlock(self._lock)
+            self._lock = None
 
     def _drop_journal(self) -> None:
         self.work.remove(self.journal_key)
         self.work.remove(self.settings_key)
+
+
+def _lock_directory(work: Path, final: Path, resume: bool) -> tuple[tuple[int, int], object]:
+    """Take the exclusive lock on the work directory ``work``; returns its (device, inode)
+    and the token that owns the lock in this process."""
+    for _ in range(20):
+        try:
+            fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            if resume:
+                raise InputError(f"nothing to resume: {work} does not exist") from None
+            work.mkdir(exist_ok=True)
+            continue
+        st = os.fstat(fd)
+        ident = (st.st_dev, st.st_ino)
+        with _HELD_LOCK:
+            if ident in _HELD:  # an earlier, abandoned run of this process: take its place
+                os.close(_HELD.pop(ident)[0])
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise OutputBusyError(
+                        f"another ingest/restore is writing {final} (lock on {work} held by another process)"
+                    ) from None
+                raise
+            try:
+                now = os.stat(work)
+            except FileNotFoundError:
+                now = None
+            if now is not None and (now.st_dev, now.st_ino) == ident:
+                token = object()
+                _HELD[ident] = (fd, token)
+                return ident, token
+            os.close(fd)  # the directory was landed or replaced while we waited: look again
+        if not resume:
+            work.mkdir(exist_ok=True)
+    raise OutputBusyError(f"another ingest/restore is writing {final} (its work directory {work} keeps changing)")
+
+
+def _unlock(lock: tuple[tuple[int, int], object]) -> None:
+    ident, token = lock
+    with _HELD_LOCK:
+        if ident in _HELD and _HELD[ident][1] is token:  # not taken over by a later run
+            os.close(_HELD.pop(ident)[0])
+
+
+def _clear(work: Path) -> None:
+    """Empty the (locked) work directory for a fresh start, keeping the directory itself."""
+    for child in work.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def _remove_torn(work: Path) -> None:
+    """Remove temporary files left by writes a kill interrupted."""
+    for dirpath, _, files in os.walk(work):
+        for name in files:
+            if _TORN.search(name):
+                os.unlink(os.path.join(dirpath, name))
 
 
 def _exists(path: Path) -> bool:

@@ -19,12 +19,12 @@ import numpy as np
 from wsistore._version import __version__
 from wsistore.archive.partial import PartialOutput
 from wsistore.archive.reader import Archive
-from wsistore.errors import InputError
+from wsistore.errors import InputError, WsistoreError, first_line
 from wsistore.geometry import Region
 from wsistore.models.weights import LoadedGenerator
 from wsistore.progress import Progress
 from wsistore.restoration.bands import iter_rows
-from wsistore.restoration.engine import level0_array, make_restorer
+from wsistore.restoration.engine import TileRestorer, level0_array, make_restorer
 from wsistore.restoration.levels import OutputLevel, check_region, output_levels
 from wsistore.restoration.tiff_writer import DEFAULT_JPEG_QUALITY, TiffPyramidWriter, TileCodec
 from wsistore.restoration.zarr_writer import OmeZarrWriter
@@ -151,6 +151,30 @@ def restore(
     if "://" in os.fspath(out):
         raise InputError(f"restore writes local files; {os.fspath(out)} is a URL")
     output = PartialOutput.prepare(out, "restore", options.overwrite, options.resume)
+    try:
+        return _restore(restorer, output, settings, writer, levels, provenance, region, options, start)
+    except OSError as exc:
+        raise WsistoreError(
+            f"cannot write {output.work.path}: {exc.strerror or first_line(exc)}; the partial output is kept, "
+            "rerun with --resume once fixed"
+        ) from exc
+    finally:
+        output.release()
+
+
+def _restore(
+    restorer: TileRestorer,
+    output: PartialOutput,
+    settings: dict[str, Any],
+    writer: OutputWriter,
+    levels: list[OutputLevel],
+    provenance: dict[str, Any],
+    region: Region,
+    options: RestoreOptions,
+    start: float,
+) -> RestoreResult:
+    source = restorer.archive
+    g = restorer.grid
     output.start(settings)
 
     x, y, w, h = region

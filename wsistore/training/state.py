@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from wsistore.errors import InputError
+from wsistore.errors import InputError, WsistoreError, first_line
 
 STATE_FILE = "state.pt"
 STATE_VERSION = 1
@@ -35,8 +35,29 @@ def save_state(out: Path, state: dict[str, Any]) -> None:
     """Write atomically: a crash mid-write leaves the previous state."""
     path = out / STATE_FILE
     tmp = path.with_suffix(".tmp")
-    torch.save({"version": STATE_VERSION, **state}, tmp)
+    try:
+        torch.save({"version": STATE_VERSION, **state}, tmp)
+    except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise WsistoreError(
+            f"cannot write {path}: {write_failure(out, exc)}; the previous state is kept, "
+            "rerun with --resume once fixed"
+        ) from exc
     os.replace(tmp, path)
+
+
+def write_failure(where: Path, exc: BaseException) -> str:
+    """Why a write into ``where`` failed, in words: a full disk is named as one, whatever
+    the library that hit it says."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    try:
+        st = os.statvfs(where)
+        if st.f_bavail * st.f_frsize < 1 << 20:
+            return "no space left on device"
+    except OSError:
+        pass
+    return first_line(exc)
 
 
 def load_state(out: Path) -> dict[str, Any]:

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from torch.optim import lr_scheduler
 
 from wsistore.checksums import sha256_file
-from wsistore.errors import InputError, OutputExistsError
+from wsistore.errors import InputError, OutputExistsError, WsistoreError
 from wsistore.models.adversarial import AdversarialLoss
 from wsistore.models.base import Generator
 from wsistore.models.device import resolve_device
@@ -37,7 +38,15 @@ from wsistore.training.adversaries import Adversaries
 from wsistore.training.config import METRICS, Stage, TrainConfig
 from wsistore.training.evaluate import autocast, evaluate, to_device
 from wsistore.training.shards import BatchSampler, PatchSet, load_validation, read_manifest
-from wsistore.training.state import STATE_FILE, cpu_state_dict, load_state, restore_rng, rng_state, save_state
+from wsistore.training.state import (
+    STATE_FILE,
+    cpu_state_dict,
+    load_state,
+    restore_rng,
+    rng_state,
+    save_state,
+    write_failure,
+)
 
 METRICS_LOG = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
@@ -130,6 +139,7 @@ class Trainer:
         self.baseline: dict[str, float] = {}
         self.validations: list[dict[str, Any]] = []
         self.elapsed = 0.0
+        self.log_lines = 0  # lines of the metrics log, saved with the state
 
     # -- public ------------------------------------------------------------------------------
     def run(self, resume: bool = False, overwrite: bool = False, stop_after: int | None = None) -> RunResult:
@@ -200,9 +210,14 @@ class Trainer:
         self.validations, self.elapsed = state["validations"], state["elapsed"]
         self._resumed = {"optim": state["optim"]} if state.get("optim") else {}
         log = self.out / METRICS_LOG
-        if log.is_file():  # drop lines written after the saved state
-            keep = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= self.step]
+        if log.is_file():  # drop lines written after the saved state, and a line torn by a kill
+            lines = log.read_text().splitlines()
+            if "log_lines" in state:  # also the validation logged at the saved step itself
+                keep = lines[: state["log_lines"]]
+            else:
+                keep = [line for line in lines if _logged_step(line) <= self.step]
             log.write_text("".join(line + "\n" for line in keep))
+            self.log_lines = len(keep)
 
     def _begin(self, phase: Phase) -> _Optim:
         """Modes, frozen parts, optimizers and losses for a phase."""
@@ -312,7 +327,7 @@ class Trainer:
                 return
         name = f"{phase.name}-step{self.step:07d}.safetensors"
         path = self.out / CHECKPOINTS / name
-        digest = save_generator(path, self.generator, self._card(phase, metrics), half=False)
+        digest = self._save_weights(path, phase, metrics)
         path.with_name(name + ".sha256").write_text(f"{digest}  {name}\n")
         ranked.append({"step": self.step, "file": f"{CHECKPOINTS}/{name}", "sha256": digest, **metrics})
         ranked.sort(key=lambda r: r[v.metric], reverse=higher)
@@ -349,6 +364,7 @@ class Trainer:
                 "baseline": self.baseline,
                 "validations": self.validations,
                 "elapsed": self.elapsed,
+                "log_lines": self.log_lines,
             },
         )
 
@@ -415,13 +431,22 @@ class Trainer:
         last = next((p for p in reversed(self.phases) if p.trains_generator), self.phases[-1])
         metrics = self.validations[-1]["val"] if self.validations else {}
         self.phase_index, self.phase_step = len(self.phases), 0
-        digest = save_generator(self.out / "final.safetensors", self.generator, self._card(last, metrics), half=False)
+        digest = self._save_weights(self.out / "final.safetensors", last, metrics)
         (self.out / "final.safetensors.sha256").write_text(f"{digest}  final.safetensors\n")
         result = self._result(True, start, start_step)
         final = {"file": "final.safetensors", "sha256": digest, **metrics}
         summary = dataclasses.asdict(result) | {"out": str(result.out), "final": final}
         (self.out / "run.json").write_text(json.dumps(summary, indent=1))
         return result
+
+    def _save_weights(self, path: Path, phase: Phase, metrics: dict[str, float]) -> str:
+        """The generator's weights and card at ``path``; returns the file's sha256."""
+        try:
+            return save_generator(path, self.generator, self._card(phase, metrics), half=False)
+        except (OSError, RuntimeError, SafetensorError) as exc:  # safetensors reports a full disk as its own error
+            raise WsistoreError(
+                f"cannot write {path}: {write_failure(self.out, exc)}; rerun with --resume once fixed"
+            ) from exc
 
     def _result(self, finished: bool, start: float, start_step: int) -> RunResult:
         seconds = time.perf_counter() - start
@@ -430,8 +455,17 @@ class Trainer:
         return RunResult(self.out, self.step, finished, self.best, self.baseline, list(self.validations), seconds, rate)
 
     def _log(self, record: dict[str, Any]) -> None:
+        self.log_lines += 1
         with (self.out / METRICS_LOG).open("a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def _logged_step(line: str) -> float:
+    """The step of a metrics-log line; a line torn by a kill counts as after every step."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 @dataclass
