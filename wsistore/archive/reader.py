@@ -25,11 +25,12 @@ from wsistore.archive.format import (
     MASK_ARRAY,
     ArchiveMetadata,
     LevelInfo,
+    ome_multiscales,
 )
 from wsistore.archive.manifest import ArrayRecord, Manifest, chunk_id, read_shard_index, shard_chunks, shard_key
 from wsistore.archive.store import PARTIAL_SUFFIX, Location
 from wsistore.codecs import ImageCodec, codec_from_config, register_codecs
-from wsistore.errors import ArchiveError, first_line
+from wsistore.errors import ArchiveError, WsistoreError, first_line
 from wsistore.geometry import Box
 
 
@@ -61,6 +62,7 @@ class ArrayReader:
         self.fill_value = fill_value
         self._uniform = set(record.uniform)
         self._index_cache: dict[str, list[tuple[int, int] | None]] = {}
+        self._checked: set[str] = set()  # chunk ids whose place, size and crc32c match the manifest
         self._lock = threading.Lock()
 
     @property
@@ -130,6 +132,8 @@ class ArrayReader:
             tail = self.location.read_range(name, max(0, size - (16 * n + 4)), size)
         except FileNotFoundError:
             raise ArchiveError(f"{self.location.url}: shard {name} is missing") from None
+        except OSError as exc:
+            raise ArchiveError(f"{self.location.url}: shard {name} cannot be read ({first_line(exc)})") from None
         try:
             index = read_shard_index(tail, n, size)
         except ArchiveError as exc:
@@ -139,18 +143,57 @@ class ArrayReader:
         return index
 
     def _check_present(self, chunks: list[tuple[int, int]]) -> None:
+        self.check_chunks([(0, r, q) for r, q in chunks])
+
+    def check_chunks(self, chunks: list[tuple[int, ...]]) -> None:
+        """Every chunk (global coordinates; all listed in the manifest) is where the manifest
+        says, with the size and crc32c it was written with: so a chunk lost from its shard, or
+        one moved or swapped (intact, so zarr's own checksum passes), is refused by name."""
         cps = self.record.chunks_per_shard
-        for r, q in chunks:
-            shard = (0, r // cps[1], q // cps[2])
-            index = self.shard_index(shard)
-            position = (r % cps[1]) * cps[2] + (q % cps[2])
-            entry = index[position]
-            expected = self.record.chunks[chunk_id((0, r, q))][0]
-            if entry is None or entry[1] != expected:
+        for coords in chunks:
+            cid = chunk_id(coords)
+            with self._lock:
+                if cid in self._checked:
+                    continue
+            shard = tuple(c // n for c, n in zip(coords, cps))
+            position = int(np.ravel_multi_index(tuple(c % n for c, n in zip(coords, cps)), cps))
+            name = self._chunk_name(coords)
+            try:
+                entry = self.shard_index(shard)[position]
+            except ArchiveError as exc:
+                raise ArchiveError(f"{self.location.url}: chunk {name} cannot be read: {_after_url(exc)}") from None
+            expected_bytes, expected_crc = self.record.chunks[cid]
+            if entry is None or entry[1] != expected_bytes:
                 raise ArchiveError(
-                    f"{self.location.url}: chunk {self.path} row {r} col {q} is listed in the manifest "
+                    f"{self.location.url}: chunk {name} is listed in the manifest "
                     f"but {'missing' if entry is None else 'has the wrong size'}: the archive is damaged"
                 )
+            offset, nbytes = entry
+            key = f"{self.path}/{shard_key(shard)}"
+            try:
+                crc = int.from_bytes(self.location.read_range(key, offset + nbytes - 4, offset + nbytes), "little")
+            except (FileNotFoundError, OSError) as exc:
+                raise ArchiveError(f"{self.location.url}: chunk {name} cannot be read ({first_line(exc)})") from None
+            if crc != expected_crc:
+                raise ArchiveError(
+                    f"{self.location.url}: chunk {name} is not the chunk the manifest lists "
+                    "(checksum differs: moved, swapped or damaged): the archive is damaged"
+                )
+            with self._lock:
+                self._checked.add(cid)
+
+    def read_all(self) -> np.ndarray:
+        """The whole array as stored (small non-image arrays: mask, ICC profile), validated."""
+        self.check_chunks([tuple(int(p) for p in cid.split(".")) for cid in sorted(self.record.chunks)])
+        try:
+            return np.asarray(self.array[...])
+        except Exception as exc:
+            raise ArchiveError(f"{self.location.url}: {self.path} is damaged ({first_line(exc)})") from None
+
+    def _chunk_name(self, coords: tuple[int, ...]) -> str:
+        if len(coords) == 3 and not self.path.startswith(ASSOCIATED_GROUP):
+            return f"{self.path} row {coords[1]} col {coords[2]}"
+        return f"{self.path} [{chunk_id(coords)}]"
 
     def _locate_damage(self, chunks: list[tuple[int, int]], exc: Exception) -> ArchiveError:
         ch, cw = self.chunk_hw
@@ -159,7 +202,7 @@ class ArrayReader:
                 self.array[:, r * ch : min((r + 1) * ch, self.height), q * cw : min((q + 1) * cw, self.width)]
             except Exception as inner:
                 return ArchiveError(
-                    f"{self.location.url}: chunk {self.path} row {r} col {q} is damaged ({first_line(inner)})"
+                    f"{self.location.url}: chunk {self._chunk_name((0, r, q))} is damaged ({first_line(inner)})"
                 )
         return ArchiveError(f"{self.location.url}: cannot read {self.path}: {first_line(exc)}")
 
@@ -172,16 +215,20 @@ class Archive:
         self.group = group
         self.metadata = metadata
         self.manifest = manifest
-        self.codec: ImageCodec = codec_from_config(metadata.codec)
+        try:
+            self.codec: ImageCodec = codec_from_config(metadata.codec)
+        except (WsistoreError, TypeError, ValueError) as exc:
+            raise ArchiveError(f"{location.url}: zarr.json records a codec this wsistore cannot use: {exc}") from None
         bg = tuple(metadata.tissue.background_rgb)
         self._levels = [
-            ArrayReader(location, lv.path, group[lv.path], manifest.arrays[lv.path], bg, metadata.fill_value)  # type: ignore[arg-type]
+            ArrayReader(location, lv.path, self._array(lv.path), manifest.arrays[lv.path], bg, metadata.fill_value)  # type: ignore[arg-type]
             for lv in metadata.levels
         ]
 
     @classmethod
-    def open(cls, url: str | os.PathLike[str]) -> Archive:
-        """Open an archive, refusing one that is incomplete or not an archive."""
+    def open(cls, url: str | os.PathLike[str], check: bool = True) -> Archive:
+        """Open an archive, refusing one that is incomplete or not an archive, or (``check``)
+        whose metadata or pyramid arrays' ``zarr.json`` disagree with its manifest."""
         location = Location.parse(url)
         if not location.exists():
             partial = Location.parse(str(url) + PARTIAL_SUFFIX) if location.is_local else None
@@ -216,7 +263,33 @@ class Archive:
             group = location.open_group("r")
         except Exception as exc:
             raise ArchiveError(f"{location.url}: cannot open the Zarr group ({first_line(exc)})") from None
-        return cls(location, group, metadata, manifest)
+        archive = cls(location, group, metadata, manifest)
+        if check:
+            problems = archive.metadata_problems([lv.path for lv in metadata.levels])
+            if problems:
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                raise ArchiveError(f"{location.url} is damaged: {problems[0]}{more}; run wsistore verify")
+        return archive
+
+    def metadata_problems(self, arrays: list[str] | None = None) -> list[str]:
+        """Where the group metadata disagrees with the manifest, or an array's ``zarr.json``
+        (of ``arrays``, default all) with what the manifest says was written; empty if none."""
+        problems = _group_problems(self.metadata, self.manifest, self.group.attrs.get("ome"))
+        groups = set()
+        for name in sorted(self.manifest.arrays) if arrays is None else arrays:
+            level = name in {lv.path for lv in self.metadata.levels}
+            parent = name.rsplit("/", 1)[0] if "/" in name else None
+            if parent and parent not in groups:
+                groups.add(parent)
+                problems += _group_node_problems(self.location, parent)
+            problems += array_problems(
+                self.location,
+                name,
+                self.manifest.arrays[name],
+                self.metadata.codec if level else None,
+                self.metadata.fill_value if level else None,
+            )
+        return problems
 
     # -- geometry ----------------------------------------------------------------------
     @property
@@ -239,23 +312,33 @@ class Archive:
         if name not in self.metadata.associated_images:
             raise KeyError(name)
         path = f"{ASSOCIATED_GROUP}/{name}"
-        array = self.group[path]
-        record = self.manifest.arrays[path]
-        reader = ArrayReader(self.location, path, array, record, (255, 255, 255), 0)  # type: ignore[arg-type]
+        reader = self._small(path)
         return reader.read((0, 0, reader.width, reader.height))
 
     @property
     def icc_profile(self) -> bytes | None:
         if ICC_ARRAY not in self.manifest.arrays:
             return None
-        return bytes(np.asarray(self._array(ICC_ARRAY)[:]).tobytes())
+        return bytes(self._small(ICC_ARRAY).read_all().tobytes())
 
     @property
     def tissue_mask(self) -> np.ndarray:
-        return np.asarray(self._array(MASK_ARRAY)[:]).astype(bool)
+        return self._small(MASK_ARRAY).read_all().astype(bool)
+
+    def _small(self, path: str) -> ArrayReader:
+        """A reader of a non-pyramid array, refused if its metadata disagrees with the manifest."""
+        if path not in self.manifest.arrays:
+            raise ArchiveError(f"{self.location.url}: the manifest lists no {path}: the archive is damaged")
+        problems = self.metadata_problems([path])
+        if problems:
+            raise ArchiveError(f"{self.location.url}: {path} is damaged: {problems[0]}")
+        return ArrayReader(self.location, path, self._array(path), self.manifest.arrays[path], (255, 255, 255), 0)
 
     def _array(self, path: str) -> zarr.Array:
-        array = self.group[path]
+        try:
+            array = self.group[path]
+        except Exception as exc:
+            raise ArchiveError(f"{self.location.url}: cannot open {path} ({first_line(exc)}): damaged?") from None
         if not isinstance(array, zarr.Array):
             raise ArchiveError(f"{self.location.url}: {path} is not an array")
         return array
@@ -306,3 +389,129 @@ class Archive:
             "stripped_images": md.stripped_images,
             "created": md.created,
         }
+
+
+# -- metadata against the manifest ---------------------------------------------------------------
+_INDEX_CODECS = [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}]
+_CRC32C = {"name": "crc32c"}
+_TRANSPOSE = {"name": "transpose", "configuration": {"order": [1, 2, 0]}}
+
+
+def _after_url(exc: ArchiveError) -> str:
+    """An ArchiveError's message without its leading ``URL: ``."""
+    text = str(exc)
+    return text.split(": ", 1)[1] if ": " in text else text
+
+
+def _read_json(location: Location, key: str) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        meta = json.loads(location.read_bytes(key))
+    except ArchiveError:
+        return None, f"{key} is missing"
+    except (ValueError, OSError) as exc:
+        return None, f"{key} is unreadable ({first_line(exc)})"
+    if not isinstance(meta, dict):
+        return None, f"{key} is not a JSON object"
+    return meta, None
+
+
+def _group_node_problems(location: Location, path: str) -> list[str]:
+    meta, problem = _read_json(location, f"{path}/zarr.json")
+    if meta is None:
+        return [str(problem)]
+    if meta.get("node_type") != "group" or meta.get("zarr_format") != 3:
+        return [f"{path}/zarr.json is not a Zarr v3 group"]
+    return []
+
+
+def array_problems(
+    location: Location,
+    path: str,
+    record: ArrayRecord,
+    codec: dict[str, Any] | None = None,
+    fill_value: int | None = None,
+) -> list[str]:
+    """Where ``path/zarr.json`` differs from the array the manifest records: node, shape, type,
+    shard and chunk shapes, chunk keys and checksummed index; for pyramid levels also the
+    codec (``codec``, the metadata's) and the fill value painted into uniform chunks."""
+    key = f"{path}/zarr.json"
+    meta, problem = _read_json(location, key)
+    if meta is None:
+        return [str(problem)]
+    expected: dict[str, Any] = {
+        "zarr_format": 3,
+        "node_type": "array",
+        "shape": record.shape,
+        "data_type": "uint8",
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": record.shard_shape}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "storage_transformers": [],
+    }
+    out = [f"{key}: {k} is {meta.get(k)!r}, the manifest says {v!r}" for k, v in expected.items() if meta.get(k) != v]
+    if codec is not None:
+        level = {"fill_value": fill_value, "dimension_names": ["c", "y", "x"]}
+        out += [f"{key}: {k} is {meta.get(k)!r}, the archive says {v!r}" for k, v in level.items() if meta.get(k) != v]
+    codecs = meta.get("codecs")
+    sharding = codecs[0] if isinstance(codecs, list) and len(codecs) == 1 and isinstance(codecs[0], dict) else {}
+    config = sharding.get("configuration") if sharding.get("name") == "sharding_indexed" else None
+    if not isinstance(config, dict):
+        return [*out, f"{key}: codecs are not one sharding_indexed codec"]
+    inner = config.get("codecs")
+    want_inner = [_TRANSPOSE, codec, _CRC32C] if codec is not None else None
+    if config.get("chunk_shape") != record.chunk_shape:
+        out.append(f"{key}: chunk shape {config.get('chunk_shape')!r}, the manifest says {record.chunk_shape!r}")
+    if config.get("index_codecs") != _INDEX_CODECS or config.get("index_location") != "end":
+        out.append(f"{key}: the shard index is not little-endian, crc32c-checked, at the end")
+    if not isinstance(inner, list) or not inner or inner[-1] != _CRC32C:
+        out.append(f"{key}: chunks are not crc32c-checked")
+    elif want_inner is not None and inner != want_inner:
+        out.append(f"{key}: chunk codecs {inner!r} are not the archive's {want_inner!r}")
+    return out
+
+
+def _group_problems(md: ArchiveMetadata, manifest: Manifest, ome: Any) -> list[str]:
+    """Where the group's ``wsistore`` (and ``ome``) attributes disagree with the manifest."""
+    out = []
+    src = md.source
+    if [src.width, src.height] != list(src.level_dimensions[0] if src.level_dimensions else []):
+        out.append(f"zarr.json: source size {src.width} x {src.height} is not its level 0 {src.level_dimensions[:1]}")
+    if md.downsample.get("scale") != md.scale:
+        out.append(f"zarr.json: scale {md.scale} but the downsample was {md.downsample.get('scale')}")
+    size = (math.ceil(src.width / md.scale), math.ceil(src.height / md.scale)) if md.scale > 0 else None
+    for i, lv in enumerate(md.levels):
+        record = manifest.arrays[lv.path]
+        if lv.path != str(i):
+            out.append(f"zarr.json: level {i} is stored at {lv.path!r}")
+        if [3, lv.height, lv.width] != record.shape or (i == 0 and (lv.width, lv.height) != size):
+            out.append(f"zarr.json: level {lv.path} is {lv.width} x {lv.height}, the manifest says {record.shape}")
+        if lv.downsample != md.scale * 2**i:
+            out.append(f"zarr.json: level {lv.path} downsample {lv.downsample}, not {md.scale * 2**i}")
+        if i and (lv.width, lv.height) != (-(-md.levels[i - 1].width // 2), -(-md.levels[i - 1].height // 2)):
+            out.append(f"zarr.json: level {lv.path} is not half of level {md.levels[i - 1].path}")
+        if record.chunk_shape != [3, md.chunk, md.chunk] or record.shard_shape != [3, md.shard, md.shard]:
+            out.append(f"zarr.json: chunk {md.chunk} / shard {md.shard} are not level {lv.path}'s in the manifest")
+    paths = [lv.path for lv in md.levels]
+    stored_levels = sorted(k for k in manifest.arrays if k.isdigit())
+    if sorted(paths) != stored_levels:
+        out.append(f"zarr.json: levels {paths} are not the manifest's {stored_levels}")
+    if md.levels:
+        base = manifest.arrays[md.levels[0].path]
+        grid = math.prod(base.chunk_grid[1:])
+        written = len(base.chunks) + len(base.uniform)
+        t = md.tissue
+        if (t.chunks_total, t.chunks_written, t.chunks_background) != (grid, written, grid - written):
+            out.append(
+                f"zarr.json: tissue chunks {t.chunks_total} / {t.chunks_written} / {t.chunks_background} "
+                f"are not the manifest's {grid} / {written} / {grid - written}"
+            )
+    prefix = f"{ASSOCIATED_GROUP}/"
+    stored = sorted(k[len(prefix) :] for k in manifest.arrays if k.startswith(prefix))
+    if sorted(md.associated_images) != stored:
+        out.append(f"zarr.json: associated images {md.associated_images} are not the manifest's {stored}")
+    try:
+        datasets = ome["multiscales"][0]["datasets"]
+    except (KeyError, IndexError, TypeError):
+        datasets = None
+    if datasets != ome_multiscales(md.levels, md.mpp, src.file_name)["multiscales"][0]["datasets"]:
+        out.append("zarr.json: the ome multiscales do not match the levels, scale and mpp")
+    return out
