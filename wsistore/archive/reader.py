@@ -359,6 +359,8 @@ class Archive:
             if name.startswith(ASSOCIATED_GROUP)
             for shard in record.shards.values()
         )
+        source_associated = sum(md.source.associated_bytes.values()) if md.source.associated_bytes else None
+        source_image = md.source.bytes - (source_associated or 0)
         return {
             "archive": self.location.url,
             "format_version": md.format_version,
@@ -371,7 +373,11 @@ class Archive:
             "bits_per_source_pixel": 8 * stored / pixels,
             "pyramid_bytes": pyramid,
             "pyramid_bits_per_source_pixel": 8 * pyramid / pixels,
+            "pyramid_ratio": source_image / pyramid if pyramid else None,
+            "pyramid_ratio_against": "the source's image data" if source_associated is not None else "the source file",
+            "source_image_bytes": source_image,
             "associated_bytes": associated,
+            "source_associated_bytes": source_associated,
             "dimensions": [md.width, md.height],
             "lr_dimensions": [md.levels[0].width, md.levels[0].height],
             "scale": md.scale,
