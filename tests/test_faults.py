@@ -129,3 +129,24 @@ def test_a_run_killed_after_its_first_validation_resumes_to_the_same_log(work: P
         interrupted.run()
     trainer(tmp_path / "b").run(resume=True)
     assert faults.compare_runs(tmp_path / "b", tmp_path / "a") == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [6, 14, 30, 40])
+def test_a_run_stopped_anywhere_resumes_to_the_same_state(work: Path, tmp_path: Path, stop: int) -> None:
+    """Weights, optimizers and every random state, at the autoencoder's end (6), inside
+    the pixel (7-30) and GAN (31-42) stages."""
+    from wsistore.training.config import load_config
+    from wsistore.training.trainer import Trainer
+
+    patches = faults.prepare_patches(work / "patches")
+    sets = [*faults.TRAIN_SETS, f"data.shards={json.dumps(str(patches))}"]
+
+    def trainer(out: Path) -> Trainer:
+        config = load_config(faults.RECIPE, [*sets, f"run.out={json.dumps(str(out))}"], smoke=True)
+        return Trainer(config, progress=False)
+
+    trainer(tmp_path / "a").run()
+    assert not trainer(tmp_path / "b").run(stop_after=stop).finished
+    trainer(tmp_path / "b").run(resume=True)
+    assert faults.compare_runs(tmp_path / "b", tmp_path / "a") == []

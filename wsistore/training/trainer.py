@@ -155,6 +155,8 @@ class Trainer:
             while self.phase_index < len(self.phases):
                 phase = self.phases[self.phase_index]
                 optim = self._begin(phase)
+                if "rng" in self._resumed:
+                    restore_rng(self._resumed.pop("rng"), self.rng)
                 if resume and "optim" in self._resumed:
                     optim.load(self._resumed.pop("optim"))
                 if phase.kind != "autoencoder" and not self.validations:
@@ -204,11 +206,15 @@ class Trainer:
         self.adversaries.load(state)
         if self.autoencoder is not None:
             self.autoencoder.load_state_dict(state["autoencoder"])
-        restore_rng(state["rng"], self.rng)
         self.phase_index, self.phase_step, self.step = state["phase_index"], state["phase_step"], state["step"]
+        if self.phase_step == 0:  # saved between phases: the next phase's set-up comes after it
+            restore_rng(state["rng"], self.rng)
+        else:  # saved inside a phase, whose set-up (losses, models) had already drawn from torch's RNG
+            self._resumed["rng"] = state["rng"]
         self.best, self.baseline = state["best"], state["baseline"]
         self.validations, self.elapsed = state["validations"], state["elapsed"]
-        self._resumed = {"optim": state["optim"]} if state.get("optim") else {}
+        if state.get("optim"):
+            self._resumed["optim"] = state["optim"]
         log = self.out / METRICS_LOG
         if log.is_file():  # drop lines written after the saved state, and a line torn by a kill
             lines = log.read_text().splitlines()
