@@ -113,6 +113,7 @@ class PartialOutput:
             raise InputError(
                 f"cannot resume {self.work.url}: it was started with different settings ({', '.join(changed)})"
             )
+        self._drop_torn_line()
 
     def done(self, kind: str) -> dict[Index, Any]:
         """Journalled entries of ``kind``: index -> what was recorded."""
@@ -140,6 +141,9 @@ class PartialOutput:
             return
         source = self.work.path / produced if produced else self.work.path
         target = self.final.path
+        if produced and source.is_file():  # a write error the page cache held back surfaces here, before landing
+            with open(source, "rb") as f:
+                os.fsync(f.fileno())
         if _exists(target) and not self.overwrite:
             raise OutputExistsError(f"{self.final.url} appeared while writing; the result is left in {source}")
         if not produced:
@@ -160,6 +164,24 @@ class PartialOutput:
         if self._lock is not None:
             _unlock(self._lock)
             self._lock = None
+
+    def _drop_torn_line(self) -> None:
+        """Cut the journal back to its last whole line: an append the interruption tore (a full
+        disk inside the write) leaves a fragment without its newline, and the next entry appended
+        after it would join it on one unreadable line and be lost."""
+        if not self.work.exists(self.journal_key):
+            return
+        data = self.work.read_bytes(self.journal_key)
+        whole = data.rfind(b"\n") + 1
+        if whole == len(data):
+            return
+        if self.work.is_local:
+            with open(self.work.path / self.journal_key, "r+b") as f:
+                f.truncate(whole)
+                f.flush()
+                os.fsync(f.fileno())
+        else:
+            self.work.write_bytes(self.journal_key, data[:whole])
 
     def _drop_journal(self) -> None:
         self.work.remove(self.journal_key)

@@ -27,6 +27,7 @@ import tifffile
 from wsistore._version import __version__
 from wsistore.archive.partial import PartialOutput
 from wsistore.archive.reader import Archive
+from wsistore.errors import WsistoreError
 from wsistore.restoration.levels import OutputLevel
 
 DEFAULT_JPEG_QUALITY = 90
@@ -99,6 +100,10 @@ class TiffPyramidWriter:
         md = archive.metadata
         icc = archive.icc_profile
         lengths = {int(k): v for k, v in self.output.done(ROW_KIND).items()}
+        rows = -(-levels[0].height // self.tile)
+        missing = [k for k in range(rows) if k not in lengths or not self._spooled(k, lengths[k])]
+        if missing:  # never assemble (and land) a level 0 with holes
+            raise WsistoreError(f"{self.output.work.path}: level-0 rows {missing} are not spooled; rerun with --resume")
         with tifffile.TiffWriter(result, bigtiff=True) as tif, ThreadPoolExecutor(self.workers) as pool:
             for i, level in enumerate(levels):
                 if level.archive_level is None:
