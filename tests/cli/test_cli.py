@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.data import TILES
-
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "wsistore", *args], capture_output=True, text=True, cwd=cwd)
@@ -50,9 +48,9 @@ def test_missing_slide(tmp_path: Path) -> None:
 
 
 def test_not_a_slide(tmp_path: Path) -> None:
-    assert_one_line_error(
-        run("ingest", str(TILES / "lung_monuseg_18-5592.png"), str(tmp_path / "a.zarr")), 2, "not a slide"
-    )
+    text = tmp_path / "notes.svs"
+    text.write_text("not a slide\n")
+    assert_one_line_error(run("ingest", str(text), str(tmp_path / "a.zarr")), 2, "not a slide")
     assert not (tmp_path / "a.zarr").exists() and not (tmp_path / "a.zarr.partial").exists()
 
 

@@ -43,7 +43,7 @@ def test_kill_then_resume_gives_the_uninterrupted_result(work: Path, name: str, 
     _assert_clean(result)
 
 
-@pytest.mark.slow
+@pytest.mark.campaign
 @pytest.mark.parametrize("name", faults.OPERATIONS)
 def test_kill_campaign_24_per_operation(work: Path, name: str) -> None:
     op = _ops(work, small=False)[name]
@@ -131,7 +131,7 @@ def test_a_run_killed_after_its_first_validation_resumes_to_the_same_log(work: P
     assert faults.compare_runs(tmp_path / "b", tmp_path / "a") == []
 
 
-@pytest.mark.slow
+@pytest.mark.campaign
 @pytest.mark.parametrize("stop", [6, 14, 30, 40])
 def test_a_run_stopped_anywhere_resumes_to_the_same_state(work: Path, tmp_path: Path, stop: int) -> None:
     """Weights, optimizers and every random state, at the autoencoder's end (6), inside

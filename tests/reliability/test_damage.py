@@ -33,7 +33,7 @@ def test_damage_campaign(sample_archive: Path, tmp_path: Path) -> None:
     _assert_clean(run_damage(sample_archive, 30, seed=1, workdir=tmp_path), 30)
 
 
-@pytest.mark.slow
+@pytest.mark.campaign
 def test_damage_campaign_120(sample_archive: Path, tmp_path: Path) -> None:
     """The campaign RELIABILITY.md reports: 120 corruptions, seed 0."""
     _assert_clean(run_damage(sample_archive, 120, seed=0, workdir=tmp_path), 120)

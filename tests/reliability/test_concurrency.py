@@ -64,7 +64,7 @@ def test_a_held_lock_refuses_in_one_line_and_a_killed_holder_blocks_nothing(tmp_
     assert faults.run(faults.wsistore("verify", str(out), "--quiet")).returncode == 0
 
 
-@pytest.mark.slow
+@pytest.mark.campaign
 def test_concurrency_campaign(tmp_path: Path) -> None:
     result = concurrency.campaign(seed=0, runs=10, work=tmp_path)
     print("\n" + json.dumps({k: v for k, v in result.items() if k != "cases"}))

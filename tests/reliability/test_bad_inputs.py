@@ -28,7 +28,7 @@ def test_quick_campaign() -> None:
     assert all("cannot decode region" in o.message for o in corrupt)
 
 
-@pytest.mark.slow
+@pytest.mark.campaign
 def test_full_campaign(tmp_path: Path) -> None:
     """Every case: real SVS (JPEG and JPEG 2000), NDPI and OME-TIFF each cut at 10 or more
     offsets, and the fluorescence NDPI files archived with their channel layout recorded."""
