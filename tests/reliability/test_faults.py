@@ -25,10 +25,18 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _ops(work: Path, small: bool) -> dict[str, faults.Operation]:
+    """The operations, the restore on a small region or the campaign's; each kind has its own
+    ``work`` folder (see :func:`_work`), so their references never mix."""
     ops = {op.name: op for op in faults.operations(work)}
     if small:
         ops["restore"] = faults.restore_op(faults.reference_archive(work / "source.zarr"), SMALL_REGION)
     return ops
+
+
+def _work(work: Path, small: bool) -> Path:
+    folder = work / ("small" if small else "campaign")
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 def _assert_clean(result: dict[str, object]) -> None:
@@ -38,6 +46,7 @@ def _assert_clean(result: dict[str, object]) -> None:
 
 @pytest.mark.parametrize(("name", "kills"), [("ingest", 2), ("restore", 1), ("train", 1)])
 def test_kill_then_resume_gives_the_uninterrupted_result(work: Path, name: str, kills: int) -> None:
+    work = _work(work, True)
     op = _ops(work, small=True)[name]
     result = faults.kill_campaign(op, work, seed=1, kills=kills)
     _assert_clean(result)
@@ -46,6 +55,7 @@ def test_kill_then_resume_gives_the_uninterrupted_result(work: Path, name: str, 
 @pytest.mark.campaign
 @pytest.mark.parametrize("name", faults.OPERATIONS)
 def test_kill_campaign_24_per_operation(work: Path, name: str) -> None:
+    work = _work(work, False)
     op = _ops(work, small=False)[name]
     result = faults.kill_campaign(op, work, seed=0, kills=24)
     print(f"\n{name}: {json.dumps({k: v for k, v in result.items() if k != 'delays_s'})}")
@@ -55,6 +65,7 @@ def test_kill_campaign_24_per_operation(work: Path, name: str) -> None:
 
 @pytest.mark.parametrize("name", ["ingest", "train"])
 def test_injected_enospc_fails_in_one_line_and_leaves_a_partial(work: Path, name: str) -> None:
+    work = _work(work, True)
     op = _ops(work, small=True)[name]
     result = faults.enospc_case(op, work, faults.ENOSPC_INJECTED[name], mount=False)
     assert result["ok"] and result["output"] == "partial", result
@@ -64,6 +75,7 @@ def test_injected_enospc_fails_in_one_line_and_leaves_a_partial(work: Path, name
 @pytest.mark.skipif(not faults._can_mount(), reason="needs root with a mountable tmpfs")
 @pytest.mark.parametrize("name", ["ingest", "restore"])
 def test_a_full_disk_fails_in_one_line_and_resumes_once_freed(work: Path, name: str) -> None:
+    work = _work(work, True)
     op = _ops(work, small=True)[name]
     reference = work / f"{name}-reference"
     if not reference.exists():
@@ -78,6 +90,7 @@ def test_a_full_disk_fails_in_one_line_and_resumes_once_freed(work: Path, name: 
 
 @pytest.mark.parametrize("name", faults.OPERATIONS)
 def test_a_read_only_destination_fails_in_one_line(work: Path, name: str) -> None:
+    work = _work(work, True)
     op = _ops(work, small=True)[name]
     if os.geteuid() == 0 and not faults._can_mount():
         pytest.skip("root ignores chmod and no tmpfs can be mounted read-only")
