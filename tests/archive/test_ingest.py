@@ -211,6 +211,36 @@ def test_interrupted_ingest_resumes_to_the_same_archive(
         assert a[name].shards == b[name].shards and a[name].chunks == b[name].chunks
 
 
+@pytest.mark.parametrize("shard", ["0/c/0/2/0", "3/c/0/0/0"])
+def test_resume_rewrites_a_shard_written_but_not_journalled_to_the_same_bytes(
+    tmp_path: Path, slide_path: Path, monkeypatch: pytest.MonkeyPatch, shard: str
+) -> None:
+    """A kill between a shard's write and its journal entry: the resumed run writes that shard
+    again, and it must come out as if never interrupted. Both shards hold edge chunks (past the
+    array's end), which zarr merged into the stale shard, keeping its decoded lossy padding."""
+    options = IngestOptions(chunk=128, shard=256, workers=1, progress=False)
+    reference = tmp_path / "reference.zarr"
+    ingest(slide_path, reference, options)
+
+    out = tmp_path / "interrupted.zarr"
+    original = _Ingest._journal
+
+    def killed(self, rec):  # type: ignore[no-untyped-def]
+        if f"{rec.array}/{rec.key}" == shard:
+            raise KeyboardInterrupt  # the shard is on disk, its journal line is not
+        return original(self, rec)
+
+    monkeypatch.setattr(_Ingest, "_journal", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(slide_path, out, options)
+    monkeypatch.setattr(_Ingest, "_journal", original)
+    assert (tmp_path / "interrupted.zarr.partial" / shard).is_file()
+
+    ingest(slide_path, out, IngestOptions(chunk=128, shard=256, workers=1, progress=False, resume=True))
+    assert (out / shard).read_bytes() == (reference / shard).read_bytes()
+    assert (out / "manifest.json").read_bytes() == (reference / "manifest.json").read_bytes()
+
+
 def test_resume_refuses_changed_settings(tmp_path: Path, slide_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "a.zarr"
     monkeypatch.setattr(_Ingest, "_write_level", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))

@@ -352,8 +352,14 @@ class _Ingest:
         """Write one shard, read it back, check every kept chunk (exactly when ``codec`` is
         lossless), journal it."""
         x0, y0, x1, y1 = box
-        array[:, y0:y1, x0:x1] = buffer.transpose(2, 0, 1)
         key = f"{path}/{shard_key(shard)}"
+        if self.options.resume:
+            # A shard the interrupted run wrote but did not journal: zarr would merge the new
+            # pixels into it, and an edge chunk (one past the array's end) would keep the old
+            # chunk's decoded (lossy) padding instead of the fill value, so it would encode to
+            # other bytes than a run never interrupted. Start it afresh.
+            self.work.remove(key)
+        array[:, y0:y1, x0:x1] = buffer.transpose(2, 0, 1)
         written = self.work.read_bytes(key) if self.work.exists(key) else b""
         rec = describe_shard(path, self.records[path], shard, written)
         stored = np.asarray(array[:, y0:y1, x0:x1]).transpose(1, 2, 0)
