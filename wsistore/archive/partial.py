@@ -83,7 +83,10 @@ class PartialOutput:
         if resume and not work.exists():
             raise InputError(f"nothing to resume: {work.path} does not exist")
         if not resume:
-            work.path.mkdir(exist_ok=True)
+            try:
+                work.path.mkdir(exist_ok=True)
+            except OSError as exc:  # a read-only file system, or root's EPERM where access() said yes
+                raise InputError(f"cannot write {final.path}: {exc.strerror or exc} ({parent})") from None
         output = cls(final, work, name, overwrite, resume)
         output._lock = _lock_directory(work.path, final.path, resume)
         try:

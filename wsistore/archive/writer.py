@@ -151,6 +151,8 @@ class _Ingest:
                 f"cannot write {self.work.url}: {exc.strerror or exc}; the partial archive is kept, "
                 "rerun with --resume once fixed"
             ) from exc
+        finally:
+            self.dest.release()  # landing already released it; a failure must not hold it
 
     def _run(self, sha_future: Future[str]) -> IngestResult:
         self.dest.start(self._settings())
