@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.data import ROOT, TILES, TRAINING_FILES
-from wsistore.cli import main
+from tests.data import ROOT, TRAINING_FILES
 from wsistore.errors import InputError
 from wsistore.models.weights import read_card
 from wsistore.training.config import TrainConfig, config_from_dict, load_config
@@ -26,28 +25,6 @@ SEEDS = ("rvtt", "microgan", "crn", "sqe")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Five real tiles -> 24-px LR patches, JPEG-XL coded (the archive default), one file held out."""
-    out = tmp_path_factory.mktemp("seed-prepared") / "patches"
-    sources = [str(TILES / f) for f in FILES]
-    args = [
-        "train",
-        "prepare",
-        *sources,
-        str(out),
-        "--patch",
-        "24",
-        "--patches-per-file",
-        "16",
-        "--val-file",
-        FILES[-1],
-        "--quiet",
-    ]
-    assert main(args) == 0
-    return out
 
 
 def recipe(name: str, data: Path, out: Path, *extra: str, smoke: bool = True) -> TrainConfig:

@@ -31,27 +31,6 @@ FILES = list(TRAINING_FILES)
 VAL_FILE = "breast_monuseg_AO-A0J2.png"
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Five real tiles -> 24-px LR patches, coded with the archive's default codec, one file held out."""
-    out = tmp_path_factory.mktemp("prepared") / "patches"
-    args = [
-        "train",
-        "prepare",
-        *(str(TILES / f) for f in FILES),
-        str(out),
-        "--patch",
-        "24",
-        "--patches-per-file",
-        "16",
-        "--val-file",
-        VAL_FILE,
-        "--quiet",
-    ]
-    assert main(args) == 0
-    return out
-
-
 def shard_arrays(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     m = read_manifest(root)
     shards = [s for s in m["shards"] if s["split"] == split]
@@ -435,54 +414,15 @@ def test_vgg19_content_loss_is_recorded(prepared: Path, tmp_path: Path) -> None:
 
 
 def test_run_errors_are_one_line(prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    techcyte = str(ROOT / "pipelines" / "techcyte.toml")
-    assert main(["train", "run", techcyte, "--smoke", "--quiet", "--out", str(tmp_path / "r")]) == 2
-    assert (
-        main(["train", "run", techcyte, "--smoke", "--quiet", "--data", str(tmp_path), "--out", str(tmp_path / "r")])
-        == 2
-    )
-    assert (
-        main(
-            [
-                "train",
-                "run",
-                techcyte,
-                "--smoke",
-                "--quiet",
-                "--data",
-                str(prepared),
-                "--out",
-                str(tmp_path / "r"),
-                "--set",
-                "stages.0.steps=1",
-                "--set",
-                "stages.1.steps=0",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(["train", "run", techcyte, "--smoke", "--quiet", "--data", str(prepared), "--out", str(tmp_path / "r")])
-        == 4
-    )
-    assert (
-        main(
-            [
-                "train",
-                "run",
-                techcyte,
-                "--smoke",
-                "--quiet",
-                "--data",
-                str(prepared),
-                "--out",
-                str(tmp_path / "r"),
-                "--set",
-                "stages.7.steps=1",
-            ]
-        )
-        == 2
-    )
+    def train(*extra: str) -> int:
+        techcyte = str(ROOT / "pipelines" / "techcyte.toml")
+        return main(["train", "run", techcyte, "--smoke", "--quiet", "--out", str(tmp_path / "r"), *extra])
+
+    assert train() == 2
+    assert train("--data", str(tmp_path)) == 2
+    assert train("--data", str(prepared), "--set", "stages.0.steps=1", "--set", "stages.1.steps=0") == 0
+    assert train("--data", str(prepared)) == 4
+    assert train("--data", str(prepared), "--set", "stages.7.steps=1") == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 4 and all(line.startswith("wsistore: error:") for line in err)
     assert (
