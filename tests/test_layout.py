@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("training",),
     ("restoration",),
     ("reports",),
+    ("serve",),
     ("cli",),
 ]
 

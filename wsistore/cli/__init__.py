@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from wsistore._version import __version__
-from wsistore.cli import bench, demo, info, ingest, models, restore, train, verify
+from wsistore.cli import bench, demo, info, ingest, models, restore, serve, train, verify
 from wsistore.errors import WsistoreError, first_line
 
 #: Explicit registry of subcommands, in the order ``--help`` lists them: name -> parser builder.
@@ -25,6 +25,7 @@ COMMANDS: dict[str, Callable[[Any], None]] = {
     "info": info.add_parser,
     "verify": verify.add_parser,
     "restore": restore.add_parser,
+    "serve": serve.add_parser,
     "demo": demo.add_parser,
     "bench": bench.add_parser,
     "models": models.add_parser,

@@ -1,0 +1,409 @@
+"""The HTTP application of ``wsistore serve`` (Starlette).
+
+Routes (every error is a 4xx with a one-line ``text/plain`` body, never a traceback):
+
+- ``/``: an HTML index of every archive (source, dimensions, mpp, base-image bytes and ratio
+  against the source, codec, tissue fraction, the model in use).
+- ``/slides/{name}.dzi``: the DeepZoom descriptor (XML, as OpenSlide's DeepZoom server gives).
+- ``/slides/{name}.json``: the slide's summary, its version and the tile URL template.
+- ``/slides/{name}/{version}/{level}/{col}_{row}.{jpeg|png}[?method=bicubic]``: a DeepZoom
+  tile. ``version`` is ``{manifest sha256[:16]}-{model sha256[:16]}`` (the model's name when it
+  has no weights); a tile URL names one immutable image, so it is served
+  ``Cache-Control: public, max-age=31536000, immutable`` with an ETag, and ``If-None-Match``
+  gets a 304. A stale or wrong version is a 404 whose body names the current one (not a
+  redirect: a cached redirect would outlive the next model). ``method=bicubic`` serves the same
+  tile upscaled with plain bicubic interpolation of the same LR, to compare with the model.
+- ``/slides/{name}/associated/{image}.png``: label, macro ... unless stripped at ingest.
+
+At most ``max_tiles`` tiles are made at once (a capacity limiter: a burst of requests waits
+instead of holding every tile in memory); concurrent requests for one compute tile compute it
+once (the single-flight cache of :class:`~wsistore.restoration.ondemand.RestoredSlide`).
+One log line per request on the ``wsistore.serve`` logger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import io
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from openslide.deepzoom import DeepZoomGenerator
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from wsistore.archive.reader import Archive
+from wsistore.errors import InputError, WsistoreError, first_line
+from wsistore.models.weights import LoadedGenerator
+from wsistore.restoration.ondemand import RestoredSlide, open_restored
+
+log = logging.getLogger("wsistore.serve")
+
+TILE_SIZE = 254
+OVERLAP = 1
+JPEG_QUALITY = 75
+IMMUTABLE = "public, max-age=31536000, immutable"
+METHODS = ("model", "bicubic")
+FORMATS = {"jpeg": ("JPEG", "image/jpeg"), "jpg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png")}
+_TILE = re.compile(r"(\d+)_(\d+)\.([a-z]+)")
+_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class HttpError(Exception):
+    """A request the server refuses: ``status`` and a one-line reason."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class ServedSlide:
+    """One archive: its restored slide, the bicubic one for comparison (opened when first
+    asked for), their DeepZoom generators and the version its tile URLs carry."""
+
+    name: str
+    archive: Archive
+    slide: RestoredSlide
+    device: str
+    tile_size: int = TILE_SIZE
+    overlap: int = OVERLAP
+    _bicubic: RestoredSlide | None = None
+    _zooms: dict[str, DeepZoomGenerator] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @cached_property
+    def info(self) -> dict[str, Any]:
+        """``Archive.info()``, read once (the archive does not change while it is served)."""
+        return self.archive.info()
+
+    @property
+    def model_name(self) -> str:
+        return self.slide.properties["wsistore.generator"]
+
+    @property
+    def model_sha256(self) -> str:
+        return self.slide.properties["wsistore.weights-sha256"]
+
+    @property
+    def version(self) -> str:
+        model = self.model_sha256[:16] or _NAME.sub("_", self.model_name)
+        return f"{self.archive.metadata.manifest_sha256[:16]}-{model}"
+
+    def zoom(self, method: str = "model") -> DeepZoomGenerator:
+        """The DeepZoom generator of ``method`` (``model`` or ``bicubic``)."""
+        with self._lock:
+            if method not in self._zooms:
+                slide = self.slide
+                if method == "bicubic":
+                    slide = self._bicubic = open_restored(self.archive.location.url, "bicubic", self.device)
+                self._zooms[method] = DeepZoomGenerator(slide, self.tile_size, self.overlap)
+            return self._zooms[method]
+
+    def close(self) -> None:
+        self.slide.close()
+        if self._bicubic is not None:
+            self._bicubic.close()
+
+
+def find_archives(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Each path that is an archive, and the archives directly inside each folder that is not."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise InputError(f"{path}: no such archive or folder")
+        if _is_archive(path):
+            found.append(path)
+            continue
+        inside = sorted(p for p in path.iterdir() if p.is_dir() and _is_archive(p)) if path.is_dir() else []
+        if not inside:
+            Archive.open(path)  # raises the reason the path is no archive
+            raise InputError(f"{path}: neither a wsistore archive nor a folder of archives")
+        found += inside
+    return found
+
+
+def _is_archive(path: Path) -> bool:
+    try:
+        Archive.open(path)
+    except WsistoreError:
+        return False
+    return True
+
+
+def open_slides(
+    paths: Sequence[str | os.PathLike[str]],
+    model: str | LoadedGenerator | None = None,
+    device: str = "auto",
+    workers: int | None = None,
+) -> list[ServedSlide]:
+    """Every archive that ``paths`` names, opened as a restored slide with ``model``; the
+    name of each is its folder's name without ``.zarr`` (made unique)."""
+    slides: list[ServedSlide] = []
+    names: set[str] = set()
+    try:
+        for path in find_archives(paths):
+            stem = _NAME.sub("_", path.name.removesuffix(".zarr")) or "slide"
+            name, n = stem, 1
+            while name in names:
+                n += 1
+                name = f"{stem}-{n}"
+            names.add(name)
+            archive = Archive.open(path)
+            slide = open_restored(path, model, device, workers=workers)
+            slides.append(ServedSlide(name, archive, slide, device))
+    except BaseException:
+        for served in slides:
+            served.close()
+        raise
+    return slides
+
+
+def build_app(slides: Sequence[ServedSlide], max_tiles: int | None = None) -> Starlette:
+    """The ASGI application over ``slides``; at most ``max_tiles`` tiles made at once
+    (default: the number of cores, at most 8). The slides are closed when it shuts down."""
+    by_name = {s.name: s for s in slides}
+    limiter = anyio.CapacityLimiter(max_tiles or min(8, os.cpu_count() or 1))
+
+    def slide_of(name: str) -> ServedSlide:
+        if name not in by_name:
+            raise HttpError(404, f"unknown slide {name!r}")
+        return by_name[name]
+
+    async def index(request: Request) -> Response:
+        return HTMLResponse(_index_html(slides))
+
+    async def descriptor(request: Request) -> Response:
+        served = slide_of(request.path_params["name"])
+        dzi = served.zoom().get_dzi("jpeg")
+        return Response(dzi, media_type="application/xml", headers={"Cache-Control": "no-cache"})
+
+    async def summary(request: Request) -> Response:
+        served = slide_of(request.path_params["name"])
+        return JSONResponse(_summary(served), headers={"Cache-Control": "no-cache"})
+
+    async def tile(request: Request) -> Response:
+        p = request.path_params
+        served = slide_of(p["name"])
+        level = _integer(p["level"], "level")
+        match = _TILE.fullmatch(p["tile"])
+        if match is None:
+            raise HttpError(400, f"malformed tile {p['tile']!r}: want COL_ROW.jpeg or COL_ROW.png")
+        col, row, ext = int(match[1]), int(match[2]), match[3]
+        if ext not in FORMATS:
+            raise HttpError(400, f"unknown tile format {ext!r}: want jpeg or png")
+        method = request.query_params.get("method", "model")
+        if method not in METHODS:
+            raise HttpError(400, f"unknown method {method!r}: want {' or '.join(METHODS)}")
+        if p["version"] != served.version:
+            raise HttpError(404, f"stale or unknown version {p['version']!r}; the current one is {served.version}")
+        zoom = served.zoom(method)
+        if not 0 <= level < zoom.level_count:
+            raise HttpError(404, f"level {level} outside 0..{zoom.level_count - 1}")
+        cols, rows = zoom.level_tiles[level]
+        if not (0 <= col < cols and 0 <= row < rows):
+            raise HttpError(404, f"tile {col}_{row} outside level {level}'s {cols} x {rows} tiles")
+        etag = f'"{served.version}.{method}.{level}.{col}_{row}.{ext}"'
+        headers = {"Cache-Control": IMMUTABLE, "ETag": etag}
+        if _matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        fmt, media = FORMATS[ext]
+        body = await anyio.to_thread.run_sync(_encode_tile, zoom, level, col, row, fmt, limiter=limiter)
+        return Response(body, media_type=media, headers=headers)
+
+    async def associated(request: Request) -> Response:
+        served = slide_of(request.path_params["name"])
+        image = request.path_params["image"]
+        md = served.archive.metadata
+        if image in md.stripped_images:
+            raise HttpError(404, f"associated image {image!r} was stripped at ingest")
+        if image not in md.associated_images:
+            raise HttpError(404, f"no associated image {image!r} (have: {', '.join(md.associated_images) or 'none'})")
+        etag = f'"{md.manifest_sha256[:16]}.{image}"'
+        headers = {"Cache-Control": "no-cache", "ETag": etag}
+        if _matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        body = await anyio.to_thread.run_sync(_encode_associated, served.archive, image, limiter=limiter)
+        return Response(body, media_type="image/png", headers=headers)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            for served in slides:
+                served.close()
+
+    routes = [
+        Route("/", index),
+        Route("/slides/{name}.dzi", descriptor),
+        Route("/slides/{name}.json", summary),
+        Route("/slides/{name}/associated/{image}.png", associated),
+        Route("/slides/{name}/{version}/{level}/{tile}", tile),
+    ]
+    exception_handlers: dict[Any, Any] = {HttpError: _http_error, Exception: _internal_error}
+    app = Starlette(routes=routes, exception_handlers=exception_handlers, lifespan=lifespan)
+    app.add_middleware(RequestLog)
+    return app
+
+
+def _integer(text: str, what: str) -> int:
+    if not text.isdigit() or len(text) > 9:
+        raise HttpError(400, f"malformed {what} {text!r}: want a non-negative integer")
+    return int(text)
+
+
+def _matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+def _encode_tile(zoom: DeepZoomGenerator, level: int, col: int, row: int, fmt: str) -> bytes:
+    image = zoom.get_tile(level, (col, row))
+    buf = io.BytesIO()
+    image.save(buf, fmt, **({"quality": JPEG_QUALITY} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def _encode_associated(archive: Archive, name: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(archive.associated_image(name), "RGB").save(buf, "PNG")
+    return buf.getvalue()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status if isinstance(exc, HttpError) else 400
+    return PlainTextResponse(first_line(exc) + "\n", status_code=status)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, first_line(exc))
+    return PlainTextResponse(f"internal error: {type(exc).__name__}\n", status_code=500)
+
+
+class RequestLog:
+    """One log line per request: method, path and query, status, bytes and milliseconds."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status, size = 500, 0
+
+        async def sending(message: Message) -> None:
+            nonlocal status, size
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                size += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            query = scope.get("query_string", b"").decode("latin-1")
+            path = scope["path"] + (f"?{query}" if query else "")
+            client = scope.get("client") or ("-", 0)
+            ms = 1000 * (time.perf_counter() - start)
+            log.info("%s %s %s %d %dB %.1fms", client[0], scope["method"], path, status, size, ms)
+
+
+def _summary(served: ServedSlide) -> dict[str, Any]:
+    info = served.info
+    zoom = served.zoom()
+    return {
+        "name": served.name,
+        "version": served.version,
+        "dzi": f"/slides/{served.name}.dzi",
+        "tiles": f"/slides/{served.name}/{served.version}/{{level}}/{{col}}_{{row}}.jpeg",
+        "tile_size": served.tile_size,
+        "overlap": served.overlap,
+        "levels": [list(d) for d in zoom.level_dimensions],
+        "super_resolved_levels": [lv for lv, d in enumerate(zoom.level_dimensions) if d[0] > info["lr_dimensions"][0]],
+        "model": {"name": served.model_name, "weights_sha256": served.model_sha256 or None},
+        "associated": {n: f"/slides/{served.name}/associated/{n}.png" for n in info["associated_images"]},
+        "info": info,
+    }
+
+
+def _index_html(slides: Sequence[ServedSlide]) -> str:
+    rows = "\n".join(_index_row(s) for s in slides) or '<tr><td colspan="9">no archives</td></tr>'
+    heads = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "slide",
+            "source",
+            "dimensions",
+            "mpp",
+            "base image",
+            "codec",
+            "tissue",
+            "model",
+            "associated",
+        )
+    )
+    return (
+        '<!doctype html>\n<html><head><meta charset="utf-8"><title>wsistore serve</title>'
+        "<style>body{font-family:sans-serif}td,th{padding:4px 8px;text-align:left;border-bottom:1px solid #ddd}"
+        "</style></head>\n<body><h1>wsistore archives</h1>\n"
+        f"<table><thead><tr>{heads}</tr></thead><tbody>\n{rows}\n</tbody></table>\n</body></html>\n"
+    )
+
+
+def _index_row(served: ServedSlide) -> str:
+    info = served.info
+    e = html.escape
+    width, height = info["dimensions"]
+    mpp = info["mpp"]
+    ratio = info["pyramid_ratio"]
+    codec = info["codec"]
+    settings = ", ".join(f"{k}={v}" for k, v in codec.get("configuration", {}).items())
+    sha = served.model_sha256
+    model = e(served.model_name) + (f' <code title="{e(sha)}">{e(sha[:12])}</code>' if sha else "")
+    links = [f'<a href="/slides/{e(served.name)}/associated/{e(n)}.png">{e(n)}</a>' for n in info["associated_images"]]
+    if info["stripped_images"]:
+        links.append(f"(stripped: {e(', '.join(info['stripped_images']))})")
+    name = e(served.name)
+    cells = [
+        f'<a href="/slides/{name}.dzi">{name}</a> (<a href="/slides/{name}.json">json</a>)',
+        e(info["source"]),
+        f"{width} x {height} px",
+        f"{mpp[0]:.4g} x {mpp[1]:.4g} &micro;m/px" if mpp else "unknown",
+        f"{_size(info['pyramid_bytes'])}, "
+        + (f"{ratio:.2f}x smaller than {e(info['pyramid_ratio_against'])}" if ratio else "empty"),
+        e(f"{codec['name']} ({settings})" if settings else codec["name"]),
+        f"{info['tissue_fraction']:.1%}",
+        model,
+        ", ".join(links) or "none",
+    ]
+    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} TB"
