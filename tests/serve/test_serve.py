@@ -225,3 +225,40 @@ def test_an_internal_failure_is_a_one_line_500(sample_archive: Path, monkeypatch
         reply = srv.get(srv.tile(0, 0, 0))
         assert reply.status == 500 and reply.body == b"internal error: RuntimeError\n"
         assert srv.get("/").status == 200  # the server lives on
+
+
+def test_32_concurrent_tiles_compute_each_compute_tile_once(sample_archive: Path, counting: LoadedGenerator) -> None:
+    with running(sample_archive, counting) as srv:
+        assert srv.counting is not None
+        zoom = srv.slide.zoom()
+        top = zoom.level_count - 1
+        restorer = srv.slide.slide._restorer
+        addresses = [(col, row) for col in range(8) for row in range(2, 6)]  # 32 tiles over 2 x 2 compute tiles
+        needed: set[tuple[int, int]] = set()
+        for col, row in addresses:
+            (x, y), _, (w, h) = zoom.get_tile_coordinates(top, (col, row))
+            needed |= {rc for rc in restorer.grid.tiles_in((x, y, x + w, y + h)) if not restorer.is_background(*rc)}
+        assert len(needed) == 4
+        barrier = threading.Barrier(len(addresses))
+
+        def get(address: tuple[int, int]) -> Reply:
+            barrier.wait()
+            return fetch(srv.url + srv.tile(top, *address, "png"))
+
+        with ThreadPoolExecutor(len(addresses)) as pool:
+            replies = list(pool.map(get, addresses))
+        assert all(r.status == 200 for r in replies)
+        assert srv.counting.windows == len(needed)
+
+
+def test_a_tile_equals_read_region_of_wsistore_open(sample_archive: Path) -> None:
+    import wsistore
+
+    with running(sample_archive, "bicubic") as srv:
+        zoom = srv.slide.zoom()
+        top = zoom.level_count - 1
+        (x, y), level, size = zoom.get_tile_coordinates(top, (5, 7))
+        got = np.asarray(image(srv.get(srv.tile(top, 5, 7, "png"))).convert("RGB"))
+    with wsistore.open(sample_archive, model="bicubic", device="cpu") as slide:
+        want = np.asarray(slide.read_region((x, y), level, size))[..., :3]
+    assert level == 0 and got.shape == want.shape and np.array_equal(got, want)
