@@ -26,12 +26,14 @@ bit for bit whenever each tile is read with :attr:`Downsample.halo` pixels of co
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 
 from wsistore.codecs import ImageCodec
 from wsistore.geometry import Box
@@ -230,3 +232,84 @@ def _accumulate(x: np.ndarray, w: np.ndarray, step: int, n: int, axis: int) -> n
             out += term
     assert out is not None
     return out
+
+
+# -- what the archive loses: the loss map ----------------------------------------------------
+#: The cubic constant of torch's bicubic (``F.interpolate(mode="bicubic", align_corners=False)``),
+#: the restore's bicubic baseline (:func:`wsistore.models.layers.bicubic_up`).
+BICUBIC_A = -0.75
+#: Grey level both images are shifted by before the loss sums (the bicubic of a constant is
+#: that constant), which keeps the float64 sums small.
+LOSS_OFFSET = 128.0
+
+
+@functools.lru_cache(maxsize=64)
+def bicubic_matrix(n: int, scale: int) -> sparse.csr_matrix:
+    """The ``(scale * n, n)`` matrix of torch's bicubic upscaling along one axis: half-pixel
+    centres (``src = (dst + 0.5) / scale - 0.5``), ``a = -0.75``, the four taps
+    ``floor(src) - 1 .. floor(src) + 2`` clamped to the edge. ``M @ x`` upscales ``x``
+    exactly as ``bicubic_up`` does (separable, so rows then columns), up to float32 rounding."""
+    a = BICUBIC_A
+    dst = np.arange(scale * n)
+    src = (dst + 0.5) / scale - 0.5
+    x0 = np.floor(src).astype(np.int64)
+    t = src - x0
+
+    def near(x: np.ndarray) -> np.ndarray:
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+
+    def far(x: np.ndarray) -> np.ndarray:
+        return ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+
+    weights = np.stack([far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)], axis=1)
+    taps = np.clip(x0[:, None] + np.arange(-1, 3), 0, n - 1)
+    rows = np.repeat(dst, 4)
+    return sparse.csr_matrix((weights.ravel(), (rows, taps.ravel())), shape=(scale * n, n))  # clamped taps add up
+
+
+def bicubic_upscale(lr: np.ndarray, scale: int, size: tuple[int, int] | None = None) -> np.ndarray:
+    """``(h, w, c)`` -> ``(scale h, scale w, c)`` float64, torch's bicubic (unclipped, unrounded),
+    cropped to ``size = (width, height)`` when given."""
+    h, w, c = lr.shape
+    width, height = size or (scale * w, scale * h)
+    my, mx = bicubic_matrix(h, scale)[:height], bicubic_matrix(w, scale)[:width]
+    cols = np.asarray(my @ lr.reshape(h, w * c).astype(np.float64)).reshape(height, w, c)
+    out = np.asarray(mx @ cols.transpose(1, 0, 2).reshape(w, height * c)).reshape(width, height, c)
+    return out.transpose(1, 0, 2)
+
+
+def loss_rms(hr: np.ndarray, lr: np.ndarray, scale: int) -> float:
+    """RMS in grey levels of ``hr`` minus the bicubic upscale of ``lr`` (cropped to ``hr``):
+    what an archive of ``hr`` storing ``lr`` loses, computed directly."""
+    up = bicubic_upscale(lr, scale, (hr.shape[1], hr.shape[0]))
+    return float(np.sqrt(np.mean((hr.astype(np.float64) - up) ** 2)))
+
+
+@dataclass(frozen=True)
+class SourceLoss:
+    """The source side of :func:`loss_rms` for one chunk, so the loss can be finished once the
+    stored LR is decoded without keeping the HR pixels: with ``A = hr - 128``, ``D = lr - 128``
+    and ``U`` the (cropped) bicubic upscale, ``|A - U D|^2 = |A|^2 - 2 <U^T A, D> + |U D|^2``."""
+
+    sum_sq: float  # |A|^2
+    adjoint: np.ndarray  # U^T A, (h, w, c) float32
+    width: int  # of hr
+    height: int
+
+    @classmethod
+    def of(cls, hr: np.ndarray, lr_shape: tuple[int, int], scale: int) -> SourceLoss:
+        """``hr`` (the chunk's source pixels, cropped to the slide) for an LR chunk of ``lr_shape = (h, w)``."""
+        height, width, c = hr.shape
+        h, w = lr_shape
+        a = hr.astype(np.float64) - LOSS_OFFSET
+        my, mx = bicubic_matrix(h, scale)[:height], bicubic_matrix(w, scale)[:width]
+        rows = np.asarray(my.T @ a.reshape(height, width * c)).reshape(h, width, c)
+        adj = np.asarray(mx.T @ rows.transpose(1, 0, 2).reshape(width, h * c)).reshape(w, h, c).transpose(1, 0, 2)
+        return cls(float(np.sum(a * a)), adj.astype(np.float32), width, height)
+
+    def rms(self, lr: np.ndarray, scale: int) -> float:
+        """The chunk's loss (:func:`loss_rms`) given its stored (decoded) LR pixels."""
+        d = lr.astype(np.float64) - LOSS_OFFSET
+        up = bicubic_upscale(d, scale, (self.width, self.height))
+        sse = self.sum_sq - 2.0 * float(np.sum(self.adjoint * d)) + float(np.sum(up * up))
+        return math.sqrt(max(sse, 0.0) / up.size)
