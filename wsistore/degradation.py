@@ -267,15 +267,62 @@ def bicubic_matrix(n: int, scale: int) -> sparse.csr_matrix:
     return sparse.csr_matrix((weights.ravel(), (rows, taps.ravel())), shape=(scale * n, n))  # clamped taps add up
 
 
+@functools.lru_cache(maxsize=64)
+def _bicubic_pair(n: int, scale: int, size: int, dtype: str) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+    """The bicubic matrix of ``n`` cropped to ``size`` rows, and its transpose, in ``dtype``."""
+    m = bicubic_matrix(n, scale)[:size].astype(dtype)
+    return m.tocsr(), m.T.tocsr()
+
+
+def _separable(image: np.ndarray, my: sparse.csr_matrix, mx: sparse.csr_matrix) -> np.ndarray:
+    """``my @ image[..., c] @ mx.T`` for every channel ``c`` of ``image`` (y, x, c)."""
+    h, w, c = image.shape
+    rows = np.asarray(my @ image.reshape(h, w * c)).reshape(my.shape[0], w, c)
+    out = np.asarray(mx @ rows.transpose(1, 0, 2).reshape(w, -1)).reshape(mx.shape[0], my.shape[0], c)
+    return out.transpose(1, 0, 2)
+
+
+@functools.lru_cache(maxsize=8)
+def _bicubic_phases(scale: int) -> tuple[tuple[int, np.ndarray], ...]:
+    """Per output phase ``p`` (output ``scale * i + p``): the offset ``o`` of its first tap in the
+    input padded by 2 edge pixels (taps ``o + i .. o + i + 3``) and the four float32 weights;
+    the same definition as :func:`bicubic_matrix`, written as slices."""
+    a = BICUBIC_A
+    out = []
+    for p in range(scale):
+        src = (p + 0.5) / scale - 0.5
+        f = math.floor(src)
+        t = src - f
+        near = [((a + 2.0) * x - (a + 3.0)) * x * x + 1.0 for x in (t, 1.0 - t)]
+        far = [((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a for x in (t + 1.0, 2.0 - t)]
+        out.append((f + 1, np.array([far[0], near[0], near[1], far[1]], dtype=np.float32)))
+    return tuple(out)
+
+
+def _adjoint_axis0(a: np.ndarray, scale: int, n: int) -> np.ndarray:
+    """``M^T a`` along axis 0, ``M`` the bicubic upscale of ``n`` rows (:func:`bicubic_matrix`, edges
+    clamped), for ``a`` (float32) of at most ``scale * n`` rows (the rest are zero: the upscale cropped)."""
+    if a.shape[0] < scale * n:
+        a = np.concatenate([a, np.zeros((scale * n - a.shape[0], *a.shape[1:]), dtype=np.float32)])
+    g = np.zeros((n + 4, *a.shape[1:]), dtype=np.float32)
+    for p, (o, w) in enumerate(_bicubic_phases(scale)):
+        phase = a[p::scale]
+        for k in range(4):
+            g[o + k : o + k + n] += phase * w[k]
+    out = g[2 : n + 2]
+    out[0] += g[0] + g[1]
+    out[-1] += g[n + 2] + g[n + 3]
+    return out
+
+
 def bicubic_upscale(lr: np.ndarray, scale: int, size: tuple[int, int] | None = None) -> np.ndarray:
     """``(h, w, c)`` -> ``(scale h, scale w, c)`` float64, torch's bicubic (unclipped, unrounded),
     cropped to ``size = (width, height)`` when given."""
-    h, w, c = lr.shape
+    h, w, _ = lr.shape
     width, height = size or (scale * w, scale * h)
-    my, mx = bicubic_matrix(h, scale)[:height], bicubic_matrix(w, scale)[:width]
-    cols = np.asarray(my @ lr.reshape(h, w * c).astype(np.float64)).reshape(height, w, c)
-    out = np.asarray(mx @ cols.transpose(1, 0, 2).reshape(w, height * c)).reshape(width, height, c)
-    return out.transpose(1, 0, 2)
+    my, _ = _bicubic_pair(h, scale, height, "float64")
+    mx, _ = _bicubic_pair(w, scale, width, "float64")
+    return _separable(lr.astype(np.float64), my, mx)
 
 
 def loss_rms(hr: np.ndarray, lr: np.ndarray, scale: int) -> float:
@@ -289,7 +336,9 @@ def loss_rms(hr: np.ndarray, lr: np.ndarray, scale: int) -> float:
 class SourceLoss:
     """The source side of :func:`loss_rms` for one chunk, so the loss can be finished once the
     stored LR is decoded without keeping the HR pixels: with ``A = hr - 128``, ``D = lr - 128``
-    and ``U`` the (cropped) bicubic upscale, ``|A - U D|^2 = |A|^2 - 2 <U^T A, D> + |U D|^2``."""
+    and ``U`` the (cropped) bicubic upscale, ``|A - U D|^2 = |A|^2 - 2 <U^T A, D> + |U D|^2``.
+    ``U^T A`` runs as float32 slices, ``|U D|^2`` as ``<D, U^T U D>`` at LR, the sums in float64.
+    """
 
     sum_sq: float  # |A|^2
     adjoint: np.ndarray  # U^T A, (h, w, c) float32
@@ -299,17 +348,32 @@ class SourceLoss:
     @classmethod
     def of(cls, hr: np.ndarray, lr_shape: tuple[int, int], scale: int) -> SourceLoss:
         """``hr`` (the chunk's source pixels, cropped to the slide) for an LR chunk of ``lr_shape = (h, w)``."""
-        height, width, c = hr.shape
+        height, width, _ = hr.shape
         h, w = lr_shape
-        a = hr.astype(np.float64) - LOSS_OFFSET
-        my, mx = bicubic_matrix(h, scale)[:height], bicubic_matrix(w, scale)[:width]
-        rows = np.asarray(my.T @ a.reshape(height, width * c)).reshape(h, width, c)
-        adj = np.asarray(mx.T @ rows.transpose(1, 0, 2).reshape(width, h * c)).reshape(w, h, c).transpose(1, 0, 2)
-        return cls(float(np.sum(a * a)), adj.astype(np.float32), width, height)
+        a = hr.astype(np.float32) - np.float32(LOSS_OFFSET)  # exact: integers
+        rows = _adjoint_axis0(a, scale, h)  # (h, width, c)
+        adjoint = _adjoint_axis0(np.ascontiguousarray(rows.transpose(1, 0, 2)), scale, w).transpose(1, 0, 2)
+        return cls(_sum_sq(a), np.ascontiguousarray(adjoint), width, height)
 
     def rms(self, lr: np.ndarray, scale: int) -> float:
         """The chunk's loss (:func:`loss_rms`) given its stored (decoded) LR pixels."""
+        h, w, c = lr.shape
         d = lr.astype(np.float64) - LOSS_OFFSET
-        up = bicubic_upscale(d, scale, (self.width, self.height))
-        sse = self.sum_sq - 2.0 * float(np.sum(self.adjoint * d)) + float(np.sum(up * up))
-        return math.sqrt(max(sse, 0.0) / up.size)
+        # |U D|^2 = <D, U^T U D>, at LR: U^T U is separable and banded (7 taps per axis)
+        gram = _separable(d, _bicubic_gram(h, scale, self.height), _bicubic_gram(w, scale, self.width))
+        sse = (
+            self.sum_sq - 2.0 * float(np.dot(self.adjoint.ravel(), d.ravel())) + float(np.dot(d.ravel(), gram.ravel()))
+        )
+        return math.sqrt(max(sse, 0.0) / (self.height * self.width * c))
+
+
+@functools.lru_cache(maxsize=64)
+def _bicubic_gram(n: int, scale: int, size: int) -> sparse.csr_matrix:
+    """``M^T M`` of the bicubic matrix of ``n`` cropped to ``size`` rows (symmetric, banded)."""
+    m = bicubic_matrix(n, scale)[:size]
+    return (m.T @ m).tocsr()
+
+
+def _sum_sq(x: np.ndarray) -> float:
+    """Sum of squares of a float32 array (overwritten), accumulated in float64."""
+    return float(np.square(x, out=x).sum(dtype=np.float64))

@@ -67,8 +67,8 @@ BAND_ROWS = 2
 IDENTIFYING_IMAGES = ("label", "macro")
 #: Journal entries of finished shards.
 SHARD_KIND = "shard"
-#: Journal entries of the loss map values of a finished base shard (journalled before the shard).
-LOSS_KIND = "loss"
+#: Key of a base shard's loss map values in its journal entry (one durable line per shard).
+LOSS_KEY = "loss_map"
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,7 @@ class _Ingest:
         self._journal_lock = threading.Lock()
         self._progress = Progress(0, "ingest", "chunk", enabled=False)
         c = options.chunk
+        self._shard_losses: dict[str, dict[str, float]] = {}  # loss values awaiting their shard's journal line
         self.loss = np.full((-(-self.lr_height // c), -(-self.lr_width // c)), np.nan, dtype=np.float32)
 
     # -- the steps ------------------------------------------------------------------------
@@ -251,28 +252,26 @@ class _Ingest:
         """On resume, keep the journalled shards whose bytes are still intact; returns how many."""
         for data in self.dest.done(SHARD_KIND).values():
             try:
-                rec = ShardRecord(**data)
-            except TypeError:
+                fields = dict(data)
+                losses = fields.pop(LOSS_KEY, {})
+                rec = ShardRecord(**fields)
+            except (TypeError, ValueError):
                 continue
             path = f"{rec.array}/{rec.key}"
             if self.work.exists(path) and hashlib.sha256(self.work.read_bytes(path)).hexdigest() == rec.sha256:
                 self.resumed.append(rec)
-        losses = self.dest.done(LOSS_KIND)
-        for rec in self.resumed:
-            for cid, value in (losses.get(f"{rec.array}/{rec.key}") or {}).items():
-                _, r, q = (int(p) for p in cid.split("."))
-                self.loss[r, q] = value
+                for cid, value in losses.items():
+                    _, r, q = (int(p) for p in cid.split("."))
+                    self.loss[r, q] = value
         return len(self.resumed)
 
-    def _journal_loss(self, rec: ShardRecord, losses: dict[str, float]) -> None:
-        """The loss map values of a base shard, journalled just before the shard itself, so a
-        journalled shard always has them."""
-        with self._journal_lock:
-            self.dest.journal(LOSS_KIND, f"{rec.array}/{rec.key}", losses)
-
     def _journal(self, rec: ShardRecord) -> None:
+        """A finished shard, with its loss map values when it is a base shard (one line)."""
+        name = f"{rec.array}/{rec.key}"
         with self._journal_lock:
-            self.dest.journal(SHARD_KIND, f"{rec.array}/{rec.key}", rec.to_json())
+            losses = self._shard_losses.pop(name, None)
+            data = rec.to_json() if losses is None else {**rec.to_json(), LOSS_KEY: losses}
+            self.dest.journal(SHARD_KIND, name, data)
             self.records[rec.array].merge(rec)
             self.done.add((rec.array, rec.key))
 
@@ -412,7 +411,8 @@ class _Ingest:
             if record_psnr and not lossless:
                 rec.coding_psnr[cid] = coding_psnr(original, decoded)
         if losses is not None:
-            self._journal_loss(rec, losses)
+            with self._journal_lock:
+                self._shard_losses[f"{rec.array}/{rec.key}"] = losses
         self._journal(rec)
 
     # -- lower levels ----------------------------------------------------------------------
