@@ -26,12 +26,14 @@ bit for bit whenever each tile is read with :attr:`Downsample.halo` pixels of co
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 
 from wsistore.codecs import ImageCodec
 from wsistore.geometry import Box
@@ -230,3 +232,148 @@ def _accumulate(x: np.ndarray, w: np.ndarray, step: int, n: int, axis: int) -> n
             out += term
     assert out is not None
     return out
+
+
+# -- what the archive loses: the loss map ----------------------------------------------------
+#: The cubic constant of torch's bicubic (``F.interpolate(mode="bicubic", align_corners=False)``),
+#: the restore's bicubic baseline (:func:`wsistore.models.layers.bicubic_up`).
+BICUBIC_A = -0.75
+#: Grey level both images are shifted by before the loss sums (the bicubic of a constant is
+#: that constant), which keeps the float64 sums small.
+LOSS_OFFSET = 128.0
+
+
+@functools.lru_cache(maxsize=64)
+def bicubic_matrix(n: int, scale: int) -> sparse.csr_matrix:
+    """The ``(scale * n, n)`` matrix of torch's bicubic upscaling along one axis: half-pixel
+    centres (``src = (dst + 0.5) / scale - 0.5``), ``a = -0.75``, the four taps
+    ``floor(src) - 1 .. floor(src) + 2`` clamped to the edge. ``M @ x`` upscales ``x``
+    exactly as ``bicubic_up`` does (separable, so rows then columns), up to float32 rounding."""
+    a = BICUBIC_A
+    dst = np.arange(scale * n)
+    src = (dst + 0.5) / scale - 0.5
+    x0 = np.floor(src).astype(np.int64)
+    t = src - x0
+
+    def near(x: np.ndarray) -> np.ndarray:
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+
+    def far(x: np.ndarray) -> np.ndarray:
+        return ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+
+    weights = np.stack([far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)], axis=1)
+    taps = np.clip(x0[:, None] + np.arange(-1, 3), 0, n - 1)
+    rows = np.repeat(dst, 4)
+    return sparse.csr_matrix((weights.ravel(), (rows, taps.ravel())), shape=(scale * n, n))  # clamped taps add up
+
+
+@functools.lru_cache(maxsize=64)
+def _bicubic_pair(n: int, scale: int, size: int, dtype: str) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+    """The bicubic matrix of ``n`` cropped to ``size`` rows, and its transpose, in ``dtype``."""
+    m = bicubic_matrix(n, scale)[:size].astype(dtype)
+    return m.tocsr(), m.T.tocsr()
+
+
+def _separable(image: np.ndarray, my: sparse.csr_matrix, mx: sparse.csr_matrix) -> np.ndarray:
+    """``my @ image[..., c] @ mx.T`` for every channel ``c`` of ``image`` (y, x, c)."""
+    h, w, c = image.shape
+    rows = np.asarray(my @ image.reshape(h, w * c)).reshape(my.shape[0], w, c)
+    out = np.asarray(mx @ rows.transpose(1, 0, 2).reshape(w, -1)).reshape(mx.shape[0], my.shape[0], c)
+    return out.transpose(1, 0, 2)
+
+
+@functools.lru_cache(maxsize=8)
+def _bicubic_phases(scale: int) -> tuple[tuple[int, np.ndarray], ...]:
+    """Per output phase ``p`` (output ``scale * i + p``): the offset ``o`` of its first tap in the
+    input padded by 2 edge pixels (taps ``o + i .. o + i + 3``) and the four float32 weights;
+    the same definition as :func:`bicubic_matrix`, written as slices."""
+    a = BICUBIC_A
+    out = []
+    for p in range(scale):
+        src = (p + 0.5) / scale - 0.5
+        f = math.floor(src)
+        t = src - f
+        near = [((a + 2.0) * x - (a + 3.0)) * x * x + 1.0 for x in (t, 1.0 - t)]
+        far = [((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a for x in (t + 1.0, 2.0 - t)]
+        out.append((f + 1, np.array([far[0], near[0], near[1], far[1]], dtype=np.float32)))
+    return tuple(out)
+
+
+def _adjoint_axis0(a: np.ndarray, scale: int, n: int) -> np.ndarray:
+    """``M^T a`` along axis 0, ``M`` the bicubic upscale of ``n`` rows (:func:`bicubic_matrix`, edges
+    clamped), for ``a`` (float32) of at most ``scale * n`` rows (the rest are zero: the upscale cropped)."""
+    if a.shape[0] < scale * n:
+        a = np.concatenate([a, np.zeros((scale * n - a.shape[0], *a.shape[1:]), dtype=np.float32)])
+    g = np.zeros((n + 4, *a.shape[1:]), dtype=np.float32)
+    for p, (o, w) in enumerate(_bicubic_phases(scale)):
+        phase = a[p::scale]
+        for k in range(4):
+            g[o + k : o + k + n] += phase * w[k]
+    out = g[2 : n + 2]
+    out[0] += g[0] + g[1]
+    out[-1] += g[n + 2] + g[n + 3]
+    return out
+
+
+def bicubic_upscale(lr: np.ndarray, scale: int, size: tuple[int, int] | None = None) -> np.ndarray:
+    """``(h, w, c)`` -> ``(scale h, scale w, c)`` float64, torch's bicubic (unclipped, unrounded),
+    cropped to ``size = (width, height)`` when given."""
+    h, w, _ = lr.shape
+    width, height = size or (scale * w, scale * h)
+    my, _ = _bicubic_pair(h, scale, height, "float64")
+    mx, _ = _bicubic_pair(w, scale, width, "float64")
+    return _separable(lr.astype(np.float64), my, mx)
+
+
+def loss_rms(hr: np.ndarray, lr: np.ndarray, scale: int) -> float:
+    """RMS in grey levels of ``hr`` minus the bicubic upscale of ``lr`` (cropped to ``hr``):
+    what an archive of ``hr`` storing ``lr`` loses, computed directly."""
+    up = bicubic_upscale(lr, scale, (hr.shape[1], hr.shape[0]))
+    return float(np.sqrt(np.mean((hr.astype(np.float64) - up) ** 2)))
+
+
+@dataclass(frozen=True)
+class SourceLoss:
+    """The source side of :func:`loss_rms` for one chunk, so the loss can be finished once the
+    stored LR is decoded without keeping the HR pixels: with ``A = hr - 128``, ``D = lr - 128``
+    and ``U`` the (cropped) bicubic upscale, ``|A - U D|^2 = |A|^2 - 2 <U^T A, D> + |U D|^2``.
+    ``U^T A`` runs as float32 slices, ``|U D|^2`` as ``<D, U^T U D>`` at LR, the sums in float64.
+    """
+
+    sum_sq: float  # |A|^2
+    adjoint: np.ndarray  # U^T A, (h, w, c) float32
+    width: int  # of hr
+    height: int
+
+    @classmethod
+    def of(cls, hr: np.ndarray, lr_shape: tuple[int, int], scale: int) -> SourceLoss:
+        """``hr`` (the chunk's source pixels, cropped to the slide) for an LR chunk of ``lr_shape = (h, w)``."""
+        height, width, _ = hr.shape
+        h, w = lr_shape
+        a = hr.astype(np.float32) - np.float32(LOSS_OFFSET)  # exact: integers
+        rows = _adjoint_axis0(a, scale, h)  # (h, width, c)
+        adjoint = _adjoint_axis0(np.ascontiguousarray(rows.transpose(1, 0, 2)), scale, w).transpose(1, 0, 2)
+        return cls(_sum_sq(a), np.ascontiguousarray(adjoint), width, height)
+
+    def rms(self, lr: np.ndarray, scale: int) -> float:
+        """The chunk's loss (:func:`loss_rms`) given its stored (decoded) LR pixels."""
+        h, w, c = lr.shape
+        d = lr.astype(np.float64) - LOSS_OFFSET
+        # |U D|^2 = <D, U^T U D>, at LR: U^T U is separable and banded (7 taps per axis)
+        gram = _separable(d, _bicubic_gram(h, scale, self.height), _bicubic_gram(w, scale, self.width))
+        sse = (
+            self.sum_sq - 2.0 * float(np.dot(self.adjoint.ravel(), d.ravel())) + float(np.dot(d.ravel(), gram.ravel()))
+        )
+        return math.sqrt(max(sse, 0.0) / (self.height * self.width * c))
+
+
+@functools.lru_cache(maxsize=64)
+def _bicubic_gram(n: int, scale: int, size: int) -> sparse.csr_matrix:
+    """``M^T M`` of the bicubic matrix of ``n`` cropped to ``size`` rows (symmetric, banded)."""
+    m = bicubic_matrix(n, scale)[:size]
+    return (m.T @ m).tocsr()
+
+
+def _sum_sq(x: np.ndarray) -> float:
+    """Sum of squares of a float32 array (overwritten), accumulated in float64."""
+    return float(np.square(x, out=x).sum(dtype=np.float64))

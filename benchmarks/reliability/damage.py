@@ -375,7 +375,7 @@ def _probe(pristine: Archive, damage: Damage, rng: random.Random) -> Probe:
             name = array.split("/", 1)[1] if "/" in array else pristine.associated_image_names[0]
             return Probe(None, name, restore_applies=False)
         if array is not None and array not in levels and array in pristine.manifest.arrays:
-            return Probe(None, None, restore_applies=False)  # tissue mask, ICC profile: read by name below
+            return Probe(None, None, restore_applies=False)  # mask, loss map, ICC profile: read by name below
         array, chunks = "0", [rng.choice(tissue)]  # metadata damage: any tissue chunk must be refused
     level = levels[array]
     info = md.levels[level]
@@ -445,9 +445,11 @@ def _check_case(copy: Path, pristine: Archive, damage: Damage, probe: Probe, out
         result["restore"] = (refused, why)
 
     def read() -> Any:
-        if probe.read is None:  # the tissue mask or the ICC profile
+        if probe.read is None:  # the tissue mask, the loss map or the ICC profile
             opened = Archive.open(copy)
             assert damage.array is not None
+            if damage.array == "loss_map":
+                return opened.loss_map()
             return opened.tissue_mask if damage.array == "tissue_mask" else opened.icc_profile
         slide = wsistore.open(copy, model=MODEL, workers=1)
         try:

@@ -9,11 +9,21 @@ An archive is a Zarr v3 group::
                            the group attributes
       0/ 1/ 2/ ...         the LR pyramid, uint8 (c, y, x); level 0 is the source / scale
       tissue_mask/         uint8 (rows, cols), 1 = tissue, one cell per ``mask_cell`` px
+      loss_map/            float32 (rows, cols), one cell per chunk of level 0: what the
+                           archive loses there (format 1.2; below)
       associated/label ... associated images, (c, y, x): lossless JPEG-XL, or the finest
                            JPEG-XL setting that is no larger than the source's own bytes
       icc_profile/         the source's ICC profile bytes, uint8 (n,)
 
 Every array is sharded, with a crc32c on every chunk and on every shard index.
+
+The loss map (format 1.2; 1.0 and 1.1 archives have none): cell ``[row, col]`` is the RMS,
+in grey levels over all three channels, of the level-0 source pixels of LR chunk
+``(row, col)`` (cropped to the slide) minus the bicubic upscale of that chunk as stored
+(decoded): torch's bicubic, ``a = -0.75``, half-pixel centres, edges clamped at the chunk's
+border, unclipped (:func:`wsistore.degradation.bicubic_upscale`). It is NaN for a background
+chunk (not stored). It says where the archive is least faithful before any model is run:
+the bicubic baseline's error, which super-resolution then reduces.
 """
 
 from __future__ import annotations
@@ -25,11 +35,13 @@ from typing import Any
 from wsistore.errors import ArchiveError
 
 FORMAT_NAME = "wsistore"
-FORMAT_VERSION = "1.1"
+FORMAT_VERSION = "1.2"
 #: Versions this code reads.
-READABLE_VERSIONS = ("1.0", "1.1")
+READABLE_VERSIONS = ("1.0", "1.1", "1.2")
 MANIFEST_KEY = "manifest.json"
 MASK_ARRAY = "tissue_mask"
+#: The loss map (format 1.2): float32, one cell per level-0 chunk, NaN on background.
+LOSS_ARRAY = "loss_map"
 ICC_ARRAY = "icc_profile"
 ASSOCIATED_GROUP = "associated"
 #: Chunk sides must be multiples of this (LR pixels).

@@ -21,6 +21,7 @@ import zarr
 from wsistore.archive.format import (
     ASSOCIATED_GROUP,
     ICC_ARRAY,
+    LOSS_ARRAY,
     MANIFEST_KEY,
     MASK_ARRAY,
     ArchiveMetadata,
@@ -288,6 +289,7 @@ class Archive:
                 self.manifest.arrays[name],
                 self.metadata.codec if level else None,
                 self.metadata.fill_value if level else None,
+                "float32" if name == LOSS_ARRAY else "uint8",
             )
         return problems
 
@@ -324,6 +326,14 @@ class Archive:
     @property
     def tissue_mask(self) -> np.ndarray:
         return self._small(MASK_ARRAY).read_all().astype(bool)
+
+    def loss_map(self) -> np.ndarray | None:
+        """What the archive loses per level-0 chunk (see :mod:`wsistore.archive.format`):
+        float32 ``(rows, cols)``, RMS in grey levels of the source minus the bicubic upscale of
+        the stored chunk, NaN on background; None for an archive without one (format < 1.2)."""
+        if LOSS_ARRAY not in self.manifest.arrays:
+            return None
+        return np.asarray(self._small(LOSS_ARRAY).read_all(), dtype=np.float32)
 
     def _small(self, path: str) -> ArrayReader:
         """A reader of a non-pyramid array, refused if its metadata disagrees with the manifest."""
@@ -394,7 +404,27 @@ class Archive:
             "associated_images": md.associated_images,
             "stripped_images": md.stripped_images,
             "created": md.created,
+            "loss_map": loss_summary(self.loss_map()),
         }
+
+
+def loss_summary(loss: np.ndarray | None) -> dict[str, Any] | None:
+    """Median, 95th percentile and worst of a loss map over its tissue (finite) chunks; None
+    without a loss map."""
+    if loss is None:
+        return None
+    finite = np.isfinite(loss)
+    if not finite.any():
+        return {"chunks": 0, "median_rms": None, "p95_rms": None, "max_rms": None, "worst_chunk": None}
+    values = loss[finite].astype(np.float64)
+    worst = np.unravel_index(int(np.argmax(np.where(finite, loss, -np.inf))), loss.shape)
+    return {
+        "chunks": int(finite.sum()),
+        "median_rms": round(float(np.median(values)), 3),
+        "p95_rms": round(float(np.percentile(values, 95)), 3),
+        "max_rms": round(float(values.max()), 3),
+        "worst_chunk": [int(worst[0]), int(worst[1])],
+    }
 
 
 # -- metadata against the manifest ---------------------------------------------------------------
@@ -436,6 +466,7 @@ def array_problems(
     record: ArrayRecord,
     codec: dict[str, Any] | None = None,
     fill_value: int | None = None,
+    data_type: str = "uint8",
 ) -> list[str]:
     """Where ``path/zarr.json`` differs from the array the manifest records: node, shape, type,
     shard and chunk shapes, chunk keys and checksummed index; for pyramid levels also the
@@ -448,7 +479,7 @@ def array_problems(
         "zarr_format": 3,
         "node_type": "array",
         "shape": record.shape,
-        "data_type": "uint8",
+        "data_type": data_type,
         "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": record.shard_shape}},
         "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
         "storage_transformers": [],

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from wsistore.archive.format import ASSOCIATED_GROUP
+from wsistore.archive.format import ASSOCIATED_GROUP, LOSS_ARRAY
 from wsistore.archive.manifest import chunk_id, read_shard_index, shard_chunks
 from wsistore.archive.reader import Archive, ChunkState
 from wsistore.archive.writer import coding_psnr
 from wsistore.checksums import sha256_file
-from wsistore.degradation import Downsample, read_window
+from wsistore.degradation import Downsample, loss_rms, read_window
 from wsistore.errors import ArchiveError, first_line
 from wsistore.progress import Progress
 from wsistore.readers import open_slide
@@ -28,6 +28,8 @@ from wsistore.readers import open_slide
 #: this of the PSNR recorded at ingest (the downsample is exact, so only the decoder
 #: could move it).
 PSNR_TOLERANCE_DB = 0.05
+#: A recomputed loss map value (RMS, grey levels) matches the recorded one within this.
+LOSS_TOLERANCE = 0.01
 #: Background chunks: pixels further than this from the glass colour count as content.
 CONTENT_DELTA = 40
 
@@ -62,9 +64,43 @@ def verify(
     report.problems.extend(archive.metadata_problems())
     _check_arrays(archive, report)
     _decode_all(archive, report, workers, progress)
+    loss = _check_loss_map(archive, report)
     if against is not None:
-        _compare_source(archive, Path(against), reader, report, workers, progress)
+        _compare_source(archive, Path(against), reader, report, workers, progress, loss)
     return report
+
+
+def _check_loss_map(archive: Archive, report: VerifyReport) -> np.ndarray | None:
+    """The loss map (format 1.2): present, decodes, one cell per level-0 chunk, finite exactly
+    where a chunk is stored; returns it when sound enough to compare with the source."""
+    if LOSS_ARRAY not in archive.manifest.arrays:
+        if archive.metadata.format_version not in ("1.0", "1.1"):
+            report.problems.append(f"the loss map ({LOSS_ARRAY}) is missing from the manifest")
+        return None
+    try:
+        loss = archive.loss_map()
+    except Exception as exc:
+        report.problems.append(f"the loss map does not decode ({first_line(exc)})")
+        return None
+    assert loss is not None
+    base = archive.level(0)
+    grid = (-(-base.height // base.chunk), -(-base.width // base.chunk))
+    if loss.shape != grid:
+        report.problems.append(f"the loss map is {loss.shape}, the chunk grid of level 0 is {grid}")
+        return None
+    bad = [
+        (r, q)
+        for r in range(grid[0])
+        for q in range(grid[1])
+        if bool(np.isfinite(loss[r, q]) and loss[r, q] >= 0) != (base.chunk_state(r, q) != ChunkState.BACKGROUND)
+    ]
+    if bad:
+        shown = ", ".join(f"row {r} col {q}" for r, q in bad[:6])
+        report.problems.append(
+            f"the loss map is not a finite, non-negative value exactly on the stored chunks ({len(bad)} cells: {shown})"
+        )
+        return None
+    return loss
 
 
 def _check_arrays(archive: Archive, report: VerifyReport) -> None:
@@ -137,9 +173,16 @@ def _decode_all(archive: Archive, report: VerifyReport, workers: int, progress: 
 
 
 def _compare_source(
-    archive: Archive, source: Path, reader: str, report: VerifyReport, workers: int, progress: bool
+    archive: Archive,
+    source: Path,
+    reader: str,
+    report: VerifyReport,
+    workers: int,
+    progress: bool,
+    loss: np.ndarray | None = None,
 ) -> None:
-    """The source file is the one archived, and every LR chunk matches a fresh downsample."""
+    """The source file is the one archived, every LR chunk matches a fresh downsample, and
+    every cell of the ``loss`` map (when given) a fresh computation from the source."""
     md = archive.metadata
     result: dict[str, Any] = {"source": str(source)}
     report.against = result
@@ -182,9 +225,22 @@ def _compare_source(
                 ok = np.array_equal(stored, fresh)
             else:
                 ok = abs(coding_psnr(fresh, stored) - psnr[cid]) <= PSNR_TOLERANCE_DB
-            return (
-                None if ok else f"chunk 0 row {r} col {q} does not match the source within the codec's tolerance"
-            ), None
+            if not ok:
+                return f"chunk 0 row {r} col {q} does not match the source within the codec's tolerance", None
+            if loss is not None:
+                wx0, wy0 = down.hr_window(*box)[:2]
+                s = md.scale
+                hr = window[
+                    s * box[1] - wy0 : min(s * box[3], md.height) - wy0,
+                    s * box[0] - wx0 : min(s * box[2], md.width) - wx0,
+                ]
+                fresh_loss = loss_rms(hr, stored, s)
+                if not abs(fresh_loss - float(loss[r, q])) <= LOSS_TOLERANCE:
+                    return (
+                        f"loss map row {r} col {q} is {float(loss[r, q]):.3f}, the source gives {fresh_loss:.3f}",
+                        None,
+                    )
+            return None, None
 
         worst = 0.0
         compared = 0

@@ -3,7 +3,11 @@
 Data flow: tissue mask (one pass over a low level) -> one Dask task per LR shard (read
 each tissue chunk's level-0 window with halo, downsample, assemble the shard, write it,
 read it back and check it) -> 2x pyramid levels from the stored base -> associated
-images, mask, ICC profile -> manifest -> group metadata (last) -> rename into place.
+images, mask, loss map, ICC profile -> manifest -> group metadata (last) -> rename into place.
+
+While a base shard is read, each chunk's source pixels are summarised for the loss map
+(:class:`wsistore.degradation.SourceLoss`), finished against the decoded chunk once the
+shard is stored: one value per level-0 chunk, without keeping the source pixels.
 
 Each finished shard is journalled, so ``resume`` skips it after an interruption.
 """
@@ -31,6 +35,7 @@ from wsistore.archive.format import (
     DEFAULT_CHUNK,
     FORMAT_VERSION,
     ICC_ARRAY,
+    LOSS_ARRAY,
     MANIFEST_KEY,
     MASK_ARRAY,
     ArchiveMetadata,
@@ -47,7 +52,7 @@ from wsistore.archive.reader import ArrayReader
 from wsistore.archive.store import Location
 from wsistore.checksums import sha256_file
 from wsistore.codecs import ImageCodec, JpegXlCodec, make_codec, register_codecs
-from wsistore.degradation import Downsample, read_window
+from wsistore.degradation import Downsample, SourceLoss, read_window
 from wsistore.errors import ArchiveError, InputError, WsistoreError
 from wsistore.geometry import Box
 from wsistore.progress import Progress
@@ -62,6 +67,8 @@ BAND_ROWS = 2
 IDENTIFYING_IMAGES = ("label", "macro")
 #: Journal entries of finished shards.
 SHARD_KIND = "shard"
+#: Key of a base shard's loss map values in its journal entry (one durable line per shard).
+LOSS_KEY = "loss_map"
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,9 @@ class _Ingest:
         self.resumed: list[ShardRecord] = []  # intact shards found by --resume
         self._journal_lock = threading.Lock()
         self._progress = Progress(0, "ingest", "chunk", enabled=False)
+        c = options.chunk
+        self._shard_losses: dict[str, dict[str, float]] = {}  # loss values awaiting their shard's journal line
+        self.loss = np.full((-(-self.lr_height // c), -(-self.lr_width // c)), np.nan, dtype=np.float32)
 
     # -- the steps ------------------------------------------------------------------------
     def run(self) -> IngestResult:
@@ -173,6 +183,7 @@ class _Ingest:
 
         associated, stripped = self._write_associated(group)
         self._write_small(group, MASK_ARRAY, mask.tissue.astype(np.uint8))
+        self._write_small(group, LOSS_ARRAY, self.loss, fill_value=float("nan"))
         icc = self.slide.icc_profile
         if icc:
             self._write_small(group, ICC_ARRAY, np.frombuffer(icc, dtype=np.uint8))
@@ -241,17 +252,26 @@ class _Ingest:
         """On resume, keep the journalled shards whose bytes are still intact; returns how many."""
         for data in self.dest.done(SHARD_KIND).values():
             try:
-                rec = ShardRecord(**data)
-            except TypeError:
+                fields = dict(data)
+                losses = fields.pop(LOSS_KEY, {})
+                rec = ShardRecord(**fields)
+            except (TypeError, ValueError):
                 continue
             path = f"{rec.array}/{rec.key}"
             if self.work.exists(path) and hashlib.sha256(self.work.read_bytes(path)).hexdigest() == rec.sha256:
                 self.resumed.append(rec)
+                for cid, value in losses.items():
+                    _, r, q = (int(p) for p in cid.split("."))
+                    self.loss[r, q] = value
         return len(self.resumed)
 
     def _journal(self, rec: ShardRecord) -> None:
+        """A finished shard, with its loss map values when it is a base shard (one line)."""
+        name = f"{rec.array}/{rec.key}"
         with self._journal_lock:
-            self.dest.journal(SHARD_KIND, f"{rec.array}/{rec.key}", rec.to_json())
+            losses = self._shard_losses.pop(name, None)
+            data = rec.to_json() if losses is None else {**rec.to_json(), LOSS_KEY: losses}
+            self.dest.journal(SHARD_KIND, name, data)
             self.records[rec.array].merge(rec)
             self.done.add((rec.array, rec.key))
 
@@ -313,6 +333,8 @@ class _Ingest:
         fill = mask.fill_value
         buffer = np.full((y1 - y0, x1 - x0, 3), fill, dtype=np.uint8)
         kept = []
+        sources: dict[tuple[int, int], SourceLoss] = {}
+        scale = self.options.scale
         rows = range(y0 // c, -(-y1 // c))
         for band in (rows[i : i + BAND_ROWS] for i in range(0, len(rows), BAND_ROWS)):
             for q0, q1 in _runs([any(keep[r, q] for r in band) for q in range(x0 // c, -(-x1 // c))], x0 // c):
@@ -330,9 +352,13 @@ class _Ingest:
                         part = window[by0 - wy0 : by1 - wy0, bx0 - wx0 : bx1 - wx0]
                         buffer[box[1] - y0 : box[3] - y0, box[0] - x0 : box[2] - x0] = self.down.reduce_window(part)
                         kept.append((r, q, box))
+                        hx0, hy0 = box[0] * scale, box[1] * scale
+                        hx1, hy1 = min(box[2] * scale, self.width), min(box[3] * scale, self.height)
+                        hr = window[hy0 - wy0 : hy1 - wy0, hx0 - wx0 : hx1 - wx0]
+                        sources[r, q] = SourceLoss.of(hr, (box[3] - box[1], box[2] - box[0]), scale)
                         self._progress.update()
         self._store_shard(
-            "0", array, (0, sy, sx), buffer, (x0, y0, x1, y1), kept, fill, self.options.codec, record_psnr=True
+            "0", array, (0, sy, sx), buffer, (x0, y0, x1, y1), kept, fill, self.options.codec, True, sources
         )
 
     def _read_level0(self, box: Box) -> np.ndarray:
@@ -350,9 +376,10 @@ class _Ingest:
         fill: int,
         codec: ImageCodec,
         record_psnr: bool,
+        sources: dict[tuple[int, int], SourceLoss] | None = None,
     ) -> None:
         """Write one shard, read it back, check every kept chunk (exactly when ``codec`` is
-        lossless), journal it."""
+        lossless), finish the loss map of its chunks (given their ``sources``), journal it."""
         x0, y0, x1, y1 = box
         key = f"{path}/{shard_key(shard)}"
         if self.options.resume:
@@ -366,9 +393,13 @@ class _Ingest:
         rec = describe_shard(path, self.records[path], shard, written)
         stored = np.asarray(array[:, y0:y1, x0:x1]).transpose(1, 2, 0)
         lossless = codec.lossless
+        losses: dict[str, float] | None = None if sources is None else {}
         for r, q, (bx0, by0, bx1, by1) in kept:
             cid = chunk_id((0, r, q))
             original = buffer[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0]
+            if sources is not None and losses is not None:  # a uniform chunk reads back as the fill value
+                value = sources[r, q].rms(stored[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0], self.options.scale)
+                self.loss[r, q] = losses[cid] = value
             if cid not in rec.chunks:
                 if (original == fill).all():
                     rec.uniform.append(cid)
@@ -379,6 +410,9 @@ class _Ingest:
                 raise ArchiveError(f"lossless chunk {path} row {r} col {q} does not read back exactly")
             if record_psnr and not lossless:
                 rec.coding_psnr[cid] = coding_psnr(original, decoded)
+        if losses is not None:
+            with self._journal_lock:
+                self._shard_losses[f"{rec.array}/{rec.key}"] = losses
         self._journal(rec)
 
     # -- lower levels ----------------------------------------------------------------------
@@ -455,8 +489,8 @@ class _Ingest:
             )
         return kept, stripped
 
-    def _write_small(self, group: zarr.Group, path: str, data: np.ndarray) -> None:
-        """A small non-image array (mask, ICC profile) as one sharded chunk."""
+    def _write_small(self, group: zarr.Group, path: str, data: np.ndarray, fill_value: float = 255) -> None:
+        """A small non-image array (mask, loss map, ICC profile) as one sharded chunk."""
         shape = list(data.shape)
         group.create_array(
             path,
@@ -466,7 +500,7 @@ class _Ingest:
             dtype=data.dtype,
             serializer=BytesCodec(),
             compressors=[Crc32cCodec()],
-            fill_value=255,
+            fill_value=fill_value,
             overwrite=True,
         )[...] = data
         self.records[path] = ArrayRecord(shape=shape, chunk_shape=shape, shard_shape=shape)

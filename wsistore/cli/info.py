@@ -61,6 +61,7 @@ def describe(info: dict[str, Any]) -> str:
             f"background ({info['chunks_written']}/{info['chunks_total']} stored)",
         ),
         ("codec", f"{codec['name']} ({settings})"),
+        ("archive loss", _loss(info.get("loss_map"))),
         ("created", info["created"]),
     ]
     return "\n".join(f"{key:>14}: {value}" for key, value in lines)
@@ -72,3 +73,16 @@ def _associated(info: dict[str, Any], stripped: str) -> str:
     if info.get("source_associated_bytes") is not None:
         text += f" (the source spends {_options.size(info['source_associated_bytes'])} on them)"
     return text + stripped
+
+
+def _loss(loss: dict[str, Any] | None) -> str:
+    if loss is None:
+        return "no loss map (format before 1.2)"
+    if not loss["chunks"]:
+        return "no tissue chunks"
+    row, col = loss["worst_chunk"]
+    return (
+        f"RMS of source minus bicubic of the archive over {loss['chunks']} tissue chunks: median "
+        f"{loss['median_rms']:.2f}, 95th percentile {loss['p95_rms']:.2f}, worst {loss['max_rms']:.2f} grey levels "
+        f"(chunk row {row} col {col})"
+    )

@@ -33,7 +33,9 @@ def lr_reach(radii: Sequence[int]) -> int:
 
 
 def bicubic_up(lr: torch.Tensor, scale: int) -> torch.Tensor:
-    """torch bicubic upscaling (a = -0.75, half-pixel centres); reaches 2 LR pixels."""
+    """torch bicubic upscaling (a = -0.75, half-pixel centres); reaches 2 LR pixels. The archive's
+    loss map uses the same definition in numpy (:func:`wsistore.degradation.bicubic_upscale`,
+    tested equal)."""
     return F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
 
 
