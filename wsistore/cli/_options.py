@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 Parser = argparse.ArgumentParser
 #: The slide readers ``--reader`` offers (``auto``: openslide, else tiffslide).
 READERS = ("auto", "openslide", "tiffslide", "image")
+MODEL_HELP = "generator: a shipped name, bicubic, nearest, or a .safetensors weights file (default: the best shipped)"
 
 
 def add_reader(p: Parser) -> None:
@@ -37,6 +38,12 @@ def add_workers(p: Parser, what: str = "parallel work items") -> None:
 def add_device(p: Parser, default: str | None = "auto", sets: str = "") -> None:
     """``--device``: auto (CUDA when present), cpu, cuda or cuda:N."""
     p.add_argument("--device", default=default, help=f"auto (CUDA when present), cpu, cuda or cuda:N{sets}")
+
+
+def add_model(p: Parser) -> None:
+    """``--model`` and ``--device``: the generator that restores, and where it runs."""
+    p.add_argument("--model", default=None, help=MODEL_HELP)
+    add_device(p)
 
 
 def add_quiet(p: Parser) -> None:

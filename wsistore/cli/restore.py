@@ -16,13 +16,7 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("restore", help="rebuild full resolution (pyramidal TIFF or OME-Zarr)", description=run.__doc__)
     p.add_argument("archive", help="archive to restore (directory or fsspec URL)")
     p.add_argument("out", help="output: a .tif file, or a directory with --format zarr")
-    p.add_argument(
-        "--model",
-        default=None,
-        help="generator: a shipped name, bicubic, nearest, or a .safetensors weights file "
-        "(default: the best shipped weights)",
-    )
-    _options.add_device(p)
+    _options.add_model(p)
     p.add_argument(
         "--batch", type=int, default=None, help="GPU batch of compute tiles (default 8, halved on out-of-memory)"
     )

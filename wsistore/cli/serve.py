@@ -16,13 +16,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("archives", nargs="+", metavar="ARCHIVE_OR_FOLDER", help="archives, or folders of archives")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: a free one)")
-    p.add_argument(
-        "--model",
-        default=None,
-        help="generator: a shipped name, bicubic, nearest, or a .safetensors weights file "
-        "(default: the best shipped weights)",
-    )
-    _options.add_device(p)
+    _options.add_model(p)
     p.add_argument(
         "--max-tiles", type=int, default=None, help="tiles made at once, the rest wait (default: cores, at most 8)"
     )
