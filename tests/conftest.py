@@ -10,7 +10,9 @@ import torch
 from PIL import Image
 
 from tests.data import SHARED, SLIDE, TILES
+from tests.generators import counting_generator
 from wsistore.codecs import register_codecs
+from wsistore.models.weights import LoadedGenerator
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -76,3 +78,9 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def counting() -> LoadedGenerator:
+    """Bicubic that counts the windows it upscales (tests/generators.py)."""
+    return counting_generator()

@@ -3,15 +3,13 @@ sees, and one full lossless restore of the real sample slide shared by the tests
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
 import torch
 
-from wsistore.models.base import Generator
 from wsistore.models.registry import build_generator
-from wsistore.models.weights import LoadedGenerator, save_generator
+from wsistore.models.weights import save_generator
 
 TINY_EDSR = {"blocks": 2, "features": 16}
 
@@ -24,30 +22,6 @@ def tiny_edsr(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "tiny-edsr.safetensors"
     save_generator(path, model, {"architecture": "edsr", "config": TINY_EDSR, "scale": 4})
     return path
-
-
-class CountingGenerator(Generator):
-    """Bicubic upscaling that counts the windows it is given."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inner = build_generator("bicubic")
-        self.windows = 0
-        self._lock = threading.Lock()
-
-    @property
-    def receptive_field(self) -> int:
-        return self.inner.receptive_field
-
-    def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        with self._lock:
-            self.windows += lr.shape[0]
-        return self.inner(lr)
-
-
-@pytest.fixture
-def counting() -> LoadedGenerator:
-    return LoadedGenerator(CountingGenerator(), "counting", None, {"architecture": "bicubic", "scale": 4})
 
 
 @pytest.fixture(scope="session")

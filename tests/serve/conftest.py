@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -11,33 +10,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-import torch
-
-from wsistore.models.base import Generator
-from wsistore.models.registry import build_generator
+from tests.generators import CountingGenerator
 from wsistore.models.weights import LoadedGenerator
 from wsistore.serve.app import ServedSlide, build_app, open_slides
 from wsistore.serve.server import ServerThread
-
-
-class CountingGenerator(Generator):
-    """Bicubic upscaling that counts the windows it is given."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inner = build_generator("bicubic")
-        self.windows = 0
-        self._lock = threading.Lock()
-
-    @property
-    def receptive_field(self) -> int:
-        return self.inner.receptive_field
-
-    def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        with self._lock:
-            self.windows += lr.shape[0]
-        return self.inner(lr)
 
 
 @dataclass
@@ -71,11 +47,6 @@ class Running:
 
 
 Serve = Callable[..., Iterator[Running]]
-
-
-@pytest.fixture
-def counting() -> LoadedGenerator:
-    return LoadedGenerator(CountingGenerator(), "counting", None, {"architecture": "bicubic", "scale": 4})
 
 
 @contextmanager

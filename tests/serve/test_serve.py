@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.serve.conftest import CountingGenerator, Reply, fetch, running
+from tests.generators import CountingGenerator
+from tests.serve.conftest import Reply, fetch, running
 from wsistore.models.weights import LoadedGenerator, default_model
 from wsistore.serve.app import IMMUTABLE
 
