@@ -13,6 +13,9 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("info", help="describe an archive", description=run.__doc__)
     p.add_argument("archive")
     _options.add_json(p)
+    p.add_argument(
+        "--loss-map", metavar="PNG", help="also draw the slide with its loss map over it (a heat map) to this PNG"
+    )
     p.set_defaults(run=run)
 
 
@@ -20,7 +23,15 @@ def run(args: argparse.Namespace) -> int:
     """Sizes, compression, dimensions, mpp, tissue and codec of an archive."""
     from wsistore.archive.reader import Archive
 
-    info = Archive.open(args.archive).info()
+    archive = Archive.open(args.archive)
+    info = archive.info()
+    if args.loss_map:
+        from wsistore.errors import InputError
+        from wsistore.reports.loss_map import loss_figure
+
+        if info.get("loss_map") is None:
+            raise InputError(f"{args.archive} has no loss map (archive format before 1.2): nothing to draw")
+        loss_figure(archive, args.loss_map)
     _options.show(info, args.json, describe)
     return 0
 

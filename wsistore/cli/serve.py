@@ -20,6 +20,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--max-tiles", type=int, default=None, help="tiles made at once, the rest wait (default: cores, at most 8)"
     )
+    p.add_argument(
+        "--cache-mb",
+        type=int,
+        default=512,
+        help="megabytes of restored tiles kept per slide, so panning back costs nothing (default 512; 0: none)",
+    )
     p.set_defaults(run=run)
 
 
@@ -36,11 +42,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--port must be 0..65535, got {args.port}")
     if args.max_tiles is not None and args.max_tiles < 1:
         raise InputError(f"--max-tiles must be at least 1, got {args.max_tiles}")
+    if args.cache_mb < 0:
+        raise InputError(f"--cache-mb must be 0 or more, got {args.cache_mb}")
     from wsistore.serve.app import build_app, open_slides
     from wsistore.serve.server import bind, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    slides = open_slides(args.archives, args.model, args.device)
+    slides = open_slides(args.archives, args.model, args.device, cache_bytes=args.cache_mb << 20)
     try:
         sock = bind(args.host, args.port)
     except OSError as exc:

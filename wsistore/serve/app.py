@@ -4,6 +4,12 @@ Routes (every error is a 4xx with a one-line ``text/plain`` body, never a traceb
 
 - ``/``: an HTML index of every archive (source, dimensions, mpp, base-image bytes and ratio
   against the source, codec, tissue fraction, the model in use).
+- ``/slides/{name}``: the viewer page (OpenSeadragon, shipped in ``static/openseadragon``): a
+  scale bar from the mpp, a navigator, a switch or swipe between the model and plain bicubic of
+  the same stored pixels, and the loss map as a heat map.
+- ``/slides/{name}/loss-map.png``: the loss map as an RGBA heat map, one 16-pixel cell per
+  level-0 chunk (:mod:`wsistore.reports.loss_map`); 404 for an archive without one.
+- ``/static/...``: the viewer's script, style and OpenSeadragon.
 - ``/slides/{name}.dzi``: the DeepZoom descriptor (XML, as OpenSlide's DeepZoom server gives).
 - ``/slides/{name}.json``: the slide's summary, its version and the tile URL template.
 - ``/slides/{name}/{version}/{level}/{col}_{row}.{jpeg|png}[?method=bicubic]``: a DeepZoom
@@ -39,24 +45,29 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import numpy as np
 from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wsistore.archive.reader import Archive
 from wsistore.errors import InputError, WsistoreError, first_line
 from wsistore.models.weights import LoadedGenerator
-from wsistore.restoration.ondemand import RestoredSlide, open_restored
+from wsistore.reports.loss_map import LOSS_VMAX, cell_size, heat_map, legend
+from wsistore.restoration.ondemand import DEFAULT_CACHE_BYTES, RestoredSlide, open_restored
 
 log = logging.getLogger("wsistore.serve")
 
 TILE_SIZE = 254
 OVERLAP = 1
 JPEG_QUALITY = 75
+LOSS_CELL_PX = 16
+LOSS_OPACITY = 0.5
 IMMUTABLE = "public, max-age=31536000, immutable"
 METHODS = ("model", "bicubic")
 FORMATS = {"jpeg": ("JPEG", "image/jpeg"), "jpg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png")}
@@ -91,6 +102,11 @@ class ServedSlide:
     def info(self) -> dict[str, Any]:
         """``Archive.info()``, read once (the archive does not change while it is served)."""
         return self.archive.info()
+
+    @cached_property
+    def loss(self) -> np.ndarray | None:
+        """The archive's loss map, read once; None for an archive without one."""
+        return self.archive.loss_map()
 
     @property
     def model_name(self) -> str:
@@ -152,9 +168,11 @@ def open_slides(
     model: str | LoadedGenerator | None = None,
     device: str = "auto",
     workers: int | None = None,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
 ) -> list[ServedSlide]:
-    """Every archive that ``paths`` names, opened as a restored slide with ``model``; the
-    name of each is its folder's name without ``.zarr`` (made unique)."""
+    """Every archive that ``paths`` names, opened as a restored slide with ``model`` and a
+    cache of ``cache_bytes`` of restored tiles each; the name of each is its folder's name
+    without ``.zarr`` (made unique)."""
     slides: list[ServedSlide] = []
     names: set[str] = set()
     try:
@@ -166,7 +184,7 @@ def open_slides(
                 name = f"{stem}-{n}"
             names.add(name)
             archive = Archive.open(path)
-            slide = open_restored(path, model, device, workers=workers)
+            slide = open_restored(path, model, device, cache_bytes=cache_bytes, workers=workers)
             slides.append(ServedSlide(name, archive, slide, device))
     except BaseException:
         for served in slides:
@@ -188,6 +206,25 @@ def build_app(slides: Sequence[ServedSlide], max_tiles: int | None = None) -> St
 
     async def index(request: Request) -> Response:
         return HTMLResponse(_index_html(slides))
+
+    async def viewer(request: Request) -> Response:
+        served = slide_of(request.path_params["name"])
+        return HTMLResponse(_viewer_html(served), headers={"Cache-Control": "no-cache"})
+
+    async def loss_map(request: Request) -> Response:
+        served = slide_of(request.path_params["name"])
+        loss = served.loss
+        if loss is None:
+            raise HttpError(404, f"{served.name} has no loss map (archive format before 1.2)")
+        etag = f'"{served.archive.metadata.manifest_sha256[:16]}.loss-map"'
+        headers = {"Cache-Control": "no-cache", "ETag": etag}
+        if _matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        rows, cols = _loss_picture_shape(served)
+        picture = heat_map(loss, cell_px=LOSS_CELL_PX)[:rows, :cols]
+        buf = io.BytesIO()
+        Image.fromarray(picture, "RGBA").save(buf, "PNG")
+        return Response(buf.getvalue(), media_type="image/png", headers=headers)
 
     async def descriptor(request: Request) -> Response:
         served = slide_of(request.path_params["name"])
@@ -254,8 +291,11 @@ def build_app(slides: Sequence[ServedSlide], max_tiles: int | None = None) -> St
         Route("/", index),
         Route("/slides/{name}.dzi", descriptor),
         Route("/slides/{name}.json", summary),
+        Route("/slides/{name}", viewer),
+        Route("/slides/{name}/loss-map.png", loss_map),
         Route("/slides/{name}/associated/{image}.png", associated),
         Route("/slides/{name}/{version}/{level}/{tile}", tile),
+        Mount("/static", app=StaticFiles(packages=[("wsistore.serve", "static")]), name="static"),
     ]
     exception_handlers: dict[Any, Any] = {HttpError: _http_error, Exception: _internal_error}
     app = Starlette(routes=routes, exception_handlers=exception_handlers, lifespan=lifespan)
@@ -344,8 +384,74 @@ def _summary(served: ServedSlide) -> dict[str, Any]:
         "super_resolved_levels": [lv for lv, d in enumerate(zoom.level_dimensions) if d[0] > info["lr_dimensions"][0]],
         "model": {"name": served.model_name, "weights_sha256": served.model_sha256 or None},
         "associated": {n: f"/slides/{served.name}/associated/{n}.png" for n in info["associated_images"]},
+        "viewer": f"/slides/{served.name}",
+        "loss_map": _loss_summary(served),
         "info": info,
     }
+
+
+def _loss_summary(served: ServedSlide) -> dict[str, Any] | None:
+    """What the viewer needs to overlay the loss map: its URL, its place in the viewer's
+    coordinates (a width of 1 is the slide's width), its colour scale and its values."""
+    loss = served.loss
+    if loss is None:
+        return None
+    cell = cell_size(served.archive)
+    cols = _loss_picture_shape(served)[1]
+    return {
+        "url": f"/slides/{served.name}/loss-map.png",
+        "cell": cell,
+        "cell_px": LOSS_CELL_PX,
+        "world_width": cols * cell / LOSS_CELL_PX / served.info["dimensions"][0],
+        "vmax": LOSS_VMAX,
+        "legend": legend(),
+        "opacity": LOSS_OPACITY,
+        "values": [[None if np.isnan(v) else round(float(v), 2) for v in row] for row in loss],
+    }
+
+
+def _loss_picture_shape(served: ServedSlide) -> tuple[int, int]:
+    """Rows and columns of the heat-map PNG: the slide's area at ``LOSS_CELL_PX`` pixels per
+    chunk, so it reaches past the slide's edge by less than one of its pixels."""
+    width, height = served.info["dimensions"]
+    cell = cell_size(served.archive)
+    return -(-height * LOSS_CELL_PX // cell), -(-width * LOSS_CELL_PX // cell)
+
+
+def _viewer_html(served: ServedSlide) -> str:
+    info = served.info
+    e = html.escape
+    name = e(served.name)
+    width, height = info["dimensions"]
+    mpp = info["mpp"]
+    facts = f"{width} x {height} px" + (f", {mpp[0]:.4g} &micro;m/px" if mpp else ", mpp unknown")
+    facts += f"; model {e(served.model_name)}"
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{name} - wsistore</title>
+<link rel="icon" href="data:,"><link rel="stylesheet" href="/static/viewer.css"></head>
+<body>
+<header>
+  <h1><a href="/">wsistore</a> / {name}</h1><span class="facts">{e(info["source"])}: {facts}</span>
+  <fieldset><legend>show</legend>
+    <label><input type="radio" name="method" value="model" checked> model</label>
+    <label><input type="radio" name="method" value="bicubic"> bicubic</label>
+    <label><input type="radio" name="method" value="swipe"> swipe</label>
+    <input type="range" id="swipe-position" min="0" max="100" value="50" title="swipe position">
+  </fieldset>
+  <label id="loss-label"><input type="checkbox" id="loss-toggle"> loss map</label>
+  <span id="legend"><span>0</span><span id="legend-bar"></span><span id="legend-max"></span> grey levels RMS</span>
+  <span id="readout"></span>
+</header>
+<div id="stage">
+  <div id="viewer" data-summary="/slides/{name}.json"></div>
+  <div id="swipe" hidden><div id="swipe-line"></div>
+    <div id="swipe-labels"><span>bicubic</span><span>model</span></div></div>
+  <div id="scale"><div id="scale-bar"></div></div>
+</div>
+<script src="/static/openseadragon/openseadragon.min.js"></script>
+<script src="/static/viewer.js"></script>
+</body></html>
+"""
 
 
 def _index_html(slides: Sequence[ServedSlide]) -> str:
@@ -366,6 +472,7 @@ def _index_html(slides: Sequence[ServedSlide]) -> str:
     )
     return (
         '<!doctype html>\n<html><head><meta charset="utf-8"><title>wsistore serve</title>'
+        '<link rel="icon" href="data:,">'
         "<style>body{font-family:sans-serif}td,th{padding:4px 8px;text-align:left;border-bottom:1px solid #ddd}"
         "</style></head>\n<body><h1>wsistore archives</h1>\n"
         f"<table><thead><tr>{heads}</tr></thead><tbody>\n{rows}\n</tbody></table>\n</body></html>\n"
@@ -387,7 +494,8 @@ def _index_row(served: ServedSlide) -> str:
         links.append(f"(stripped: {e(', '.join(info['stripped_images']))})")
     name = e(served.name)
     cells = [
-        f'<a href="/slides/{name}.dzi">{name}</a> (<a href="/slides/{name}.json">json</a>)',
+        f'<a href="/slides/{name}">{name}</a> (<a href="/slides/{name}.dzi">dzi</a>, '
+        f'<a href="/slides/{name}.json">json</a>)',
         e(info["source"]),
         f"{width} x {height} px",
         f"{mpp[0]:.4g} x {mpp[1]:.4g} &micro;m/px" if mpp else "unknown",

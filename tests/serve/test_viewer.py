@@ -1,0 +1,117 @@
+"""The viewer page of ``wsistore serve`` in a real headless Chromium (Debian's, never a
+downloaded one) over the real sample archive and the default model: it opens, zooms to full
+resolution, draws super-resolved tissue, swipes against bicubic and overlays the loss map.
+Also: the viewer's assets come from this server only, and the loss-map heat map."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from benchmarks.browser import available
+from benchmarks.viewer_screenshots import serve_and_capture
+from tests.serve.conftest import running
+from wsistore.reports.loss_map import heat_map
+
+STATIC = Path(__file__).parents[2] / "wsistore" / "serve" / "static"
+HEADER_PX = 100  # the page's header above the viewer in a screenshot
+
+
+def _need_browser() -> None:
+    missing = available()
+    if missing and os.environ.get("CI"):
+        pytest.fail(f"CI must install the browser: {missing}")
+    if missing:
+        pytest.skip(missing)
+
+
+def _viewer_pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64)[HEADER_PX:]
+
+
+def _sharpness(rgb: np.ndarray) -> float:
+    return float(ndimage.laplace(rgb.mean(axis=2)).var())
+
+
+def test_viewer_in_chromium_shows_super_resolved_tissue(sample_archive: Path, tmp_path: Path) -> None:
+    _need_browser()
+    result = serve_and_capture(sample_archive, tmp_path)
+    assert result["model"] == "compact-l1" and result["browser_errors"] == []
+    assert result["image_zoom"] == pytest.approx(1.0)  # one screen pixel per source pixel
+
+    # the page asked for super-resolved tiles of the finest DeepZoom level, by versioned URL
+    finest = f"/slides/sample/{result['version']}/12/"
+    model_tiles = [p for p in result["requests"] if p.startswith(finest) and "method=" not in p]
+    bicubic_tiles = [p for p in result["requests"] if p.startswith(finest) and p.endswith("?method=bicubic")]
+    assert len(model_tiles) >= 12 and len(bicubic_tiles) >= 12
+    assert "/slides/sample/loss-map.png" in result["requests"]
+    assert result["tiles_loaded"]["model"] >= len(model_tiles)
+
+    model = _viewer_pixels(tmp_path / "viewer-model.png")
+    bicubic = _viewer_pixels(tmp_path / "viewer-bicubic.png")
+    swipe = _viewer_pixels(tmp_path / "viewer-swipe.png")
+    # tissue was drawn: H&E colours (red above green), far from a blank or white canvas
+    assert model.std() > 25 and model[..., 0].mean() > model[..., 1].mean() + 10
+    # the model is not bicubic: sharper, on the same tissue
+    assert _sharpness(model) > 1.2 * _sharpness(bicubic)
+    assert np.abs(model.mean(axis=(0, 1)) - bicubic.mean(axis=(0, 1))).max() < 6
+    # swipe: bicubic left of the line, the model right of it (labels and line left out)
+    h, w = swipe.shape[:2]
+    left, right = slice(w // 8, w // 2 - 20), slice(w // 2 + 20, w - w // 8)
+    rows = slice(150, h - 60)
+    assert np.abs(swipe[rows, left] - bicubic[rows, left]).mean() < 1.0
+    assert np.abs(swipe[rows, right] - model[rows, right]).mean() < 1.0
+    assert np.abs(swipe[rows, left] - model[rows, left]).mean() > 2.0
+    # loss map: the whole slide, tinted by the overlay
+    loss = _viewer_pixels(tmp_path / "viewer-loss-map.png")
+    assert loss.std() > 15
+
+
+def test_viewer_assets_come_from_this_server_only(sample_archive: Path) -> None:
+    package = json.loads((STATIC / "openseadragon" / "package.json").read_text())
+    assert package["name"] == "openseadragon" and package["version"] == "6.1.1"
+    assert "BSD" in package["license"] and (STATIC / "openseadragon" / "LICENSE.txt").is_file()
+    with running(sample_archive, "bicubic") as srv:
+        page = srv.get("/slides/sample")
+        assert page.status == 200 and page.headers["content-type"].startswith("text/html")
+        html = page.body.decode()
+        assert "/static/openseadragon/openseadragon.min.js" in html and 'data-summary="/slides/sample.json"' in html
+        for ref in re.findall(r'(?:src|href)="([^"]+)"', html):
+            assert not re.match(r"[a-z]+://", ref), ref  # no CDN: every asset from this server
+            if ref.startswith("/static/"):
+                asset = srv.get(ref)
+                assert asset.status == 200 and asset.body, ref
+        script = srv.get("/static/viewer.js").body.decode()
+        assert "://" not in script.replace("http://www.w3.org", "")
+        assert srv.get("/static/openseadragon/images/zoomin_rest.png").status == 200
+        assert srv.get("/static/nothing.js").status == 404
+        assert srv.get("/slides/nothing").status == 404
+        assert "/slides/sample" in srv.get("/").body.decode()
+
+
+def test_loss_map_heat_map_and_its_place(sample_archive: Path) -> None:
+    with running(sample_archive, "bicubic") as srv:
+        summary = json.loads(srv.get("/slides/sample.json").body)["loss_map"]
+        reply = srv.get("/slides/sample/loss-map.png")
+        assert reply.status == 200 and reply.headers["content-type"] == "image/png"
+        again = srv.get("/slides/sample/loss-map.png", {"If-None-Match": reply.headers["etag"]})
+        assert again.status == 304
+        loss = srv.slide.archive.loss_map()
+    assert loss is not None
+    picture = np.asarray(Image.open(io.BytesIO(reply.body)))
+    cell, per_cell = summary["cell"], summary["cell_px"]
+    assert cell == 1024 and per_cell == 16  # 256-pixel LR chunks at scale 4
+    # the heat map covers the slide (2220 x 2967) and no more than one heat-map pixel past it
+    assert picture.shape == (-(-2967 * per_cell // cell), -(-2220 * per_cell // cell), 4)
+    assert summary["world_width"] * 2220 == pytest.approx(picture.shape[1] * cell / per_cell)
+    assert np.array_equal(picture, heat_map(loss, cell_px=per_cell)[: picture.shape[0], : picture.shape[1]])
+    assert summary["values"][1][1] == pytest.approx(float(loss[1, 1]), abs=0.01)
+    assert len(summary["legend"]) >= 2 and summary["vmax"] > 0

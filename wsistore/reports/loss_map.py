@@ -1,0 +1,94 @@
+"""The archive's loss map as a picture: a heat map of what the 4x archive loses per chunk.
+
+The loss map itself (RMS, in grey levels, of the source minus the bicubic upscale of the
+stored chunk; NaN on background) is measured at ingest and read with
+:meth:`wsistore.archive.reader.Archive.loss_map`. Here it gets one fixed colour scale, so that
+two slides' maps compare at a glance: black is lossless, the brightest colour
+:data:`LOSS_VMAX` grey levels RMS or more.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from wsistore.archive.reader import Archive
+from wsistore.errors import ArchiveError
+
+#: Grey levels RMS at the top of the colour scale (and above).
+LOSS_VMAX = 32.0
+#: The matplotlib colour map of the heat map.
+COLORMAP = "inferno"
+
+
+def heat_map(loss: np.ndarray, vmax: float = LOSS_VMAX, cell_px: int = 16, alpha: int = 255) -> np.ndarray:
+    """``loss`` (rows, cols) as an RGBA image, ``cell_px`` pixels per chunk; background (NaN)
+    cells are transparent."""
+    import matplotlib
+
+    colours = matplotlib.colormaps[COLORMAP](np.clip(np.nan_to_num(loss, nan=0.0) / vmax, 0.0, 1.0), bytes=True)
+    colours[..., 3] = np.where(np.isnan(loss), 0, alpha)
+    return np.repeat(np.repeat(colours, cell_px, axis=0), cell_px, axis=1)
+
+
+def legend(stops: int = 9) -> list[str]:
+    """The colour scale from 0 to :data:`LOSS_VMAX` as ``stops`` CSS colours."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps[COLORMAP]
+    return [matplotlib.colors.to_hex(cmap(i / (stops - 1))) for i in range(stops)]
+
+
+def cell_size(archive: Archive) -> int:
+    """Source pixels per loss-map cell (one level-0 chunk) along each axis."""
+    return archive.metadata.chunk * archive.metadata.scale
+
+
+def loss_figure(archive: Archive, path: str | os.PathLike[str], opacity: float = 0.55) -> dict[str, Any]:
+    """Draw the slide (its coarsest stored level of at most 1024 pixels a side) with the loss
+    map over it and a colour bar to the PNG ``path``; return what it shows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loss = archive.loss_map()
+    if loss is None:
+        raise ArchiveError(f"{archive.location.url} has no loss map (format before 1.2)")
+    md = archive.metadata
+    index = next((i for i, lv in enumerate(md.levels) if max(lv.width, lv.height) <= 1024), len(md.levels) - 1)
+    stored = archive.level(index)
+    picture = stored.read((0, 0, stored.width, stored.height))
+    width, height = archive.metadata.source.width, archive.metadata.source.height
+    cell = cell_size(archive)
+    rows, cols = loss.shape
+
+    fig, ax = plt.subplots(figsize=(5.0, 5.0 * height / width + 0.6), dpi=100)
+    ax.imshow(picture, extent=(0, width, height, 0))
+    shown = ax.imshow(
+        np.ma.masked_invalid(loss),
+        cmap=COLORMAP,
+        vmin=0,
+        vmax=LOSS_VMAX,
+        alpha=opacity,
+        extent=(0, cols * cell, rows * cell, 0),
+        interpolation="nearest",
+    )
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.set_title(f"{md.source.file_name}: archive loss per {cell} px chunk", fontsize=9)
+    ax.set_xlabel("source pixels")
+    bar = fig.colorbar(shown, ax=ax, fraction=0.04, pad=0.02)
+    bar.set_label("RMS, source minus bicubic of the archive (grey levels)", fontsize=8)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    tissue = loss[~np.isnan(loss)]
+    return {
+        "cells": [rows, cols],
+        "cell_px": cell,
+        "tissue_cells": int(tissue.size),
+        "median_rms": float(np.median(tissue)) if tissue.size else None,
+        "max_rms": float(tissue.max()) if tissue.size else None,
+    }

@@ -1,0 +1,171 @@
+// The slide viewer of `wsistore serve`: OpenSeadragon over the server's versioned DeepZoom
+// tiles, with a scale bar from the slide's mpp, a navigator, a comparison between the model
+// and plain bicubic of the same stored pixels (switch or swipe), and the archive's loss map
+// as a heat map. Everything comes from this server; nothing is fetched from elsewhere.
+"use strict";
+
+(async function () {
+    const root = document.getElementById("viewer");
+    const summary = await (await fetch(root.dataset.summary)).json();
+    const [width, height] = summary.info.dimensions;
+    const mpp = summary.info.mpp; // [x, y] micrometres per pixel, or null
+    const state = { loaded: { model: 0, bicubic: 0 }, mode: "model", swipe: 0.5 };
+    window.wsistore = state; // read by the browser tests
+
+    function tileSource(method) {
+        const query = method === "model" ? "" : "?method=" + method;
+        return {
+            width: width,
+            height: height,
+            tileSize: summary.tile_size,
+            tileOverlap: summary.overlap,
+            minLevel: 0,
+            maxLevel: summary.levels.length - 1,
+            getTileUrl: function (level, x, y) {
+                return summary.tiles.replace("{level}", level).replace("{col}", x).replace("{row}", y) + query;
+            },
+        };
+    }
+
+    const viewer = OpenSeadragon({
+        element: root,
+        prefixUrl: "/static/openseadragon/images/",
+        tileSources: tileSource("model"),
+        drawer: "canvas",
+        showNavigator: true,
+        autoHideControls: false,
+        navigatorPosition: "TOP_RIGHT",
+        maxZoomPixelRatio: 2,
+        crossOriginPolicy: false,
+        immediateRender: false,
+    });
+    state.viewer = viewer;
+    const items = {}; // method -> TiledImage
+
+    viewer.addHandler("open", function () {
+        items.model = viewer.world.getItemAt(0);
+        updateScaleBar();
+    });
+    viewer.addHandler("tile-loaded", function (event) {
+        const method = event.tiledImage === items.bicubic ? "bicubic" : event.tiledImage === items.model ? "model" : null;
+        if (method) state.loaded[method] += 1;
+    });
+
+    // --- comparison: model, bicubic, or a swipe between the two ---------------------------
+    function withBicubic(then) {
+        if (items.bicubic) return then(items.bicubic);
+        viewer.addTiledImage({
+            tileSource: tileSource("bicubic"),
+            index: 1,
+            success: function (event) {
+                items.bicubic = event.item;
+                then(items.bicubic);
+            },
+        });
+    }
+
+    function setMode(mode) {
+        state.mode = mode;
+        document.getElementById("swipe").hidden = mode !== "swipe";
+        if (mode === "model") {
+            if (items.bicubic) items.bicubic.setOpacity(0);
+            return;
+        }
+        withBicubic(function (bicubic) {
+            bicubic.setOpacity(1);
+            updateClip();
+        });
+    }
+
+    function updateClip() {
+        const bicubic = items.bicubic;
+        if (!bicubic) return;
+        if (state.mode !== "swipe") {
+            bicubic.setClip(null);
+            return;
+        }
+        const x = state.swipe * root.clientWidth;
+        const image = bicubic.viewerElementToImageCoordinates(new OpenSeadragon.Point(x, 0));
+        bicubic.setClip(new OpenSeadragon.Rect(0, 0, Math.max(0, image.x), height));
+        document.getElementById("swipe-line").style.left = 100 * state.swipe + "%";
+    }
+
+    for (const input of document.querySelectorAll("input[name=method]")) {
+        input.addEventListener("change", function () {
+            setMode(input.value);
+        });
+    }
+    document.getElementById("swipe-position").addEventListener("input", function (event) {
+        state.swipe = Number(event.target.value) / 100;
+        updateClip();
+    });
+    viewer.addHandler("viewport-change", updateClip);
+
+    // --- loss map ----------------------------------------------------------------------------
+    const loss = summary.loss_map;
+    const lossToggle = document.getElementById("loss-toggle");
+    if (!loss) {
+        lossToggle.disabled = true;
+        document.getElementById("loss-label").title = "this archive has no loss map (format before 1.2)";
+    } else {
+        document.getElementById("legend-bar").style.background =
+            "linear-gradient(to right, " + loss.legend.join(", ") + ")";
+        document.getElementById("legend-max").textContent = "\u2265 " + loss.vmax;
+        lossToggle.addEventListener("change", function () {
+            if (items.loss) {
+                items.loss.setOpacity(lossToggle.checked ? loss.opacity : 0);
+                return;
+            }
+            viewer.addTiledImage({
+                tileSource: { type: "image", url: loss.url, buildPyramid: false },
+                x: 0,
+                y: 0,
+                width: loss.world_width,
+                opacity: loss.opacity,
+                // the last cells reach past the slide's edge: draw only what lies on it
+                clip: new OpenSeadragon.Rect(0, 0, (width * loss.cell_px) / loss.cell, (height * loss.cell_px) / loss.cell),
+                success: function (event) {
+                    items.loss = event.item;
+                },
+            });
+        });
+        viewer.addHandler("canvas-exit", function () {
+            document.getElementById("readout").textContent = "";
+        });
+        new OpenSeadragon.MouseTracker({
+            element: viewer.canvas,
+            moveHandler: function (event) {
+                if (!items.model) return;
+                const p = items.model.viewerElementToImageCoordinates(event.position);
+                const row = Math.floor(p.y / loss.cell), col = Math.floor(p.x / loss.cell);
+                const value = (loss.values[row] || [])[col];
+                document.getElementById("readout").textContent =
+                    value === undefined ? "" : value === null ? "background (not stored)" :
+                    "archive loss here: " + value.toFixed(1) + " grey levels RMS";
+            },
+        });
+    }
+
+    // --- scale bar -------------------------------------------------------------------------
+    const bar = document.getElementById("scale-bar");
+    function updateScaleBar() {
+        if (!mpp || !items.model) {
+            bar.textContent = "no mpp: no scale";
+            return;
+        }
+        const zoom = items.model.viewportToImageZoom(viewer.viewport.getZoom(true)); // screen px per image px
+        const micronsPerPixel = mpp[0] / zoom;
+        let length = 1;
+        const steps = [1, 2, 5];
+        for (let k = -3; k < 7 && length / micronsPerPixel < 80; k++) {
+            for (const s of steps) {
+                length = s * Math.pow(10, k);
+                if (length / micronsPerPixel >= 80) break;
+            }
+        }
+        bar.style.width = Math.round(length / micronsPerPixel) + "px";
+        bar.textContent = length >= 1000 ? length / 1000 + " mm" : (length < 1 ? length.toFixed(3) : length) + " \u00b5m";
+    }
+    viewer.addHandler("animation", updateScaleBar);
+    viewer.addHandler("resize", updateScaleBar);
+})();
