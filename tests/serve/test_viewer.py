@@ -115,3 +115,18 @@ def test_loss_map_heat_map_and_its_place(sample_archive: Path) -> None:
     assert np.array_equal(picture, heat_map(loss, cell_px=per_cell)[: picture.shape[0], : picture.shape[1]])
     assert summary["values"][1][1] == pytest.approx(float(loss[1, 1]), abs=0.01)
     assert len(summary["legend"]) >= 2 and summary["vmax"] > 0
+
+
+def test_an_archive_without_a_loss_map_is_served_without_one(archive_copy: Path, tmp_path: Path) -> None:
+    from tests.archive.test_loss_map import _as_format_1_1
+    from wsistore.cli import main
+
+    _as_format_1_1(archive_copy)
+    with running(archive_copy, "bicubic") as srv:
+        name = srv.slide.name
+        assert json.loads(srv.get(f"/slides/{name}.json").body)["loss_map"] is None
+        missing = srv.get(f"/slides/{name}/loss-map.png")
+        assert missing.status == 404 and b"no loss map" in missing.body
+        assert srv.get(f"/slides/{name}").status == 200
+    assert main(["info", str(archive_copy), "--loss-map", str(tmp_path / "loss.png")]) == 2
+    assert not (tmp_path / "loss.png").exists()
