@@ -12,6 +12,7 @@ def add_parser(sub: Any) -> None:
     """Register ``info``."""
     p = sub.add_parser("info", help="describe an archive", description=run.__doc__)
     p.add_argument("archive")
+    _options.add_storage_options(p)
     _options.add_json(p)
     p.set_defaults(run=run)
 
@@ -20,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     """Sizes, compression, dimensions, mpp, tissue and codec of an archive."""
     from wsistore.archive.reader import Archive
 
-    info = Archive.open(args.archive).info()
+    info = Archive.open(args.archive, storage_options=args.storage_options).info()
     _options.show(info, args.json, describe)
     return 0
 
