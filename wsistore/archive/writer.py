@@ -168,8 +168,7 @@ class _Ingest:
         except storage_errors() as exc:  # a full disk, a lost connection to object storage
             raise WsistoreError(
                 f"cannot write {self.work.url}: {getattr(exc, 'strerror', None) or first_line(exc)}; "
-                "the partial archive is kept, "
-                "rerun with --resume once fixed"
+                "the partial archive is kept, rerun with --resume once fixed"
             ) from exc
         finally:
             self.dest.release()  # landing already released it; a failure must not hold it
