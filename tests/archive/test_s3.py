@@ -224,6 +224,8 @@ def test_a_server_gone_mid_write_fails_in_one_line_and_leaves_nothing_complete(
     assert lines[0].startswith(f"wsistore: error: cannot write {url}: ")
     assert lines[0].endswith("the partial archive is kept, rerun with --resume once fixed")
     _refused_as_unfinished(url)
-    resumed = cli("ingest", str(slide_path), url, *SMALL, "--resume")  # the first server is still there
+    # the environment still names the stopped server; --storage-options names the live one and wins
+    options = json.dumps({"endpoint_url": s3.endpoint})
+    resumed = cli("ingest", str(slide_path), url, *SMALL, "--resume", "--storage-options", options, env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert _same_as(s3, name, small_reference, tmp_path) == []
