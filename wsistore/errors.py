@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 class WsistoreError(Exception):
     """Base class: the message is complete and meant for the user."""
@@ -31,3 +33,18 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, or its type name."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean storage failed: ``OSError``, and botocore's and aiohttp's
+    (object storage through s3fs, HTTP) once those are loaded; none can be raised before."""
+    errors: list[type[BaseException]] = [OSError]
+    if "botocore.exceptions" in sys.modules:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        errors += [BotoCoreError, ClientError]
+    if "aiohttp" in sys.modules:
+        from aiohttp import ClientError as HttpClientError
+
+        errors.append(HttpClientError)
+    return tuple(errors)

@@ -4,9 +4,16 @@ Ingest (an archive) and restore (a TIFF or OME-Zarr) both write this way. Locall
 happens in ``<OUT>.partial/``: the settings of the run, a journal of finished pieces and
 the data; nothing at ``OUT`` is ever half-written, because the finished output is renamed
 into place only when complete. ``resume`` continues from the journal, and only with the
-same settings. Remote destinations (fsspec URLs: no atomic rename) are written in place
-and are complete once their metadata, written last, exists; landing one just drops the
-journal. An object-store restore output would extend :meth:`PartialOutput.commit` here.
+same settings. Remote destinations (fsspec URLs such as ``s3://``: no atomic rename) are
+written in place, and the completeness rule replaces the rename: the settings file is the
+first thing written and the last removed (landing drops the journal, then it), and an
+archive's manifest and group metadata are written after all of its data. A reader refuses
+an output whose settings file is still there (:func:`unfinished`), or that lacks its
+metadata or manifest, so an interrupted upload never looks complete; ``--resume`` goes on
+from the journal beside the data. ``--overwrite`` first deletes the old archive's group
+metadata, so a delete cut short leaves nothing complete-looking either. Remote outputs
+take no lock: one writer per URL is the caller's to ensure. An object-store restore output
+would extend :meth:`PartialOutput.commit` here.
 
 One writer at a time: :meth:`PartialOutput.prepare` takes an exclusive ``flock`` on the
 work directory itself (non-blocking), so a second ingest or restore aimed at the same
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -36,6 +44,8 @@ from typing import Any
 from wsistore.archive.store import PARTIAL_SUFFIX, Location
 from wsistore.errors import InputError, OutputExistsError
 
+#: The Zarr group's metadata: an archive's attributes, written last.
+GROUP_METADATA = "zarr.json"
 #: A journal entry's index: a row number (restore) or a shard's key (ingest).
 Index = int | str
 #: Temporary files of a write a kill tore: ``Location.write_bytes``'s and zarr's ``LocalStore``'s.
@@ -43,6 +53,18 @@ _TORN = re.compile(r"(\.tmp|\.[0-9a-f]{32}\.partial)$")
 #: Work directories this process holds locked: (device, inode) -> (open descriptor, owner).
 _HELD: dict[tuple[int, int], tuple[int, object]] = {}
 _HELD_LOCK = threading.Lock()
+
+
+def settings_key(name: str) -> str:
+    """The settings file of an output of ``name`` (``ingest``, ``restore``): written first,
+    removed last."""
+    return f"{name}-settings.json"
+
+
+def unfinished(location: Location, name: str) -> bool:
+    """Whether an output of ``name`` written in place at ``location`` is still unfinished
+    (interrupted, or being written): its settings file is still there."""
+    return location.exists(settings_key(name))
 
 
 class OutputBusyError(OutputExistsError):
@@ -57,19 +79,30 @@ class PartialOutput:
         self.work = work
         self.overwrite = overwrite
         self.resume = resume
-        self.settings_key = f"{name}-settings.json"
-        self.journal_key = f"{name}-journal.jsonl"
+        self.settings_key = settings_key(name)
+        # a local journal is one file appended to; a remote one a folder of one object per entry
+        # (objects cannot be appended to, and rewriting one journal object per entry is quadratic)
+        self.journal_key = f"{name}-journal.jsonl" if work.is_local else f"{name}-journal"
         self._lock: tuple[tuple[int, int], object] | None = None
 
     @classmethod
-    def prepare(cls, url: str | os.PathLike[str], name: str, overwrite: bool, resume: bool) -> PartialOutput:
+    def prepare(
+        cls,
+        url: str | os.PathLike[str],
+        name: str,
+        overwrite: bool,
+        resume: bool,
+        storage_options: dict[str, Any] | None = None,
+    ) -> PartialOutput:
         """Check the destination and open (or, with ``resume``, reopen) the work directory;
-        ``name`` (``ingest``, ``restore``) names the settings and journal files."""
-        final = Location.parse(url)
+        ``name`` (``ingest``, ``restore``) names the settings and journal files, and
+        ``storage_options`` configure a URL's filesystem."""
+        final = Location.parse(url, storage_options)
         if not final.is_local:
             if final.exists() and not overwrite and not resume:
                 raise OutputExistsError(f"{final.url} already exists; use --overwrite to replace it")
             if final.exists() and overwrite and not resume:
+                final.remove(GROUP_METADATA)  # first: what is left of a cut-short delete is incomplete
                 final.fs.rm(final.root, recursive=True)
             return cls(final, final, name, overwrite, resume)
         if _exists(final.path) and not overwrite:
@@ -122,8 +155,12 @@ class PartialOutput:
         """Journalled entries of ``kind``: index -> what was recorded."""
         if not self.work.exists(self.journal_key):
             return {}
+        if self.work.is_local:
+            lines = self.work.read_bytes(self.journal_key).decode().splitlines()
+        else:
+            lines = [b.decode() for b in self.work.read_many(self.work.walk_files(self.journal_key))]
         entries: dict[Index, Any] = {}
-        for line in self.work.read_bytes(self.journal_key).decode().splitlines():
+        for line in lines:
             try:
                 entry = json.loads(line)
             except ValueError:
@@ -134,7 +171,12 @@ class PartialOutput:
 
     def journal(self, kind: str, index: Index, data: Any = None) -> None:
         """Durably record that entry ``index`` of ``kind`` is finished (callers serialise threads)."""
-        self.work.append_line(self.journal_key, json.dumps({"kind": kind, "index": index, "data": data}))
+        line = json.dumps({"kind": kind, "index": index, "data": data})
+        if self.work.is_local:
+            self.work.append_line(self.journal_key, line)
+        else:
+            name = hashlib.sha256(json.dumps([kind, index]).encode()).hexdigest()[:32]
+            self.work.write_bytes(f"{self.journal_key}/{name}.json", line.encode())
 
     def commit(self, produced: str = "") -> None:
         """Land the finished output: ``produced`` (a path inside the work directory) or, when
@@ -171,20 +213,18 @@ class PartialOutput:
     def _drop_torn_line(self) -> None:
         """Cut the journal back to its last whole line: an append the interruption tore (a full
         disk inside the write) leaves a fragment without its newline, and the next entry appended
-        after it would join it on one unreadable line and be lost."""
-        if not self.work.exists(self.journal_key):
+        after it would join it on one unreadable line and be lost. (A remote journal's entries
+        are whole objects.)"""
+        if not self.work.is_local or not self.work.exists(self.journal_key):
             return
         data = self.work.read_bytes(self.journal_key)
         whole = data.rfind(b"\n") + 1
         if whole == len(data):
             return
-        if self.work.is_local:
-            with open(self.work.path / self.journal_key, "r+b") as f:
-                f.truncate(whole)
-                f.flush()
-                os.fsync(f.fileno())
-        else:
-            self.work.write_bytes(self.journal_key, data[:whole])
+        with open(self.work.path / self.journal_key, "r+b") as f:
+            f.truncate(whole)
+            f.flush()
+            os.fsync(f.fileno())
 
     def _drop_journal(self) -> None:
         self.work.remove(self.journal_key)

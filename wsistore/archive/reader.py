@@ -29,6 +29,7 @@ from wsistore.archive.format import (
     ome_multiscales,
 )
 from wsistore.archive.manifest import ArrayRecord, Manifest, chunk_id, read_shard_index, shard_chunks, shard_key
+from wsistore.archive.partial import unfinished
 from wsistore.archive.store import PARTIAL_SUFFIX, Location
 from wsistore.codecs import ImageCodec, codec_from_config, register_codecs
 from wsistore.errors import ArchiveError, WsistoreError, first_line
@@ -227,10 +228,13 @@ class Archive:
         ]
 
     @classmethod
-    def open(cls, url: str | os.PathLike[str], check: bool = True) -> Archive:
+    def open(
+        cls, url: str | os.PathLike[str], check: bool = True, storage_options: dict[str, Any] | None = None
+    ) -> Archive:
         """Open an archive, refusing one that is incomplete or not an archive, or (``check``)
-        whose metadata or pyramid arrays' ``zarr.json`` disagree with its manifest."""
-        location = Location.parse(url)
+        whose metadata or pyramid arrays' ``zarr.json`` disagree with its manifest;
+        ``storage_options`` configure a URL's filesystem (:class:`Location`)."""
+        location = Location.parse(url, storage_options)
         if not location.exists():
             partial = Location.parse(str(url) + PARTIAL_SUFFIX) if location.is_local else None
             hint = (
@@ -241,6 +245,8 @@ class Archive:
             raise ArchiveError(f"no archive at {location.url}{hint}")
         if location.is_local and location.root.endswith(PARTIAL_SUFFIX):
             raise ArchiveError(f"{location.url} is an unfinished ingest; rerun ingest with --resume")
+        if unfinished(location, "ingest"):
+            raise ArchiveError(f"{location.url} is an unfinished ingest (interrupted?); rerun it with --resume")
         if not location.exists("zarr.json"):
             raise ArchiveError(f"{location.url} is not a Zarr archive (no zarr.json)")
         register_codecs()
@@ -355,7 +361,8 @@ class Archive:
 
     def stored_bytes(self) -> int:
         """Bytes of every file in the archive."""
-        return int(sum(self.location.fs.size(f) for f in self.location.fs.find(self.location.root)))
+        files = self.location.fs.find(self.location.root, detail=True)  # one listing on object storage
+        return int(sum(f["size"] for f in files.values()))
 
     def info(self) -> dict[str, Any]:
         """The summary ``wsistore info`` prints."""

@@ -1,5 +1,12 @@
 """Where an archive lives: a local directory or an fsspec URL, read and written by key.
 
+A URL's filesystem (``s3://`` through s3fs, ...) is configured the standard ways: its own
+environment variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...), fsspec's
+configuration (``FSSPEC_S3_ENDPOINT_URL``, ``~/.config/fsspec``), or ``storage_options``
+passed here (the command line's ``--storage-options JSON``), which take precedence. Zarr
+reads and writes a URL through an asynchronous :class:`~zarr.storage.FsspecStore` made
+with the same options.
+
 How a new output is written and lands (``.partial``, journal, rename) is
 :mod:`wsistore.archive.partial`'s.
 """
@@ -7,7 +14,7 @@ How a new output is written and lands (``.partial``, journal, rename) is
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +22,7 @@ import fsspec
 import zarr
 from zarr.storage import FsspecStore, LocalStore
 
-from wsistore.errors import ArchiveError
+from wsistore.errors import ArchiveError, InputError, first_line
 
 #: Suffix of an output's work directory while it is written (:mod:`wsistore.archive.partial`).
 PARTIAL_SUFFIX = ".partial"
@@ -28,12 +35,19 @@ class Location:
     url: str
     fs: Any
     root: str
+    #: fsspec options of a URL's filesystem (credentials, endpoint): never shown or compared
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def parse(cls, url: str | os.PathLike[str]) -> Location:
+    def parse(cls, url: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Location:
+        """The place ``url`` names; ``storage_options`` configure a URL's filesystem."""
         text = os.fspath(url)
-        fs, root = fsspec.core.url_to_fs(text)
-        return cls(url=text, fs=fs, root=root.rstrip("/"))
+        options = dict(storage_options or {})
+        try:
+            fs, root = fsspec.core.url_to_fs(text, **options)
+        except (ImportError, ValueError, TypeError) as exc:  # no s3fs, an unknown protocol or option
+            raise InputError(f"cannot open {text}: {first_line(exc)}") from None
+        return cls(url=text, fs=fs, root=root.rstrip("/"), storage_options=options)
 
     @property
     def is_local(self) -> bool:
@@ -75,20 +89,23 @@ class Location:
         else:
             self.fs.pipe_file(self.key(key), data)
 
+    def read_many(self, keys: list[str]) -> list[bytes]:
+        """The bytes of several files, fetched concurrently from object storage."""
+        paths = [self.key(k) for k in keys]
+        found = self.fs.cat(paths) if paths else {}
+        return [bytes(found[p]) for p in paths]
+
     def append_line(self, key: str, line: str) -> None:
-        """Append one line durably (a journal)."""
-        if self.is_local:
-            with open(self.path / key, "a", encoding="utf-8") as f:
-                f.write(line + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-        else:
-            old = self.fs.cat_file(self.key(key)).decode() if self.exists(key) else ""
-            self.fs.pipe_file(self.key(key), (old + line + "\n").encode())
+        """Append one line durably to a local file (a journal; object storage cannot append)."""
+        with open(self.path / key, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
     def remove(self, key: str) -> None:
+        """Remove a file, or a folder with everything in it."""
         if self.exists(key):
-            self.fs.rm(self.key(key))
+            self.fs.rm(self.key(key), recursive=True)
 
     def walk_files(self, prefix: str) -> list[str]:
         """Keys of all files under ``prefix`` (relative to the root)."""
@@ -100,7 +117,7 @@ class Location:
     def zarr_store(self, read_only: bool) -> Any:
         if self.is_local:
             return LocalStore(self.root, read_only=read_only)
-        return FsspecStore.from_url(self.url, read_only=read_only)
+        return FsspecStore.from_url(self.url, storage_options=self.storage_options, read_only=read_only)
 
     def open_group(self, mode: Literal["r", "r+", "a", "w", "w-"]) -> zarr.Group:
         return zarr.open_group(store=self.zarr_store(read_only=(mode == "r")), mode=mode, zarr_format=3)

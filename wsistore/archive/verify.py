@@ -56,9 +56,11 @@ def verify(
     reader: str = "auto",
     workers: int | None = None,
     progress: bool = True,
+    storage_options: dict[str, Any] | None = None,
 ) -> VerifyReport:
-    """Verify an archive; raises ArchiveError only when it cannot be opened at all."""
-    archive = Archive.open(url, check=False)
+    """Verify an archive (``storage_options``: a URL's filesystem options); raises
+    ArchiveError only when it cannot be opened at all."""
+    archive = Archive.open(url, check=False, storage_options=storage_options)
     report = VerifyReport(archive=archive.location.url)
     workers = workers or os.cpu_count() or 1
     report.problems.extend(archive.metadata_problems())

@@ -53,7 +53,7 @@ from wsistore.archive.store import Location
 from wsistore.checksums import sha256_file
 from wsistore.codecs import ImageCodec, JpegXlCodec, make_codec, register_codecs
 from wsistore.degradation import Downsample, SourceLoss, read_window
-from wsistore.errors import ArchiveError, InputError, WsistoreError
+from wsistore.errors import ArchiveError, InputError, WsistoreError, first_line, storage_errors
 from wsistore.geometry import Box
 from wsistore.progress import Progress
 from wsistore.psnr import psnr_from_mse
@@ -115,14 +115,18 @@ class IngestResult:
 
 
 def ingest(
-    slide_path: str | os.PathLike[str], archive: str | os.PathLike[str], options: IngestOptions | None = None
+    slide_path: str | os.PathLike[str],
+    archive: str | os.PathLike[str],
+    options: IngestOptions | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> IngestResult:
-    """Archive ``slide_path`` at ``archive``; see the module docstring for the steps."""
+    """Archive ``slide_path`` at ``archive`` (a directory or an fsspec URL, whose filesystem
+    ``storage_options`` configure); see the module docstring for the steps."""
     options = options or IngestOptions()
     register_codecs()
     slide = open_slide(slide_path, options.reader)
     try:
-        return _Ingest(slide, Path(slide_path), archive, options).run()
+        return _Ingest(slide, Path(slide_path), archive, options, storage_options).run()
     finally:
         slide.close()
 
@@ -131,7 +135,12 @@ class _Ingest:
     """State of one ingest run (kept off the public API)."""
 
     def __init__(
-        self, slide: SlideReader, slide_path: Path, archive: str | os.PathLike[str], options: IngestOptions
+        self,
+        slide: SlideReader,
+        slide_path: Path,
+        archive: str | os.PathLike[str],
+        options: IngestOptions,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         self.slide = slide
         self.slide_path = slide_path
@@ -140,7 +149,7 @@ class _Ingest:
         self.width, self.height = slide.dimensions
         self.lr_width, self.lr_height = self.down.lr_size(self.width, self.height)
         self.shard = options.shard or choose_shard(self.lr_width, self.lr_height, options.chunk, options.workers)
-        self.dest = PartialOutput.prepare(archive, "ingest", options.overwrite, options.resume)
+        self.dest = PartialOutput.prepare(archive, "ingest", options.overwrite, options.resume, storage_options)
         self.work: Location = self.dest.work
         self.records: dict[str, ArrayRecord] = {}
         self.done: set[tuple[str, str]] = set()
@@ -156,10 +165,10 @@ class _Ingest:
         sha_future = ThreadPoolExecutor(1).submit(sha256_file, self.slide_path)
         try:
             return self._run(sha_future)
-        except OSError as exc:
+        except storage_errors() as exc:  # a full disk, a lost connection to object storage
             raise WsistoreError(
-                f"cannot write {self.work.url}: {exc.strerror or exc}; the partial archive is kept, "
-                "rerun with --resume once fixed"
+                f"cannot write {self.work.url}: {getattr(exc, 'strerror', None) or first_line(exc)}; "
+                "the partial archive is kept, rerun with --resume once fixed"
             ) from exc
         finally:
             self.dest.release()  # landing already released it; a failure must not hold it

@@ -17,7 +17,7 @@ from typing import Any
 
 from wsistore._version import __version__
 from wsistore.cli import bench, demo, info, ingest, models, restore, serve, train, verify
-from wsistore.errors import WsistoreError, first_line
+from wsistore.errors import WsistoreError, first_line, storage_errors
 
 #: Explicit registry of subcommands, in the order ``--help`` lists them: name -> parser builder.
 COMMANDS: dict[str, Callable[[Any], None]] = {
@@ -79,4 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         print(f"wsistore: error: {exc.strerror or first_line(exc)}{where}", file=sys.stderr)
+        return 1
+    except storage_errors() as exc:  # object storage unreachable or refusing (botocore, aiohttp)
+        if debug:
+            raise
+        print(f"wsistore: error: storage: {first_line(exc)}", file=sys.stderr)
         return 1

@@ -62,6 +62,31 @@ def add_overwrite_resume(p: Parser, what: str) -> None:
     p.add_argument("--resume", action="store_true", help=f"continue an interrupted {what}")
 
 
+def storage_options(text: str) -> dict[str, Any]:
+    """argparse type of ``--storage-options``: a JSON object."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r} ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r}")
+    return value
+
+
+def add_storage_options(p: Parser) -> None:
+    """``--storage-options JSON``: fsspec options of an archive URL's filesystem."""
+    p.add_argument(
+        "--storage-options",
+        type=storage_options,
+        default=None,
+        metavar="JSON",
+        help="fsspec options of an archive URL's filesystem, e.g. "
+        '{"endpoint_url": "http://127.0.0.1:9000"} (default: its environment variables and the fsspec configuration)',
+    )
+
+
 def region(text: str) -> Region:
     """argparse type of ``--region``: ``x,y,w,h`` integers in level-0 pixels."""
     try:

@@ -12,6 +12,7 @@ def add_parser(sub: Any) -> None:
     """Register ``info``."""
     p = sub.add_parser("info", help="describe an archive", description=run.__doc__)
     p.add_argument("archive")
+    _options.add_storage_options(p)
     _options.add_json(p)
     p.add_argument(
         "--loss-map", metavar="PNG", help="also draw the slide with its loss map over it (a heat map) to this PNG"
@@ -23,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     """Sizes, compression, dimensions, mpp, tissue and codec of an archive."""
     from wsistore.archive.reader import Archive
 
-    archive = Archive.open(args.archive)
+    archive = Archive.open(args.archive, storage_options=args.storage_options)
     info = archive.info()
     if args.loss_map:
         from wsistore.errors import InputError

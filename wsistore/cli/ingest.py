@@ -36,6 +36,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--strip-label", action="store_true", help="drop label and macro images (may show patient identifiers)"
     )
+    _options.add_storage_options(p)
     _options.add_overwrite_resume(p, "archive")
     _options.add_quiet(p)
     p.set_defaults(run=run)
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         mpp=args.mpp,
     )
     start = time.perf_counter()
-    result = ingest(args.slide, args.archive, options)
+    result = ingest(args.slide, args.archive, options, args.storage_options)
     print(summary(result, time.perf_counter() - start))
     return 0
 

@@ -30,6 +30,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the generator (CUDA; pays off on large slides)"
     )
+    _options.add_storage_options(p)
     _options.add_overwrite_resume(p, "output")
     _options.add_quiet(p)
     p.set_defaults(run=run)
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         compile=args.compile,
     )
-    print(summary(restore(args.archive, args.out, options)))
+    print(summary(restore(args.archive, args.out, options, storage_options=args.storage_options)))
     return 0
 
 

@@ -21,6 +21,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--against", metavar="SLIDE", help="also compare with the source slide (sha256 and pixels)")
     _options.add_reader(p)
     _options.add_workers(p, "parallel shards")
+    _options.add_storage_options(p)
     _options.add_json(p)
     _options.add_quiet(p)
     p.set_defaults(run=run)
@@ -32,7 +33,12 @@ def run(args: argparse.Namespace) -> int:
     from wsistore.archive.verify import verify
 
     report = verify(
-        args.archive, against=args.against, reader=args.reader, workers=args.workers, progress=not args.quiet
+        args.archive,
+        against=args.against,
+        reader=args.reader,
+        workers=args.workers,
+        progress=not args.quiet,
+        storage_options=args.storage_options,
     )
     _options.show(report.__dict__ | {"ok": report.ok}, args.json, lambda _: describe(report))
     return 0 if report.ok else FAILED

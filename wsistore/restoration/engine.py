@@ -17,6 +17,7 @@ already in memory gets a runner of its own, which :meth:`TileRestorer.close` sto
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -53,6 +54,8 @@ class RestoreSpec:
     device: str = "auto"
     batch: int | None = None
     compile: bool = False
+    #: the archive URL's fsspec storage options, as JSON (hashable)
+    storage_options: str = "{}"
 
 
 class TileRestorer:
@@ -261,7 +264,13 @@ def make_restorer(
     if isinstance(model, LoadedGenerator):
         return TileRestorer(archive, GeneratorRunner(model, resolve_device(device), batch, compile), owns_runner=True)
     spec = RestoreSpec(
-        archive.location.url, archive.metadata.manifest_sha256, model or default_model(), device, batch, compile
+        archive.location.url,
+        archive.metadata.manifest_sha256,
+        model or default_model(),
+        device,
+        batch,
+        compile,
+        json.dumps(archive.location.storage_options, sort_keys=True),
     )
     return restorer_for(spec, archive)
 
@@ -274,7 +283,7 @@ def restorer_for(spec: RestoreSpec, archive: Archive | None = None) -> TileResto
         if restorer is not None:
             _RESTORERS.move_to_end(spec)
             return restorer
-    opened = archive or Archive.open(spec.archive)
+    opened = archive or Archive.open(spec.archive, storage_options=json.loads(spec.storage_options))
     if opened.metadata.manifest_sha256 != spec.manifest_sha256:
         raise ArchiveError(f"{spec.archive} changed since this restore started (manifest differs)")
     restorer = TileRestorer(opened, runner_for(spec.model, spec.device, spec.batch, spec.compile), spec)

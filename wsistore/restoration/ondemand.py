@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 from openslide import PROPERTY_NAME_BACKGROUND_COLOR, AbstractSlide
@@ -204,7 +205,10 @@ def open_restored(
     device: str = "auto",
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     workers: int | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> RestoredSlide:
     """Open ``archive`` as a full-resolution slide restored by ``model`` (a shipped name,
-    ``bicubic``, a weights path, or a generator in memory; default: the best shipped)."""
-    return RestoredSlide(make_restorer(Archive.open(archive), model, device), cache_bytes, workers)
+    ``bicubic``, a weights path, or a generator in memory; default: the best shipped);
+    ``storage_options`` configure the filesystem of an archive URL."""
+    opened = Archive.open(archive, storage_options=storage_options)
+    return RestoredSlide(make_restorer(opened, model, device), cache_bytes, workers)

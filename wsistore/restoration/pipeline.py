@@ -120,15 +120,18 @@ def restore(
     out: str | os.PathLike[str],
     options: RestoreOptions | None = None,
     generator: LoadedGenerator | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> RestoreResult:
-    """Restore ``archive`` (or ``options.region`` of it) to ``out``.
+    """Restore ``archive`` (or ``options.region`` of it) to ``out``, a local path.
 
-    ``generator`` replaces ``options.model`` with a generator already in memory.
+    ``generator`` replaces ``options.model`` with a generator already in memory;
+    ``storage_options`` configure the filesystem of an archive URL.
     """
     options = options or RestoreOptions()
     start = time.perf_counter()
     model = generator or options.model
-    restorer = make_restorer(Archive.open(archive), model, options.device, options.batch, options.compile)
+    opened = Archive.open(archive, storage_options=storage_options)
+    restorer = make_restorer(opened, model, options.device, options.batch, options.compile)
     source = restorer.archive
     md = source.metadata
     g = restorer.grid
