@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.data import SHARED, SLIDE
+from tests.restoration.conftest import tiny_edsr  # noqa: F401  (the restore tests' tiny seeded EDSR)
 from wsistore.archive.writer import IngestOptions
 from wsistore.batch import IngestJob, Task, plan, run_batch
 
