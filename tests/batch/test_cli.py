@@ -131,8 +131,6 @@ def test_bench_batch_writes_a_report_per_input(tmp_path: Path) -> None:
     ("args", "text"),
     [
         (["ingest", "a.svs", "b.svs", "c.zarr"], "--output-dir"),
-        (["ingest", "{tmp}", "a.zarr"], "--output-dir"),
-        (["ingest", "{tmp}/*.svs", "a.zarr"], "--output-dir"),
         (["ingest", "{slide}", "{tmp}/a.zarr", "--summary", "s.csv"], "apply to batches"),
         (["ingest", "{slide}", "--output-dir", "{tmp}/o", "--cluster", "remote:2"], "local:N"),
         (["verify", "{tmp}/x.zarr", "{tmp}/y.zarr", "--against", "{slide}"], "--against"),

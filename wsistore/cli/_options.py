@@ -7,7 +7,6 @@ so ``wsistore train run`` never loads zarr or imagecodecs.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -168,24 +167,12 @@ def cluster_from_args(args: argparse.Namespace) -> ClusterOptions:
     return ClusterOptions(scheduler=args.scheduler, local_workers=local)
 
 
-def names_many(path: str) -> bool:
-    """Whether ``path`` names several inputs: a glob, a list (``@FILE``, ``.txt``) or a folder
-    that is not an archive."""
-    p = Path(path)
-    return (
-        glob.has_magic(path)
-        or path.startswith("@")
-        or p.suffix.lower() == ".txt"
-        or (p.is_dir() and not (p / "zarr.json").is_file())
-    )
-
-
 def wants_batch(args: argparse.Namespace, paths: list[str]) -> bool:
     """Whether a command given ``paths`` runs as a batch: with ``--output-dir``. Without it,
     only ``SOURCE OUT`` is accepted, and the batch options are refused."""
     if args.output_dir is not None:
         return True
-    if len(paths) != 2 or names_many(paths[0]):
+    if len(paths) != 2:
         raise InputError(f"give one input and its output, or inputs with --output-dir DIR (got {' '.join(paths)})")
     if args.summary or args.scheduler or args.cluster:
         raise InputError("--summary, --scheduler and --cluster apply to batches (inputs with --output-dir DIR)")

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import glob
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wsistore.cli import _options
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     file is the one archived and each LR chunk matches a fresh downsample of it."""
     from wsistore.archive.verify import verify
 
-    if len(args.archives) > 1 or _options.names_many(args.archives[0]):
+    if _is_batch(args.archives):
         return _batch(args)
     if args.summary or args.scheduler or args.cluster:
         raise InputError("--summary, --scheduler and --cluster apply to batches (several archives)")
@@ -48,6 +50,16 @@ def run(args: argparse.Namespace) -> int:
     )
     _options.show(report.__dict__ | {"ok": report.ok}, args.json, lambda _: describe(report))
     return 0 if report.ok else FAILED
+
+
+def _is_batch(paths: list[str]) -> bool:
+    """Several archives, a glob, a list (``@FILE``, ``.txt``) or a folder holding archives."""
+    from wsistore.readers import is_archive
+
+    path = Path(paths[0])
+    if len(paths) > 1 or glob.has_magic(paths[0]) or paths[0].startswith("@") or path.suffix.lower() == ".txt":
+        return True
+    return path.is_dir() and not is_archive(path) and any(is_archive(child) for child in path.iterdir())
 
 
 def _batch(args: argparse.Namespace) -> int:
