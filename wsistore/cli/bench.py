@@ -78,4 +78,4 @@ def _batch(args: argparse.Namespace, options: BenchOptions) -> int:
 
     tasks = plan(expand_inputs([str(p) for p in args.inputs]), args.output_dir, "")
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    return _options.run_batch(args, tasks, BenchJob(options), "bench")
+    return _options.run_batch(args, tasks, BenchJob(options), "bench", device=options.device)
