@@ -118,14 +118,10 @@ def _expand(item: str, archives: bool) -> list[Path]:
     return [path]
 
 
-def stem(path: Path) -> str:
-    """The name a slide's outputs take: the file name without its suffix (``a.svs``, ``a.zarr``: ``a``)."""
-    return path.name[: -len(path.suffix)] if path.suffix else path.name
-
-
 def output_for(source: Path, out_dir: Path, suffix: str) -> Path:
-    """Where ``source``'s output lands in ``out_dir``: ``<stem><suffix>``."""
-    return out_dir / f"{stem(source)}{suffix}"
+    """Where ``source``'s output lands in ``out_dir``: its name without its suffix (``a.svs``,
+    ``a.zarr``: ``a``), then ``suffix``."""
+    return out_dir / f"{source.stem}{suffix}"
 
 
 def plan(sources: Sequence[Path], out_dir: Path | None, suffix: str) -> list[Task]:
@@ -300,12 +296,11 @@ class Summary:
 @dataclass(frozen=True)
 class ClusterOptions:
     """Where a batch runs: this process (neither set), a running scheduler at ``scheduler``,
-    or a ``distributed.LocalCluster`` of ``local_workers`` processes on 127.0.0.1."""
+    or a ``distributed.LocalCluster`` of ``local_workers`` processes (one thread each) on
+    127.0.0.1."""
 
     scheduler: str | None = None
     local_workers: int | None = None
-    threads_per_worker: int = 1
-    resources: dict[str, float] | None = None  # worker resources of a local cluster, e.g. {"GPU": 1}
 
     def __post_init__(self) -> None:
         if self.scheduler and self.local_workers:
@@ -345,11 +340,7 @@ def connect(cluster: ClusterOptions) -> Iterator[Client | None]:
         return
     with (
         LocalCluster(
-            n_workers=cluster.local_workers,
-            threads_per_worker=cluster.threads_per_worker,
-            host="127.0.0.1",
-            dashboard_address=None,
-            resources=cluster.resources,
+            n_workers=cluster.local_workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
         ) as local,
         Client(local) as client,
     ):
@@ -414,7 +405,7 @@ def _run_on(
     from distributed import as_completed
 
     futures = {
-        client.submit(job, task, key=f"wsistore-{i}-{stem(Path(task.source))}", pure=False, resources=resources): i
+        client.submit(job, task, key=f"wsistore-{i}-{Path(task.source).stem}", pure=False, resources=resources): i
         for i, task in enumerate(tasks)
     }
     try:

@@ -181,12 +181,14 @@ def wants_batch(args: argparse.Namespace, paths: list[str]) -> bool:
 
 def run_batch(args: argparse.Namespace, tasks: list[Task], job: Job, desc: str, device: str | None = None) -> int:
     """Run a batch as ``args`` say, printing a line per slide and the totals; the exit code
-    is :data:`BATCH_FAILED` when any slide failed. ``device``: a restore's, for GPU tasks."""
+    is :data:`BATCH_FAILED` when any slide failed. ``device``: a restore's or a bench's, for
+    the GPU resource of a scheduler's tasks (:func:`wsistore.batch.task_resources`)."""
     from wsistore.batch import connect, counts, run_batch, task_resources
 
     cluster = cluster_from_args(args)
     with connect(cluster) as client:
-        resources = task_resources(client, device) if client is not None and device else None
+        # a local cluster's workers share this machine's GPU as cuda:0: only a scheduler's GPU workers take resources
+        resources = task_resources(client, device) if client is not None and cluster.scheduler and device else None
         rows = run_batch(tasks, job, client, args.summary, resources, _print_row, not args.quiet, desc)
     n = counts(rows)
     where = f"; summary in {args.summary}" if args.summary else ""
