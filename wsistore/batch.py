@@ -332,7 +332,7 @@ def connect(cluster: ClusterOptions) -> Iterator[Client | None]:
 
     if cluster.scheduler:
         try:
-            client = Client(cluster.scheduler, timeout="20s")
+            client = Client(cluster.scheduler, timeout="10s")
         except (OSError, TimeoutError) as exc:
             raise InputError(f"cannot reach the scheduler at {cluster.scheduler}: {first_line(exc)}") from None
         with client:

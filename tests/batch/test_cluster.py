@@ -17,6 +17,7 @@ import pytest
 import wsistore
 from benchmarks.reliability.faults import compare_archives, compare_tiffs
 from tests.batch.conftest import OPTIONS, SLIDES, ingest_tasks
+from tests.cli.test_cli import assert_one_line_error, run
 from wsistore.batch import OK, IngestJob, RestoreJob, plan, run_batch, task_resources
 from wsistore.errors import InputError
 from wsistore.restoration.pipeline import RestoreOptions
@@ -103,3 +104,14 @@ def test_a_killed_worker_costs_only_its_tasks(plain_cluster: Any, tmp_path: Path
         rows = run_batch(ingest_tasks(tmp_path / "out"), IngestJob(OPTIONS, resume=True), plain_cluster, progress=False)
     assert all(r.status in ("ok", "skipped") for r in rows), rows
     _same_archives(tmp_path / "out", serial_archives)
+
+
+def test_the_command_line_runs_on_a_scheduler(client: Any, tmp_path: Path, serial_archives: Path) -> None:
+    address = client.scheduler.address
+    assert address.startswith("tcp://127.0.0.1:")
+    result = run("ingest", str(SLIDES[2]), "--output-dir", str(tmp_path), "--scheduler", address, "--quiet")
+    assert result.returncode == 0, result.stderr
+    name = f"{SLIDES[2].stem}.zarr"
+    assert compare_archives(tmp_path / name, serial_archives / name) == []
+    unreachable = run("verify", str(tmp_path / name), str(tmp_path / "x.zarr"), "--scheduler", "tcp://127.0.0.1:9")
+    assert_one_line_error(unreachable, 2, "cannot reach the scheduler")
