@@ -14,11 +14,13 @@ serially in this process or on a dask.distributed cluster, one task per slide.
   the summary (:class:`Summary`: CSV or JSON, rewritten after every row, so an interrupted
   batch keeps the rows it finished).
 * With a :class:`~distributed.Client`, each slide is one task (``client.submit``); the
-  shards (ingest) or tiles (restore) of that slide run inside it on the worker's threads.
-  A task whose worker dies is rerun elsewhere by the scheduler: its output's work
-  directory lock died with the worker, and the rerun starts that output afresh. Restore
-  tasks on a GPU carry the worker resource ``GPU: 1`` (:func:`task_resources`), so each
-  GPU worker runs one restore, with one model loaded per worker process.
+  shards (ingest) or tiles (restore) of that slide run inside it on the worker's own
+  threads (a slide's ``workers`` setting). A task whose worker dies is rerun elsewhere by
+  the scheduler (no ``retries`` needed: jobs never raise): its output's work directory
+  lock died with the worker, and the rerun starts that output afresh. Restore tasks for a
+  scheduler's GPU workers carry the worker resource ``GPU: 1`` (:func:`task_resources`),
+  so each GPU worker runs one restore, with one model loaded per worker process
+  (:func:`wsistore.restoration.engine.runner_for` keeps it).
 """
 
 from __future__ import annotations
