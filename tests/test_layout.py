@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("restoration",),
     ("reports",),
     ("serve",),
+    ("batch",),
     ("cli",),
 ]
 

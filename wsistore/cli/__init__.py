@@ -3,8 +3,8 @@
 the only place that builds an argparse parser.
 
 Every failure the user can cause prints one line, ``wsistore: error: ...``, and exits
-non-zero (2 bad input, 3 damaged/incomplete archive, 4 output exists, 1 other,
-130 interrupted). ``WSISTORE_DEBUG=1`` shows the traceback instead.
+non-zero (2 bad input, 3 damaged/incomplete archive, 4 output exists, 5 some slides of a
+batch failed, 1 other, 130 interrupted). ``WSISTORE_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations

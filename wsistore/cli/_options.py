@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wsistore.errors import InputError
 from wsistore.geometry import Region
 
 if TYPE_CHECKING:
+    from wsistore.batch import ClusterOptions, Job, SlideResult, Task
     from wsistore.codecs import ImageCodec
 
 Parser = argparse.ArgumentParser
@@ -159,3 +161,74 @@ def show(data: Any, as_json: bool, describe: Callable[[Any], str]) -> None:
         print(json.dumps(data, indent=2))
     else:
         print(describe(data))
+
+
+# -- batches: many inputs, a summary, a cluster ---------------------------------------------
+#: Exit code of a batch in which some slides failed (the others were done).
+BATCH_FAILED = 5
+INPUTS_HELP = "slides, folders of slides, globs, or lists of paths (@FILE or a .txt file)"
+
+
+def add_batch(p: Parser, output_dir: bool = True) -> None:
+    """``--output-dir`` (with ``output_dir``), ``--summary``, ``--scheduler`` and ``--cluster``."""
+    g = p.add_argument_group("batches (many inputs, one task per slide)")
+    if output_dir:
+        g.add_argument(
+            "--output-dir", type=Path, default=None, metavar="DIR", help="batch: write one output per input here"
+        )
+    g.add_argument("--summary", type=Path, default=None, metavar="FILE", help="batch summary: a .csv or .json file")
+    where = g.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS", help="run on this dask.distributed scheduler")
+    where.add_argument(
+        "--cluster", default=None, metavar="local:N", help="start a dask LocalCluster of N worker processes (127.0.0.1)"
+    )
+
+
+def cluster_from_args(args: argparse.Namespace) -> ClusterOptions:
+    """Where ``--scheduler`` and ``--cluster`` say a batch runs."""
+    from wsistore.batch import ClusterOptions, parse_cluster
+
+    local = parse_cluster(args.cluster) if args.cluster else None
+    return ClusterOptions(scheduler=args.scheduler, local_workers=local)
+
+
+def wants_batch(args: argparse.Namespace, paths: list[str]) -> bool:
+    """Whether a command given ``paths`` runs as a batch: with ``--output-dir``. Without it,
+    only ``SOURCE OUT`` is accepted, and the batch options are refused."""
+    if args.output_dir is not None:
+        return True
+    if len(paths) != 2:
+        raise InputError(f"give one input and its output, or inputs with --output-dir DIR (got {' '.join(paths)})")
+    if args.summary or args.scheduler or args.cluster:
+        raise InputError("--summary, --scheduler and --cluster apply to batches (inputs with --output-dir DIR)")
+    return False
+
+
+def run_batch(args: argparse.Namespace, tasks: list[Task], job: Job, desc: str, device: str | None = None) -> int:
+    """Run a batch as ``args`` say, printing a line per slide and the totals; the exit code
+    is :data:`BATCH_FAILED` when any slide failed. ``device``: a restore's or a bench's, for
+    the GPU resource of a scheduler's tasks (:func:`wsistore.batch.task_resources`)."""
+    from wsistore.batch import connect, counts, run_batch, task_resources
+
+    if getattr(args, "storage_options", None):
+        raise InputError("--storage-options applies to one archive; a batch reads and writes local paths")
+    cluster = cluster_from_args(args)
+    with connect(cluster) as client:
+        # a local cluster's workers share this machine's GPU as cuda:0: only a scheduler's GPU workers take resources
+        resources = task_resources(client, device) if client is not None and cluster.scheduler and device else None
+        rows = run_batch(tasks, job, client, args.summary, resources, _print_row, not args.quiet, desc)
+    n = counts(rows)
+    where = f"; summary in {args.summary}" if args.summary else ""
+    print(f"{desc}: {n['ok']} ok, {n['skipped']} skipped, {n['failed']} failed of {len(rows)}{where}")
+    return BATCH_FAILED if n["failed"] else 0
+
+
+def _print_row(row: SlideResult) -> None:
+    name = Path(row.slide).name
+    if row.status == "failed":
+        print(f"FAILED {name}: {row.error}", flush=True)
+        return
+    ratio = f" ({row.ratio:.1f}x)" if row.ratio else ""
+    sizes = f"{size(row.bytes_in)} -> {size(row.bytes_out)}{ratio}" if row.bytes_out else size(row.bytes_in)
+    target = f" -> {row.output}" if row.output else ""
+    print(f"{row.status} {name}{target}: {sizes} in {row.seconds:.1f} s", flush=True)

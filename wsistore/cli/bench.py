@@ -1,12 +1,17 @@
-"""``wsistore bench INPUT... --out DIR``: storage-vs-quality reports at equal bytes."""
+"""``wsistore bench INPUT... --out DIR``: storage-vs-quality reports at equal bytes, all inputs
+in one report; ``--output-dir DIR`` instead: a batch, one report per input in ``DIR/<stem>/``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wsistore.cli import _options
+from wsistore.errors import InputError
+
+if TYPE_CHECKING:
+    from wsistore.reports.run import BenchOptions
 
 
 def add_parser(sub: Any) -> None:
@@ -15,7 +20,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "inputs", nargs="+", type=Path, help="slides, archives (with their source beside them) or folders of tiles"
     )
-    p.add_argument("--out", type=Path, required=True, help="output directory (results.json, report.md, report.html)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="output directory (results.json, report.md, report.html) of one report"
+    )
     p.add_argument(
         "--models",
         nargs="*",
@@ -32,6 +39,7 @@ def add_parser(sub: Any) -> None:
     _options.add_region(p, "slide region (level-0 pixels) instead of the densest square")
     p.add_argument("--lpips-weights", type=Path, default=None, help="torchvision AlexNet ImageNet state dict for LPIPS")
     _options.add_quiet(p)
+    _options.add_batch(p)
     p.set_defaults(run=run)
 
 
@@ -40,9 +48,11 @@ def run(args: argparse.Namespace) -> int:
     equal bytes, on tissue only; write results.json, report.md and report.html."""
     from wsistore.reports.run import BenchOptions, run_bench
 
+    if (args.out is None) == (args.output_dir is None):
+        raise InputError("give --out DIR (one report) or --output-dir DIR (a batch: one report per input)")
     options = BenchOptions(
         inputs=args.inputs,
-        out=args.out,
+        out=args.out or args.output_dir,
         models=args.models,
         archive_codecs=args.codecs,
         hr_codecs=args.hr_codecs,
@@ -53,6 +63,19 @@ def run(args: argparse.Namespace) -> int:
         lpips_weights=args.lpips_weights,
         progress=not args.quiet,
     )
+    if args.output_dir is not None:
+        return _batch(args, options)
+    if args.summary or args.scheduler or args.cluster:
+        raise InputError("--summary, --scheduler and --cluster apply to batches (--output-dir DIR)")
     results = run_bench(options)
     print(f"wrote {args.out}/results.json, report.md, report.html ({len(results['records'])} records)")
     return 0
+
+
+def _batch(args: argparse.Namespace, options: BenchOptions) -> int:
+    """One report per input in ``--output-dir``."""
+    from wsistore.batch import BenchJob, expand_inputs, plan
+
+    tasks = plan(expand_inputs([str(p) for p in args.inputs]), args.output_dir, "")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    return _options.run_batch(args, tasks, BenchJob(options), "bench", device=options.device)

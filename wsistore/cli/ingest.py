@@ -1,4 +1,5 @@
-"""``wsistore ingest SLIDE ARCHIVE``: read a slide, downsample it, write a verifiable archive."""
+"""``wsistore ingest SLIDE ARCHIVE``: read a slide, downsample it, write a verifiable archive;
+``wsistore ingest INPUT... --output-dir DIR``: one archive per slide, ``DIR/<stem>.zarr``."""
 
 from __future__ import annotations
 
@@ -9,14 +10,19 @@ from typing import TYPE_CHECKING, Any
 from wsistore.cli import _options
 
 if TYPE_CHECKING:
-    from wsistore.archive.writer import IngestResult
+    from wsistore.archive.writer import IngestOptions, IngestResult
 
 
 def add_parser(sub: Any) -> None:
     """Register ``ingest``."""
     p = sub.add_parser("ingest", help="archive a slide at reduced resolution", description=run.__doc__)
-    p.add_argument("slide", help="slide file (SVS, NDPI, MRXS, generic/OME TIFF, ...)")
-    p.add_argument("archive", help="archive to create (directory or fsspec URL)")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="SLIDE ARCHIVE: a slide file (SVS, NDPI, MRXS, generic/OME TIFF, ...) and the archive to create "
+        f"(directory or fsspec URL); with --output-dir: {_options.INPUTS_HELP}",
+    )
     _options.add_codec_options(p)
     p.add_argument("--scale", type=int, default=4, help="downsample factor (default 4)")
     p.add_argument("--chunk", type=int, default=256, help="LR chunk side in pixels, multiple of 16 (default 256)")
@@ -39,6 +45,7 @@ def add_parser(sub: Any) -> None:
     _options.add_storage_options(p)
     _options.add_overwrite_resume(p, "archive")
     _options.add_quiet(p)
+    _options.add_batch(p)
     p.set_defaults(run=run)
 
 
@@ -60,10 +67,21 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         mpp=args.mpp,
     )
+    if _options.wants_batch(args, args.paths):
+        return _batch(args, options)
     start = time.perf_counter()
-    result = ingest(args.slide, args.archive, options, args.storage_options)
+    result = ingest(args.paths[0], args.paths[1], options, args.storage_options)
     print(summary(result, time.perf_counter() - start))
     return 0
+
+
+def _batch(args: argparse.Namespace, options: IngestOptions) -> int:
+    """One archive per slide in ``--output-dir``."""
+    from wsistore.batch import IngestJob, expand_inputs, plan
+
+    tasks = plan(expand_inputs(args.paths), args.output_dir, ".zarr")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    return _options.run_batch(args, tasks, IngestJob(options, args.resume), "ingest")
 
 
 def summary(result: IngestResult, seconds: float) -> str:

@@ -1,4 +1,6 @@
-"""``wsistore restore ARCHIVE OUT``: rebuild full resolution as a pyramidal TIFF or OME-Zarr."""
+"""``wsistore restore ARCHIVE OUT``: rebuild full resolution as a pyramidal TIFF or OME-Zarr;
+``wsistore restore INPUT... --output-dir DIR``: one output per archive, ``DIR/<stem>.tif``
+(``.ome.zarr`` with ``--format zarr``)."""
 
 from __future__ import annotations
 
@@ -8,14 +10,20 @@ from typing import TYPE_CHECKING, Any
 from wsistore.cli import _options
 
 if TYPE_CHECKING:
-    from wsistore.restoration.pipeline import RestoreResult
+    from wsistore.restoration.pipeline import RestoreOptions, RestoreResult
 
 
 def add_parser(sub: Any) -> None:
     """Register ``restore``."""
     p = sub.add_parser("restore", help="rebuild full resolution (pyramidal TIFF or OME-Zarr)", description=run.__doc__)
-    p.add_argument("archive", help="archive to restore (directory or fsspec URL)")
-    p.add_argument("out", help="output: a .tif file, or a directory with --format zarr")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="ARCHIVE OUT: the archive to restore (directory or fsspec URL) and the output, a .tif file or a "
+        "directory with --format zarr; with --output-dir: archives, folders of archives, globs or lists "
+        "(@FILE or a .txt file)",
+    )
     _options.add_model(p)
     p.add_argument(
         "--batch", type=int, default=None, help="GPU batch of compute tiles (default 8, halved on out-of-memory)"
@@ -33,6 +41,7 @@ def add_parser(sub: Any) -> None:
     _options.add_storage_options(p)
     _options.add_overwrite_resume(p, "output")
     _options.add_quiet(p)
+    _options.add_batch(p)
     p.set_defaults(run=run)
 
 
@@ -56,8 +65,20 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         compile=args.compile,
     )
-    print(summary(restore(args.archive, args.out, options, storage_options=args.storage_options)))
+    if _options.wants_batch(args, args.paths):
+        return _batch(args, options)
+    print(summary(restore(args.paths[0], args.paths[1], options, storage_options=args.storage_options)))
     return 0
+
+
+def _batch(args: argparse.Namespace, options: RestoreOptions) -> int:
+    """One output per archive in ``--output-dir``; on a GPU cluster, one restore per GPU worker."""
+    from wsistore.batch import RestoreJob, expand_inputs, plan
+
+    suffix = ".tif" if options.format == "tiff" else ".ome.zarr"
+    tasks = plan(expand_inputs(args.paths, archives=True), args.output_dir, suffix)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    return _options.run_batch(args, tasks, RestoreJob(options, args.resume), "restore", device=options.device)
 
 
 def summary(result: RestoreResult) -> str:

@@ -1,11 +1,15 @@
-"""``wsistore verify ARCHIVE [--against SLIDE]``: check every chunk, optionally against the source."""
+"""``wsistore verify ARCHIVE [--against SLIDE]``: check every chunk, optionally against the source;
+``wsistore verify INPUT...``: a batch of archives, a row each."""
 
 from __future__ import annotations
 
 import argparse
+import glob
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wsistore.cli import _options
+from wsistore.errors import InputError
 
 if TYPE_CHECKING:
     from wsistore.archive.verify import VerifyReport
@@ -17,13 +21,19 @@ FAILED = 3
 def add_parser(sub: Any) -> None:
     """Register ``verify``."""
     p = sub.add_parser("verify", help="check every chunk (and optionally against the source)", description=run.__doc__)
-    p.add_argument("archive")
+    p.add_argument(
+        "archives",
+        nargs="+",
+        metavar="ARCHIVE",
+        help="an archive; several, folders of archives, globs or lists (@FILE or a .txt file) make a batch",
+    )
     p.add_argument("--against", metavar="SLIDE", help="also compare with the source slide (sha256 and pixels)")
     _options.add_reader(p)
     _options.add_workers(p, "parallel shards")
     _options.add_storage_options(p)
     _options.add_json(p)
     _options.add_quiet(p)
+    _options.add_batch(p, output_dir=False)
     p.set_defaults(run=run)
 
 
@@ -32,8 +42,12 @@ def run(args: argparse.Namespace) -> int:
     file is the one archived and each LR chunk matches a fresh downsample of it."""
     from wsistore.archive.verify import verify
 
+    if _is_batch(args.archives):
+        return _batch(args)
+    if args.summary or args.scheduler or args.cluster:
+        raise InputError("--summary, --scheduler and --cluster apply to batches (several archives)")
     report = verify(
-        args.archive,
+        args.archives[0],
         against=args.against,
         reader=args.reader,
         workers=args.workers,
@@ -42,6 +56,26 @@ def run(args: argparse.Namespace) -> int:
     )
     _options.show(report.__dict__ | {"ok": report.ok}, args.json, lambda _: describe(report))
     return 0 if report.ok else FAILED
+
+
+def _is_batch(paths: list[str]) -> bool:
+    """Several archives, a glob, a list (``@FILE``, ``.txt``) or a folder holding archives."""
+    from wsistore.readers import is_archive
+
+    path = Path(paths[0])
+    if len(paths) > 1 or glob.has_magic(paths[0]) or paths[0].startswith("@") or path.suffix.lower() == ".txt":
+        return True
+    return path.is_dir() and not is_archive(path) and any(is_archive(child) for child in path.iterdir())
+
+
+def _batch(args: argparse.Namespace) -> int:
+    """Verify every archive the inputs name, one row each."""
+    from wsistore.batch import VerifyJob, expand_inputs, plan
+
+    if args.against or args.json:
+        raise InputError("--against and --json take one archive; a batch writes its rows with --summary FILE")
+    tasks = plan(expand_inputs(args.archives, archives=True), None, "")
+    return _options.run_batch(args, tasks, VerifyJob(args.workers), "verify")
 
 
 def describe(report: VerifyReport) -> str:
