@@ -391,9 +391,8 @@ class SourceLoss:
         d = lr.astype(np.float64) - LOSS_OFFSET
         # |U D|^2 = <D, U^T U D>, at LR: U^T U is separable and banded (7 taps per axis)
         gram = _separable(d, _bicubic_gram(h, scale, self.height), _bicubic_gram(w, scale, self.width))
-        sse = (
-            self.sum_sq - 2.0 * float(np.dot(self.adjoint.ravel(), d.ravel())) + float(np.dot(d.ravel(), gram.ravel()))
-        )
+        # products summed by numpy, not BLAS: the same sums whatever the machine's threads
+        sse = self.sum_sq - 2.0 * float(np.multiply(self.adjoint, d).sum()) + float(np.multiply(d, gram).sum())
         return math.sqrt(max(sse, 0.0) / (self.height * self.width * c))
 
 
