@@ -1,9 +1,14 @@
 """Ingest: slide -> 4x downsampled, sharded Zarr v3 archive.
 
-Data flow: tissue mask (one pass over a low level) -> one Dask task per LR shard (read
-each tissue chunk's level-0 window with halo, downsample, assemble the shard, write it,
-read it back and check it) -> 2x pyramid levels from the stored base -> associated
-images, mask, loss map, ICC profile -> manifest -> group metadata (last) -> rename into place.
+Data flow: tissue mask (one pass over a low level) -> one Dask task per LR shard, the
+biggest first (read each tissue chunk's level-0 window with halo, downsample, assemble the
+shard, write it, read it back and check it) -> 2x pyramid levels from the stored base ->
+associated images, mask, loss map, ICC profile -> manifest -> group metadata (last) ->
+rename into place. A shard reads level 0 in blocks of whole source tiles
+(:class:`SourceBlocks`), kept from one chunk row to the next, so each tile is decoded once
+although the chunks' windows overlap by the halo. A shard's chunks are encoded in parallel
+on zarr's codec threads. The archive's bytes depend on the settings alone, never on the
+workers or the blocks.
 
 While a base shard is read, each chunk's source pixels are summarised for the loss map
 (:class:`wsistore.degradation.SourceLoss`), finished against the decoded chunk once the
@@ -315,14 +320,19 @@ class _Ingest:
     # -- base level --------------------------------------------------------------------
     def _write_base(self, array: zarr.Array, keep: np.ndarray, mask: TissueMask) -> None:
         per = self.shard // self.options.chunk
-        tasks, total = [], 0
+        shards = []
         for sy in range(-(-keep.shape[0] // per)):
             for sx in range(-(-keep.shape[1] // per)):
-                block = keep[sy * per : (sy + 1) * per, sx * per : (sx + 1) * per]
-                if not block.any() or ("0", shard_key((0, sy, sx))) in self.done:
-                    continue
-                total += int(block.sum())
-                tasks.append(dask.delayed(self._base_shard, pure=False)(array, keep, mask, sy, sx))
+                count = int(keep[sy * per : (sy + 1) * per, sx * per : (sx + 1) * per].sum())
+                if count and ("0", shard_key((0, sy, sx))) not in self.done:
+                    shards.append((count, sy, sx))
+        # dask's threads run ready tasks from the highest key down: the shards with the most
+        # chunks first, so that no big one is left for one worker at the end
+        tasks = [
+            dask.delayed(self._base_shard, pure=False)(array, keep, mask, sy, sx, dask_key_name=f"base-shard-{i:06d}")
+            for i, (_, sy, sx) in enumerate(sorted(shards, key=lambda shard: (shard[0], -shard[1], -shard[2])))
+        ]
+        total = sum(count for count, _, _ in shards)
         self._progress = Progress(total, "ingest", "chunk", self.options.progress)
         with self._progress:
             dask.compute(*tasks, scheduler="threads", num_workers=self.options.workers)
