@@ -35,6 +35,7 @@ from benchmarks.measure import PEAK_RSS_SNIPPET
 
 DEFAULT_CODECS = (
     "avif:level=75,speed=6",  # the archive default
+    "avif:level=75,speed=7",  # the same quality setting, encoded about twice as fast
     "avif:level=60,speed=6",
     "jpegxl:distance=1.0,effort=7",
     "jpegxl:distance=1.0,effort=5",

@@ -338,7 +338,10 @@ def _zero_padded(rows: int, n: int, scale: int, shape: tuple[int, ...]) -> tuple
     """A zero float32 array with room for :func:`_adjoint_axis0` over ``rows`` rows of data (an
     ``n``-row upscale's, cropped or not), and ``top``, the row the data start at."""
     top = 4 * scale
-    return np.zeros((top + max(scale * (n + 4), rows), *shape), dtype=np.float32), top
+    padded = np.empty((top + max(scale * (n + 4), rows), *shape), dtype=np.float32)
+    padded[:top] = 0
+    padded[top + rows :] = 0
+    return padded, top
 
 
 def bicubic_upscale(lr: np.ndarray, scale: int, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -378,7 +381,8 @@ class SourceLoss:
         h, w = lr_shape
         padded, top = _zero_padded(height, h, scale, (width, c))
         a = padded[top : top + height]
-        np.subtract(hr, np.float32(LOSS_OFFSET), out=a)  # exact: integers
+        a[...] = hr
+        a -= np.float32(LOSS_OFFSET)  # exact: integers
         rows = _adjoint_axis0(padded, scale, h, top)  # (h, width, c)
         padded, top = _zero_padded(width, w, scale, (h, c))
         padded[top : top + width] = _swap_yx(rows)
