@@ -335,8 +335,9 @@ def _adjoint_axis0(a: np.ndarray, scale: int, n: int, top: int) -> np.ndarray:
 
 
 def _zero_padded(rows: int, n: int, scale: int, shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
-    """A zero float32 array with room for :func:`_adjoint_axis0` over ``rows`` rows of data (an
-    ``n``-row upscale's, cropped or not), and ``top``, the row the data start at."""
+    """A float32 array with room for :func:`_adjoint_axis0` over ``rows`` rows of data (an
+    ``n``-row upscale's, cropped or not), zero outside them, and ``top``, the row the data
+    start at; the caller fills the data rows."""
     top = 4 * scale
     padded = np.empty((top + max(scale * (n + 4), rows), *shape), dtype=np.float32)
     padded[:top] = 0
