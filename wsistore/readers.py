@@ -68,6 +68,13 @@ class SlideReader(ABC):
     def level_count(self) -> int:
         return len(self.level_dimensions)
 
+    @property
+    def tile_size(self) -> tuple[int, int] | None:
+        """``(width, height)`` of level 0's stored tiles (``openslide.level[0].tile-width``), or None."""
+        width = _float(self.properties.get("openslide.level[0].tile-width"))
+        height = _float(self.properties.get("openslide.level[0].tile-height"))
+        return (int(width), int(height)) if width and height else None
+
     # -- metadata -------------------------------------------------------------------------
     @property
     @abstractmethod

@@ -16,6 +16,7 @@ import zarr
 
 from tests.data import SHARED
 from tests.slides import GLASS, write_mosaic_slide
+from wsistore.archive import writer
 from wsistore.archive.reader import Archive, ChunkState
 from wsistore.archive.verify import verify
 from wsistore.archive.writer import MPP_GIVEN, IngestOptions, _Ingest, halve, ingest
@@ -79,6 +80,30 @@ def test_tiled_ingest_equals_whole_image_downsample(tmp_path: Path, slide_path: 
     assert np.array_equal(archive.read_lr(0, (0, 0, 555, 742)), expected)
     # and the pyramid levels are 2x means of the level above
     assert np.array_equal(archive.read_lr(1, (0, 0, 278, 371)), halve(expected, (278, 371)))
+
+
+def _archive_files(root: Path) -> dict[str, bytes]:
+    """Every file of an archive, the group's creation time left out."""
+    files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    group = json.loads(files.pop("zarr.json"))
+    del group["attributes"]["wsistore"]["created"]
+    files["zarr.json"] = json.dumps(group, sort_keys=True).encode()
+    return files
+
+
+def test_same_bytes_whatever_the_workers_and_source_blocks(
+    tmp_path: Path, mosaic_slide: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archive (chunks, loss map, manifest) depends on the settings only: not on the number
+    of workers, nor on the blocks the source is read in (odd ones here, across tiles and chunks)."""
+    archives = []
+    for workers, block in [(1, None), (2, None), (2, (96, 80))]:
+        if block:
+            monkeypatch.setattr(writer, "source_block", lambda slide, block=block: block)
+        out = tmp_path / f"w{workers}-{block}.zarr"
+        ingest(mosaic_slide, out, IngestOptions(chunk=128, shard=256, workers=workers, progress=False))
+        archives.append(_archive_files(out))
+    assert archives[0] == archives[1] == archives[2]
 
 
 def test_lossy_chunks_record_their_coding_error(sample_archive: Path) -> None:

@@ -18,7 +18,7 @@ from wsistore.archive.verify import VerifyReport, _compare_source, verify
 from wsistore.archive.writer import IngestOptions, ingest
 from wsistore.cli.info import describe
 from wsistore.codecs import make_codec
-from wsistore.degradation import SourceLoss, bicubic_upscale, loss_rms
+from wsistore.degradation import SourceLoss, _bicubic_phases, bicubic_upscale, loss_rms
 from wsistore.models.layers import bicubic_up
 from wsistore.readers import open_slide
 
@@ -47,6 +47,41 @@ def test_split_computation_equals_the_direct_one(tile: np.ndarray) -> None:
     hr = tile[:250, :237]
     lr = np.ascontiguousarray(tile[:63, :60])  # any LR of the right size: 4 * 63 >= 250
     assert SourceLoss.of(hr, lr.shape[:2], 4).rms(lr, 4) == pytest.approx(loss_rms(hr, lr, 4), rel=1e-6)
+
+
+def _reference_adjoint(a: np.ndarray, scale: int, n: int) -> np.ndarray:
+    """``M^T a`` along axis 0 written plainly (slow): phase by phase, tap by tap, float32."""
+    a = np.concatenate([a, np.zeros((scale * n - a.shape[0], *a.shape[1:]), dtype=np.float32)])
+    g = np.zeros((n + 4, *a.shape[1:]), dtype=np.float32)
+    for p, (o, w) in enumerate(_bicubic_phases(scale)):
+        for k in range(4):
+            g[o + k : o + k + n] += a[p::scale] * w[k]
+    out = g[2 : n + 2]
+    out[0] += g[0] + g[1]
+    out[-1] += g[n + 2] + g[n + 3]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("hr_shape", "lr_shape", "scale"),
+    [
+        ((1024, 1024), (256, 256), 4),
+        ((250, 237), (63, 60), 4),
+        ((3, 5), (1, 2), 4),
+        ((100, 64), (50, 32), 2),
+        ((800, 88), (100, 11), 8),
+    ],
+)
+def test_source_summary_equals_the_reference_bit_for_bit(
+    hr_shape: tuple[int, int], lr_shape: tuple[int, int], scale: int
+) -> None:
+    hr = np.random.default_rng(scale).integers(0, 256, (*hr_shape, 3), dtype=np.uint8)
+    a = hr.astype(np.float32) - 128
+    rows = _reference_adjoint(a, scale, lr_shape[0])
+    adjoint = _reference_adjoint(np.ascontiguousarray(rows.transpose(1, 0, 2)), scale, lr_shape[1]).transpose(1, 0, 2)
+    ours = SourceLoss.of(hr, lr_shape, scale)
+    assert np.array_equal(ours.adjoint, adjoint)
+    assert ours.sum_sq == float(np.square(a).sum(dtype=np.float64))
 
 
 def test_map_has_the_chunk_grid_and_matches_an_independent_computation(sample_archive: Path, slide_path: Path) -> None:

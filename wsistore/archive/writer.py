@@ -1,9 +1,14 @@
 """Ingest: slide -> 4x downsampled, sharded Zarr v3 archive.
 
-Data flow: tissue mask (one pass over a low level) -> one Dask task per LR shard (read
-each tissue chunk's level-0 window with halo, downsample, assemble the shard, write it,
-read it back and check it) -> 2x pyramid levels from the stored base -> associated
-images, mask, loss map, ICC profile -> manifest -> group metadata (last) -> rename into place.
+Data flow: tissue mask (one pass over a low level) -> one Dask task per LR shard, the
+biggest first (read each tissue chunk's level-0 window with halo, downsample, assemble the
+shard, write it, read it back and check it) -> 2x pyramid levels from the stored base ->
+associated images, mask, loss map, ICC profile -> manifest -> group metadata (last) ->
+rename into place. A shard reads level 0 in blocks of whole source tiles
+(:class:`SourceBlocks`), kept from one chunk row to the next, so each tile is decoded once
+although the chunks' windows overlap by the halo. A shard's chunks are encoded in parallel
+on zarr's codec threads. The archive's bytes depend on the settings alone, never on the
+workers or the blocks.
 
 While a base shard is read, each chunk's source pixels are summarised for the loss map
 (:class:`wsistore.degradation.SourceLoss`), finished against the decoded chunk once the
@@ -18,6 +23,7 @@ import datetime as dt
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,9 +66,9 @@ from wsistore.psnr import psnr_from_mse
 from wsistore.readers import SlideReader, open_slide, stored_associated_bytes
 from wsistore.tissue import CELL, DARKER_BY, DILATE_CELLS, SATURATED_BY, TissueMask, detect_tissue
 
-#: Chunk rows read as one band of source pixels (memory: about BAND_ROWS x chunk x 4
-#: source rows across a shard, ~50 MB at the defaults).
-BAND_ROWS = 2
+#: Side of a block of source pixels read at once when the slide's tiles are unknown or
+#: odd-sized; tiled slides are read in blocks of whole tiles, at least this many pixels wide.
+SOURCE_BLOCK = 512
 #: Images whose content can identify a patient; ``strip_label`` drops them.
 IDENTIFYING_IMAGES = ("label", "macro")
 #: Journal entries of finished shards.
@@ -323,14 +329,19 @@ class _Ingest:
     # -- base level --------------------------------------------------------------------
     def _write_base(self, array: zarr.Array, keep: np.ndarray, mask: TissueMask) -> None:
         per = self.shard // self.options.chunk
-        tasks, total = [], 0
+        shards = []
         for sy in range(-(-keep.shape[0] // per)):
             for sx in range(-(-keep.shape[1] // per)):
-                block = keep[sy * per : (sy + 1) * per, sx * per : (sx + 1) * per]
-                if not block.any() or ("0", shard_key((0, sy, sx))) in self.done:
-                    continue
-                total += int(block.sum())
-                tasks.append(dask.delayed(self._base_shard, pure=False)(array, keep, mask, sy, sx))
+                count = int(keep[sy * per : (sy + 1) * per, sx * per : (sx + 1) * per].sum())
+                if count and ("0", shard_key((0, sy, sx))) not in self.done:
+                    shards.append((count, sy, sx))
+        # dask's threads run ready tasks from the highest key down: the shards with the most
+        # chunks first, so that no big one is left for one worker at the end
+        tasks = [
+            dask.delayed(self._base_shard, pure=False)(array, keep, mask, sy, sx, dask_key_name=f"base-shard-{i:06d}")
+            for i, (_, sy, sx) in enumerate(sorted(shards, key=lambda shard: (shard[0], -shard[1], -shard[2])))
+        ]
+        total = sum(count for count, _, _ in shards)
         self._progress = Progress(total, "ingest", "chunk", self.options.progress)
         with self._progress:
             dask.compute(*tasks, scheduler="threads", num_workers=self.options.workers)
@@ -344,28 +355,27 @@ class _Ingest:
         kept = []
         sources: dict[tuple[int, int], SourceLoss] = {}
         scale = self.options.scale
-        rows = range(y0 // c, -(-y1 // c))
-        for band in (rows[i : i + BAND_ROWS] for i in range(0, len(rows), BAND_ROWS)):
-            for q0, q1 in _runs([any(keep[r, q] for r in band) for q in range(x0 // c, -(-x1 // c))], x0 // c):
-                # one read per band of chunk rows and run of tissue columns: source tiles
-                # are decoded about once instead of once per overlapping chunk window
-                lr_box = (q0 * c, band[0] * c, min(q1 * c, self.lr_width), min((band[-1] + 1) * c, self.lr_height))
-                wx0, wy0, _, _ = self.down.hr_window(*lr_box)
-                window = read_window(self._read_level0, self.down.hr_window(*lr_box), self.width, self.height)
-                for r in band:
-                    for q in range(q0, q1):
-                        if not keep[r, q]:
-                            continue
-                        box = (q * c, r * c, min((q + 1) * c, self.lr_width), min((r + 1) * c, self.lr_height))
-                        bx0, by0, bx1, by1 = self.down.hr_window(*box)
-                        part = window[by0 - wy0 : by1 - wy0, bx0 - wx0 : bx1 - wx0]
-                        buffer[box[1] - y0 : box[3] - y0, box[0] - x0 : box[2] - x0] = self.down.reduce_window(part)
-                        kept.append((r, q, box))
-                        hx0, hy0 = box[0] * scale, box[1] * scale
-                        hx1, hy1 = min(box[2] * scale, self.width), min(box[3] * scale, self.height)
-                        hr = window[hy0 - wy0 : hy1 - wy0, hx0 - wx0 : hx1 - wx0]
-                        sources[r, q] = SourceLoss.of(hr, (box[3] - box[1], box[2] - box[0]), scale)
-                        self._progress.update()
+        blocks = SourceBlocks(self._read_level0, self.width, self.height, source_block(self.slide))
+        for r in range(y0 // c, -(-y1 // c)):
+            columns = range(x0 // c, -(-x1 // c))
+            for q0, q1 in _runs([bool(keep[r, q]) for q in columns], x0 // c):
+                # the row's run of tissue chunks in one read of the source blocks it lacks
+                run = (q0 * c, r * c, min(q1 * c, self.lr_width), min((r + 1) * c, self.lr_height))
+                blocks.fetch(self.down.hr_window(*run))
+            for q in columns:
+                if not keep[r, q]:
+                    continue
+                box = (q * c, r * c, min((q + 1) * c, self.lr_width), min((r + 1) * c, self.lr_height))
+                wx0, wy0, _, _ = window_box = self.down.hr_window(*box)
+                window = read_window(blocks.region, window_box, self.width, self.height)
+                buffer[box[1] - y0 : box[3] - y0, box[0] - x0 : box[2] - x0] = self.down.reduce_window(window)
+                kept.append((r, q, box))
+                hx0, hy0 = box[0] * scale, box[1] * scale
+                hx1, hy1 = min(box[2] * scale, self.width), min(box[3] * scale, self.height)
+                hr = window[hy0 - wy0 : hy1 - wy0, hx0 - wx0 : hx1 - wx0]
+                sources[r, q] = SourceLoss.of(hr, (box[3] - box[1], box[2] - box[0]), scale)
+                self._progress.update()
+            blocks.release(self.down.hr_window(0, (r + 1) * c, 0, 0)[1])  # rows above the next row's windows
         self._store_shard(
             "0", array, (0, sy, sx), buffer, (x0, y0, x1, y1), kept, fill, self.options.codec, True, sources
         )
@@ -562,6 +572,66 @@ def associated_codec(image: np.ndarray, budget: int | None) -> ImageCodec:
         if len(codec.encode_image(image)) <= budget:
             return codec
     return codec
+
+
+def source_block(slide: SlideReader) -> tuple[int, int]:
+    """``(width, height)`` of the source blocks ingest reads: whole tiles of the slide's level 0,
+    at least :data:`SOURCE_BLOCK` pixels, or :data:`SOURCE_BLOCK` square when the tiles are
+    unknown or larger than a few blocks."""
+    tile = slide.tile_size
+    if tile is None or max(tile) > 4 * SOURCE_BLOCK:
+        return SOURCE_BLOCK, SOURCE_BLOCK
+    return tile[0] * -(-SOURCE_BLOCK // tile[0]), tile[1] * -(-SOURCE_BLOCK // tile[1])
+
+
+class SourceBlocks:
+    """Level-0 pixels read in a grid of aligned blocks and kept until released, so that each
+    source tile is decoded once although neighbouring chunks' windows overlap by the halo."""
+
+    def __init__(self, read: Callable[[Box], np.ndarray], width: int, height: int, block: tuple[int, int]) -> None:
+        self._read = read
+        self.width, self.height = width, height
+        self.block_width, self.block_height = block
+        self._blocks: dict[tuple[int, int], np.ndarray] = {}
+
+    def _grid(self, box: Box) -> tuple[range, range]:
+        """Block rows and columns that hold the in-bounds part of ``box``."""
+        x0, y0, x1, y1 = max(box[0], 0), max(box[1], 0), min(box[2], self.width), min(box[3], self.height)
+        bw, bh = self.block_width, self.block_height
+        return range(y0 // bh, -(-y1 // bh)), range(x0 // bw, -(-x1 // bw))
+
+    def fetch(self, box: Box) -> None:
+        """Read the blocks of ``box`` (clipped to the slide) not held yet, one read per block
+        row's run of missing blocks."""
+        rows, columns = self._grid(box)
+        bw, bh = self.block_width, self.block_height
+        for by in rows:
+            for b0, b1 in _runs([(by, bx) not in self._blocks for bx in columns], columns.start):
+                top = by * bh
+                strip = self._read((b0 * bw, top, min(b1 * bw, self.width), min(top + bh, self.height)))
+                for bx in range(b0, b1):
+                    self._blocks[by, bx] = strip[:, (bx - b0) * bw : (bx - b0 + 1) * bw]
+
+    def region(self, box: Box) -> np.ndarray:
+        """The pixels of the in-bounds ``box``, from the blocks (read first when missing)."""
+        self.fetch(box)
+        x0, y0, x1, y1 = box
+        out = np.empty((y1 - y0, x1 - x0, 3), dtype=np.uint8)
+        rows, columns = self._grid(box)
+        bw, bh = self.block_width, self.block_height
+        for by in rows:
+            for bx in columns:
+                bx0, by0 = bx * bw, by * bh
+                ix0, iy0, ix1, iy1 = max(x0, bx0), max(y0, by0), min(x1, bx0 + bw), min(y1, by0 + bh)
+                out[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = self._blocks[by, bx][
+                    iy0 - by0 : iy1 - by0, ix0 - bx0 : ix1 - bx0
+                ]
+        return out
+
+    def release(self, y: int) -> None:
+        """Forget the blocks that end at or above source row ``y``."""
+        for key in [k for k in self._blocks if (k[0] + 1) * self.block_height <= y]:
+            del self._blocks[key]
 
 
 def _runs(flags: list[bool], start: int) -> list[tuple[int, int]]:
