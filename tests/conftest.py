@@ -14,6 +14,9 @@ from tests.generators import counting_generator
 from wsistore.codecs import register_codecs
 from wsistore.models.weights import LoadedGenerator
 
+#: The real S3 server fixture (``s3``: moto's server mode on 127.0.0.1).
+pytest_plugins = ["tests.s3"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     if not SHARED.is_dir():

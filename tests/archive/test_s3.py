@@ -19,7 +19,7 @@ import pytest
 
 import wsistore
 from benchmarks.reliability import faults
-from tests.archive.conftest import S3, aws_environment
+from tests.s3 import S3, aws_environment
 from wsistore.archive.reader import Archive
 from wsistore.archive.verify import verify
 from wsistore.archive.writer import IngestOptions, ingest

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.generators import CountingGenerator
+from tests.s3 import BUCKET, S3
 from tests.serve.conftest import Reply, fetch, running
 from wsistore.models.weights import LoadedGenerator, default_model
 from wsistore.serve.app import IMMUTABLE
@@ -263,3 +264,21 @@ def test_a_tile_equals_read_region_of_wsistore_open(sample_archive: Path) -> Non
     with wsistore.open(sample_archive, model="bicubic", device="cpu") as slide:
         want = np.asarray(slide.read_region((x, y), level, size))[..., :3]
     assert level == 0 and got.shape == want.shape and np.array_equal(got, want)
+
+
+def test_an_archive_on_s3_is_served_as_the_local_one(s3: S3, sample_archive: Path) -> None:
+    from wsistore.serve.app import build_app, open_slides
+    from wsistore.serve.server import ServerThread
+
+    s3.fs.put(str(sample_archive), f"{BUCKET}/served.zarr", recursive=True)
+    slides = open_slides([s3.url("served.zarr")], "bicubic", "cpu", storage_options={"endpoint_url": s3.endpoint})
+    assert [s.name for s in slides] == ["served"]
+    with ServerThread(build_app(slides)) as server, running(sample_archive, "bicubic") as local:
+        version = slides[0].version
+        assert version == local.slide.version  # the same manifest: the same tile URLs
+        assert "served" in fetch(server.url + "/").body.decode()
+        for level, col, row in ((12, 4, 6), (9, 0, 0)):
+            for query in ("", "?method=bicubic"):
+                remote = fetch(f"{server.url}/slides/served/{version}/{level}/{col}_{row}.png{query}")
+                here = local.get(local.tile(level, col, row, "png", query))
+                assert remote.status == 200 and remote.body == here.body

@@ -13,10 +13,13 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "serve", help="serve archives as DeepZoom slides over HTTP, restored on demand", description=run.__doc__
     )
-    p.add_argument("archives", nargs="+", metavar="ARCHIVE_OR_FOLDER", help="archives, or folders of archives")
+    p.add_argument(
+        "archives", nargs="+", metavar="ARCHIVE_OR_FOLDER", help="archives (paths or URLs), or folders of archives"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: a free one)")
     _options.add_model(p)
+    _options.add_storage_options(p)
     p.add_argument(
         "--max-tiles", type=int, default=None, help="tiles made at once, the rest wait (default: cores, at most 8)"
     )
@@ -48,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     from wsistore.serve.server import bind, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    slides = open_slides(args.archives, args.model, args.device, cache_bytes=args.cache_mb << 20)
+    slides = open_slides(
+        args.archives, args.model, args.device, cache_bytes=args.cache_mb << 20, storage_options=args.storage_options
+    )
     try:
         sock = bind(args.host, args.port)
     except OSError as exc:

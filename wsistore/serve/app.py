@@ -127,7 +127,10 @@ class ServedSlide:
             if method not in self._zooms:
                 slide = self.slide
                 if method == "bicubic":
-                    slide = self._bicubic = open_restored(self.archive.location.url, "bicubic", self.device)
+                    location = self.archive.location
+                    slide = self._bicubic = open_restored(
+                        location.url, "bicubic", self.device, storage_options=location.storage_options
+                    )
                 self._zooms[method] = DeepZoomGenerator(slide, self.tile_size, self.overlap)
             return self._zooms[method]
 
@@ -137,21 +140,27 @@ class ServedSlide:
             self._bicubic.close()
 
 
-def find_archives(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Each path that is an archive, and the archives directly inside each folder that is not."""
-    found: list[Path] = []
+def find_archives(paths: Sequence[str | os.PathLike[str]], storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Each path that is an archive, and the archives directly inside each local folder that
+    is not; a URL (``s3://...``) names one archive, opened with ``storage_options``."""
+    found: list[str] = []
     for raw in paths:
-        path = Path(raw)
+        text = os.fspath(raw)
+        if "://" in text:
+            Archive.open(text, storage_options=storage_options)  # raises the reason it is no archive
+            found.append(text)
+            continue
+        path = Path(text)
         if not path.exists():
             raise InputError(f"{path}: no such archive or folder")
         if _is_archive(path):
-            found.append(path)
+            found.append(text)
             continue
         inside = sorted(p for p in path.iterdir() if p.is_dir() and _is_archive(p)) if path.is_dir() else []
         if not inside:
             Archive.open(path)  # raises the reason the path is no archive
             raise InputError(f"{path}: neither a wsistore archive nor a folder of archives")
-        found += inside
+        found += [str(p) for p in inside]
     return found
 
 
@@ -169,22 +178,26 @@ def open_slides(
     device: str = "auto",
     workers: int | None = None,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
+    storage_options: dict[str, Any] | None = None,
 ) -> list[ServedSlide]:
-    """Every archive that ``paths`` names, opened as a restored slide with ``model`` and a
-    cache of ``cache_bytes`` of restored tiles each; the name of each is its folder's name
-    without ``.zarr`` (made unique)."""
+    """Every archive that ``paths`` names (local, or URLs with ``storage_options``), opened as
+    a restored slide with ``model`` and a cache of ``cache_bytes`` of restored tiles each; the
+    name of each is its folder's name without ``.zarr`` (made unique)."""
     slides: list[ServedSlide] = []
     names: set[str] = set()
     try:
-        for path in find_archives(paths):
-            stem = _NAME.sub("_", path.name.removesuffix(".zarr")) or "slide"
+        for url in find_archives(paths, storage_options):
+            last = url.rstrip("/").rsplit("/", 1)[-1]
+            stem = _NAME.sub("_", last.removesuffix(".zarr")) or "slide"
             name, n = stem, 1
             while name in names:
                 n += 1
                 name = f"{stem}-{n}"
             names.add(name)
-            archive = Archive.open(path)
-            slide = open_restored(path, model, device, cache_bytes=cache_bytes, workers=workers)
+            archive = Archive.open(url, storage_options=storage_options)
+            slide = open_restored(
+                url, model, device, cache_bytes=cache_bytes, workers=workers, storage_options=storage_options
+            )
             slides.append(ServedSlide(name, archive, slide, device))
     except BaseException:
         for served in slides:

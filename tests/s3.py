@@ -1,4 +1,5 @@
-"""A real S3 server for the object-storage tests: moto's server mode on 127.0.0.1 (moto's
+"""A real S3 server for the object-storage tests (the ``s3`` fixture, registered in
+``tests/conftest.py``): moto's server mode on 127.0.0.1 (moto's
 in-process ``mock_aws`` does not reach aiobotocore, which s3fs uses), found by s3fs through
 the standard AWS environment variables, which child processes inherit. Nothing else is
 contacted: fixed test credentials, no shared AWS config files, no instance metadata."""
