@@ -10,6 +10,7 @@ batch failed, 1 other, 130 interrupted). ``WSISTORE_DEBUG=1`` shows the tracebac
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -58,6 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code."""
     args = build_parser().parse_args(argv)
     debug = os.environ.get("WSISTORE_DEBUG") == "1"
+    if not debug:
+        # a lost object-store connection is reported in one line below; the async client's
+        # pending writes then fail too, and asyncio would log each ("Task exception was never
+        # retrieved", with its traceback) when it is collected
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     try:
         return int(args.run(args))
     except KeyboardInterrupt:
