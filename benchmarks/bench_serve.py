@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -66,16 +66,15 @@ def _stats(seconds: list[float]) -> dict[str, float]:
             "mean_ms": float(ms.mean())}  # fmt: skip
 
 
-def _load(url: str, paths: list[str], clients: int, seconds: float, seed: int = 0) -> dict[str, float]:
-    """Closed loop: ``clients`` threads, each requesting a random tile as soon as the last came."""
+def _clients(url: str, clients: int, next_path: Callable[[int], str | None]) -> dict[str, float]:
+    """``clients`` threads, each requesting ``next_path(k)`` as soon as its last tile came,
+    until it gives None: tiles per second over the whole run and the latencies."""
     latencies: list[float] = []
     lock = threading.Lock()
-    deadline = time.perf_counter() + seconds
 
     def client(k: int) -> None:
-        rng = random.Random(seed + k)
-        while time.perf_counter() < deadline:
-            took = _get(url + rng.choice(paths))
+        while (path := next_path(k)) is not None:
+            took = _get(url + path)
             with lock:
                 latencies.append(took)
 
@@ -89,30 +88,23 @@ def _load(url: str, paths: list[str], clients: int, seconds: float, seed: int = 
     return {"clients": clients, "seconds": wall, "tiles_per_s": len(latencies) / wall, **_stats(latencies)}
 
 
+def _load(url: str, paths: list[str], clients: int, seconds: float, seed: int = 0) -> dict[str, float]:
+    """Closed loop for ``seconds``: each client requests a random tile as soon as the last came."""
+    rngs = [random.Random(seed + k) for k in range(clients)]
+    deadline = time.perf_counter() + seconds
+    return _clients(url, clients, lambda k: rngs[k].choice(paths) if time.perf_counter() < deadline else None)
+
+
 def _first_visit(url: str, paths: list[str], clients: int, seed: int = 0) -> dict[str, float]:
-    """``clients`` threads take every tile once from a shared, shuffled queue."""
+    """The clients take every tile once from a shared, shuffled queue."""
     queue = random.Random(seed).sample(paths, len(paths))
-    latencies: list[float] = []
     lock = threading.Lock()
 
-    def client() -> None:
-        while True:
-            with lock:
-                if not queue:
-                    return
-                path = queue.pop()
-            took = _get(url + path)
-            with lock:
-                latencies.append(took)
+    def take(_: int) -> str | None:
+        with lock:
+            return queue.pop() if queue else None
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
-    return {"clients": clients, "seconds": wall, "tiles_per_s": len(latencies) / wall, **_stats(latencies)}
+    return _clients(url, clients, take)
 
 
 def measure(archive: Path, model: str | None, clients: int, seconds: float, tiles: int) -> dict[str, Any]:
