@@ -122,7 +122,7 @@ STAGES = (
     ("wsistore.codecs", "ImageCodec", "encode_image", "encode"),
     ("wsistore.codecs", "ImageCodec", "decode_image", "decode (read-back, levels)"),
     ("wsistore.archive.writer", "", "coding_psnr", "coding PSNR"),
-    ("wsistore.archive.writer", "_Ingest", "_write_level", "pyramid levels (all of it)"),
+    ("wsistore.archive.writer", "_Ingest", "_level_shard", "pyramid level shards (all of each)"),
 )
 
 _INGEST_STAGES = (

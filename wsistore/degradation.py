@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 from scipy import sparse
 
@@ -43,8 +44,6 @@ from wsistore.tissue import detect_tissue
 #: Recorded in every archive; bump when any of the rules above changes.
 DOWNSAMPLE_VERSION = 1
 CUBIC_A = -0.5
-#: Output rows the tap loops compute at once (speed only: results do not depend on it).
-BLOCK_ROWS = 16
 
 
 @dataclass(frozen=True)
@@ -224,22 +223,28 @@ def _keys_cubic(x: float, a: float = CUBIC_A) -> float:
 
 def _filter_rows(x: np.ndarray, taps: Sequence[tuple[int, np.float32]], step: int, n: int) -> np.ndarray:
     """``out[i] = sum_j w_j * x[step * i + o_j]`` along axis 0 for the taps ``(o_j, w_j)``, float32:
-    each product rounded to float32, then added in the taps' order. Runs :data:`BLOCK_ROWS`
-    output rows at a time, so the sums stay in cache; the result does not depend on it."""
-    out = np.empty((n, *x.shape[1:]), dtype=np.float32)
-    term = np.empty((min(BLOCK_ROWS, n), *x.shape[1:]), dtype=np.float32)
-    for i0 in range(0, n, BLOCK_ROWS):
-        rows = min(BLOCK_ROWS, n - i0)
-        acc, product = out[i0 : i0 + rows], term[:rows]
-        for j, (offset, weight) in enumerate(taps):
-            first = step * i0 + offset
-            taken = x[first : first + step * (rows - 1) + 1 : step]
-            if j == 0:
-                np.multiply(taken, weight, out=acc)
-            else:
-                np.multiply(taken, weight, out=product)
-                acc += product
-    return out
+    each product rounded to float32, then added in the taps' order (compiled, no fused
+    multiply-add, so the same bits as the plain numpy loop in the tests)."""
+    rows = np.ascontiguousarray(x).reshape(x.shape[0], -1)
+    out = np.empty((n, rows.shape[1]), dtype=np.float32)
+    offsets = np.array([offset for offset, _ in taps], dtype=np.int64)
+    weights = np.array([weight for _, weight in taps], dtype=np.float32)
+    _taps_kernel(rows, offsets, weights, step, out)
+    return out.reshape(n, *x.shape[1:])
+
+
+@numba.njit(nogil=True, cache=True)
+def _taps_kernel(x: np.ndarray, offsets: np.ndarray, weights: np.ndarray, step: int, out: np.ndarray) -> None:
+    """:func:`_filter_rows` on 2-D ``x`` (uint8 or float32) into ``out``, without the GIL."""
+    for i in range(out.shape[0]):
+        row = out[i]
+        source, weight = x[step * i + offsets[0]], weights[0]
+        for j in range(row.shape[0]):
+            row[j] = np.float32(source[j]) * weight
+        for t in range(1, offsets.shape[0]):
+            source, weight = x[step * i + offsets[t]], weights[t]
+            for j in range(row.shape[0]):
+                row[j] += np.float32(source[j]) * weight
 
 
 def _swap_yx(image: np.ndarray) -> np.ndarray:
@@ -388,7 +393,7 @@ class SourceLoss:
         padded, top = _zero_padded(width, w, scale, (h, c))
         padded[top : top + width] = _swap_yx(rows)
         adjoint = _swap_yx(_adjoint_axis0(padded, scale, w, top))
-        return cls(_sum_sq(a), adjoint, width, height)
+        return cls(float(_centred_sum_sq(np.ascontiguousarray(hr))), adjoint, width, height)
 
     def rms(self, lr: np.ndarray, scale: int) -> float:
         """The chunk's loss (:func:`loss_rms`) given its stored (decoded) LR pixels."""
@@ -408,11 +413,11 @@ def _bicubic_gram(n: int, scale: int, size: int) -> sparse.csr_matrix:
     return (m.T @ m).tocsr()
 
 
-def _sum_sq(x: np.ndarray) -> float:
-    """Sum of squares of a float32 array (overwritten) of whole numbers in [-128, 128], exactly:
-    sums of up to 1024 squares stay within 2**24, where float32 holds every whole number, and
-    their total is taken in float64."""
-    flat = np.square(x, out=x).reshape(-1)
-    whole = flat.size - flat.size % 1024
-    parts = flat[:whole].reshape(-1, 1024).sum(axis=1, dtype=np.float32)
-    return float(parts.sum(dtype=np.float64) + flat[whole:].sum(dtype=np.float64))
+@numba.njit(nogil=True, cache=True)
+def _centred_sum_sq(hr: np.ndarray) -> int:
+    """``sum((hr - LOSS_OFFSET)^2)`` of a uint8 array, exactly (in integers)."""
+    total = np.int64(0)
+    for v in hr.ravel():
+        d = np.int64(v) - np.int64(LOSS_OFFSET)
+        total += d * d
+    return int(total)

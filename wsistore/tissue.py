@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from scipy import ndimage
 
@@ -132,28 +133,75 @@ def _pool(
     darkest: np.ndarray,
     saturation: np.ndarray,
 ) -> None:
-    """Pool a tile into its cells: sum of colours, darkest luminance, highest saturation."""
-    ry = np.flatnonzero(np.r_[True, cy[1:] != cy[:-1]])
-    rx = np.flatnonzero(np.r_[True, cx[1:] != cx[:-1]])
-    ys, xs = cy[ry], cx[rx]
-    sums = np.add.reduceat(np.add.reduceat(tile, ry, axis=0), rx, axis=1)
-    r, g, b = tile[..., 0], tile[..., 1], tile[..., 2]
-    luma = _luma(tile)
-    sat = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)  # max-min of RGB, fast
-    low = np.minimum.reduceat(np.minimum.reduceat(luma, ry, axis=0), rx, axis=1)
-    high = np.maximum.reduceat(np.maximum.reduceat(sat, ry, axis=0), rx, axis=1)
-    n = np.outer(np.diff(np.r_[ry, len(cy)]), np.diff(np.r_[rx, len(cx)]))  # pixels per cell: run lengths
-    grid = np.ix_(ys, xs)
-    mean[grid] += sums
-    count[grid] += n.astype(np.uint16)
-    darkest[grid] = np.minimum(darkest[grid], low)
-    saturation[grid] = np.maximum(saturation[grid], high)
+    """Pool a tile into its cells (``cy``/``cx``: the cell of each row/column, in runs): sum
+    of colours, darkest luminance, highest saturation (max - min of RGB), all float32."""
+    _pool_kernel(np.ascontiguousarray(tile), cy.astype(np.int64), cx.astype(np.int64), mean, count, darkest, saturation)
+
+
+@numba.njit(nogil=True, cache=True)
+def _pool_kernel(
+    tile: np.ndarray,
+    cy: np.ndarray,
+    cx: np.ndarray,
+    mean: np.ndarray,
+    count: np.ndarray,
+    darkest: np.ndarray,
+    saturation: np.ndarray,
+) -> None:
+    """:func:`_pool` in one pass: each cell's colours summed down its rows, then across its
+    columns, in order (as ``numpy.add.reduceat`` along y, then x), then added to ``mean``."""
+    h, w = tile.shape[0], tile.shape[1]
+    column = np.empty((w, 3), dtype=np.float32)
+    low = np.empty(w, dtype=np.float32)
+    high = np.empty(w, dtype=np.float32)
+    y0 = 0
+    while y0 < h:
+        y1 = y0 + 1
+        while y1 < h and cy[y1] == cy[y0]:
+            y1 += 1
+        for y in range(y0, y1):
+            for x in range(w):
+                r, g, b = np.float32(tile[y, x, 0]), np.float32(tile[y, x, 1]), np.float32(tile[y, x, 2])
+                luma = r * np.float32(0.299) + g * np.float32(0.587) + b * np.float32(0.114)
+                sat = max(max(r, g), b) - min(min(r, g), b)
+                if y == y0:
+                    column[x, 0], column[x, 1], column[x, 2] = r, g, b
+                    low[x], high[x] = luma, sat
+                else:
+                    column[x, 0] += r
+                    column[x, 1] += g
+                    column[x, 2] += b
+                    low[x] = min(low[x], luma)
+                    high[x] = max(high[x], sat)
+        row = cy[y0]
+        x0 = 0
+        while x0 < w:
+            x1 = x0 + 1
+            while x1 < w and cx[x1] == cx[x0]:
+                x1 += 1
+            col = cx[x0]
+            s0, s1, s2, lo, hi = column[x0, 0], column[x0, 1], column[x0, 2], low[x0], high[x0]
+            for x in range(x0 + 1, x1):
+                s0 += column[x, 0]
+                s1 += column[x, 1]
+                s2 += column[x, 2]
+                lo = min(lo, low[x])
+                hi = max(hi, high[x])
+            mean[row, col, 0] += s0
+            mean[row, col, 1] += s1
+            mean[row, col, 2] += s2
+            count[row, col] += np.uint16((y1 - y0) * (x1 - x0))
+            darkest[row, col] = min(darkest[row, col], lo)
+            saturation[row, col] = max(saturation[row, col], hi)
+            x0 = x1
+        y0 = y1
 
 
 def _box_mean(tile: np.ndarray, factor: int) -> np.ndarray:
-    """float32 mean over ``factor x factor`` blocks (edges replicated to a whole block)."""
+    """float32 mean over ``factor x factor`` blocks (edges replicated to a whole block); the
+    tile itself (uint8, pooled as float32) for ``factor`` 1."""
     if factor == 1:
-        return tile.astype(np.float32)
+        return tile  # uint8: pooled as float32 values
     h, w = -(-tile.shape[0] // factor) * factor, -(-tile.shape[1] // factor) * factor
     if (h, w) != tile.shape[:2]:
         tile = np.pad(tile, ((0, h - tile.shape[0]), (0, w - tile.shape[1]), (0, 0)), mode="edge")

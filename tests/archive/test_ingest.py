@@ -82,6 +82,15 @@ def test_tiled_ingest_equals_whole_image_downsample(tmp_path: Path, slide_path: 
     assert np.array_equal(archive.read_lr(1, (0, 0, 278, 371)), halve(expected, (278, 371)))
 
 
+@pytest.mark.parametrize("shape", [(8, 12), (7, 12), (8, 11), (5, 9)])
+def test_halve_is_the_rounded_mean_of_2x2_with_the_edge_replicated(shape: tuple[int, int]) -> None:
+    image = np.random.default_rng(3).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    h, w = -(-shape[0] // 2), -(-shape[1] // 2)
+    padded = np.pad(image, ((0, 2 * h - shape[0]), (0, 2 * w - shape[1]), (0, 0)), mode="edge").astype(np.int64)
+    expected = (padded.reshape(h, 2, w, 2, 3).sum(axis=(1, 3)) + 2) // 4
+    assert np.array_equal(halve(image, (w, h)), expected)
+
+
 def _archive_files(root: Path) -> dict[str, bytes]:
     """Every file of an archive, the group's creation time left out."""
     files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
@@ -268,7 +277,7 @@ def test_resume_rewrites_a_shard_written_but_not_journalled_to_the_same_bytes(
 
 def test_resume_refuses_changed_settings(tmp_path: Path, slide_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "a.zarr"
-    monkeypatch.setattr(_Ingest, "_write_level", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(_Ingest, "_level_shard", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         ingest(slide_path, out, IngestOptions(chunk=128, progress=False))
     monkeypatch.undo()

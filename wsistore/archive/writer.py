@@ -32,6 +32,7 @@ from typing import Any
 import dask
 import numpy as np
 import zarr
+from dask.delayed import Delayed
 from zarr.codecs import BytesCodec, Crc32cCodec, TransposeCodec
 
 from wsistore._version import software_versions
@@ -192,9 +193,7 @@ class _Ingest:
         ]
 
         keep = self._chunks_to_keep(mask)
-        self._write_base(arrays[0], keep, mask)
-        for i in range(1, len(arrays)):
-            self._write_level(arrays[i], arrays[i - 1], mask)
+        self._write_pyramid(arrays, keep, mask)
 
         associated, stripped = self._write_associated(group)
         self._write_small(group, MASK_ARRAY, mask.tissue.astype(np.uint8))
@@ -327,7 +326,9 @@ class _Ingest:
         return mask.chunks_with_tissue(c * self.options.scale, grid)
 
     # -- base level --------------------------------------------------------------------
-    def _write_base(self, array: zarr.Array, keep: np.ndarray, mask: TissueMask) -> None:
+    def _write_pyramid(self, arrays: list[zarr.Array], keep: np.ndarray, mask: TissueMask) -> None:
+        """Every shard of every level in one task graph: a lower level's shard runs as soon as
+        the (up to) 2 x 2 shards above it are written, so the levels overlap the base."""
         per = self.shard // self.options.chunk
         shards = []
         for sy in range(-(-keep.shape[0] // per)):
@@ -337,14 +338,25 @@ class _Ingest:
                     shards.append((count, sy, sx))
         # dask's threads run ready tasks from the highest key down: the shards with the most
         # chunks first, so that no big one is left for one worker at the end
-        tasks = [
-            dask.delayed(self._base_shard, pure=False)(array, keep, mask, sy, sx, dask_key_name=f"base-shard-{i:06d}")
-            for i, (_, sy, sx) in enumerate(sorted(shards, key=lambda shard: (shard[0], -shard[1], -shard[2])))
-        ]
+        tasks: dict[tuple[int, int, int], Delayed] = {}
+        for i, (_, sy, sx) in enumerate(sorted(shards, key=lambda shard: (shard[0], -shard[1], -shard[2]))):
+            tasks[0, sy, sx] = dask.delayed(self._base_shard, pure=False)(
+                arrays[0], keep, mask, sy, sx, dask_key_name=f"base-shard-{i:06d}"
+            )
+        for level in range(1, len(arrays)):
+            _, height, width = arrays[level].shape
+            for sy in range(-(-height // self.shard)):
+                for sx in range(-(-width // self.shard)):
+                    if (str(level), shard_key((0, sy, sx))) in self.done:
+                        continue
+                    above = [tasks[k] for k in _quad(level - 1, sy, sx) if k in tasks]
+                    tasks[level, sy, sx] = dask.delayed(self._level_shard, pure=False)(
+                        arrays[level], arrays[level - 1], mask, sy, sx, above, dask_key_name=f"level-{level}-{sy}-{sx}"
+                    )
         total = sum(count for count, _, _ in shards)
         self._progress = Progress(total, "ingest", "chunk", self.options.progress)
         with self._progress:
-            dask.compute(*tasks, scheduler="threads", num_workers=self.options.workers)
+            dask.compute(*tasks.values(), scheduler="threads", num_workers=self.options.workers)
 
     def _base_shard(self, array: zarr.Array, keep: np.ndarray, mask: TissueMask, sy: int, sx: int) -> None:
         c, s = self.options.chunk, self.shard
@@ -435,23 +447,14 @@ class _Ingest:
         self._journal(rec)
 
     # -- lower levels ----------------------------------------------------------------------
-    def _write_level(self, array: zarr.Array, previous: zarr.Array, mask: TissueMask) -> None:
+    def _level_shard(
+        self, array: zarr.Array, previous: zarr.Array, mask: TissueMask, sy: int, sx: int, above: list[None]
+    ) -> None:
+        """One shard of a lower level: 2 x 2 means of the stored pixels of the level above
+        (``above``: the tasks that wrote them)."""
         path, prev_path = array.path.split("/")[-1], previous.path.split("/")[-1]
         record = self.records[prev_path]
         source = ArrayReader(self.work, prev_path, previous, record, mask.background_rgb, mask.fill_value)
-        s = self.shard
-        _, height, width = array.shape
-        tasks = [
-            dask.delayed(self._level_shard, pure=False)(path, array, source, mask, sy, sx)
-            for sy in range(-(-height // s))
-            for sx in range(-(-width // s))
-            if (path, shard_key((0, sy, sx))) not in self.done
-        ]
-        dask.compute(*tasks, scheduler="threads", num_workers=self.options.workers)
-
-    def _level_shard(
-        self, path: str, array: zarr.Array, source: ArrayReader, mask: TissueMask, sy: int, sx: int
-    ) -> None:
         c, s = self.options.chunk, self.shard
         _, height, width = array.shape
         x0, y0 = sx * s, sy * s
@@ -634,6 +637,11 @@ class SourceBlocks:
             del self._blocks[key]
 
 
+def _quad(level: int, sy: int, sx: int) -> list[tuple[int, int, int]]:
+    """The keys of the shards of ``level`` that the shard ``(sy, sx)`` of the level below reads."""
+    return [(level, 2 * sy + dy, 2 * sx + dx) for dy in (0, 1) for dx in (0, 1)]
+
+
 def _runs(flags: list[bool], start: int) -> list[tuple[int, int]]:
     """``[q0, q1)`` ranges of consecutive True flags, numbered from ``start``."""
     runs, begin = [], None
@@ -653,8 +661,13 @@ def halve(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     pad_y, pad_x = 2 * h - image.shape[0], 2 * w - image.shape[1]
     if pad_y or pad_x:
         image = np.pad(image, ((0, pad_y), (0, pad_x), (0, 0)), mode="edge")
-    total = image.reshape(h, 2, w, 2, 3).astype(np.uint16).sum(axis=(1, 3))
-    return ((total + 2) // 4).astype(np.uint8)
+    total = image[0::2, 0::2].astype(np.uint16)
+    total += image[1::2, 0::2]
+    total += image[0::2, 1::2]
+    total += image[1::2, 1::2]
+    total += 2
+    total >>= 2
+    return total.astype(np.uint8)
 
 
 def _software(reader: str) -> dict[str, str]:
