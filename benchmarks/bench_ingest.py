@@ -34,9 +34,9 @@ from typing import Any
 from benchmarks.measure import PEAK_RSS_SNIPPET
 
 DEFAULT_CODECS = (
-    "avif:level=75,speed=6",  # the archive default
-    "avif:level=75,speed=7",  # the same quality setting, encoded about twice as fast
-    "avif:level=60,speed=6",
+    "avif:level=75,speed=8",  # the archive default
+    "avif:level=75,speed=6",  # the default before 0.1: the same quality, encoded half as fast
+    "avif:level=60,speed=8",
     "jpegxl:distance=1.0,effort=7",
     "jpegxl:distance=1.0,effort=5",
     "webp:level=85",

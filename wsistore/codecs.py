@@ -31,8 +31,10 @@ from wsistore.errors import InputError
 
 #: The archive's default LR codec (its settings are the codec class's defaults), chosen by
 #: measurement (benchmarks/reports/validation): AVIF-coded LR beats JPEG-XL-coded LR at
-#: every matched rate, and AVIF quality 75, speed 6, 4:4:4 matches the earlier JPEG-XL
-#: d=1 default's fidelity for 18 % fewer bytes. See README "Codec choice".
+#: every matched rate, and AVIF quality 75, 4:4:4 matches the earlier JPEG-XL d=1 default's
+#: fidelity for 18 % fewer bytes. Speed 8 (the default was 6) encodes twice as fast for 0.9 %
+#: fewer bytes and 0.036 dB less after the default generator (benchmarks/reports/codec-speed).
+#: See README "Codec choice".
 DEFAULT_CODEC = "avif"
 
 if TYPE_CHECKING:
@@ -192,7 +194,7 @@ class AvifCodec(ImageCodec):
     quality_key = "level"
     decode_options = {"numthreads": 1}
     level: int = _number(75, 0, 100)
-    speed: int = _number(6, 0, 10)
+    speed: int = _number(8, 0, 10)
     pixelformat: str = _choice("YUV444", "YUV422", "YUV420")
     bitspersample: int = _choice(8)
     codec: str = _choice("AOM")

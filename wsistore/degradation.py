@@ -321,33 +321,43 @@ def _bicubic_phases(scale: int) -> tuple[tuple[int, np.ndarray], ...]:
     return tuple(out)
 
 
-def _adjoint_axis0(a: np.ndarray, scale: int, n: int, top: int) -> np.ndarray:
-    """``M^T a`` along axis 0, ``M`` the bicubic upscale of ``n`` rows (:func:`bicubic_matrix`, edges
-    clamped), for float32 ``a`` whose rows ``top .. top + scale * n`` hold the upscale's rows (fewer
-    when it is cropped) and are zero around them (``top >= 4 * scale`` rows above, enough below
-    for ``scale * (n + 4)`` after ``top``). Per output row the products are added phase by phase,
-    tap by tap, in float32."""
+def _adjoint_axis0(x: np.ndarray, scale: int, n: int, shift: float) -> np.ndarray:
+    """``M^T (x - shift)`` along axis 0, ``M`` the bicubic upscale of ``n`` rows
+    (:func:`bicubic_matrix`, edges clamped), for ``x`` (uint8 or float32) holding the upscale's
+    rows (fewer when it is cropped; the rest count as zero). Per output row the products are
+    added phase by phase, tap by tap, in float32."""
     taps = [
-        (top + p - scale * (o + k), weight)
+        (p - scale * (o + k), weight)
         for p, (o, weights) in enumerate(_bicubic_phases(scale))
         for k, weight in enumerate(weights)
     ]
-    g = _filter_rows(a, taps, scale, n + 4)  # g[j]: the taps of upscaled rows that reach padded row j
+    rows = np.ascontiguousarray(x).reshape(x.shape[0], -1)
+    g = np.empty((n + 4, rows.shape[1]), dtype=np.float32)  # g[j]: the taps of rows that reach padded row j
+    offsets = np.array([offset for offset, _ in taps], dtype=np.int64)
+    weights = np.array([weight for _, weight in taps], dtype=np.float32)
+    _adjoint_kernel(rows, offsets, weights, scale, np.float32(shift), g)
     out = g[2 : n + 2]
     out[0] += g[0] + g[1]
     out[-1] += g[n + 2] + g[n + 3]
-    return out
+    return out.reshape(n, *x.shape[1:])
 
 
-def _zero_padded(rows: int, n: int, scale: int, shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
-    """A float32 array with room for :func:`_adjoint_axis0` over ``rows`` rows of data (an
-    ``n``-row upscale's, cropped or not), zero outside them, and ``top``, the row the data
-    start at; the caller fills the data rows."""
-    top = 4 * scale
-    padded = np.empty((top + max(scale * (n + 4), rows), *shape), dtype=np.float32)
-    padded[:top] = 0
-    padded[top + rows :] = 0
-    return padded, top
+@numba.njit(nogil=True, cache=True)
+def _adjoint_kernel(
+    x: np.ndarray, offsets: np.ndarray, weights: np.ndarray, step: int, shift: np.float32, out: np.ndarray
+) -> None:
+    """``out[j] = sum_t w_t * (x[step * j + o_t] - shift)`` in float32, in the taps' order, rows
+    outside ``x`` left out (they are zero, and adding a zero product changes no sum)."""
+    for j in range(out.shape[0]):
+        row = out[j]
+        row[:] = 0
+        for t in range(offsets.shape[0]):
+            r = step * j + offsets[t]
+            if r < 0 or r >= x.shape[0]:
+                continue
+            source, weight = x[r], weights[t]
+            for i in range(row.shape[0]):
+                row[i] += (np.float32(source[i]) - shift) * weight
 
 
 def bicubic_upscale(lr: np.ndarray, scale: int, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -385,14 +395,8 @@ class SourceLoss:
         """``hr`` (the chunk's source pixels, cropped to the slide) for an LR chunk of ``lr_shape = (h, w)``."""
         height, width, c = hr.shape
         h, w = lr_shape
-        padded, top = _zero_padded(height, h, scale, (width, c))
-        a = padded[top : top + height]
-        a[...] = hr
-        a -= np.float32(LOSS_OFFSET)  # exact: integers
-        rows = _adjoint_axis0(padded, scale, h, top)  # (h, width, c)
-        padded, top = _zero_padded(width, w, scale, (h, c))
-        padded[top : top + width] = _swap_yx(rows)
-        adjoint = _swap_yx(_adjoint_axis0(padded, scale, w, top))
+        rows = _adjoint_axis0(hr, scale, h, LOSS_OFFSET)  # (h, width, c)
+        adjoint = _swap_yx(_adjoint_axis0(_swap_yx(rows), scale, w, 0.0))
         return cls(float(_centred_sum_sq(np.ascontiguousarray(hr))), adjoint, width, height)
 
     def rms(self, lr: np.ndarray, scale: int) -> float:

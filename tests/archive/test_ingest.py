@@ -41,7 +41,7 @@ def test_metadata_round_trip(sample_archive: Path, slide_path: Path) -> None:
     assert md.scale == 4 and md.downsample["scale"] == 4 and len(md.downsample["tap_weights"]) == 16
     assert md.codec == {
         "name": "imagecodecs_avif",
-        "configuration": {"level": 75, "speed": 6, "pixelformat": "YUV444", "bitspersample": 8, "codec": "AOM"},
+        "configuration": {"level": 75, "speed": 8, "pixelformat": "YUV444", "bitspersample": 8, "codec": "AOM"},
     }
     assert [(lv.width, lv.height) for lv in md.levels] == [(555, 742), (278, 371), (139, 186)]
     assert md.chunk % 16 == 0 and md.shard % md.chunk == 0

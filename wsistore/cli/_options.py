@@ -120,7 +120,7 @@ def add_codec_options(p: Parser) -> None:
         "--codec",
         default=None,
         help="LR codec: avif, jpegxl, webp, jpeg, jpeg2k, png, optionally with settings, "
-        "e.g. 'jpegxl:distance=1,effort=7' (default avif: quality 75, speed 6, 4:4:4)",
+        "e.g. 'jpegxl:distance=1,effort=7' (default avif: quality 75, speed 8, 4:4:4)",
     )
     p.add_argument(
         "--quality",

@@ -29,10 +29,10 @@ ARCHIVE_SWEEP = (
     "jpegxl:distance=1.0",
     "jpegxl:distance=2.0",
     "jpegxl:distance=3.0",
-    "avif:level=90,speed=6",
-    "avif:level=75,speed=6",
-    "avif:level=60,speed=6",
-    "avif:level=45,speed=6",
+    "avif:level=90,speed=8",
+    "avif:level=75,speed=8",
+    "avif:level=60,speed=8",
+    "avif:level=45,speed=8",
 )
 HR_SWEEP = (
     "jpeg:level=95",
@@ -68,7 +68,7 @@ HR_SWEEP = (
     "jpeg2k:level=24",
     "jpeg2k:level=21",
 )
-QUICK_ARCHIVE_SWEEP = ("png", "jpegxl:distance=1.0", "jpegxl:distance=3.0", "avif:level=75,speed=6")
+QUICK_ARCHIVE_SWEEP = ("png", "jpegxl:distance=1.0", "jpegxl:distance=3.0", "avif:level=75,speed=8")
 QUICK_HR_SWEEP = (
     "jpeg:level=50",
     "jpeg:level=10",

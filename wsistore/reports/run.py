@@ -36,7 +36,7 @@ from wsistore.reports.report import aggregate, plot_curves, write_html, write_ma
 from wsistore.restoration.engine import runner_for, upscale_image
 
 #: The report label of the archive default codec (wsistore.codecs.DEFAULT_CODEC; a test keeps them equal).
-DEFAULT_SETTING = "avif:level=75,speed=6"
+DEFAULT_SETTING = "avif:level=75,speed=8"
 CROP = 160
 
 
