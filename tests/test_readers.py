@@ -17,6 +17,7 @@ from wsistore.errors import InputError
 from wsistore.readers import (
     ArraySlide,
     PlainImageReader,
+    TiffSlideReader,
     image_files,
     input_kind,
     open_input,
@@ -49,6 +50,31 @@ def test_backends_return_identical_pixels(slide_path: Path) -> None:
     with open_slide(slide_path, "openslide") as a, open_slide(slide_path, "tiffslide") as b:
         for loc in [(0, 0), (1500, 2000), (1919, 2666)]:
             assert np.array_equal(a.read_region(loc, 0, (301, 301)), b.read_region(loc, 0, (301, 301)))
+
+
+@pytest.mark.parametrize(
+    "name", ["skin_cmu1-small-region_aperio-20x.svs", "kidney_tcga-5P-A9K0-monusac-1_aperio-jp2k.svs", "mosaic"]
+)
+def test_tiffslide_tiles_decoded_in_the_calling_thread_equal_tiffslides_own(name: str, mosaic_slide: Path) -> None:
+    """tiffslide levels that are one tiled page are decoded tile by tile in the reading thread;
+    the pixels equal tiffslide's own read at every level, across tile edges and the border."""
+    path = mosaic_slide if name == "mosaic" else SHARED / "slides" / name
+    rng = np.random.default_rng(7)
+    with open_slide(path, "tiffslide") as slide:
+        assert isinstance(slide, TiffSlideReader) and slide._tiles[0] is not None
+        for level, (width, height) in enumerate(slide.level_dimensions):
+            downsample = slide.level_downsamples[level]
+            for _ in range(8):
+                w, h = int(rng.integers(1, min(width, 700) + 1)), int(rng.integers(1, min(height, 700) + 1))
+                x, y = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+                location = (round(x * downsample), round(y * downsample))
+                theirs = slide._slide.read_region(location, level, (w, h), as_array=True)[..., :3]
+                assert np.array_equal(slide.read_region(location, level, (w, h)), theirs)
+            corner = (round((width - 5) * downsample), 0)
+            assert np.array_equal(  # past the border: tiffslide pads, as before
+                slide.read_region(corner, level, (9, 9)),
+                slide._slide.read_region(corner, level, (9, 9), as_array=True)[..., :3],
+            )
 
 
 def test_auto_prefers_tiffslide_for_svs(slide_path: Path) -> None:

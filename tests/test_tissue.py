@@ -69,3 +69,9 @@ def test_mask_of_a_real_slide_equals_the_reference_one(slide_path: Path, monkeyp
         slow = detect_tissue(slide)
     assert np.array_equal(fast.tissue, slow.tissue) and fast.background_rgb == slow.background_rgb
     assert 0.2 < fast.fraction < 0.9
+
+
+def test_reading_ahead_on_threads_gives_the_same_mask(mosaic_slide: Path) -> None:
+    with open_slide(mosaic_slide) as slide:
+        serial, threaded = detect_tissue(slide), detect_tissue(slide, workers=2)
+    assert np.array_equal(serial.tissue, threaded.tissue) and serial.background_rgb == threaded.background_rgb

@@ -244,6 +244,11 @@ class TiffSlideReader(BackendReader):
         return props
 
     def _read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        tiles = self._tiles[level]
+        if tiles is not None:
+            region = tiles.read(self._slide._read_region_loc_transform(location, level), size)
+            if region is not None:
+                return region
         try:
             return super()._read_region(location, level, size)
         except Exception:
@@ -251,10 +256,86 @@ class TiffSlideReader(BackendReader):
             raise
 
     @cached_property
+    def _tiles(self) -> list[TileDecoder | None]:
+        """Per level: read tile by tile in the calling thread, when the level is one plain tiled page."""
+        series = self._slide.ts_tifffile.series[int(self._slide.properties["tiffslide.series-index"])]
+        if self._slide.properties["tiffslide.series-axes"] != "YXS":
+            return [None] * len(self.level_dimensions)
+        return [
+            TileDecoder.of(level.pages[0], self.path) if len(level.pages) == 1 else None
+            for level in series.levels[: len(self.level_dimensions)]
+        ]
+
+    def close(self) -> None:
+        for tiles in self.__dict__.get("_tiles", []):
+            if tiles is not None:
+                tiles.close()
+        super().close()
+
+    @cached_property
     def icc_profile(self) -> bytes | None:
         page = self._slide.ts_tifffile.pages.first
         tag = page.tags.get(34675)  # InterColorProfile
         return None if tag is None else bytes(tag.value)
+
+
+class TileDecoder:
+    """Regions of one tiled TIFF page, each tile read with ``os.pread`` and decoded by tifffile
+    in the calling thread: the decoder tiffslide's zarr store calls, with the same arguments,
+    so the same pixels, but two workers' reads decode in parallel instead of queueing on
+    zarr's one event-loop thread. Regions past the page or over a missing tile are left to
+    tiffslide (``read`` returns None)."""
+
+    def __init__(self, page: Any, path: Path) -> None:
+        self.page = page
+        self.decode = page.decode  # built once: tifffile caches it per page shape and codec
+        self.options: dict[str, Any] = {"_fullsize": True}
+        if page.jpegtables is not None:
+            self.options["jpegtables"] = page.jpegtables
+        if page.jpegheader is not None:
+            self.options["jpegheader"] = page.jpegheader
+        self.tile = (int(page.tilelength), int(page.tilewidth))
+        self.size = (int(page.imagelength), int(page.imagewidth))
+        self.across = -(-self.size[1] // self.tile[1])
+        self.fd = os.open(path, os.O_RDONLY)
+
+    @classmethod
+    def of(cls, page: Any, path: Path) -> TileDecoder | None:
+        """A decoder for ``page``, or None when it is not a plain tiled 8-bit RGB(A) page."""
+        plain = (
+            page.is_tiled
+            and not page.parent.is_ndpi
+            and page.planarconfig == 1
+            and page.imagedepth == 1
+            and page.dtype == np.uint8
+            and page.samplesperpixel in (3, 4)
+            and len(page.dataoffsets) == -(-page.imagelength // page.tilelength) * -(-page.imagewidth // page.tilewidth)
+        )
+        return cls(page, path) if plain else None
+
+    def read(self, location: tuple[int, int], size: tuple[int, int]) -> np.ndarray | None:
+        """``(h, w, samples)`` pixels of ``size = (w, h)`` at ``location = (x, y)``, or None."""
+        (x, y), (w, h) = location, size
+        (th, tw), (height, width) = self.tile, self.size
+        if x < 0 or y < 0 or w <= 0 or h <= 0 or x + w > width or y + h > height:
+            return None
+        tiles = [(r, c) for r in range(y // th, -(-(y + h) // th)) for c in range(x // tw, -(-(x + w) // tw))]
+        offsets, counts = self.page.dataoffsets, self.page.databytecounts
+        if any(not offsets[r * self.across + c] or not counts[r * self.across + c] for r, c in tiles):
+            return None
+        out = np.empty((h, w, self.page.samplesperpixel), dtype=np.uint8)
+        for r, c in tiles:
+            index = r * self.across + c
+            data = os.pread(self.fd, counts[index], offsets[index])
+            if len(data) != counts[index]:
+                raise InputError(f"{self.page.parent.filehandle.name}: tile {index} ends beyond the file (truncated)")
+            decoded = self.decode(data, index, **self.options)[0]
+            y0, y1, x0, x1 = max(y, r * th), min(y + h, (r + 1) * th), max(x, c * tw), min(x + w, (c + 1) * tw)
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = decoded[0, y0 - r * th : y1 - r * th, x0 - c * tw : x1 - c * tw]
+        return out
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def _settle_zarr_reads(timeout: float = 30.0) -> None:

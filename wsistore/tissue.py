@@ -12,8 +12,11 @@ is dropped as background only when no tissue lies within :data:`DILATE_CELLS` ce
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numba
 import numpy as np
@@ -21,6 +24,9 @@ from scipy import ndimage
 
 from wsistore.errors import InputError
 from wsistore.readers import ArraySlide, SlideReader
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: Level-0 pixels per mask cell.
 CELL = 32
@@ -82,8 +88,9 @@ class TissueMask:
         return keep
 
 
-def detect_tissue(slide: SlideReader, progress: Callable[[int], None] | None = None) -> TissueMask:
-    """Compute the tissue mask of ``slide``, streaming one tile at a time."""
+def detect_tissue(slide: SlideReader, progress: Callable[[int], None] | None = None, workers: int = 1) -> TissueMask:
+    """Compute the tissue mask of ``slide``, streaming one tile at a time (``workers``
+    threads read and decode the next tiles; they are pooled in order)."""
     level = slide.get_best_level_for_downsample(READ_DOWNSAMPLE)
     downsample = slide.level_downsamples[level]
     width, height = slide.dimensions
@@ -104,17 +111,20 @@ def detect_tissue(slide: SlideReader, progress: Callable[[int], None] | None = N
     # removes sensor noise and JPEG ringing before darkest/most-saturated pooling
     factor = max(1, int(4 // downsample))
     lw, lh = slide.level_dimensions[level]
-    for ty in range(0, lh, _READ_TILE):
-        for tx in range(0, lw, _READ_TILE):
-            size = (min(_READ_TILE, lw - tx), min(_READ_TILE, lh - ty))
-            location = (round(tx * downsample), round(ty * downsample))
-            tile = _box_mean(slide.read_region(location, level, size), factor)
-            step = downsample * factor
-            cy = np.minimum(((ty // factor + np.arange(tile.shape[0])) * step // CELL).astype(int), rows - 1)
-            cx = np.minimum(((tx // factor + np.arange(tile.shape[1])) * step // CELL).astype(int), cols - 1)
-            _pool(tile, cy, cx, mean, count, darkest, saturation)
-            if progress:
-                progress(size[0] * size[1])
+    boxes = [(tx, ty) for ty in range(0, lh, _READ_TILE) for tx in range(0, lw, _READ_TILE)]
+
+    def read(box: tuple[int, int]) -> np.ndarray:
+        tx, ty = box
+        size = (min(_READ_TILE, lw - tx), min(_READ_TILE, lh - ty))
+        return _box_mean(slide.read_region((round(tx * downsample), round(ty * downsample)), level, size), factor)
+
+    step = downsample * factor
+    for (tx, ty), tile in zip(boxes, _read_ahead(read, boxes, workers), strict=True):
+        cy = np.minimum(((ty // factor + np.arange(tile.shape[0])) * step // CELL).astype(int), rows - 1)
+        cx = np.minimum(((tx // factor + np.arange(tile.shape[1])) * step // CELL).astype(int), cols - 1)
+        _pool(tile, cy, cx, mean, count, darkest, saturation)
+        if progress:
+            progress(min(_READ_TILE, lw - tx) * min(_READ_TILE, lh - ty))
 
     mean /= np.maximum(count, 1)[:, :, None].astype(np.float32)
     background = _glass_colour(mean[count > 0])
@@ -122,6 +132,26 @@ def detect_tissue(slide: SlideReader, progress: Callable[[int], None] | None = N
     bg_sat = float(np.ptp(np.asarray(background, dtype=np.float32)))
     tissue = (count > 0) & ((bg_luma - darkest > DARKER_BY) | (saturation - bg_sat > SATURATED_BY))
     return TissueMask(tissue=tissue, cell=CELL, background_rgb=background, level=level)
+
+
+def _read_ahead(read: Callable[[T], R], items: list[T], workers: int) -> Iterator[R]:
+    """``read(item)`` for each item, in order, with up to ``2 * workers`` reads running ahead
+    on ``workers`` threads (memory stays bounded)."""
+    if workers <= 1:
+        yield from map(read, items)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque[Future[R]] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(read, item))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _pool(

@@ -12,9 +12,11 @@ import json
 import math
 import os
 import threading
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
+import google_crc32c
 import numpy as np
 import zarr
 
@@ -42,6 +44,41 @@ class ChunkState(StrEnum):
     WRITTEN = "written"  # stored; decoded on read
     UNIFORM = "uniform"  # every pixel was the fill value, so zarr stored nothing
     BACKGROUND = "background"  # glass, dropped by design; reads as the glass colour
+
+
+def decode_shard(
+    data: bytes,
+    record: ArrayRecord,
+    shard: tuple[int, int, int],
+    codec: ImageCodec,
+    box: Box,
+    missing: Callable[[str], int | np.ndarray],
+) -> np.ndarray:
+    """The ``(y, x, 3)`` pixels of one image shard, ``box = (x0, y0, x1, y1)`` its extent cut to
+    the array, straight from its bytes (``b""`` when it was never written), in the calling
+    thread: each stored chunk's crc32c checked and its bytes decoded with the array's codec,
+    as zarr reads them (the chunk's ``(y, x, c)`` image); ``missing(chunk id)`` is the colour
+    of a chunk not stored. What ingest reads back and builds the lower levels from."""
+    x0, y0, x1, y1 = box
+    _, ch, cw = record.chunk_shape
+    out = np.empty((y1 - y0, x1 - x0, 3), dtype=np.uint8)
+    coords = shard_chunks(record, shard)
+    entries = read_shard_index(data, len(coords)) if data else [None] * len(coords)
+    for (_, r, q), entry in zip(coords, entries, strict=True):
+        top, left = r * ch, q * cw
+        ya, yb, xa, xb = max(top, y0), min(top + ch, y1), max(left, x0), min(left + cw, x1)
+        if ya >= yb or xa >= xb:
+            continue  # past the array's edge
+        if entry is None:
+            out[ya - y0 : yb - y0, xa - x0 : xb - x0] = missing(chunk_id((0, r, q)))
+            continue
+        offset, nbytes = entry
+        chunk = data[offset : offset + nbytes]
+        if google_crc32c.value(chunk[:-4]).to_bytes(4, "little") != chunk[-4:]:
+            raise ArchiveError(f"chunk row {r} col {q} of a shard just written fails its checksum when read back")
+        image = codec.decode_image(chunk[:-4])
+        out[ya - y0 : yb - y0, xa - x0 : xb - x0] = image[ya - top : yb - top, xa - left : xb - left]
+    return out
 
 
 class ArrayReader:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import dask
+import dask.threaded
 import numpy as np
 import zarr
 from dask.delayed import Delayed
@@ -55,7 +56,7 @@ from wsistore.archive.format import (
 )
 from wsistore.archive.manifest import ArrayRecord, Manifest, ShardRecord, chunk_id, describe_shard, shard_key
 from wsistore.archive.partial import PartialOutput
-from wsistore.archive.reader import ArrayReader
+from wsistore.archive.reader import decode_shard
 from wsistore.archive.store import Location
 from wsistore.checksums import sha256_file
 from wsistore.codecs import ImageCodec, JpegXlCodec, make_codec, register_codecs
@@ -183,7 +184,7 @@ class _Ingest:
     def _run(self, sha_future: Future[str]) -> IngestResult:
         self.dest.start(self._settings())
         skipped = self._keep_intact_shards()
-        mask = detect_tissue(self.slide)
+        mask = detect_tissue(self.slide, workers=self.options.workers)
         sizes = level_sizes(self.lr_width, self.lr_height, self.options.chunk)
         group = self.work.open_group("a")
         arrays = [self._image_array(group, str(i), w, h, mask) for i, (w, h) in enumerate(sizes)]
@@ -356,7 +357,9 @@ class _Ingest:
         total = sum(count for count, _, _ in shards)
         self._progress = Progress(total, "ingest", "chunk", self.options.progress)
         with self._progress:
-            dask.compute(*tasks.values(), scheduler="threads", num_workers=self.options.workers)
+            # the threaded scheduler itself: naming it ("threads") makes dask import distributed
+            # to look for a client, a quarter of a second before the first shard starts
+            dask.compute(*tasks.values(), scheduler=dask.threaded.get, num_workers=self.options.workers)
 
     def _base_shard(self, array: zarr.Array, keep: np.ndarray, mask: TissueMask, sy: int, sx: int) -> None:
         c, s = self.options.chunk, self.shard
@@ -422,7 +425,7 @@ class _Ingest:
         array[:, y0:y1, x0:x1] = buffer.transpose(2, 0, 1)
         written = self.work.read_bytes(key) if self.work.exists(key) else b""
         rec = describe_shard(path, self.records[path], shard, written)
-        stored = np.asarray(array[:, y0:y1, x0:x1]).transpose(1, 2, 0)
+        stored = decode_shard(written, self.records[path], shard, codec, box, lambda cid: fill)  # unstored: uniform
         lossless = codec.lossless
         losses: dict[str, float] | None = None if sources is None else {}
         for r, q, (bx0, by0, bx1, by1) in kept:
@@ -450,20 +453,34 @@ class _Ingest:
     def _level_shard(
         self, array: zarr.Array, previous: zarr.Array, mask: TissueMask, sy: int, sx: int, above: list[None]
     ) -> None:
-        """One shard of a lower level: 2 x 2 means of the stored pixels of the level above
-        (``above``: the tasks that wrote them)."""
+        """One shard of a lower level: 2 x 2 means of the stored pixels of the (up to) 2 x 2
+        shards of the level above (``above``: the tasks that wrote them), one at a time."""
         path, prev_path = array.path.split("/")[-1], previous.path.split("/")[-1]
         record = self.records[prev_path]
-        source = ArrayReader(self.work, prev_path, previous, record, mask.background_rgb, mask.fill_value)
+        uniform, glass = set(record.uniform), np.asarray(mask.background_rgb, dtype=np.uint8)
         c, s = self.options.chunk, self.shard
         _, height, width = array.shape
+        _, prev_height, prev_width = previous.shape
         x0, y0 = sx * s, sy * s
         x1, y1 = min(x0 + s, width), min(y0 + s, height)
         buffer = np.empty((y1 - y0, x1 - x0, 3), dtype=np.uint8)
-        for r0 in range(y0, y1, c):  # one chunk row at a time keeps memory small
-            r1 = min(r0 + c, y1)
-            box = (2 * x0, 2 * r0, min(2 * x1, source.width), min(2 * r1, source.height))
-            buffer[r0 - y0 : r1 - y0] = halve(source.read(box), (x1 - x0, r1 - r0))
+        for _, py, px in _quad(0, sy, sx):
+            box = (px * s, py * s, min((px + 1) * s, prev_width), min((py + 1) * s, prev_height))
+            if box[0] >= box[2] or box[1] >= box[3]:
+                continue
+            key = f"{prev_path}/{shard_key((0, py, px))}"
+            data = self.work.read_bytes(key) if self.work.exists(key) else b""
+            pixels = decode_shard(
+                data,
+                record,
+                (0, py, px),
+                self.options.codec,
+                box,
+                lambda cid: mask.fill_value if cid in uniform else glass,
+            )
+            half = (-(-(box[2] - box[0]) // 2), -(-(box[3] - box[1]) // 2))
+            bx, by = box[0] // 2 - x0, box[1] // 2 - y0
+            buffer[by : by + half[1], bx : bx + half[0]] = halve(pixels, half)
         kept = [
             (r, q, (q * c, r * c, min((q + 1) * c, width), min((r + 1) * c, height)))
             for r in range(y0 // c, -(-y1 // c))
