@@ -154,6 +154,7 @@ def _read_ahead(read: Callable[[T], R], items: list[T], workers: int) -> Iterato
                 future.cancel()
 
 
+@numba.njit(nogil=True, cache=True)
 def _pool(
     tile: np.ndarray,
     cy: np.ndarray,
@@ -164,22 +165,9 @@ def _pool(
     saturation: np.ndarray,
 ) -> None:
     """Pool a tile into its cells (``cy``/``cx``: the cell of each row/column, in runs): sum
-    of colours, darkest luminance, highest saturation (max - min of RGB), all float32."""
-    _pool_kernel(np.ascontiguousarray(tile), cy.astype(np.int64), cx.astype(np.int64), mean, count, darkest, saturation)
-
-
-@numba.njit(nogil=True, cache=True)
-def _pool_kernel(
-    tile: np.ndarray,
-    cy: np.ndarray,
-    cx: np.ndarray,
-    mean: np.ndarray,
-    count: np.ndarray,
-    darkest: np.ndarray,
-    saturation: np.ndarray,
-) -> None:
-    """:func:`_pool` in one pass: each cell's colours summed down its rows, then across its
-    columns, in order (as ``numpy.add.reduceat`` along y, then x), then added to ``mean``."""
+    of colours, darkest luminance, highest saturation (max - min of RGB), all float32, in one
+    pass: each cell's colours summed down its rows, then across its columns, in order (as
+    ``numpy.add.reduceat`` along y, then x), then added to ``mean``."""
     h, w = tile.shape[0], tile.shape[1]
     column = np.empty((w, 3), dtype=np.float32)
     low = np.empty(w, dtype=np.float32)
