@@ -303,7 +303,8 @@ class TileDecoder:
     def of(cls, page: Any, path: Path) -> TileDecoder | None:
         """A decoder for ``page``, or None when it is not a plain tiled 8-bit RGB(A) page."""
         plain = (
-            page.is_tiled
+            hasattr(os, "pread")  # not on Windows
+            and page.is_tiled
             and not page.parent.is_ndpi
             and page.planarconfig == 1
             and page.imagedepth == 1
