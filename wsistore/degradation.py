@@ -221,30 +221,37 @@ def _keys_cubic(x: float, a: float = CUBIC_A) -> float:
     return 0.0
 
 
-def _filter_rows(x: np.ndarray, taps: Sequence[tuple[int, np.float32]], step: int, n: int) -> np.ndarray:
-    """``out[i] = sum_j w_j * x[step * i + o_j]`` along axis 0 for the taps ``(o_j, w_j)``, float32:
-    each product rounded to float32, then added in the taps' order (compiled, no fused
-    multiply-add, so the same bits as the plain numpy loop in the tests)."""
+def _filter_rows(
+    x: np.ndarray, taps: Sequence[tuple[int, np.float32]], step: int, n: int, shift: float = 0.0
+) -> np.ndarray:
+    """``out[i] = sum_j w_j * (x[step * i + o_j] - shift)`` along axis 0 for the taps ``(o_j, w_j)``,
+    float32: each product rounded to float32, then added in the taps' order (compiled, no fused
+    multiply-add, so the same bits as the plain numpy loops in the tests); rows outside ``x``
+    count as zero."""
     rows = np.ascontiguousarray(x).reshape(x.shape[0], -1)
     out = np.empty((n, rows.shape[1]), dtype=np.float32)
     offsets = np.array([offset for offset, _ in taps], dtype=np.int64)
     weights = np.array([weight for _, weight in taps], dtype=np.float32)
-    _taps_kernel(rows, offsets, weights, step, out)
+    _taps_kernel(rows, offsets, weights, step, np.float32(shift), out)
     return out.reshape(n, *x.shape[1:])
 
 
 @numba.njit(nogil=True, cache=True)
-def _taps_kernel(x: np.ndarray, offsets: np.ndarray, weights: np.ndarray, step: int, out: np.ndarray) -> None:
-    """:func:`_filter_rows` on 2-D ``x`` (uint8 or float32) into ``out``, without the GIL."""
-    for i in range(out.shape[0]):
-        row = out[i]
-        source, weight = x[step * i + offsets[0]], weights[0]
-        for j in range(row.shape[0]):
-            row[j] = np.float32(source[j]) * weight
-        for t in range(1, offsets.shape[0]):
-            source, weight = x[step * i + offsets[t]], weights[t]
-            for j in range(row.shape[0]):
-                row[j] += np.float32(source[j]) * weight
+def _taps_kernel(
+    x: np.ndarray, offsets: np.ndarray, weights: np.ndarray, step: int, shift: np.float32, out: np.ndarray
+) -> None:
+    """:func:`_filter_rows` on 2-D ``x`` (uint8 or float32) into ``out``, without the GIL. A row
+    outside ``x`` is left out: its products are zero, and adding zero changes no sum."""
+    for j in range(out.shape[0]):
+        row = out[j]
+        row[:] = 0
+        for t in range(offsets.shape[0]):
+            r = step * j + offsets[t]
+            if r < 0 or r >= x.shape[0]:
+                continue
+            source, weight = x[r], weights[t]
+            for i in range(row.shape[0]):
+                row[i] += (np.float32(source[i]) - shift) * weight
 
 
 def _swap_yx(image: np.ndarray) -> np.ndarray:
@@ -331,33 +338,11 @@ def _adjoint_axis0(x: np.ndarray, scale: int, n: int, shift: float) -> np.ndarra
         for p, (o, weights) in enumerate(_bicubic_phases(scale))
         for k, weight in enumerate(weights)
     ]
-    rows = np.ascontiguousarray(x).reshape(x.shape[0], -1)
-    g = np.empty((n + 4, rows.shape[1]), dtype=np.float32)  # g[j]: the taps of rows that reach padded row j
-    offsets = np.array([offset for offset, _ in taps], dtype=np.int64)
-    weights = np.array([weight for _, weight in taps], dtype=np.float32)
-    _adjoint_kernel(rows, offsets, weights, scale, np.float32(shift), g)
+    g = _filter_rows(x, taps, scale, n + 4, shift)  # g[j]: the taps of rows that reach padded row j
     out = g[2 : n + 2]
     out[0] += g[0] + g[1]
     out[-1] += g[n + 2] + g[n + 3]
-    return out.reshape(n, *x.shape[1:])
-
-
-@numba.njit(nogil=True, cache=True)
-def _adjoint_kernel(
-    x: np.ndarray, offsets: np.ndarray, weights: np.ndarray, step: int, shift: np.float32, out: np.ndarray
-) -> None:
-    """``out[j] = sum_t w_t * (x[step * j + o_t] - shift)`` in float32, in the taps' order, rows
-    outside ``x`` left out (they are zero, and adding a zero product changes no sum)."""
-    for j in range(out.shape[0]):
-        row = out[j]
-        row[:] = 0
-        for t in range(offsets.shape[0]):
-            r = step * j + offsets[t]
-            if r < 0 or r >= x.shape[0]:
-                continue
-            source, weight = x[r], weights[t]
-            for i in range(row.shape[0]):
-                row[i] += (np.float32(source[i]) - shift) * weight
+    return out
 
 
 def bicubic_upscale(lr: np.ndarray, scale: int, size: tuple[int, int] | None = None) -> np.ndarray:
