@@ -111,20 +111,23 @@ def detect_tissue(slide: SlideReader, progress: Callable[[int], None] | None = N
     # removes sensor noise and JPEG ringing before darkest/most-saturated pooling
     factor = max(1, int(4 // downsample))
     lw, lh = slide.level_dimensions[level]
-    boxes = [(tx, ty) for ty in range(0, lh, _READ_TILE) for tx in range(0, lw, _READ_TILE)]
+    boxes = [
+        (tx, ty, min(_READ_TILE, lw - tx), min(_READ_TILE, lh - ty))
+        for ty in range(0, lh, _READ_TILE)
+        for tx in range(0, lw, _READ_TILE)
+    ]
 
-    def read(box: tuple[int, int]) -> np.ndarray:
-        tx, ty = box
-        size = (min(_READ_TILE, lw - tx), min(_READ_TILE, lh - ty))
-        return _box_mean(slide.read_region((round(tx * downsample), round(ty * downsample)), level, size), factor)
+    def read(box: tuple[int, int, int, int]) -> np.ndarray:
+        tx, ty, w, h = box
+        return _box_mean(slide.read_region((round(tx * downsample), round(ty * downsample)), level, (w, h)), factor)
 
     step = downsample * factor
-    for (tx, ty), tile in zip(boxes, _read_ahead(read, boxes, workers), strict=True):
+    for (tx, ty, w, h), tile in zip(boxes, _read_ahead(read, boxes, workers), strict=True):
         cy = np.minimum(((ty // factor + np.arange(tile.shape[0])) * step // CELL).astype(int), rows - 1)
         cx = np.minimum(((tx // factor + np.arange(tile.shape[1])) * step // CELL).astype(int), cols - 1)
         _pool(tile, cy, cx, mean, count, darkest, saturation)
         if progress:
-            progress(min(_READ_TILE, lw - tx) * min(_READ_TILE, lh - ty))
+            progress(w * h)
 
     mean /= np.maximum(count, 1)[:, :, None].astype(np.float32)
     background = _glass_colour(mean[count > 0])
