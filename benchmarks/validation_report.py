@@ -39,6 +39,7 @@ def main() -> None:
             models=args.models,
             device=args.device,
             lpips_weights=args.lpips_weights,
+            overwrite=True,
         )
     )
     (args.out / "report.html").unlink(missing_ok=True)  # regenerated on demand; the markdown and PNGs are committed

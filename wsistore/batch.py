@@ -36,8 +36,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wsistore.archive.store import PARTIAL_SUFFIX
 from wsistore.errors import InputError, first_line
+from wsistore.outputs import OutputKind, check_not_input, check_replaceable, occupied, relation, work_path
 from wsistore.progress import Progress
 from wsistore.readers import SLIDE_SUFFIXES, is_archive
 
@@ -127,14 +127,20 @@ def output_for(source: Path, out_dir: Path, suffix: str) -> Path:
 
 
 def plan(sources: Sequence[Path], out_dir: Path | None, suffix: str) -> list[Task]:
-    """One :class:`Task` per source; two sources that would write the same output are refused."""
+    """One :class:`Task` per source. Refused: two sources that would write the same output, an
+    output that is (or holds, or lies inside) any of the inputs, and an output folder that is
+    an input or lies inside one (it may hold them: each output is checked on its own)."""
     tasks = [Task(str(s), str(output_for(s, out_dir, suffix)) if out_dir else "") for s in sources]
     if out_dir is not None:
+        for source in sources:
+            if relation(out_dir, source) in ("is", "is inside"):
+                raise InputError(f"the output folder {out_dir} {relation(out_dir, source)} the input {source}")
         seen: dict[str, str] = {}
         for task in tasks:
             if task.output in seen:
                 raise InputError(f"{seen[task.output]} and {task.source} would both write {task.output}; rename one")
             seen[task.output] = task.source
+            check_not_input(task.output, sources)
     return tasks
 
 
@@ -189,7 +195,7 @@ class IngestJob:
             if source.bytes != bytes_in:
                 raise InputError(f"{out} archives a different file ({source.bytes} bytes, not {bytes_in})")
             return _row(task, start, bytes_in, size_of(out), SKIPPED)
-        partial = Path(task.output + PARTIAL_SUFFIX)
+        partial = work_path(out)
         options = replace(self.options, resume=self.resume and partial.is_dir(), progress=False)
         ingest(task.source, out, options)
         return _row(task, start, bytes_in, size_of(out))
@@ -236,7 +242,7 @@ class RestoreJob:
         out = Path(task.output)
         if self.resume and out.exists() and not self.options.overwrite:
             return _row(task, start, bytes_in, size_of(out), SKIPPED)
-        partial = Path(task.output + PARTIAL_SUFFIX)
+        partial = work_path(out)
         options = replace(self.options, resume=self.resume and partial.exists(), progress=False)
         restore(task.source, out, options)
         return _row(task, start, bytes_in, size_of(out))
@@ -265,14 +271,37 @@ Job = Callable[[Task], SlideResult]
 
 
 # -- the summary --------------------------------------------------------------------------
+def is_summary(path: Path) -> bool:
+    """Whether ``path`` is a batch summary (CSV with :data:`COLUMNS` as its header, or a JSON
+    list of such rows): what ``--summary`` may replace."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return False
+    if path.suffix.lower() == ".csv":
+        return text.splitlines()[:1] == [",".join(COLUMNS)]
+    try:
+        rows = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(rows, list) and all(isinstance(r, dict) and tuple(r) == COLUMNS for r in rows)
+
+
+#: What ``--summary`` writes, and so all it replaces.
+SUMMARY_OUTPUT = OutputKind("batch", "a wsistore batch summary", is_summary)
+
+
 class Summary:
     """The batch's rows in ``path`` (``.csv`` or ``.json``), written again after every row."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, inputs: Sequence[str] = ()) -> None:
         if path.suffix.lower() not in (".csv", ".json"):
             raise InputError(f"the summary must be a .csv or .json file, got {path}")
         if not path.parent.is_dir():
             raise InputError(f"cannot write the summary {path}: directory {path.parent} does not exist")
+        check_not_input(path, inputs, "summary")
+        if occupied(path):
+            check_replaceable(path, SUMMARY_OUTPUT, option="--summary")
         self.path = path
         self.rows: list[SlideResult] = []
         self._write()
@@ -376,7 +405,7 @@ def run_batch(
 ) -> list[SlideResult]:
     """Run ``job`` on every task, in this process or (``client``) one cluster task each, and
     return the rows in the order of ``tasks``; ``summary`` gets each row as it finishes."""
-    sheet = Summary(summary) if summary else None
+    sheet = Summary(summary, [t.source for t in tasks]) if summary else None
     rows: dict[int, SlideResult] = {}
     with Progress(len(tasks), desc, "slide", progress) as bar:
 

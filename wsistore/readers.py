@@ -643,6 +643,17 @@ def _is_tiff(path: Path) -> bool:
         return f.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
+def source_files(slide: str | os.PathLike[str]) -> list[Path]:
+    """The files and folders a slide is read from: the slide itself and the companion folder
+    of formats that keep their data beside it (MIRAX ``NAME/``, Olympus VSI ``_NAME_/``)."""
+    path = Path(slide)
+    found = [path]
+    companion = {".mrxs": path.stem, ".vsi": f"_{path.stem}_"}.get(path.suffix.lower())
+    if companion and (path.parent / companion).is_dir():
+        found.append(path.parent / companion)
+    return found
+
+
 def is_archive(path: Path) -> bool:
     """Whether ``path`` is a Zarr folder (what :mod:`wsistore.archive` reads)."""
     return path.is_dir() and (path / "zarr.json").is_file()

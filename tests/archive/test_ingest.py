@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -295,11 +296,15 @@ def test_existing_destination_needs_overwrite(tmp_path: Path, slide_path: Path, 
     out = tmp_path / "exists.zarr"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
-    with pytest.raises(OutputExistsError):
+    with pytest.raises(OutputExistsError, match="use --overwrite"):
         ingest(slide_path, out, IngestOptions(progress=False))
-    assert (out / "keep.txt").read_text() == "precious"
-    ingest(slide_path, out, IngestOptions(overwrite=True, progress=False))
-    assert not (out / "keep.txt").exists() and Archive.open(out).metadata.width == 2220
+    with pytest.raises(OutputExistsError, match="not a wsistore archive: --overwrite replaces only"):
+        ingest(slide_path, out, IngestOptions(overwrite=True, progress=False))  # a folder that is not ours
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
+    archive = tmp_path / "archive.zarr"
+    shutil.copytree(sample_archive, archive)
+    ingest(slide_path, archive, IngestOptions(overwrite=True, progress=False))  # an archive: ours to replace
+    assert Archive.open(archive).metadata.width == 2220 and not (tmp_path / "archive.zarr.partial").exists()
 
 
 def test_missing_parent_directory(tmp_path: Path, slide_path: Path) -> None:

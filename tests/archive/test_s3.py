@@ -20,7 +20,9 @@ import pytest
 import wsistore
 from benchmarks.reliability import faults
 from tests.s3 import S3, aws_environment
+from wsistore.archive.partial import settings_key
 from wsistore.archive.reader import Archive
+from wsistore.archive.store import Location
 from wsistore.archive.verify import verify
 from wsistore.archive.writer import IngestOptions, ingest
 from wsistore.errors import ArchiveError, OutputExistsError
@@ -192,10 +194,27 @@ def test_an_upload_killed_midway_is_refused_then_resumes(
     assert _same_as(s3, name, small_reference, tmp_path / "resumed") == []
     assert Archive.open(url).info()["chunks_written"] == Archive.open(small_reference).info()["chunks_written"]
 
-    # --overwrite replaces it (here in-process, the endpoint given as storage_options)
+    # --overwrite never deletes a complete archive on object storage (no atomic swap there)
     options = IngestOptions(chunk=128, shard=128, workers=1, overwrite=True, progress=False)
-    ingest(slide_path, url, options, storage_options={"endpoint_url": s3.endpoint})
-    assert _same_as(s3, name, small_reference, tmp_path / "overwritten") == []
+    with pytest.raises(OutputExistsError, match="cannot swap a new output in atomically"):
+        ingest(slide_path, url, options, storage_options={"endpoint_url": s3.endpoint})
+    assert _same_as(s3, name, small_reference, tmp_path / "kept") == []
+
+
+def test_overwrite_replaces_only_an_interrupted_upload(
+    s3: S3, slide_path: Path, small_reference: Path, tmp_path: Path
+) -> None:
+    """An upload cut short just after it began (only its settings object written) is ours to
+    replace with --overwrite; a prefix holding anything else is refused."""
+    options = IngestOptions(chunk=128, shard=128, workers=1, overwrite=True, progress=False)
+    endpoint = {"endpoint_url": s3.endpoint}
+    Location.parse(s3.url("interrupted.zarr"), endpoint).write_bytes(settings_key("ingest"), b"{}")
+    ingest(slide_path, s3.url("interrupted.zarr"), options, storage_options=endpoint)
+    assert _same_as(s3, "interrupted.zarr", small_reference, tmp_path / "replaced") == []
+    Location.parse(s3.url("foreign"), endpoint).write_bytes("notes.txt", b"mine")
+    with pytest.raises(OutputExistsError, match="not an unfinished ingest"):
+        ingest(slide_path, s3.url("foreign"), options, storage_options=endpoint)
+    assert s3.keys("foreign") == ["notes.txt"]
 
 
 def test_a_server_gone_mid_write_fails_in_one_line_and_leaves_nothing_complete(

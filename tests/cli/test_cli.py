@@ -56,6 +56,7 @@ def test_not_a_slide(tmp_path: Path) -> None:
 
 def test_existing_destination(tmp_path: Path, slide_path: Path) -> None:
     (tmp_path / "a.zarr").mkdir()
+    (tmp_path / "a.zarr" / "notes.txt").write_text("mine")
     assert_one_line_error(run("ingest", str(slide_path), str(tmp_path / "a.zarr")), 4, "--overwrite")
 
 

@@ -21,7 +21,8 @@ SMALL_REGION = "0,0,1024,768"
 HOLD = """
 import sys, time
 from wsistore.archive.partial import PartialOutput
-PartialOutput.prepare(sys.argv[1], "ingest", overwrite=False, resume=False)
+from wsistore.archive.writer import INGEST_OUTPUT
+PartialOutput.prepare(sys.argv[1], INGEST_OUTPUT, overwrite=False, resume=False)
 print("locked", flush=True)
 time.sleep(600)
 """

@@ -14,6 +14,7 @@ import pytest
 
 from benchmarks.reliability import faults
 from wsistore.archive.partial import PartialOutput
+from wsistore.archive.writer import INGEST_OUTPUT
 
 #: A smaller restore region for the default run (the campaign's is 2220 x 1280).
 SMALL_REGION = "0,0,1024,768"
@@ -101,14 +102,14 @@ def test_a_read_only_destination_fails_in_one_line(work: Path, name: str) -> Non
 def test_torn_temporary_files_are_removed_on_resume(tmp_path: Path) -> None:
     """What a kill inside a write leaves (a ``.tmp``, zarr's ``.<uuid>.partial``) never lands in the output."""
     out = tmp_path / "out.zarr"
-    first = PartialOutput.prepare(out, "ingest", overwrite=False, resume=False)
+    first = PartialOutput.prepare(out, INGEST_OUTPUT, overwrite=False, resume=False)
     first.start({"a": 1})
     torn = [first.work.path / "0" / "c" / ("0." + "ab" * 16 + ".partial"), first.work.path / "manifest.json.tmp"]
     kept = first.work.path / "0" / "c" / "0"
     for path in [*torn, kept]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
-    again = PartialOutput.prepare(out, "ingest", overwrite=False, resume=True)  # takes over the abandoned lock
+    again = PartialOutput.prepare(out, INGEST_OUTPUT, overwrite=False, resume=True)  # takes over the abandoned lock
     again.start({"a": 1})
     assert not any(p.exists() for p in torn) and kept.exists()
     again.commit()

@@ -21,7 +21,7 @@ import pytest
 
 from wsistore.archive.partial import PartialOutput
 from wsistore.errors import WsistoreError
-from wsistore.restoration.pipeline import RestoreOptions, restore
+from wsistore.restoration.pipeline import RESTORE_OUTPUT, RestoreOptions, restore
 
 #: Three rows of 256-pixel tiles and two levels: 22 file writes, a third of a second a restore.
 OPTIONS = RestoreOptions(model="bicubic", device="cpu", tile=256, workers=1, region=(0, 0, 512, 768), progress=False)
@@ -105,12 +105,12 @@ def test_a_disk_full_at_any_write_resumes_to_the_uninterrupted_tiff(
 
 def test_a_torn_journal_line_is_cut_on_resume(tmp_path: Path) -> None:
     out = tmp_path / "out.tif"
-    first = PartialOutput.prepare(out, "restore", overwrite=False, resume=False)
+    first = PartialOutput.prepare(out, RESTORE_OUTPUT, overwrite=False, resume=False)
     first.start({"a": 1})
     first.journal("row", 0, [1, 2])
     (first.work.path / first.journal_key).open("a").write('{"kind": "row", "index": 1, "da')
     first.release()
-    again = PartialOutput.prepare(out, "restore", overwrite=False, resume=True)
+    again = PartialOutput.prepare(out, RESTORE_OUTPUT, overwrite=False, resume=True)
     again.start({"a": 1})
     again.journal("row", 1, [3])
     assert again.done("row") == {0: [1, 2], 1: [3]}

@@ -28,8 +28,10 @@ the bicubic baseline's error, which super-resolution then reduces.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from wsistore.errors import ArchiveError
@@ -232,3 +234,23 @@ def ome_multiscales(levels: list[LevelInfo], mpp: tuple[float, float] | None, na
             "rdefs": {"model": "color"},
         },
     }
+
+
+def read_group_attributes(folder: Path) -> dict[str, Any] | None:
+    """The attributes of the Zarr v3 group in a local ``folder``, or None where there is none
+    (no folder, no ``zarr.json``, or one that is not a group's JSON)."""
+    try:
+        meta = json.loads((folder / "zarr.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("node_type") != "group":
+        return None
+    attrs = meta.get("attributes", {})
+    return attrs if isinstance(attrs, dict) else None
+
+
+def is_wsistore_archive(path: Path) -> bool:
+    """Whether the local ``path`` is a folder that ingest wrote (its group attributes hold the
+    ``wsistore`` block): what ``ingest --overwrite`` may replace."""
+    attrs = read_group_attributes(path) if path.is_dir() else None
+    return attrs is not None and FORMAT_NAME in attrs

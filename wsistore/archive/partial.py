@@ -2,16 +2,20 @@
 
 Ingest (an archive) and restore (a TIFF or OME-Zarr) both write this way. Locally, work
 happens in ``<OUT>.partial/``: the settings of the run, a journal of finished pieces and
-the data; nothing at ``OUT`` is ever half-written, because the finished output is renamed
-into place only when complete. ``resume`` continues from the journal, and only with the
+the data; nothing at ``OUT`` is ever half-written, because the finished output is swapped
+into place only when complete (one atomic exchange with an old output, which survives any
+failure or kill before it: :func:`wsistore.outputs.swap_in`). ``resume`` continues from the journal, and only with the
 same settings. Remote destinations (fsspec URLs such as ``s3://``: no atomic rename) are
 written in place, and the completeness rule replaces the rename: the settings file is the
 first thing written and the last removed (landing drops the journal, then it), and an
 archive's manifest and group metadata are written after all of its data. A reader refuses
 an output whose settings file is still there (:func:`unfinished`), or that lacks its
 metadata or manifest, so an interrupted upload never looks complete; ``--resume`` goes on
-from the journal beside the data. ``--overwrite`` first deletes the old archive's group
-metadata, so a delete cut short leaves nothing complete-looking either. Remote outputs
+from the journal beside the data. There ``--overwrite`` replaces only an interrupted upload (object
+storage has no atomic swap, so a complete archive is never deleted to make room), deleting
+its group metadata first, so a delete cut short leaves nothing complete-looking either.
+What may be replaced at all, and that an output is never an input, is
+:mod:`wsistore.outputs`'s rule, checked here before anything is touched. Remote outputs
 take no lock: one writer per URL is the caller's to ensure. An object-store restore output
 would extend :meth:`PartialOutput.commit` here.
 
@@ -38,11 +42,22 @@ import os
 import re
 import shutil
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wsistore.archive.store import PARTIAL_SUFFIX, Location
+from wsistore.archive.store import Location
 from wsistore.errors import InputError, OutputExistsError
+from wsistore.outputs import (
+    OutputKind,
+    check_not_input,
+    check_replaceable,
+    describe,
+    occupied,
+    remove_tree,
+    swap_in,
+    work_path,
+)
 
 #: The Zarr group's metadata: an archive's attributes, written last.
 GROUP_METADATA = "zarr.json"
@@ -53,6 +68,8 @@ _TORN = re.compile(r"(\.tmp|\.[0-9a-f]{32}\.partial)$")
 #: Work directories this process holds locked: (device, inode) -> (open descriptor, owner).
 _HELD: dict[tuple[int, int], tuple[int, object]] = {}
 _HELD_LOCK = threading.Lock()
+#: The runs that keep a work folder (their settings files name them).
+KNOWN_RUNS = ("ingest", "restore", "prepare", "bench")
 
 
 def settings_key(name: str) -> str:
@@ -74,12 +91,14 @@ class OutputBusyError(OutputExistsError):
 class PartialOutput:
     """One output being written: where the work happens, its journal, and how it lands."""
 
-    def __init__(self, final: Location, work: Location, name: str, overwrite: bool, resume: bool) -> None:
+    def __init__(self, final: Location, work: Location, kind: OutputKind, overwrite: bool, resume: bool) -> None:
         self.final = final
         self.work = work
+        self.kind = kind
         self.overwrite = overwrite
         self.resume = resume
-        self.settings_key = settings_key(name)
+        self.settings_key = settings_key(kind.name)
+        name = kind.name
         # a local journal is one file appended to; a remote one a folder of one object per entry
         # (objects cannot be appended to, and rewriting one journal object per entry is quadratic)
         self.journal_key = f"{name}-journal.jsonl" if work.is_local else f"{name}-journal"
@@ -89,30 +108,44 @@ class PartialOutput:
     def prepare(
         cls,
         url: str | os.PathLike[str],
-        name: str,
+        kind: OutputKind,
         overwrite: bool,
         resume: bool,
         storage_options: dict[str, Any] | None = None,
+        inputs: Sequence[str | os.PathLike[str]] = (),
     ) -> PartialOutput:
-        """Check the destination and open (or, with ``resume``, reopen) the work directory;
-        ``name`` (``ingest``, ``restore``) names the settings and journal files, and
-        ``storage_options`` configure a URL's filesystem."""
+        """Check the destination and open (or, with ``resume``, reopen) the work directory of an
+        output of ``kind`` (its name, ``ingest`` or ``restore``, names the settings and journal
+        files); ``storage_options`` configure a URL's filesystem. Refused before anything is
+        touched: an output (or work folder) that is one of ``inputs``, holds one or lies inside
+        one; an existing output without ``overwrite``; with it, one that is not of ``kind``."""
         final = Location.parse(url, storage_options)
+        check_not_input(url, inputs)
         if not final.is_local:
-            if final.exists() and not overwrite and not resume:
-                raise OutputExistsError(f"{final.url} already exists; use --overwrite to replace it")
-            if final.exists() and overwrite and not resume:
+            if final.exists() and not resume:
+                if not overwrite:
+                    raise OutputExistsError(f"{final.url} already exists; use --overwrite to replace it")
+                if not unfinished(final, kind.name):
+                    raise OutputExistsError(
+                        f"{final.url} exists and is not an unfinished {kind.name}; object storage cannot swap a "
+                        "new output in atomically, so --overwrite there replaces only an interrupted upload: write "
+                        "to a new URL, then delete the old one"
+                    )
                 final.remove(GROUP_METADATA)  # first: what is left of a cut-short delete is incomplete
                 final.fs.rm(final.root, recursive=True)
-            return cls(final, final, name, overwrite, resume)
-        if _exists(final.path) and not overwrite:
-            raise OutputExistsError(f"{final.url} already exists; use --overwrite to replace it")
+            return cls(final, final, kind, overwrite, resume)
+        if occupied(final.path):
+            if not overwrite:
+                raise OutputExistsError(f"{final.url} already exists; use --overwrite to replace it")
+            check_replaceable(final.path, kind, final.url)
         parent = final.path.parent
         if not parent.is_dir():
             raise InputError(f"cannot write {final.path}: directory {parent} does not exist")
         if not os.access(parent, os.W_OK):
             raise InputError(f"cannot write {final.path}: directory {parent} is not writable")
-        work = Location.parse(str(final.path) + PARTIAL_SUFFIX)
+        work = Location.parse(work_path(final.path))
+        check_not_input(work.path, inputs, "work folder")
+        _check_work_folder(work.path, kind)
         if resume and not work.exists():
             raise InputError(f"nothing to resume: {work.path} does not exist")
         if not resume:
@@ -120,15 +153,15 @@ class PartialOutput:
                 work.path.mkdir(exist_ok=True)
             except OSError as exc:  # a read-only file system, or root's EPERM where access() said yes
                 raise InputError(f"cannot write {final.path}: {exc.strerror or exc} ({parent})") from None
-        output = cls(final, work, name, overwrite, resume)
+        output = cls(final, work, kind, overwrite, resume)
         output._lock = _lock_directory(work.path, final.path, resume)
         try:
-            if _exists(final.path) and not overwrite:  # another writer landed it meanwhile
+            if occupied(final.path) and not overwrite:  # another writer landed it meanwhile
                 raise OutputExistsError(f"{final.url} already exists; use --overwrite to replace it")
             if resume:
                 _remove_torn(work.path)
             else:
-                _clear(work.path)
+                _clear(work.path, output.settings_key)
         except BaseException:
             output.release()
             raise
@@ -189,19 +222,15 @@ class PartialOutput:
         if produced and source.is_file():  # a write error the page cache held back surfaces here, before landing
             with open(source, "rb") as f:
                 os.fsync(f.fileno())
-        if _exists(target) and not self.overwrite:
+        if occupied(target) and not self.overwrite:
             raise OutputExistsError(f"{self.final.url} appeared while writing; the result is left in {source}")
         if not produced:
             self._drop_journal()
-        if _exists(target):
-            old = target.with_name(target.name + ".old")
-            os.replace(target, old)
-            os.replace(source, target)
-            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
-        else:
-            os.replace(source, target)
-        if produced:
-            shutil.rmtree(self.work.path)
+        old = swap_in(source, target)
+        if produced:  # the work folder, holding the old output if there was one
+            remove_tree(self.work.path, last=self.settings_key)
+        elif old is not None:  # the old archive, now where the work folder was
+            remove_tree(old, last=GROUP_METADATA)
         self.release()
 
     def release(self) -> None:
@@ -277,13 +306,37 @@ def _unlock(lock: tuple[tuple[int, int], object]) -> None:
             os.close(_HELD.pop(ident)[0])
 
 
-def _clear(work: Path) -> None:
-    """Empty the (locked) work directory for a fresh start, keeping the directory itself."""
+def _check_work_folder(work: Path, kind: OutputKind) -> None:
+    """Refuse a work folder that holds anything but an interrupted run of ``kind``, or what is
+    left of an old output of ``kind`` that a landing replaced."""
+    if not occupied(work):
+        return
+    if work.is_symlink() or not work.is_dir():
+        raise OutputExistsError(f"{work} is in the way: it is {describe(work)}, where wsistore keeps its work folder")
+    try:
+        names = {child.name for child in work.iterdir()}
+    except OSError as exc:
+        raise InputError(f"cannot read the work folder {work}: {exc.strerror or exc}") from None
+    if not names or settings_key(kind.name) in names or kind.recognise(work):
+        return
+    others = [other for other in KNOWN_RUNS if settings_key(other) in names]
+    what = f"an interrupted {others[0]}, not {kind.name}" if others else describe(work)
+    raise OutputExistsError(
+        f"{work} is {what}; wsistore keeps its work folder there and replaces only its own (move it away)"
+    )
+
+
+def _clear(work: Path, marker: str) -> None:
+    """Empty the (locked) work directory for a fresh start, keeping the directory itself and
+    removing ``marker`` (the settings file naming the run) last."""
     for child in work.iterdir():
+        if child.name == marker:
+            continue
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
         else:
             child.unlink()
+    (work / marker).unlink(missing_ok=True)
 
 
 def _remove_torn(work: Path) -> None:
@@ -292,8 +345,3 @@ def _remove_torn(work: Path) -> None:
         for name in files:
             if _TORN.search(name):
                 os.unlink(os.path.join(dirpath, name))
-
-
-def _exists(path: Path) -> bool:
-    """Whether anything, even a dangling link, is at ``path``."""
-    return path.exists() or path.is_symlink()

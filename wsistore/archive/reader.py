@@ -32,10 +32,11 @@ from wsistore.archive.format import (
 )
 from wsistore.archive.manifest import ArrayRecord, Manifest, chunk_id, read_shard_index, shard_chunks, shard_key
 from wsistore.archive.partial import unfinished
-from wsistore.archive.store import PARTIAL_SUFFIX, Location
+from wsistore.archive.store import Location
 from wsistore.codecs import ImageCodec, codec_from_config, register_codecs
 from wsistore.errors import ArchiveError, WsistoreError, first_line
 from wsistore.geometry import Box
+from wsistore.outputs import PARTIAL_SUFFIX, work_path
 
 
 class ChunkState(StrEnum):
@@ -273,7 +274,7 @@ class Archive:
         ``storage_options`` configure a URL's filesystem (:class:`Location`)."""
         location = Location.parse(url, storage_options)
         if not location.exists():
-            partial = Location.parse(str(url) + PARTIAL_SUFFIX) if location.is_local else None
+            partial = Location.parse(work_path(location.path)) if location.is_local else None
             hint = (
                 " (an interrupted ingest left it as .partial; rerun ingest with --resume)"
                 if partial and partial.exists()

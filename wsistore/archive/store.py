@@ -24,9 +24,6 @@ from zarr.storage import FsspecStore, LocalStore
 
 from wsistore.errors import ArchiveError, InputError, first_line
 
-#: Suffix of an output's work directory while it is written (:mod:`wsistore.archive.partial`).
-PARTIAL_SUFFIX = ".partial"
-
 
 @dataclass(frozen=True)
 class Location:

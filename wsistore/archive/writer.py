@@ -51,6 +51,7 @@ from wsistore.archive.format import (
     SourceInfo,
     TissueSummary,
     choose_shard,
+    is_wsistore_archive,
     level_sizes,
     ome_multiscales,
 )
@@ -63,9 +64,10 @@ from wsistore.codecs import ImageCodec, JpegXlCodec, make_codec, register_codecs
 from wsistore.degradation import Downsample, SourceLoss, read_window
 from wsistore.errors import ArchiveError, InputError, WsistoreError, first_line, storage_errors
 from wsistore.geometry import Box
+from wsistore.outputs import OutputKind
 from wsistore.progress import Progress
 from wsistore.psnr import psnr_from_mse
-from wsistore.readers import SlideReader, open_slide, stored_associated_bytes
+from wsistore.readers import SlideReader, open_slide, source_files, stored_associated_bytes
 from wsistore.tissue import CELL, DARKER_BY, DILATE_CELLS, SATURATED_BY, TissueMask, detect_tissue
 
 #: Side of a block of source pixels read at once when the slide's tiles are unknown or
@@ -75,6 +77,8 @@ SOURCE_BLOCK = 512
 IDENTIFYING_IMAGES = ("label", "macro")
 #: Journal entries of finished shards.
 SHARD_KIND = "shard"
+#: What ingest writes, and so all that ``--overwrite`` lets it replace.
+INGEST_OUTPUT = OutputKind("ingest", "a wsistore archive", is_wsistore_archive)
 #: Key of a base shard's loss map values in its journal entry (one durable line per shard).
 LOSS_KEY = "loss_map"
 
@@ -157,7 +161,9 @@ class _Ingest:
         self.width, self.height = slide.dimensions
         self.lr_width, self.lr_height = self.down.lr_size(self.width, self.height)
         self.shard = options.shard or choose_shard(self.lr_width, self.lr_height, options.chunk, options.workers)
-        self.dest = PartialOutput.prepare(archive, "ingest", options.overwrite, options.resume, storage_options)
+        self.dest = PartialOutput.prepare(
+            archive, INGEST_OUTPUT, options.overwrite, options.resume, storage_options, source_files(slide_path)
+        )
         self.work: Location = self.dest.work
         self.records: dict[str, ArrayRecord] = {}
         self.done: set[tuple[str, str]] = set()

@@ -58,9 +58,19 @@ def add_json(p: Parser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def add_overwrite(p: Parser, what: str) -> None:
+    """``--overwrite`` of a command that writes ``what``: it replaces only its own kind."""
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace an existing {what} that wsistore wrote; anything else there (a folder or file of another "
+        "kind, a slide, a link) is refused, and the old one is kept until the new one is complete",
+    )
+
+
 def add_overwrite_resume(p: Parser, what: str) -> None:
     """``--overwrite`` and ``--resume`` of a command that writes ``what``."""
-    p.add_argument("--overwrite", action="store_true", help=f"replace an existing {what}")
+    add_overwrite(p, what)
     p.add_argument("--resume", action="store_true", help=f"continue an interrupted {what}")
 
 

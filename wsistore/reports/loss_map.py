@@ -10,12 +10,16 @@ two slides' maps compare at a glance: black is lossless, the brightest colour
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from wsistore.archive.reader import Archive
 from wsistore.errors import ArchiveError
+from wsistore.outputs import OutputKind, check_not_input, check_replaceable, occupied
 
 #: Grey levels RMS at the top of the colour scale (and above).
 LOSS_VMAX = 32.0
@@ -46,14 +50,35 @@ def cell_size(archive: Archive) -> int:
     return archive.metadata.chunk * archive.metadata.scale
 
 
+def is_loss_figure(path: Path) -> bool:
+    """Whether ``path`` is a PNG that :func:`loss_figure` drew (its ``Software`` text)."""
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and image.info.get("Software") == LOSS_MAP_SOFTWARE
+    except (OSError, ValueError):
+        return False
+
+
+#: The ``Software`` text of a loss-map PNG: what marks one that wsistore drew.
+LOSS_MAP_SOFTWARE = "wsistore loss map"
+#: What ``info --loss-map`` writes, and so all it replaces.
+LOSS_MAP_OUTPUT = OutputKind("info", "a loss-map PNG that wsistore drew", is_loss_figure)
+
+
 def loss_figure(archive: Archive, path: str | os.PathLike[str], opacity: float = 0.55) -> dict[str, Any]:
     """Draw the slide (its coarsest stored level of at most 1024 pixels a side) with the loss
-    map over it and a colour bar to the PNG ``path``; return what it shows."""
+    map over it and a colour bar to the PNG ``path``; return what it shows. ``path`` may not
+    be (or be inside) the archive, and replaces only a loss map drawn here before; the PNG
+    lands complete (written aside, then renamed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    target = Path(path)
+    check_not_input(target, [archive.location.url])
+    if occupied(target):
+        check_replaceable(target, LOSS_MAP_OUTPUT, os.fspath(path), "--loss-map")
     loss = archive.loss_map()
     if loss is None:
         raise ArchiveError(f"{archive.location.url} has no loss map (format before 1.2)")
@@ -82,8 +107,16 @@ def loss_figure(archive: Archive, path: str | os.PathLike[str], opacity: float =
     ax.set_xlabel("source pixels")
     bar = fig.colorbar(shown, ax=ax, fraction=0.04, pad=0.02)
     bar.set_label("RMS, source minus bicubic of the archive (grey levels)", fontsize=8)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".wsistore-", suffix=".png", delete=False) as tmp:
+        try:
+            fig.savefig(tmp, format="png", bbox_inches="tight", metadata={"Software": LOSS_MAP_SOFTWARE})
+            tmp.close()
+            os.replace(tmp.name, target)
+        except BaseException:
+            Path(tmp.name).unlink(missing_ok=True)
+            raise
+        finally:
+            plt.close(fig)
     tissue = loss[~np.isnan(loss)]
     return {
         "cells": [rows, cols],

@@ -16,10 +16,12 @@ import numpy as np
 import torch
 
 from wsistore._version import software_versions
+from wsistore.archive.partial import PartialOutput
 from wsistore.errors import InputError
 from wsistore.geometry import Region
 from wsistore.models.device import resolve_device
 from wsistore.models.weights import LoadedGenerator
+from wsistore.outputs import OutputKind
 from wsistore.progress import Progress
 from wsistore.psnr import IDENTICAL_PSNR
 from wsistore.reports.inputs import BenchInput, load_inputs
@@ -37,6 +39,8 @@ from wsistore.restoration.engine import runner_for, upscale_image
 
 #: The report label of the archive default codec (wsistore.codecs.DEFAULT_CODEC; a test keeps them equal).
 DEFAULT_SETTING = "avif:level=75,speed=8"
+#: ``results.json``'s schema: what marks a report bench wrote.
+SCHEMA = "wsistore-bench/1"
 CROP = 160
 
 
@@ -56,10 +60,36 @@ class BenchOptions:
     region: Region | None = None
     lpips_weights: Path | None = None
     progress: bool = True
+    overwrite: bool = False  # replace a report bench wrote before (never anything else)
 
 
 def run_bench(options: BenchOptions) -> dict[str, Any]:
-    """Run the benchmark; returns the results written to ``out/results.json``."""
+    """Run the benchmark; returns the results written to ``out/results.json``. The report is
+    written in a work folder and lands complete (:class:`PartialOutput`)."""
+    output = PartialOutput.prepare(options.out, BENCH_OUTPUT, options.overwrite, False, inputs=options.inputs)
+    try:
+        output.start({"inputs": [str(p) for p in options.inputs]})
+        results = _run_bench(options, output.work.path)
+        output.commit()
+    finally:
+        output.release()
+    return results
+
+
+def is_bench_report(path: Path) -> bool:
+    """Whether ``path`` is a report folder that bench wrote (its ``results.json`` schema)."""
+    try:
+        results = json.loads((path / "results.json").read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(results, dict) and str(results.get("schema", "")).startswith(SCHEMA.split("/")[0] + "/")
+
+
+#: What bench writes, and so all that ``--overwrite`` lets it replace.
+BENCH_OUTPUT = OutputKind("bench", "a wsistore bench report", is_bench_report)
+
+
+def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
     device = resolve_device(options.device)
     archive_sweep = options.archive_codecs or list(QUICK_ARCHIVE_SWEEP if options.quick else ARCHIVE_SWEEP)
     hr_sweep = options.hr_codecs or list(QUICK_HR_SWEEP if options.quick else HR_SWEEP)
@@ -71,8 +101,6 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     inputs = list(load_inputs(options.inputs, crop, options.region))
     if not inputs:
         raise InputError("no inputs to benchmark")
-    options.out.mkdir(parents=True, exist_ok=True)
-
     records: list[dict[str, Any]] = []
     panels: dict[str, Path] = {}
     total = len(inputs) * (len(archive_sweep) * len(runners) + len(hr_sweep) + 1)
@@ -128,13 +156,13 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                 crops[best[2]] = best[3]
             panels[item.name] = _save_panel(
                 crops,
-                options.out / "crops" / f"{_slug(item.name)}-panel.png",
+                out / "crops" / f"{_slug(item.name)}-panel.png",
                 f"{item.name}: archive {DEFAULT_SETTING} ({default_bpp:.2f} bpp) "
                 "vs the best codec at about the same bytes",
             )
 
     results = {
-        "schema": "wsistore-bench/1",
+        "schema": SCHEMA,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
         "device": _device_name(device),
@@ -159,11 +187,11 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         "records": records,
     }
     results["costs"] = _costs(records, device)
-    (options.out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "results.json").write_text(json.dumps(results, indent=1))
     source_bpp = next((i.source_bpp for i in inputs if i.source_bpp), None)
-    plots = plot_curves(aggregate(records), source_bpp, options.out / "plots")
-    markdown = write_markdown(results, options.out, plots, panels)
-    write_html(markdown, options.out)
+    plots = plot_curves(aggregate(records), source_bpp, out / "plots")
+    markdown = write_markdown(results, out, plots, panels)
+    write_html(markdown, out)
     return results
 
 

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -22,12 +23,13 @@ from wsistore.archive.reader import Archive
 from wsistore.errors import InputError, WsistoreError, first_line
 from wsistore.geometry import Region
 from wsistore.models.weights import LoadedGenerator
+from wsistore.outputs import OutputKind
 from wsistore.progress import Progress
 from wsistore.restoration.bands import iter_rows
 from wsistore.restoration.engine import TileRestorer, level0_array, make_restorer
 from wsistore.restoration.levels import OutputLevel, check_region, output_levels
-from wsistore.restoration.tiff_writer import DEFAULT_JPEG_QUALITY, TiffPyramidWriter, TileCodec
-from wsistore.restoration.zarr_writer import OmeZarrWriter
+from wsistore.restoration.tiff_writer import DEFAULT_JPEG_QUALITY, TiffPyramidWriter, TileCodec, is_restored_tiff
+from wsistore.restoration.zarr_writer import OmeZarrWriter, is_restored_zarr
 
 
 class OutputWriter(Protocol):
@@ -50,6 +52,13 @@ class OutputWriter(Protocol):
     def finish(self, archive: Archive, levels: list[OutputLevel], provenance: dict[str, Any]) -> str:
         """Add the archive's LR levels and the metadata; returns the result's name in the work directory."""
 
+
+#: What restore writes, and so all that ``--overwrite`` lets it replace.
+RESTORE_OUTPUT = OutputKind(
+    "restore",
+    "a wsistore restore output (a TIFF or OME-Zarr it wrote)",
+    lambda p: is_restored_tiff(p) or is_restored_zarr(p),
+)
 
 #: Output format -> its writer, from the options and the HR compute tile side.
 WRITERS: dict[str, Callable[[RestoreOptions, int], OutputWriter]] = {
@@ -153,7 +162,8 @@ def restore(
     }
     if "://" in os.fspath(out):
         raise InputError(f"restore writes local files; {os.fspath(out)} is a URL")
-    output = PartialOutput.prepare(out, "restore", options.overwrite, options.resume)
+    inputs = [archive, *([options.model] if options.model and Path(options.model).exists() else [])]
+    output = PartialOutput.prepare(out, RESTORE_OUTPUT, options.overwrite, options.resume, inputs=inputs)
     try:
         return _restore(restorer, output, settings, writer, levels, provenance, region, options, start)
     except OSError as exc:

@@ -28,6 +28,7 @@ from wsistore._version import __version__
 from wsistore.archive.partial import PartialOutput
 from wsistore.archive.reader import Archive
 from wsistore.errors import WsistoreError
+from wsistore.outputs import ascii_text
 from wsistore.restoration.levels import OutputLevel
 
 DEFAULT_JPEG_QUALITY = 90
@@ -37,6 +38,11 @@ ROW_KIND = "tiff-level0-row"
 SPOOL_DIR = "level0-tiles"
 RESULT_NAME = "restored.tif"
 _SUBSAMPLING = (2, 2)
+#: The first line of level 0's ImageDescription: what marks a TIFF that restore wrote.
+DESCRIPTION_TITLE = (
+    "wsistore super-resolved image: level 0 was rebuilt from a reduced-resolution archive by a generator; "
+    "lower levels are the archive's stored pyramid"
+)
 
 
 @dataclass(frozen=True)
@@ -133,13 +139,11 @@ class TiffPyramidWriter:
         return RESULT_NAME
 
     def _description(self, provenance: dict[str, Any]) -> str:
-        """The level-0 ImageDescription: plain ``key = value`` lines, first line says what it is."""
+        """The level-0 ImageDescription: plain ``key = value`` lines, first line says what it is;
+        non-ASCII characters (of file names) escaped as ``\\xe9``, ``\\u2013``."""
         gen = provenance["generator"]
         lines = [
-            (
-                "wsistore super-resolved image: level 0 was rebuilt from a reduced-resolution archive by a generator; "
-                "lower levels are the archive's stored pyramid"
-            ),
+            DESCRIPTION_TITLE,
             "super_resolved = true",
             f"generator = {gen['name']}",
             f"architecture = {gen['architecture']}",
@@ -153,7 +157,7 @@ class TiffPyramidWriter:
             f"tiles = {self.codec.describe()}",
             f"wsistore = {provenance['wsistore_version']}",
         ]
-        return "\n".join(lines)
+        return ascii_text("\n".join(lines))  # TIFF strings are 7-bit ASCII; file names need not be
 
     def _spooled(self, k: int, lengths: list[int]) -> bool:
         path = self._row_path(k)
@@ -179,6 +183,18 @@ class TiffPyramidWriter:
         for ty in range(y0, y1, self.tile):
             row = archive.read_lr(level.archive_level, (x0, ty, x1, min(ty + self.tile, y1)))
             yield from pool.map(self.codec.encode, cut_tiles(row, self.tile))
+
+
+def is_restored_tiff(path: Path) -> bool:
+    """Whether ``path`` is a TIFF that restore wrote (level 0 described as super-resolved)."""
+    if not path.is_file():
+        return False
+    try:
+        with tifffile.TiffFile(path) as tif:
+            description = tif.pages.first.description
+    except Exception:  # not a TIFF at all, or a damaged one: not ours to replace
+        return False
+    return description.startswith(DESCRIPTION_TITLE)
 
 
 def cut_tiles(row: np.ndarray, tile: int) -> Iterator[np.ndarray]:

@@ -10,19 +10,22 @@ the generator and its weights' sha256, is written last.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
-from wsistore.archive.format import LevelInfo, ome_multiscales
+from wsistore.archive.format import LevelInfo, ome_multiscales, read_group_attributes
 from wsistore.archive.partial import PartialOutput
 from wsistore.archive.reader import Archive
 from wsistore.restoration.levels import OutputLevel
 
 ROW_KIND = "zarr-level0-row"
 RESULT_NAME = "restored.zarr"
+#: The group attribute holding the restore's provenance: what marks an OME-Zarr restore wrote.
+PROVENANCE_KEY = "wsistore_restore"
 ZSTD_LEVEL = 3
 
 
@@ -76,7 +79,7 @@ class OmeZarrWriter:
             translation[1] = py * (level.box[1] * d + (d - 1) / 2.0)
             translation[2] = px * (level.box[0] * d + (d - 1) / 2.0)
         ome["multiscales"][0]["type"] = "level 0 super-resolved; coarser levels: the archive's stored pyramid"
-        self.group.attrs.update({"ome": ome, "wsistore_restore": provenance})
+        self.group.attrs.update({"ome": ome, PROVENANCE_KEY: provenance})
         return RESULT_NAME
 
     def _array(self, name: str, level: OutputLevel) -> zarr.Array:
@@ -96,3 +99,9 @@ class OmeZarrWriter:
             fill_value=0,
             dimension_names=["c", "y", "x"],
         )
+
+
+def is_restored_zarr(path: Path) -> bool:
+    """Whether ``path`` is an OME-Zarr folder that restore wrote (its provenance attribute)."""
+    attrs = read_group_attributes(path) if path.is_dir() else None
+    return attrs is not None and PROVENANCE_KEY in attrs

@@ -30,7 +30,6 @@ import fnmatch
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,11 +39,13 @@ from typing import Any
 import numpy as np
 
 from wsistore._version import software_versions
+from wsistore.archive.partial import PartialOutput
 from wsistore.checksums import sha256_file
 from wsistore.codecs import ImageCodec, make_codec
 from wsistore.degradation import Downsample, code_on_grid, read_window
-from wsistore.errors import InputError, OutputExistsError
+from wsistore.errors import InputError
 from wsistore.geometry import Box
+from wsistore.outputs import OutputKind
 from wsistore.progress import Progress
 from wsistore.readers import ArraySlide, SlideReader, image_files, input_kind, open_input
 from wsistore.tissue import detect_tissue
@@ -352,13 +353,32 @@ def variant_source(source: Source, variant: Variant, scale: int) -> Source:
 def prepare(sources: list[str], out: str | os.PathLike[str], options: PrepareOptions) -> dict[str, Any]:
     """Write patch shards and their manifest to ``out``; returns the manifest."""
     out = Path(out)
-    if out.exists() and not options.overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise OutputExistsError(f"{out} exists (use --overwrite to replace it)")
     files, options = expand_sources(sources, options)
+    output = PartialOutput.prepare(out, PREPARE_OUTPUT, options.overwrite, False, inputs=[*sources, *files])
+    try:
+        output.start({"sources": [str(f) for f in files]})
+        manifest = _prepare(files, output.work.path, options)
+        output.commit()
+    finally:
+        output.release()
+    return manifest
+
+
+def is_prepared_data(path: Path) -> bool:
+    """Whether ``path`` is a folder that ``train prepare`` wrote (its manifest's format)."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+
+
+#: What ``train prepare`` writes, and so all that ``--overwrite`` lets it replace.
+PREPARE_OUTPUT = OutputKind("prepare", "training data that train prepare wrote", is_prepared_data)
+
+
+def _prepare(files: list[Path], partial: Path, options: PrepareOptions) -> dict[str, Any]:
     held_out = choose_validation([f.name for f in files], options)
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
     writers = {split: ShardWriter(partial, split, options.shard_size) for split in ("train", "val")}
     down = Downsample(options.scale)
     records = []
@@ -407,9 +427,6 @@ def prepare(sources: list[str], out: str | os.PathLike[str], options: PrepareOpt
         "software": software_versions("numpy", "imagecodecs"),
     }
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    partial.rename(out)
     return manifest
 
 
