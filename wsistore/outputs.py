@@ -201,6 +201,12 @@ def remove_tree(path: Path, last: str = "") -> None:
     if path.is_symlink() or not path.is_dir():
         path.unlink(missing_ok=True)
         return
+    empty_folder(path, last)
+    path.rmdir()
+
+
+def empty_folder(path: Path, last: str = "") -> None:
+    """Delete everything in the folder ``path``, ``last`` after everything else."""
     for child in path.iterdir():
         if child.name == last:
             continue
@@ -210,7 +216,6 @@ def remove_tree(path: Path, last: str = "") -> None:
             child.unlink()
     if last:
         (path / last).unlink(missing_ok=True)
-    path.rmdir()
 
 
 def ascii_text(text: str) -> str:

@@ -40,11 +40,10 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from wsistore.archive.store import Location
 from wsistore.errors import InputError, OutputExistsError
@@ -53,6 +52,7 @@ from wsistore.outputs import (
     check_not_input,
     check_replaceable,
     describe,
+    empty_folder,
     occupied,
     remove_tree,
     swap_in,
@@ -68,8 +68,29 @@ _TORN = re.compile(r"(\.tmp|\.[0-9a-f]{32}\.partial)$")
 #: Work directories this process holds locked: (device, inode) -> (open descriptor, owner).
 _HELD: dict[tuple[int, int], tuple[int, object]] = {}
 _HELD_LOCK = threading.Lock()
+T = TypeVar("T")
 #: The runs that keep a work folder (their settings files name them).
 KNOWN_RUNS = ("ingest", "restore", "prepare", "bench")
+
+
+def write_complete(
+    url: str | os.PathLike[str],
+    kind: OutputKind,
+    overwrite: bool,
+    inputs: Sequence[str | os.PathLike[str]],
+    settings: dict[str, Any],
+    write: Callable[[Path], T],
+) -> T:
+    """Write an output of ``kind`` that has no ``--resume``: ``write(folder)`` fills the work
+    folder, which then lands complete at ``url``; returns what ``write`` returned."""
+    output = PartialOutput.prepare(url, kind, overwrite, False, inputs=inputs)
+    try:
+        output.start(settings)
+        result = write(output.work.path)
+        output.commit()
+    finally:
+        output.release()
+    return result
 
 
 def settings_key(name: str) -> str:
@@ -161,7 +182,7 @@ class PartialOutput:
             if resume:
                 _remove_torn(work.path)
             else:
-                _clear(work.path, output.settings_key)
+                empty_folder(work.path, last=output.settings_key)  # the marker last: still ours if cut short
         except BaseException:
             output.release()
             raise
@@ -324,19 +345,6 @@ def _check_work_folder(work: Path, kind: OutputKind) -> None:
     raise OutputExistsError(
         f"{work} is {what}; wsistore keeps its work folder there and replaces only its own (move it away)"
     )
-
-
-def _clear(work: Path, marker: str) -> None:
-    """Empty the (locked) work directory for a fresh start, keeping the directory itself and
-    removing ``marker`` (the settings file naming the run) last."""
-    for child in work.iterdir():
-        if child.name == marker:
-            continue
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
-    (work / marker).unlink(missing_ok=True)
 
 
 def _remove_torn(work: Path) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from wsistore._version import software_versions
-from wsistore.archive.partial import PartialOutput
+from wsistore.archive.partial import write_complete
 from wsistore.errors import InputError
 from wsistore.geometry import Region
 from wsistore.models.device import resolve_device
@@ -66,14 +66,10 @@ class BenchOptions:
 def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Run the benchmark; returns the results written to ``out/results.json``. The report is
     written in a work folder and lands complete (:class:`PartialOutput`)."""
-    output = PartialOutput.prepare(options.out, BENCH_OUTPUT, options.overwrite, False, inputs=options.inputs)
-    try:
-        output.start({"inputs": [str(p) for p in options.inputs]})
-        results = _run_bench(options, output.work.path)
-        output.commit()
-    finally:
-        output.release()
-    return results
+    settings = {"inputs": [str(p) for p in options.inputs]}
+    return write_complete(
+        options.out, BENCH_OUTPUT, options.overwrite, options.inputs, settings, lambda out: _run_bench(options, out)
+    )
 
 
 def is_bench_report(path: Path) -> bool:

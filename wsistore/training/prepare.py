@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from wsistore._version import software_versions
-from wsistore.archive.partial import PartialOutput
+from wsistore.archive.partial import write_complete
 from wsistore.checksums import sha256_file
 from wsistore.codecs import ImageCodec, make_codec
 from wsistore.degradation import Downsample, code_on_grid, read_window
@@ -354,14 +354,15 @@ def prepare(sources: list[str], out: str | os.PathLike[str], options: PrepareOpt
     """Write patch shards and their manifest to ``out``; returns the manifest."""
     out = Path(out)
     files, options = expand_sources(sources, options)
-    output = PartialOutput.prepare(out, PREPARE_OUTPUT, options.overwrite, False, inputs=[*sources, *files])
-    try:
-        output.start({"sources": [str(f) for f in files]})
-        manifest = _prepare(files, output.work.path, options)
-        output.commit()
-    finally:
-        output.release()
-    return manifest
+    settings = {"sources": [str(f) for f in files]}
+    return write_complete(
+        out,
+        PREPARE_OUTPUT,
+        options.overwrite,
+        [*sources, *files],
+        settings,
+        lambda work: _prepare(files, work, options),
+    )
 
 
 def is_prepared_data(path: Path) -> bool:
