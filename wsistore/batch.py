@@ -126,13 +126,15 @@ def output_for(source: Path, out_dir: Path, suffix: str) -> Path:
     return out_dir / f"{source.stem}{suffix}"
 
 
-def plan(sources: Sequence[Path], out_dir: Path | None, suffix: str) -> list[Task]:
+def plan(sources: Sequence[Path], out_dir: Path | None, suffix: str, named: Sequence[str] = ()) -> list[Task]:
     """One :class:`Task` per source. Refused: two sources that would write the same output, an
     output that is (or holds, or lies inside) any of the inputs, and an output folder that is
-    an input or lies inside one (it may hold them: each output is checked on its own)."""
+    an input (a source, or a folder ``named`` on the command line) or lies inside one; it may
+    hold them (each output is checked on its own)."""
     tasks = [Task(str(s), str(output_for(s, out_dir, suffix)) if out_dir else "") for s in sources]
     if out_dir is not None:
-        for source in sources:
+        folders = [Path(n) for n in named if not n.startswith("@") and not glob.has_magic(n) and Path(n).is_dir()]
+        for source in [*folders, *sources]:
             if relation(out_dir, source) in ("is", "is inside"):
                 raise InputError(f"the output folder {out_dir} {relation(out_dir, source)} the input {source}")
         seen: dict[str, str] = {}

@@ -338,7 +338,8 @@ def _check_work_folder(work: Path, kind: OutputKind) -> None:
         names = {child.name for child in work.iterdir()}
     except OSError as exc:
         raise InputError(f"cannot read the work folder {work}: {exc.strerror or exc}") from None
-    if not names or settings_key(kind.name) in names or kind.recognise(work):
+    marker = settings_key(kind.name)  # or its ".tmp", where a full disk tore the run's first write
+    if marker in names or f"{marker}.tmp" in names or kind.recognise(work):
         return
     others = [other for other in KNOWN_RUNS if settings_key(other) in names]
     what = f"an interrupted {others[0]}, not {kind.name}" if others else describe(work)

@@ -78,6 +78,7 @@ def _batch(args: argparse.Namespace, options: BenchOptions) -> int:
     """One report per input in ``--output-dir``."""
     from wsistore.batch import BenchJob, expand_inputs, plan
 
-    tasks = plan(expand_inputs([str(p) for p in args.inputs]), args.output_dir, "")
+    named = [str(p) for p in args.inputs]
+    tasks = plan(expand_inputs(named), args.output_dir, "", named)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     return _options.run_batch(args, tasks, BenchJob(options), "bench", device=options.device)

@@ -79,7 +79,7 @@ def _batch(args: argparse.Namespace, options: IngestOptions) -> int:
     """One archive per slide in ``--output-dir``."""
     from wsistore.batch import IngestJob, expand_inputs, plan
 
-    tasks = plan(expand_inputs(args.paths), args.output_dir, ".zarr")
+    tasks = plan(expand_inputs(args.paths), args.output_dir, ".zarr", args.paths)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     return _options.run_batch(args, tasks, IngestJob(options, args.resume), "ingest")
 

@@ -76,7 +76,7 @@ def _batch(args: argparse.Namespace, options: RestoreOptions) -> int:
     from wsistore.batch import RestoreJob, expand_inputs, plan
 
     suffix = ".tif" if options.format == "tiff" else ".ome.zarr"
-    tasks = plan(expand_inputs(args.paths, archives=True), args.output_dir, suffix)
+    tasks = plan(expand_inputs(args.paths, archives=True), args.output_dir, suffix, args.paths)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     return _options.run_batch(args, tasks, RestoreJob(options, args.resume), "restore", device=options.device)
 
