@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -302,8 +303,13 @@ def _save_panel(crops: dict[str, np.ndarray], path: Path, title: str) -> Path:
     return path
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+def _slug(name: str, limit: int = 80) -> str:
+    """``name`` as a file name part: letters, digits, ``-`` and ``_``; a long one cut to
+    ``limit`` characters with a hash of the whole (so two long names stay apart)."""
+    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+    if len(slug) <= limit:
+        return slug
+    return f"{slug[: limit - 17]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
 
 
 def _lpips(weights: Path | None) -> tuple[Any, str]:
