@@ -26,8 +26,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--models",
         nargs="*",
-        default=[],
-        help="SR models to score besides nearest (i-HR) and bicubic: shipped names or weights files",
+        default=None,
+        help="SR models to score besides nearest (i-HR) and bicubic: shipped names or weights files "
+        "(default: the default generator, as restore uses it; --models alone: none)",
     )
     p.add_argument(
         "--codecs", nargs="*", default=None, help="archive LR codec settings to sweep, e.g. jpegxl:distance=1.0"
