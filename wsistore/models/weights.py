@@ -39,10 +39,15 @@ class LoadedGenerator:
     name: str
     weights_sha256: str | None
     card: dict[str, Any] = field(default_factory=dict)
+    #: the per-slide adaptation applied on top of the weights (:mod:`wsistore.models.adaptation`)
+    adaptation_sha256: str | None = None
 
     def describe(self) -> dict[str, Any]:
         architecture = self.card.get("architecture", self.name)
-        return {"name": self.name, "weights_sha256": self.weights_sha256, "architecture": architecture}
+        described = {"name": self.name, "weights_sha256": self.weights_sha256, "architecture": architecture}
+        if self.adaptation_sha256:
+            described["adaptation_sha256"] = self.adaptation_sha256
+        return described
 
 
 def shipped_weights() -> dict[str, dict[str, Any]]:

@@ -1,0 +1,272 @@
+"""Per-slide adaptation at ingest: fine-tune the default generator's biases and PReLU slopes
+(:mod:`wsistore.models.adaptation`) on (LR as stored, HR) pairs sampled across the slide's
+tissue chunks, and keep the result only where its held-out gain pays for its bytes.
+
+* **Pairs.** LR crops of ``patch + 2 x margin`` pixels are cut from the archive's stored,
+  decoded level 0 (exactly what restore reads), centred in tissue chunks; the HR target is
+  the source's ``scale x patch`` square under the crop's core. The margin is the
+  generator's receptive field, so the core is scored as restore computes it (no padding
+  effects). A share of the tissue chunks (``held_out``) is held out: their pairs only score.
+* **Tuning.** Adam on L1 over the cores, ``steps`` batches of ``batch`` pairs drawn by a
+  seeded generator, on a fixed number of threads (``threads``), so the same slide and
+  settings give the same bytes whatever ``--workers`` says. ``seconds`` stops it early on a
+  slow machine (the steps actually run are recorded; only then does the result depend on
+  the machine's speed).
+* **The rule.** The held-out gain (PSNR of the adapted over the base, fp16 values as stored)
+  must exceed what AVIF would buy with the adaptation's bytes on this slide: its bits per
+  source pixel times :data:`AVIF_DB_PER_BPP`, AVIF's measured slope on H&E near the
+  archive's rates. Otherwise nothing is stored.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from wsistore.archive.reader import Archive
+from wsistore.geometry import Box
+from wsistore.models import adaptation
+from wsistore.models.weights import default_model, load_generator
+from wsistore.psnr import psnr_from_mse
+from wsistore.readers import SlideReader
+
+#: dB per bit per source pixel that AVIF gains on the full image between 0.25 and 0.35 bpp
+#: (27.30 -> 28.67 dB, 40 real H&E tiles, ../shared/BRIEF.md): what the adaptation's bytes
+#: would buy spent on the image instead.
+AVIF_DB_PER_BPP = 13.7
+
+
+@dataclass(frozen=True)
+class AdaptationSource:
+    """What a per-slide adaptation is tuned on: the stored level 0 and the source."""
+
+    #: the archive's level-0 pixels as stored (decoded), ``(h, w, 3)`` uint8 of an LR box
+    read_lr: Callable[[Box], np.ndarray]
+    #: the source's level-0 pixels, ``(h, w, 3)`` uint8 of a source box
+    read_hr: Callable[[Box], np.ndarray]
+    #: (row, col) of the level-0 chunks that hold tissue
+    tissue_chunks: list[tuple[int, int]]
+    chunk: int
+    scale: int
+    lr_size: tuple[int, int]
+    source_size: tuple[int, int]
+
+    @property
+    def source_pixels(self) -> int:
+        return self.source_size[0] * self.source_size[1]
+
+    @classmethod
+    def of_archive(cls, archive: Archive, slide: SlideReader) -> AdaptationSource:
+        """The pairs of a finished archive and its source slide."""
+        md = archive.metadata
+        base = archive.level(0)
+        record = archive.manifest.arrays["0"]
+        chunks = sorted(
+            {(int(cid.split(".")[-2]), int(cid.split(".")[-1])) for cid in [*record.chunks, *record.uniform]}
+        )
+        return cls(
+            read_lr=lambda box: archive.read_lr(0, box),
+            read_hr=lambda box: slide.read_region((box[0], box[1]), 0, (box[2] - box[0], box[3] - box[1])),
+            tissue_chunks=chunks,
+            chunk=md.chunk,
+            scale=md.scale,
+            lr_size=(base.width, base.height),
+            source_size=(md.width, md.height),
+        )
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """A tuned adaptation: its bytes (:func:`wsistore.models.adaptation.encode`) and what it
+    is (base, subset, steps, held-out gain, whether the rule keeps it)."""
+
+    payload: bytes
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AdaptOptions:
+    """How a slide's adaptation is tuned; validated on construction."""
+
+    model: str | None = None  # the base generator (default: the shipped default)
+    steps: int = 300
+    batch: int = 8
+    patch: int = 32  # LR side of a pair's scored core
+    train_margin: int = 6  # LR context around the core while tuning (scoring uses the full receptive field)
+    pairs: int = 256  # pairs sampled, held-out ones included
+    held_out: float = 0.25  # share of tissue chunks held out for scoring
+    learning_rate: float = 2e-3
+    seconds: float = 60.0  # stop early past this (a slow machine)
+    threads: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch", "patch", "pairs", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"adaptation {name} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.held_out < 1:
+            raise ValueError(f"adaptation held_out must be between 0 and 1, got {self.held_out}")
+        if self.seconds <= 0:
+            raise ValueError(f"adaptation seconds must be positive, got {self.seconds}")
+
+
+def adapt(source: AdaptationSource, options: AdaptOptions | None = None) -> Adaptation | None:
+    """Tune the base generator on ``source``'s pairs; the adaptation, or None when the slide
+    has too little tissue, the base has no weights, or the gain does not pay for its bytes
+    (the reason is then in the returned info of a kept one only: see :func:`tune`)."""
+    result = tune(source, options)
+    return result if result is not None and result.info["kept"] else None
+
+
+def tune(source: AdaptationSource, options: AdaptOptions | None = None) -> Adaptation | None:
+    """Like :func:`adapt`, but returns the tuned result with ``info["kept"]`` saying whether
+    it passed the rule (None only when nothing could be tuned)."""
+    options = options or AdaptOptions()
+    base = load_generator(options.model or default_model())
+    if base.weights_sha256 is None:  # an interpolation: nothing to tune
+        return None
+    margin = base.model.receptive_field
+    sampled = _sample(source, options, margin)
+    if sampled is None:
+        return None
+    train, held = sampled
+    # train on a thinner margin (the cores' loss hardly depends on context that far away, and
+    # the crops cost a third as much); score on the full one, as restore computes
+    cut = margin - min(margin, options.train_margin)
+    train = (train[0][..., cut : train[0].shape[-2] - cut, cut : train[0].shape[-1] - cut], train[1])
+    train_margin = margin - cut
+    with _threads(options.threads):
+        model = base.model.train(False)
+        params = adaptation.adapted_parameters(model)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in params.values():
+            p.requires_grad_(True)
+        before = _score(model, held, margin, source.scale)
+        optimiser = torch.optim.Adam(params.values(), lr=options.learning_rate)
+        rng = np.random.default_rng(options.seed)
+        start, steps = time.perf_counter(), 0
+        lr_all, hr_all = train
+        core = slice(train_margin * source.scale, (train_margin + options.patch) * source.scale)
+        while steps < options.steps and time.perf_counter() - start < options.seconds:
+            pick = torch.from_numpy(rng.choice(len(lr_all), size=min(options.batch, len(lr_all)), replace=False))
+            out = model(lr_all[pick])[..., core, core]
+            loss = torch.nn.functional.l1_loss(out, hr_all[pick])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            steps += 1
+        seconds = time.perf_counter() - start
+        with torch.no_grad():
+            for p in params.values():  # score what is stored: fp16 values
+                p.copy_(p.half().float())
+        after = _score(model, held, margin, source.scale)
+    payload = adaptation.encode(model)
+    gain = after - before
+    cost_db = AVIF_DB_PER_BPP * 8 * len(payload) / source.source_pixels
+    info = {
+        "base": base.name,
+        "base_sha256": base.weights_sha256,
+        "subset": adaptation.SUBSET,
+        "parameters": sum(p.numel() for p in params.values()),
+        "steps": steps,
+        "steps_asked": options.steps,
+        "batch": options.batch,
+        "patch_lr": options.patch,
+        "learning_rate": options.learning_rate,
+        "loss": "L1",
+        "train_margin_lr": train_margin,
+        "pairs_train": len(lr_all),
+        "pairs_held_out": len(held[0]),
+        "held_out_psnr_base": round(before, 4),
+        "held_out_psnr_adapted": round(after, 4),
+        "held_out_gain_db": round(gain, 4),
+        "bytes": len(payload),
+        "rule": f"kept if the held-out gain exceeds {AVIF_DB_PER_BPP} dB per bpp (AVIF's slope) x its bits per "
+        f"source pixel: {cost_db:.4f} dB here",
+        "kept": bool(gain > cost_db),
+        "seconds": round(seconds, 2),
+        "threads": options.threads,
+        "seed": options.seed,
+    }
+    return Adaptation(payload, info)
+
+
+Pairs = tuple[torch.Tensor, torch.Tensor]
+
+
+def _sample(source: AdaptationSource, options: AdaptOptions, margin: int) -> tuple[Pairs, Pairs] | None:
+    """(train, held-out) pairs: LR crops with their margin, HR cores, as float tensors in 0-1."""
+    p, s, c = options.patch, source.scale, source.chunk
+    side = p + 2 * margin
+    lr_w, lr_h = source.lr_size
+    # the core must lie where the source has whole pixels under it
+    core_w, core_h = source.source_size[0] // s, source.source_size[1] // s
+    if min(core_w, core_h) < p or min(lr_w, lr_h) < side:
+        return None
+    chunks = sorted(source.tissue_chunks)
+    if not chunks:
+        return None
+    rng = np.random.default_rng(options.seed)
+    order = rng.permutation(len(chunks))
+    n_held = max(1, round(options.held_out * len(chunks))) if len(chunks) > 1 else 0
+    held_chunks = {chunks[i] for i in order[:n_held]}
+    train: list[tuple[np.ndarray, np.ndarray]] = []
+    held: list[tuple[np.ndarray, np.ndarray]] = []
+    for k in range(options.pairs):
+        row, col = chunks[int(rng.integers(len(chunks)))]
+        cx = col * c + int(rng.integers(c))
+        cy = row * c + int(rng.integers(c))
+        x = min(max(cx - p // 2, 0), core_w - p)  # the core's corner, kept inside
+        y = min(max(cy - p // 2, 0), core_h - p)
+        lx = min(max(x - margin, 0), lr_w - side)  # the crop's corner, kept inside
+        ly = min(max(y - margin, 0), lr_h - side)
+        x, y = lx + margin, ly + margin  # the core sits exactly inside the margin
+        if x + p > core_w or y + p > core_h:
+            continue
+        lr = source.read_lr((lx, ly, lx + side, ly + side))
+        hr = source.read_hr((x * s, y * s, (x + p) * s, (y + p) * s))
+        one_chunk_held = not held_chunks and k % 4 == 0  # a slide of one tissue chunk: every 4th pair
+        (held if (row, col) in held_chunks or one_chunk_held else train).append((lr, hr))
+    if not train or not held:
+        return None
+    return _tensors(train), _tensors(held)
+
+
+def _tensors(pairs: list[tuple[np.ndarray, np.ndarray]]) -> Pairs:
+    lr = np.stack([a for a, _ in pairs]).transpose(0, 3, 1, 2)
+    hr = np.stack([b for _, b in pairs]).transpose(0, 3, 1, 2)
+    return torch.from_numpy(lr.astype(np.float32) / 255), torch.from_numpy(hr.astype(np.float32) / 255)
+
+
+def _score(model: torch.nn.Module, pairs: Pairs, margin: int, scale: int) -> float:
+    """PSNR (dB, 8-bit output as restore writes it) of ``model`` over the pairs' cores."""
+    lr_all, hr_all = pairs
+    core = slice(margin * scale, margin * scale + hr_all.shape[-1])
+    sse, n = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(lr_all), 16):
+            out = model(lr_all[i : i + 16])[..., core, core]
+            out8 = (out.clamp(0, 1) * 255).round()
+            diff = out8 - (hr_all[i : i + 16] * 255).round()
+            sse += float((diff.double() ** 2).sum())
+            n += diff.numel()
+    return psnr_from_mse(sse / n) if n else math.nan
+
+
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """Run torch on ``n`` threads, then restore the process's setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
