@@ -1,6 +1,6 @@
 """``python -m benchmarks.reliability``: every reliability campaign at full size, one after
-another (bad inputs, damage, faults, concurrency), each printing its JSON totals; exits
-non-zero when any campaign finds a wrong result. About 20-30 minutes on 2 cores; the figures
+another (bad inputs, damage, faults, concurrency, bad output paths), each printing its JSON totals; exits
+non-zero when any campaign finds a wrong result. About 30-40 minutes on 2 cores; the figures
 are in RELIABILITY.md."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from benchmarks.reliability import bad_inputs, concurrency, damage, faults
+from benchmarks.reliability import bad_inputs, concurrency, damage, faults, paths
 
 #: Campaign -> (its main, the arguments of the full run RELIABILITY.md reports).
 CAMPAIGNS: dict[str, tuple[Callable[[list[str] | None], int], list[str]]] = {
@@ -16,6 +16,7 @@ CAMPAIGNS: dict[str, tuple[Callable[[list[str] | None], int], list[str]]] = {
     "damage": (damage.main, ["--count", "120"]),
     "faults": (faults.main, ["--kills", "24"]),
     "concurrency": (concurrency.main, ["--runs", "10"]),
+    "paths": (paths.main, ["--kills", "10"]),
 }
 
 
