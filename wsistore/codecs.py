@@ -312,6 +312,10 @@ def parse_codec(text: str, quality: float | None = None) -> ImageCodec:
         if not sep:
             raise InputError(f"codec setting {item!r} is not key=value")
         settings[key.strip()] = _parse_value(value.strip())
+    if "quality" in settings:  # the generic knob by its generic name: the codec's own quality setting
+        if quality is not None:
+            raise InputError(f"{text}: the quality is given twice (in the codec text and as --quality)")
+        quality = settings.pop("quality")
     return make_codec(name.strip(), quality, **settings)
 
 

@@ -151,7 +151,7 @@ def describe(path: Path) -> str:
         except OSError:
             return "a folder that cannot be listed"
         if (path / "zarr.json").is_file():
-            return "a Zarr folder of another kind"
+            return f"a Zarr folder ({entries} entries)"
         if not entries:
             return "an empty folder"
         return f"a folder holding {entries} {'entry' if entries == 1 else 'entries'}"

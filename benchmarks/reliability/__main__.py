@@ -1,6 +1,6 @@
 """``python -m benchmarks.reliability``: every reliability campaign at full size, one after
 another (bad inputs, damage, faults, concurrency, bad output paths), each printing its JSON totals; exits
-non-zero when any campaign finds a wrong result. About 30-40 minutes on 2 cores; the figures
+non-zero when any campaign finds a wrong result. About 35-45 minutes on 2 cores; the figures
 are in RELIABILITY.md."""
 
 from __future__ import annotations

@@ -166,7 +166,7 @@ class PartialOutput:
             raise InputError(f"cannot write {final.path}: directory {parent} is not writable")
         work = Location.parse(work_path(final.path))
         check_not_input(work.path, inputs, "work folder")
-        _check_work_folder(work.path, kind)
+        _check_work_folder(work.path, kind, os.fspath(work_path(Path(final.url))))
         if resume and not work.exists():
             raise InputError(f"nothing to resume: {work.path} does not exist")
         if not resume:
@@ -327,24 +327,25 @@ def _unlock(lock: tuple[tuple[int, int], object]) -> None:
             os.close(_HELD.pop(ident)[0])
 
 
-def _check_work_folder(work: Path, kind: OutputKind) -> None:
-    """Refuse a work folder that holds anything but an interrupted run of ``kind``, or what is
-    left of an old output of ``kind`` that a landing replaced."""
+def _check_work_folder(work: Path, kind: OutputKind, shown: str) -> None:
+    """Refuse a work folder (``shown`` as the user's path names it) that holds anything but an
+    interrupted run of ``kind``, or what is left of an old output of ``kind`` that a landing
+    replaced."""
     if not occupied(work):
         return
     if work.is_symlink() or not work.is_dir():
-        raise OutputExistsError(f"{work} is in the way: it is {describe(work)}, where wsistore keeps its work folder")
+        raise OutputExistsError(f"{shown} is in the way: it is {describe(work)}, where wsistore keeps its work folder")
     try:
         names = {child.name for child in work.iterdir()}
     except OSError as exc:
-        raise InputError(f"cannot read the work folder {work}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot read the work folder {shown}: {exc.strerror or exc}") from None
     marker = settings_key(kind.name)  # or its ".tmp", where a full disk tore the run's first write
     if marker in names or f"{marker}.tmp" in names or kind.recognise(work):
         return
     others = [other for other in KNOWN_RUNS if settings_key(other) in names]
     what = f"an interrupted {others[0]}, not {kind.name}" if others else describe(work)
     raise OutputExistsError(
-        f"{work} is {what}; wsistore keeps its work folder there and replaces only its own (move it away)"
+        f"{shown} is {what}; wsistore keeps its work folder there and replaces only its own (move it away)"
     )
 
 

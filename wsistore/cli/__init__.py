@@ -34,6 +34,10 @@ COMMANDS: dict[str, Callable[[Any], None]] = {
 }
 
 
+#: Commands that write nothing a Ctrl-C could leave half-done (``info --loss-map`` lands whole).
+READ_ONLY = ("info", "verify", "serve", "models")
+
+
 class _OneLineErrors(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and exit code 2)."""
 
@@ -67,10 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except KeyboardInterrupt:
-        print(
-            "wsistore: interrupted; partial output is kept and marked incomplete (rerun with --resume where offered)",
-            file=sys.stderr,
+        kept = (
+            ""
+            if args.command in READ_ONLY
+            else "; partial output is kept and marked incomplete (rerun with --resume where offered)"
         )
+        print(f"wsistore: interrupted{kept}", file=sys.stderr)
         return 130
     except WsistoreError as exc:
         if debug:
