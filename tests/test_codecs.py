@@ -100,3 +100,10 @@ def test_zarr_array_with_image_codec_reads_in_a_fresh_process(tmp_path: Path, ti
     import io
 
     assert np.array_equal(np.load(io.BytesIO(out)), data)
+
+
+def test_quality_in_the_codec_text_is_the_codecs_own_knob() -> None:
+    assert parse_codec("jpeg:quality=80") == parse_codec("jpeg:level=80") == make_codec("jpeg", 80)
+    assert parse_codec("jpegxl:quality=2") == make_codec("jpegxl", 2)
+    with pytest.raises(InputError, match="given twice"):
+        parse_codec("jpeg:quality=80", 70)
