@@ -107,3 +107,19 @@ def test_same_pixels_different_file_fails_only_the_checksum(
     report = verify(sample_archive, against=copy, progress=False)
     assert report.problems == ["copy.svs is not the archived source (sha256 differs)"]
     assert report.against["chunks_compared"] == 9
+
+
+def test_an_edit_to_the_metadata_block_is_detected(archive_copy: Path) -> None:
+    """Format 1.3: the manifest records a digest of the wsistore block, so even a descriptive
+    field (the source's name) cannot be changed unnoticed; the creation time is left out."""
+    group_path = archive_copy / "zarr.json"
+    group = json.loads(group_path.read_text())
+    group["attributes"]["wsistore"]["created"] = "2000-01-01T00:00:00+00:00"
+    group_path.write_text(json.dumps(group))
+    assert verify(archive_copy, progress=False).ok  # not covered: the same slide gives the same bytes
+    group["attributes"]["wsistore"]["source"]["file_name"] = "another.svs"
+    group_path.write_text(json.dumps(group))
+    report = verify(archive_copy, progress=False)
+    assert not report.ok and any("metadata block was changed" in p for p in report.problems)
+    with pytest.raises(ArchiveError, match="metadata block was changed"):
+        Archive.open(archive_copy)

@@ -24,10 +24,16 @@ in grey levels over all three channels, of the level-0 source pixels of LR chunk
 border, unclipped (:func:`wsistore.degradation.bicubic_upscale`). It is NaN for a background
 chunk (not stored). It says where the archive is least faithful before any model is run:
 the bicubic baseline's error, which super-resolution then reduces.
+
+The ``wsistore`` block itself is covered by the manifest (format 1.3): the manifest records
+:func:`metadata_digest` of the block, and the block records the manifest's sha256, so an
+edit to any field (source name, vendor properties, tissue summary, ...) is detected; only
+``created`` is left out, and 1.0-1.2 archives have no digest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -37,9 +43,12 @@ from typing import Any
 from wsistore.errors import ArchiveError
 
 FORMAT_NAME = "wsistore"
-FORMAT_VERSION = "1.2"
+FORMAT_VERSION = "1.3"
 #: Versions this code reads.
-READABLE_VERSIONS = ("1.0", "1.1", "1.2")
+READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
+#: Fields of the ``wsistore`` block its digest leaves out: the manifest's own hash (the digest is
+#: in the manifest) and the creation time (so that the same slide and settings give the same bytes).
+UNDIGESTED = ("manifest_sha256", "created")
 MANIFEST_KEY = "manifest.json"
 MASK_ARRAY = "tissue_mask"
 #: The loss map (format 1.2): float32, one cell per level-0 chunk, NaN on background.
@@ -254,3 +263,11 @@ def is_wsistore_archive(path: Path) -> bool:
     ``wsistore`` block): what ``ingest --overwrite`` may replace."""
     attrs = read_group_attributes(path) if path.is_dir() else None
     return attrs is not None and FORMAT_NAME in attrs
+
+
+def metadata_digest(block: dict[str, Any]) -> str:
+    """sha256 of the ``wsistore`` block as canonical JSON, without :data:`UNDIGESTED` (format
+    1.3: recorded in the manifest)."""
+    covered = {k: v for k, v in block.items() if k not in UNDIGESTED}
+    text = json.dumps(covered, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -89,13 +89,17 @@ class Manifest:
 
     arrays: dict[str, ArrayRecord]
     format_version: str = FORMAT_VERSION
+    #: :func:`~wsistore.archive.format.metadata_digest` of the group's ``wsistore`` block (1.3)
+    metadata_sha256: str | None = None
 
     def to_bytes(self) -> bytes:
-        data = {
+        data: dict[str, Any] = {
             "format": "wsistore-manifest",
             "format_version": self.format_version,
             "arrays": {k: asdict(v) for k, v in sorted(self.arrays.items())},
         }
+        if self.metadata_sha256 is not None:
+            data["metadata_sha256"] = self.metadata_sha256
         return json.dumps(data, indent=1, sort_keys=True).encode()
 
     @classmethod
@@ -103,7 +107,7 @@ class Manifest:
         try:
             raw = json.loads(data)
             arrays = {k: ArrayRecord(**v) for k, v in raw["arrays"].items()}
-            return cls(arrays=arrays, format_version=raw["format_version"])
+            return cls(arrays=arrays, format_version=raw["format_version"], metadata_sha256=raw.get("metadata_sha256"))
         except (ValueError, KeyError, TypeError) as exc:
             raise ArchiveError(f"manifest is unreadable: {exc}") from None
 

@@ -28,6 +28,7 @@ from wsistore.archive.format import (
     MASK_ARRAY,
     ArchiveMetadata,
     LevelInfo,
+    metadata_digest,
     ome_multiscales,
 )
 from wsistore.archive.manifest import ArrayRecord, Manifest, chunk_id, read_shard_index, shard_chunks, shard_key
@@ -320,6 +321,7 @@ class Archive:
         """Where the group metadata disagrees with the manifest, or an array's ``zarr.json``
         (of ``arrays``, default all) with what the manifest says was written; empty if none."""
         problems = _group_problems(self.metadata, self.manifest, self.group.attrs.get("ome"))
+        problems += _digest_problems(self.group.attrs.get("wsistore"), self.manifest)
         groups = set()
         for name in sorted(self.manifest.arrays) if arrays is None else arrays:
             level = name in {lv.path for lv in self.metadata.levels}
@@ -549,6 +551,18 @@ def array_problems(
     elif want_inner is not None and inner != want_inner:
         out.append(f"{key}: chunk codecs {inner!r} are not the archive's {want_inner!r}")
     return out
+
+
+def _digest_problems(block: Any, manifest: Manifest) -> list[str]:
+    """Where the ``wsistore`` block differs from the digest the manifest recorded (format 1.3;
+    older manifests record none)."""
+    if manifest.metadata_sha256 is None:
+        if manifest.format_version in ("1.0", "1.1", "1.2"):
+            return []
+        return ["manifest.json: no digest of the wsistore metadata block (format 1.3 records one)"]
+    if not isinstance(block, dict) or metadata_digest(block) != manifest.metadata_sha256:
+        return ["zarr.json: the wsistore metadata block was changed after ingest (its digest is not the manifest's)"]
+    return []
 
 
 def _group_problems(md: ArchiveMetadata, manifest: Manifest, ome: Any) -> list[str]:

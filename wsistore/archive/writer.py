@@ -25,7 +25,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ from wsistore.archive.format import (
     choose_shard,
     is_wsistore_archive,
     level_sizes,
+    metadata_digest,
     ome_multiscales,
 )
 from wsistore.archive.manifest import ArrayRecord, Manifest, ShardRecord, chunk_id, describe_shard, shard_key
@@ -209,9 +210,6 @@ class _Ingest:
         if icc:
             self._write_small(group, ICC_ARRAY, np.frombuffer(icc, dtype=np.uint8))
 
-        manifest = Manifest(arrays=self.records)
-        manifest_bytes = manifest.to_bytes()
-        self.work.write_bytes(MANIFEST_KEY, manifest_bytes)
         base = self.records["0"]
         tissue = TissueSummary(
             method=f"darkest/most saturated pixel per {CELL}px cell vs glass colour "
@@ -237,10 +235,15 @@ class _Ingest:
             tissue=tissue,
             associated_images=associated,
             stripped_images=stripped,
-            manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+            manifest_sha256="",
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             software=_software(self.slide.name),
         )
+        # the manifest covers the metadata block (its digest), the block the manifest (its sha256)
+        manifest = Manifest(arrays=self.records, metadata_sha256=metadata_digest(metadata.to_json()))
+        manifest_bytes = manifest.to_bytes()
+        self.work.write_bytes(MANIFEST_KEY, manifest_bytes)
+        metadata = replace(metadata, manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest())
         group.attrs.update(
             {"ome": ome_multiscales(levels, metadata.mpp, self.slide_path.name), "wsistore": metadata.to_json()}
         )
