@@ -135,8 +135,9 @@ def plan(sources: Sequence[Path], out_dir: Path | None, suffix: str, named: Sequ
     if out_dir is not None:
         folders = [Path(n) for n in named if not n.startswith("@") and not glob.has_magic(n) and Path(n).is_dir()]
         for source in [*folders, *sources]:
-            if relation(out_dir, source) in ("is", "is inside"):
-                raise InputError(f"the output folder {out_dir} {relation(out_dir, source)} the input {source}")
+            how = relation(out_dir, source)
+            if how in ("is", "is inside"):
+                raise InputError(f"the output folder {out_dir} {how} the input {source}")
         seen: dict[str, str] = {}
         for task in tasks:
             if task.output in seen:

@@ -19,13 +19,16 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import hashlib
+import json
 import os
 import posixpath
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from wsistore.errors import InputError, OutputExistsError
 
@@ -218,6 +221,15 @@ def empty_folder(path: Path, last: str = "") -> None:
         (path / last).unlink(missing_ok=True)
 
 
+def read_json_file(path: Path) -> Any:
+    """The JSON in ``path``, or None where it is missing or not JSON: what the recognisers of
+    each :class:`OutputKind` read (a marker file of the output they look for)."""
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
 def ascii_text(text: str) -> str:
     """``text`` with every non-ASCII character escaped (``\\xe9``, ``\\u2013``): for fields
     such as TIFF's ImageDescription that must be 7-bit ASCII."""
@@ -239,13 +251,16 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
+@functools.cache
+def _renameat2() -> Any:
+    """libc's ``renameat2`` (Linux, glibc 2.28+), or None."""
+    libc_name = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(libc_name, use_errno=True), "renameat2", None) if libc_name else None
+
+
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically exchange ``a`` and ``b``; False where the system cannot."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    renameat2 = getattr(libc, "renameat2", None)
+    renameat2 = _renameat2()
     if renameat2 is None:
         return False
     result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from wsistore.errors import ArchiveError
+from wsistore.outputs import read_json_file
 
 FORMAT_NAME = "wsistore"
 FORMAT_VERSION = "1.3"
@@ -248,10 +249,7 @@ def ome_multiscales(levels: list[LevelInfo], mpp: tuple[float, float] | None, na
 def read_group_attributes(folder: Path) -> dict[str, Any] | None:
     """The attributes of the Zarr v3 group in a local ``folder``, or None where there is none
     (no folder, no ``zarr.json``, or one that is not a group's JSON)."""
-    try:
-        meta = json.loads((folder / "zarr.json").read_bytes())
-    except (OSError, ValueError):
-        return None
+    meta = read_json_file(folder / "zarr.json")
     if not isinstance(meta, dict) or meta.get("node_type") != "group":
         return None
     attrs = meta.get("attributes", {})

@@ -4,16 +4,16 @@ Ingest (an archive) and restore (a TIFF or OME-Zarr) both write this way. Locall
 happens in ``<OUT>.partial/``: the settings of the run, a journal of finished pieces and
 the data; nothing at ``OUT`` is ever half-written, because the finished output is swapped
 into place only when complete (one atomic exchange with an old output, which survives any
-failure or kill before it: :func:`wsistore.outputs.swap_in`). ``resume`` continues from the journal, and only with the
-same settings. Remote destinations (fsspec URLs such as ``s3://``: no atomic rename) are
+failure or kill before it: :func:`wsistore.outputs.swap_in`). ``resume`` continues from the
+journal, and only with the same settings. Remote destinations (fsspec URLs such as ``s3://``: no atomic rename) are
 written in place, and the completeness rule replaces the rename: the settings file is the
 first thing written and the last removed (landing drops the journal, then it), and an
 archive's manifest and group metadata are written after all of its data. A reader refuses
 an output whose settings file is still there (:func:`unfinished`), or that lacks its
 metadata or manifest, so an interrupted upload never looks complete; ``--resume`` goes on
-from the journal beside the data. There ``--overwrite`` replaces only an interrupted upload (object
-storage has no atomic swap, so a complete archive is never deleted to make room), deleting
-its group metadata first, so a delete cut short leaves nothing complete-looking either.
+from the journal beside the data. There ``--overwrite`` replaces only an interrupted upload
+(object storage has no atomic swap, so a complete archive is never deleted to make room),
+deleting its group metadata first, so a delete cut short leaves nothing complete-looking.
 What may be replaced at all, and that an output is never an input, is
 :mod:`wsistore.outputs`'s rule, checked here before anything is touched. Remote outputs
 take no lock: one writer per URL is the caller's to ensure. An object-store restore output
@@ -119,10 +119,9 @@ class PartialOutput:
         self.overwrite = overwrite
         self.resume = resume
         self.settings_key = settings_key(kind.name)
-        name = kind.name
         # a local journal is one file appended to; a remote one a folder of one object per entry
         # (objects cannot be appended to, and rewriting one journal object per entry is quadratic)
-        self.journal_key = f"{name}-journal.jsonl" if work.is_local else f"{name}-journal"
+        self.journal_key = f"{kind.name}-journal.jsonl" if work.is_local else f"{kind.name}-journal"
         self._lock: tuple[tuple[int, int], object] | None = None
 
     @classmethod

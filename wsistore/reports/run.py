@@ -22,7 +22,7 @@ from wsistore.errors import InputError
 from wsistore.geometry import Region
 from wsistore.models.device import resolve_device
 from wsistore.models.weights import LoadedGenerator, default_model
-from wsistore.outputs import OutputKind
+from wsistore.outputs import OutputKind, read_json_file
 from wsistore.progress import Progress
 from wsistore.psnr import IDENTICAL_PSNR
 from wsistore.reports.inputs import BenchInput, load_inputs
@@ -77,10 +77,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
 
 def is_bench_report(path: Path) -> bool:
     """Whether ``path`` is a report folder that bench wrote (its ``results.json`` schema)."""
-    try:
-        results = json.loads((path / "results.json").read_bytes())
-    except (OSError, ValueError):
-        return False
+    results = read_json_file(path / "results.json")
     return isinstance(results, dict) and str(results.get("schema", "")).startswith(SCHEMA.split("/")[0] + "/")
 
 

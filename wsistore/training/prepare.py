@@ -45,7 +45,7 @@ from wsistore.codecs import ImageCodec, make_codec
 from wsistore.degradation import Downsample, code_on_grid, read_window
 from wsistore.errors import InputError
 from wsistore.geometry import Box
-from wsistore.outputs import OutputKind
+from wsistore.outputs import OutputKind, read_json_file
 from wsistore.progress import Progress
 from wsistore.readers import ArraySlide, SlideReader, image_files, input_kind, open_input
 from wsistore.tissue import detect_tissue
@@ -367,10 +367,7 @@ def prepare(sources: list[str], out: str | os.PathLike[str], options: PrepareOpt
 
 def is_prepared_data(path: Path) -> bool:
     """Whether ``path`` is a folder that ``train prepare`` wrote (its manifest's format)."""
-    try:
-        manifest = json.loads((path / MANIFEST).read_bytes())
-    except (OSError, ValueError):
-        return False
+    manifest = read_json_file(path / MANIFEST)
     return isinstance(manifest, dict) and manifest.get("format") == FORMAT
 
 
