@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,10 @@ import pytest
 
 import wsistore
 from benchmarks.reliability.faults import compare_archives, compare_tiffs
+from tests.archive.test_adaptation import QUICK_ADAPT
 from tests.batch.conftest import OPTIONS, SLIDES, ingest_tasks
 from tests.cli.test_cli import assert_one_line_error, run
+from tests.data import SLIDE
 from wsistore.batch import OK, IngestJob, RestoreJob, plan, run_batch, task_resources
 from wsistore.errors import InputError
 from wsistore.restoration.pipeline import RestoreOptions
@@ -37,6 +40,19 @@ def test_cluster_archives_are_the_serial_ones(client: Any, tmp_path: Path, seria
     rows = run_batch(ingest_tasks(tmp_path), IngestJob(OPTIONS), client, progress=False)
     assert [r.status for r in rows] == [OK] * len(SLIDES) and [r.slide for r in rows] == [str(s) for s in SLIDES]
     _same_archives(tmp_path, serial_archives)
+
+
+def test_cluster_adaptation_is_the_serial_one(client: Any, tmp_path: Path) -> None:
+    """The per-slide adaptation tuned on a worker process gives the same bytes as in this one."""
+    options = replace(OPTIONS, adapt=QUICK_ADAPT)
+    for where in ("serial", "cluster"):
+        (tmp_path / where).mkdir()
+    serial = run_batch(plan([SLIDE], tmp_path / "serial", ".zarr"), IngestJob(options), progress=False)
+    rows = run_batch(plan([SLIDE], tmp_path / "cluster", ".zarr"), IngestJob(options), client, progress=False)
+    assert [r.status for r in serial] == [r.status for r in rows] == [OK], rows
+    name = SLIDE.stem + ".zarr"
+    assert compare_archives(tmp_path / "cluster" / name, tmp_path / "serial" / name) == []
+    assert wsistore.Archive.open(tmp_path / "cluster" / name).adaptation() is not None
 
 
 def _loaded_runners() -> int:

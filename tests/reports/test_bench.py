@@ -117,3 +117,29 @@ def test_the_default_setting_is_the_archive_default_codec() -> None:
     from wsistore.reports.run import DEFAULT_SETTING
 
     assert parse_codec(DEFAULT_SETTING) == make_codec(DEFAULT_CODEC)
+
+
+def test_the_adaptation_is_scored_with_its_bytes(tmp_path: Path, tile: np.ndarray) -> None:
+    """``MODEL+adapted`` is tuned on the coded LR as ingest tunes it; its bytes count only when kept."""
+    from PIL import Image
+
+    from tests.archive.test_adaptation import QUICK_ADAPT
+    from wsistore.reports.run import DEFAULT_SETTING, BenchOptions, run_bench
+
+    Image.fromarray(tile).save(tmp_path / "tile.png")
+    options = BenchOptions(
+        inputs=[tmp_path / "tile.png"],
+        out=tmp_path / "report",
+        archive_codecs=[DEFAULT_SETTING],
+        hr_codecs=["jpeg:level=50"],
+        progress=False,
+        adapt=QUICK_ADAPT,
+    )
+    records = run_bench(options)["records"]
+    base = next(r for r in records if r["upscaler"] == default_model())
+    adapted = next(r for r in records if r["upscaler"] == default_model() + "+adapted")
+    info = adapted["adaptation"]
+    assert info["steps"] == QUICK_ADAPT.steps and info["bytes_added"] == (info["bytes"] if info["kept"] else 0)
+    assert adapted["bytes"] == base["bytes"] + info["bytes_added"]
+    if not info["kept"]:  # 1 MP: 2 KB costs 0.22 dB at AVIF's slope, more than this short tuning gains
+        assert adapted["metrics"] == base["metrics"]

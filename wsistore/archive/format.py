@@ -14,6 +14,8 @@ An archive is a Zarr v3 group::
       associated/label ... associated images, (c, y, x): lossless JPEG-XL, or the finest
                            JPEG-XL setting that is no larger than the source's own bytes
       icc_profile/         the source's ICC profile bytes, uint8 (n,)
+      adaptation/          the per-slide adaptation of the generator, uint8 (n,) (format
+                           1.4; below)
 
 Every array is sharded, with a crc32c on every chunk and on every shard index.
 
@@ -29,6 +31,14 @@ The ``wsistore`` block itself is covered by the manifest (format 1.3): the manif
 :func:`metadata_digest` of the block, and the block records the manifest's sha256, so an
 edit to any field (source name, vendor properties, tissue summary, ...) is detected; only
 ``created`` is left out, and 1.0-1.2 archives have no digest.
+
+The adaptation (format 1.4; optional): ingest fine-tunes a small subset of the default
+generator on the slide's own (LR as stored, HR) pairs (:mod:`wsistore.training.adapt`) and,
+when its held-out gain pays for its bytes, stores the subset's values as ``adaptation/``
+(:mod:`wsistore.models.adaptation` gives the byte layout). The block's ``adaptation`` field
+says what it is: its sha256, the base generator's name and weights sha256, the subset, the
+steps, the held-out gain and the rule that kept it. Restore applies it unless another
+model is named. It is None when none was stored (then the field may still record why).
 """
 
 from __future__ import annotations
@@ -44,9 +54,9 @@ from wsistore.errors import ArchiveError
 from wsistore.outputs import read_json_file
 
 FORMAT_NAME = "wsistore"
-FORMAT_VERSION = "1.3"
+FORMAT_VERSION = "1.4"
 #: Versions this code reads.
-READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
+READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4")
 #: Fields of the ``wsistore`` block its digest leaves out: the manifest's own hash (the digest is
 #: in the manifest) and the creation time (so that the same slide and settings give the same bytes).
 UNDIGESTED = ("manifest_sha256", "created")
@@ -55,6 +65,8 @@ MASK_ARRAY = "tissue_mask"
 #: The loss map (format 1.2): float32, one cell per level-0 chunk, NaN on background.
 LOSS_ARRAY = "loss_map"
 ICC_ARRAY = "icc_profile"
+#: The per-slide adaptation's bytes (format 1.4), uint8, when one was kept.
+ADAPTATION_ARRAY = "adaptation"
 ASSOCIATED_GROUP = "associated"
 #: Chunk sides must be multiples of this (LR pixels).
 ALIGN = 16
@@ -138,6 +150,14 @@ class ArchiveMetadata:
     software: dict[str, str]
     format: str = FORMAT_NAME
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the per-slide adaptation (format 1.4): what was tuned and whether it was kept (``kept``;
+    #: its bytes are in :data:`ADAPTATION_ARRAY` only then); None when ingest did not adapt
+    adaptation: dict[str, Any] | None = None
+
+    @property
+    def stored_adaptation(self) -> dict[str, Any] | None:
+        """The adaptation's record when its bytes are stored, else None."""
+        return self.adaptation if self.adaptation and self.adaptation.get("kept") else None
 
     @property
     def width(self) -> int:

@@ -21,6 +21,7 @@ import numpy as np
 import zarr
 
 from wsistore.archive.format import (
+    ADAPTATION_ARRAY,
     ASSOCIATED_GROUP,
     ICC_ARRAY,
     LOSS_ARRAY,
@@ -373,6 +374,17 @@ class Archive:
     def tissue_mask(self) -> np.ndarray:
         return self._small(MASK_ARRAY).read_all().astype(bool)
 
+    def adaptation(self) -> bytes | None:
+        """The per-slide adaptation's bytes (format 1.4, :mod:`wsistore.models.adaptation`),
+        checked against the sha256 the metadata records; None when the archive has none."""
+        record = self.metadata.stored_adaptation
+        if record is None:
+            return None
+        payload = bytes(self._small(ADAPTATION_ARRAY).read_all().tobytes())
+        if hashlib.sha256(payload).hexdigest() != record.get("sha256"):
+            raise ArchiveError(f"{self.location.url}: the stored adaptation fails its sha256: the archive is damaged")
+        return payload
+
     def loss_map(self) -> np.ndarray | None:
         """What the archive loses per level-0 chunk (see :mod:`wsistore.archive.format`):
         float32 ``(rows, cols)``, RMS in grey levels of the source minus the bicubic upscale of
@@ -452,6 +464,7 @@ class Archive:
             "stripped_images": md.stripped_images,
             "created": md.created,
             "loss_map": loss_summary(self.loss_map()),
+            "adaptation": md.adaptation,
         }
 
 

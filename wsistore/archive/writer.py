@@ -3,10 +3,12 @@
 Data flow: tissue mask (one pass over a low level) -> one Dask task per LR shard, the
 biggest first (read each tissue chunk's level-0 window with halo, downsample, assemble the
 shard, write it, read it back and check it) -> 2x pyramid levels from the stored base ->
-associated images, mask, loss map, ICC profile -> manifest -> group metadata (last) ->
-rename into place. A shard reads level 0 in blocks of whole source tiles
-(:class:`SourceBlocks`), kept from one chunk row to the next, so each tile is decoded once
-although the chunks' windows overlap by the halo. A shard's chunks are encoded in parallel
+per-slide adaptation of the generator (an :class:`Adapter`, tuned on the stored level 0
+and the source: :class:`wsistore.training.adapt.AdaptOptions`) -> associated images, mask,
+loss map, ICC profile -> manifest -> group metadata (last) -> rename into place. A shard
+reads level 0 in blocks of whole source tiles (:class:`SourceBlocks`), kept from one chunk
+row to the next, so each tile is decoded once although the chunks' windows overlap by the
+halo. A shard's chunks are encoded in parallel
 on zarr's codec threads. The archive's bytes depend on the settings alone, never on the
 workers or the blocks.
 
@@ -14,7 +16,8 @@ While a base shard is read, each chunk's source pixels are summarised for the lo
 (:class:`wsistore.degradation.SourceLoss`), finished against the decoded chunk once the
 shard is stored: one value per level-0 chunk, without keeping the source pixels.
 
-Each finished shard is journalled, so ``resume`` skips it after an interruption.
+Each finished shard is journalled, so ``resume`` skips it after an interruption; so is the
+adaptation once tuned.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import dask
 import dask.threaded
@@ -38,6 +41,7 @@ from zarr.codecs import BytesCodec, Crc32cCodec, TransposeCodec
 
 from wsistore._version import software_versions
 from wsistore.archive.format import (
+    ADAPTATION_ARRAY,
     ALIGN,
     ASSOCIATED_GROUP,
     DEFAULT_CHUNK,
@@ -58,7 +62,7 @@ from wsistore.archive.format import (
 )
 from wsistore.archive.manifest import ArrayRecord, Manifest, ShardRecord, chunk_id, describe_shard, shard_key
 from wsistore.archive.partial import PartialOutput
-from wsistore.archive.reader import decode_shard
+from wsistore.archive.reader import ArrayReader, decode_shard
 from wsistore.archive.store import Location
 from wsistore.checksums import sha256_file
 from wsistore.codecs import ImageCodec, JpegXlCodec, make_codec, register_codecs
@@ -82,6 +86,30 @@ SHARD_KIND = "shard"
 INGEST_OUTPUT = OutputKind("ingest", "a wsistore archive", is_wsistore_archive)
 #: Key of a base shard's loss map values in its journal entry (one durable line per shard).
 LOSS_KEY = "loss_map"
+#: Journal entry of the tuned adaptation.
+ADAPTATION_KIND = "adaptation"
+
+
+class Adapter(Protocol):
+    """What ingest calls, once the pyramid is stored, to tune the per-slide adaptation of the
+    generator (format 1.4). The models live in a later layer, so the writer is handed one:
+    :class:`wsistore.training.adapt.AdaptOptions`, which the CLI passes by default."""
+
+    @property
+    def steps(self) -> int:
+        """The steps asked for (the progress bar's length)."""
+        ...
+
+    def settings(self) -> dict[str, Any]:
+        """JSON of the settings: ``--resume`` reuses a journalled result only when they are equal."""
+        ...
+
+    def tune_stored(
+        self, level0: ArrayReader, slide: SlideReader, scale: int, on_step: Callable[[], None]
+    ) -> tuple[bytes, dict[str, Any]]:
+        """The adaptation's bytes (empty when none was tuned) and its record, whose ``kept``
+        says whether the bytes are stored (:attr:`ArchiveMetadata.adaptation`)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -100,6 +128,8 @@ class IngestOptions:
     reader: str = "auto"
     progress: bool = True
     mpp: tuple[float, float] | None = None  # micrometres per pixel (x, y): replaces the source's, recorded as given
+    #: tunes the per-slide adaptation (:class:`Adapter`); None: do not adapt
+    adapt: Adapter | None = None
 
     def __post_init__(self) -> None:
         if self.scale not in (2, 4, 8):
@@ -125,6 +155,8 @@ class IngestResult:
     chunks_written: int
     chunks_total: int
     shards_skipped: int
+    #: the adaptation's record (:attr:`ArchiveMetadata.adaptation`), None when not adapting
+    adaptation: dict[str, Any] | None = None
 
 
 def ingest(
@@ -202,6 +234,7 @@ class _Ingest:
 
         keep = self._chunks_to_keep(mask)
         self._write_pyramid(arrays, keep, mask)
+        adaptation = self._adapt(group, arrays[0], mask)
 
         associated, stripped = self._write_associated(group)
         self._write_small(group, MASK_ARRAY, mask.tissue.astype(np.uint8))
@@ -238,6 +271,7 @@ class _Ingest:
             manifest_sha256="",
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             software=_software(self.slide.name),
+            adaptation=adaptation,
         )
         # the manifest covers the metadata block (its digest), the block the manifest (its sha256)
         manifest = Manifest(arrays=self.records, metadata_sha256=metadata_digest(metadata.to_json()))
@@ -254,6 +288,7 @@ class _Ingest:
             chunks_written=tissue.chunks_written,
             chunks_total=tissue.chunks_total,
             shards_skipped=skipped,
+            adaptation=adaptation,
         )
 
     # -- journal -----------------------------------------------------------------------
@@ -506,6 +541,27 @@ class _Ingest:
             self.options.codec,
             record_psnr=False,
         )
+
+    # -- adaptation ------------------------------------------------------------------------
+    def _adapt(self, group: zarr.Group, level0: zarr.Array, mask: TissueMask) -> dict[str, Any] | None:
+        """Tune the per-slide adaptation on the stored level 0 (or, on resume, take the one
+        journalled with the same settings), store its bytes when the rule keeps it, and
+        return its record for the metadata (None when not adapting)."""
+        adapter = self.options.adapt
+        if adapter is None:
+            return None
+        settings = adapter.settings()
+        journalled = [d for d in self.dest.done(ADAPTATION_KIND).values() if d.get("settings") == settings]
+        if journalled:
+            payload, info = bytes.fromhex(journalled[0]["payload"]), journalled[0]["info"]
+        else:
+            reader = ArrayReader(self.work, "0", level0, self.records["0"], mask.background_rgb, mask.fill_value)
+            with Progress(adapter.steps, "adapt", "step", self.options.progress) as bar:
+                payload, info = adapter.tune_stored(reader, self.slide, self.options.scale, bar.update)
+            self.dest.journal(ADAPTATION_KIND, "0", {"settings": settings, "payload": payload.hex(), "info": info})
+        if info["kept"]:
+            self._write_small(group, ADAPTATION_ARRAY, np.frombuffer(payload, dtype=np.uint8), fill_value=0)
+        return dict(info)
 
     # -- small arrays ----------------------------------------------------------------------
     def _write_associated(self, group: zarr.Group) -> tuple[list[str], list[str]]:

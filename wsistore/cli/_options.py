@@ -7,6 +7,7 @@ so ``wsistore train run`` never loads zarr or imagecodecs.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -117,6 +118,34 @@ def mpp(text: str) -> tuple[float, float]:
     if len(values) not in (1, 2):
         raise argparse.ArgumentTypeError(f"must be X or X,Y micrometres per pixel, got {text!r}")
     return values[0], values[-1]
+
+
+def positive_float(text: str) -> float:
+    """argparse type of a number that must be above 0 (``--adapt-seconds``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+    return value
+
+
+def adaptation_text(record: dict[str, Any] | None) -> str:
+    """An archive's adaptation record in words: what was kept, or why none was."""
+    if record is None:
+        return "none (ingested with --no-adapt, or format before 1.4)"
+    if record.get("kept"):
+        return (
+            f"{record['base']} adapted: {record['held_out_gain_db']:+.3f} dB on held-out pairs, "
+            f"{record['bytes']} bytes, {record['steps']} steps (sha256 {record['sha256'][:12]}...)"
+        )
+    if "reason" in record:
+        return f"not adapted: {record['reason']}"
+    return (
+        f"not kept: {record['held_out_gain_db']:+.3f} dB on held-out pairs does not pay for "
+        f"its {record['bytes']} bytes ({record['cost_db']:.3f} dB at AVIF's slope)"
+    )
 
 
 def add_region(p: Parser, help: str) -> None:  # noqa: A002

@@ -74,6 +74,7 @@ def describe(info: dict[str, Any]) -> str:
         ),
         ("codec", f"{codec['name']} ({settings})"),
         ("archive loss", _loss(info.get("loss_map"))),
+        ("adaptation", _options.adaptation_text(info.get("adaptation"))),
         ("created", info["created"]),
     ]
     return "\n".join(f"{key:>14}: {value}" for key, value in lines)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,18 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--strip-label", action="store_true", help="drop label and macro images (may show patient identifiers)"
     )
+    p.add_argument(
+        "--no-adapt",
+        action="store_true",
+        help="do not tune the per-slide adaptation of the generator (also: WSISTORE_ADAPT=0)",
+    )
+    p.add_argument(
+        "--adapt-seconds",
+        type=_options.positive_float,
+        default=None,
+        metavar="S",
+        help="stop tuning the adaptation after S seconds (default 60; the steps run are recorded)",
+    )
     _options.add_storage_options(p)
     _options.add_overwrite_resume(p, "archive")
     _options.add_quiet(p)
@@ -52,7 +65,11 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Read a slide, downsample it, and write a verifiable Zarr v3 archive."""
     from wsistore.archive.writer import IngestOptions, ingest
+    from wsistore.training.adapt import default_adaptation
 
+    adapt = None if args.no_adapt else default_adaptation()
+    if adapt is not None and args.adapt_seconds is not None:
+        adapt = dataclasses.replace(adapt, seconds=args.adapt_seconds)
     options = IngestOptions(
         scale=args.scale,
         codec=_options.codec_from_args(args),
@@ -66,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         reader=args.reader,
         progress=not args.quiet,
         mpp=args.mpp,
+        adapt=adapt,
     )
     if _options.wants_batch(args, args.paths):
         return _batch(args, options)
@@ -90,4 +108,5 @@ def summary(result: IngestResult, seconds: float) -> str:
     return (
         f"wrote {result.archive}: {result.chunks_written}/{result.chunks_total} chunks "
         f"({result.source_pixels / 1e6:.1f} source MP in {seconds:.1f} s{resumed})"
+        + (f"; {_options.adaptation_text(result.adaptation)}" if result.adaptation else "")
     )

@@ -85,6 +85,8 @@ def summary(result: RestoreResult) -> str:
     """The one line that reports a finished restore."""
     gen = result.generator
     weights = f", weights sha256 {gen['weights_sha256'][:12]}..." if gen["weights_sha256"] else ""
+    if gen.get("adaptation_sha256"):
+        weights += f", the archive's adaptation {gen['adaptation_sha256'][:12]}..."
     resumed = f", {result.rows_resumed} rows resumed" if result.rows_resumed else ""
     return (
         f"wrote {result.output}: {result.width} x {result.height} px, {len(result.levels)} levels, "

@@ -9,7 +9,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,9 @@ from wsistore._version import software_versions
 from wsistore.archive.partial import write_complete
 from wsistore.errors import InputError
 from wsistore.geometry import Region
+from wsistore.models import adaptation
 from wsistore.models.device import resolve_device
-from wsistore.models.weights import LoadedGenerator, default_model
+from wsistore.models.weights import LoadedGenerator, default_model, load_generator
 from wsistore.outputs import OutputKind, read_json_file
 from wsistore.progress import Progress
 from wsistore.psnr import IDENTICAL_PSNR
@@ -31,12 +32,15 @@ from wsistore.reports.methods import (
     HR_SWEEP,
     QUICK_ARCHIVE_SWEEP,
     QUICK_HR_SWEEP,
+    CodedLR,
     code_archive_lr,
     code_full_resolution,
 )
 from wsistore.reports.metrics import Lpips, evaluate
 from wsistore.reports.report import aggregate, plot_curves, write_html, write_markdown
 from wsistore.restoration.engine import runner_for, upscale_image
+from wsistore.restoration.runner import GeneratorRunner
+from wsistore.training.adapt import AdaptationSource, AdaptOptions, default_adaptation, tune
 
 #: The report label of the archive default codec (wsistore.codecs.DEFAULT_CODEC; a test keeps them equal).
 DEFAULT_SETTING = "avif:level=75,speed=8"
@@ -64,6 +68,9 @@ class BenchOptions:
     lpips_weights: Path | None = None
     progress: bool = True
     overwrite: bool = False  # replace a report bench wrote before (never anything else)
+    #: the per-slide adaptation, tuned per input at the default setting as ingest tunes it and
+    #: scored as ``MODEL+adapted`` with its bytes counted; None: not scored
+    adapt: AdaptOptions | None = field(default_factory=default_adaptation)
 
 
 def run_bench(options: BenchOptions) -> dict[str, Any]:
@@ -101,7 +108,7 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
         raise InputError("no inputs to benchmark")
     records: list[dict[str, Any]] = []
     panels: dict[str, Path] = {}
-    total = len(inputs) * (len(archive_sweep) * len(runners) + len(hr_sweep) + 1)
+    total = len(inputs) * (len(archive_sweep) * len(runners) + len(hr_sweep) + 1 + (options.adapt is not None))
     with Progress(total, "bench", "run", options.progress) as bar:
         for item in inputs:
             crops: dict[str, np.ndarray] = {}
@@ -126,6 +133,9 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
                     records.append(rec)
                     if setting == DEFAULT_SETTING:
                         crops[up.name] = _cut(hr, corner)
+                    bar.update(1)
+                if setting == DEFAULT_SETTING and options.adapt is not None:
+                    records.append(_adapted_record(item, coded, options.chunk, options.adapt, device, lpips))
                     bar.update(1)
             default_bpp = next(r["bpp"] for r in records if r["input"] == item.name and r["setting"] == DEFAULT_SETTING)
             # the panel's codec: the best PSNR within 25 % of the archive's bytes, else the nearest in bytes
@@ -239,6 +249,47 @@ def _record(
         "restore_seconds": restore_s,
         "device": _device_name(device) if up is not None else "cpu",
     }
+
+
+def _adapted_record(
+    item: BenchInput, coded: CodedLR, chunk: int, options: AdaptOptions, device: torch.device, lpips: Any
+) -> dict[str, Any]:
+    """The record of ``MODEL+adapted``: the base generator adapted to this input as ingest
+    adapts a slide (tuned on the coded LR and the original), its bytes added when the rule
+    keeps it; when it does not, the base's pixels at the archive's bytes (what restore gives)."""
+    lr, hr, scale = coded.lr, item.hr, 4  # bench codes LR at the archive's default scale
+    side = chunk * scale
+    rows, cols = -(-lr.shape[0] // chunk), -(-lr.shape[1] // chunk)
+    tissue = [
+        (r, q)
+        for r in range(rows)
+        for q in range(cols)
+        if item.mask[r * side : (r + 1) * side, q * side : (q + 1) * side].any()
+    ]
+    source = AdaptationSource(
+        read_lr=lambda b: lr[b[1] : b[3], b[0] : b[2]],
+        read_hr=lambda b: hr[b[1] : b[3], b[0] : b[2]],
+        tissue_chunks=tissue,
+        chunk=chunk,
+        scale=scale,
+        lr_size=(lr.shape[1], lr.shape[0]),
+        source_size=(hr.shape[1], hr.shape[0]),
+    )
+    start = time.perf_counter()
+    result = tune(source, options)
+    tuning = time.perf_counter() - start
+    base = load_generator(options.model or default_model(), device)
+    if result.kept:
+        generator = adaptation.apply(base, result.payload, base.weights_sha256 or "")
+    else:
+        generator = replace(base, name=f"{base.name}+adapted")
+    start = time.perf_counter()
+    image = upscale_image(lr, GeneratorRunner(generator, device), hr.shape[:2])
+    seconds = time.perf_counter() - start
+    added = len(result.payload) if result.kept else 0
+    nbytes = coded.nbytes + added
+    rec = _record(item, "archive", coded.setting, generator, image, nbytes, tuning, seconds, lpips, device)
+    return rec | {"adaptation": result.info | {"tuning_seconds": round(tuning, 2), "bytes_added": added}}
 
 
 def _source_bytes(item: BenchInput) -> int:

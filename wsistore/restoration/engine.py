@@ -13,6 +13,10 @@ generators are made once per process and reused (one model per device), and a
 :class:`TileRestorer` pickles as its :class:`RestoreSpec`, so Dask workers elsewhere
 (dask.distributed) rebuild their own from the archive URL and model name; a generator
 already in memory gets a runner of its own, which :meth:`TileRestorer.close` stops.
+
+An archive that stores a per-slide adaptation (format 1.4) is restored with its base
+generator and the adaptation applied, unless a model is named: naming one, even the base,
+restores with that model's own weights.
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ from wsistore.archive.reader import Archive, ChunkState
 from wsistore.degradation import read_window
 from wsistore.errors import ArchiveError, InputError
 from wsistore.geometry import Box
+from wsistore.models import adaptation
 from wsistore.models.device import resolve_device
-from wsistore.models.weights import LoadedGenerator, default_model, load_generator
+from wsistore.models.weights import LoadedGenerator, default_model, load_generator, shipped_weights
 from wsistore.restoration.cache import SingleFlightCache
 from wsistore.restoration.grid import ComputeGrid, choose_tile, halo_for
 from wsistore.restoration.runner import GeneratorRunner
@@ -56,6 +61,8 @@ class RestoreSpec:
     compile: bool = False
     #: the archive URL's fsspec storage options, as JSON (hashable)
     storage_options: str = "{}"
+    #: sha256 of the archive's adaptation, applied to ``model`` (its base); None: the model as shipped
+    adaptation: str | None = None
 
 
 class TileRestorer:
@@ -159,8 +166,8 @@ class TileRestorer:
         }
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
-        g, url = self.generator, self.archive.location.url
-        return (url, self.archive.metadata.manifest_sha256, g.name, g.weights_sha256, self.grid, self.runner.precision)
+        g, url, manifest = self.generator, self.archive.location.url, self.archive.metadata.manifest_sha256
+        return (url, manifest, g.name, g.weights_sha256, g.adaptation_sha256, self.grid, self.runner.precision)
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self.spec is None:
@@ -234,20 +241,27 @@ def _restore_block(restorer: TileRestorer, block_id: tuple[int, int, int]) -> np
 
 # -- one restorer / one model per process ----------------------------------------------------
 _LOCK = threading.Lock()
-_RUNNERS: dict[tuple[str, str, int | None, bool], GeneratorRunner] = {}
+_RUNNERS: dict[tuple[str, str, int | None, bool, str | None], GeneratorRunner] = {}
 _RESTORERS: OrderedDict[RestoreSpec, TileRestorer] = OrderedDict()
 #: Restorers kept per process (each holds an archive and a cache of decoded LR chunks).
 MAX_RESTORERS = 4
 
 
-def runner_for(model: str, device: str, batch: int | None = None, compile: bool = False) -> GeneratorRunner:
-    """The process's runner for a model on a device, loading the model the first time."""
+def runner_for(
+    model: str, device: str, batch: int | None = None, compile: bool = False, archive: Archive | None = None
+) -> GeneratorRunner:
+    """The process's runner for a model on a device, loading the model the first time; with
+    ``archive``, the model is the base of the archive's adaptation, applied."""
     dev = resolve_device(device)
-    key = (model, str(dev), batch, compile)
+    record = archive.metadata.stored_adaptation if archive is not None else None
+    key = (model, str(dev), batch, compile, record["sha256"] if record else None)
     with _LOCK:
         runner = _RUNNERS.get(key)
         if runner is None:
-            runner = _RUNNERS[key] = GeneratorRunner(load_generator(model, dev), dev, batch, compile)
+            generator = load_generator(model, dev)
+            if archive is not None and record:
+                generator = adaptation.apply(generator, archive.adaptation() or b"", record["base_sha256"])
+            runner = _RUNNERS[key] = GeneratorRunner(generator, dev, batch, compile)
         return runner
 
 
@@ -259,18 +273,25 @@ def make_restorer(
     compile: bool = False,
 ) -> TileRestorer:
     """A restorer for ``archive`` with ``model``: a generator in memory gets a runner of its own
-    (stopped by :meth:`TileRestorer.close`); a model name (default: the best shipped) the
-    process's shared restorer and runner."""
+    (stopped by :meth:`TileRestorer.close`); a model name the process's shared restorer and
+    runner. Without a model: the archive's adaptation on its base, else the best shipped."""
     if isinstance(model, LoadedGenerator):
         return TileRestorer(archive, GeneratorRunner(model, resolve_device(device), batch, compile), owns_runner=True)
+    record = archive.metadata.stored_adaptation if model is None else None
+    if record is not None and record["base"] not in shipped_weights():
+        raise ArchiveError(
+            f"{archive.location.url}: its adaptation was made for generator {record['base']!r}, which this wsistore "
+            "does not ship; restore with --model to use another"
+        )
     spec = RestoreSpec(
         archive.location.url,
         archive.metadata.manifest_sha256,
-        model or default_model(),
+        record["base"] if record else model or default_model(),
         device,
         batch,
         compile,
         json.dumps(archive.location.storage_options, sort_keys=True),
+        record["sha256"] if record else None,
     )
     return restorer_for(spec, archive)
 
@@ -286,7 +307,8 @@ def restorer_for(spec: RestoreSpec, archive: Archive | None = None) -> TileResto
     opened = archive or Archive.open(spec.archive, storage_options=json.loads(spec.storage_options))
     if opened.metadata.manifest_sha256 != spec.manifest_sha256:
         raise ArchiveError(f"{spec.archive} changed since this restore started (manifest differs)")
-    restorer = TileRestorer(opened, runner_for(spec.model, spec.device, spec.batch, spec.compile), spec)
+    adapted = opened if spec.adaptation else None
+    restorer = TileRestorer(opened, runner_for(spec.model, spec.device, spec.batch, spec.compile, adapted), spec)
     with _LOCK:
         restorer = _RESTORERS.setdefault(spec, restorer)
         while len(_RESTORERS) > MAX_RESTORERS:

@@ -158,6 +158,7 @@ class RestoredSlide(AbstractSlide):
             "wsistore.generator": gen["name"],
             "wsistore.architecture": str(gen["architecture"]),
             "wsistore.weights-sha256": gen["weights_sha256"] or "",
+            "wsistore.adaptation-sha256": gen.get("adaptation_sha256") or "",
             "wsistore.precision": prov["precision"],
             "wsistore.compute-tile": str(prov["compute_tile_lr"]),
             "wsistore.halo": str(prov["halo_lr"]),

@@ -148,6 +148,7 @@ class TiffPyramidWriter:
             f"generator = {gen['name']}",
             f"architecture = {gen['architecture']}",
             f"weights_sha256 = {gen['weights_sha256'] or 'none (fixed interpolation)'}",
+            *([f"adaptation_sha256 = {gen['adaptation_sha256']}"] if gen.get("adaptation_sha256") else []),
             f"scale = {provenance['scale']}",
             f"precision = {provenance['precision']} on {provenance['device']}",
             f"compute_tile_lr = {provenance['compute_tile_lr']}; halo_lr = {provenance['halo_lr']}",

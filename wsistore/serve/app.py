@@ -117,9 +117,14 @@ class ServedSlide:
         return self.slide.properties["wsistore.weights-sha256"]
 
     @property
+    def adaptation_sha256(self) -> str:
+        return self.slide.properties["wsistore.adaptation-sha256"]
+
+    @property
     def version(self) -> str:
         model = self.model_sha256[:16] or _NAME.sub("_", self.model_name)
-        return f"{self.archive.metadata.manifest_sha256[:16]}-{model}"
+        adapted = f"-{self.adaptation_sha256[:8]}" if self.adaptation_sha256 else ""
+        return f"{self.archive.metadata.manifest_sha256[:16]}-{model}{adapted}"
 
     def zoom(self, method: str = "model") -> DeepZoomGenerator:
         """The DeepZoom generator of ``method`` (``model`` or ``bicubic``)."""
@@ -395,7 +400,11 @@ def _summary(served: ServedSlide) -> dict[str, Any]:
         "overlap": served.overlap,
         "levels": [list(d) for d in zoom.level_dimensions],
         "super_resolved_levels": [lv for lv, d in enumerate(zoom.level_dimensions) if d[0] > info["lr_dimensions"][0]],
-        "model": {"name": served.model_name, "weights_sha256": served.model_sha256 or None},
+        "model": {
+            "name": served.model_name,
+            "weights_sha256": served.model_sha256 or None,
+            "adaptation_sha256": served.adaptation_sha256 or None,
+        },
         "associated": {n: f"/slides/{served.name}/associated/{n}.png" for n in info["associated_images"]},
         "viewer": f"/slides/{served.name}",
         "loss_map": _loss_summary(served),

@@ -20,17 +20,19 @@ tissue chunks, and keep the result only where its held-out gain pays for its byt
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from wsistore.archive.reader import Archive
+from wsistore.archive.reader import Archive, ArrayReader
 from wsistore.geometry import Box
 from wsistore.models import adaptation
 from wsistore.models.weights import default_model, load_generator
@@ -41,6 +43,12 @@ from wsistore.readers import SlideReader
 #: (27.30 -> 28.67 dB, 40 real H&E tiles, ../shared/BRIEF.md): what the adaptation's bytes
 #: would buy spent on the image instead.
 AVIF_DB_PER_BPP = 13.7
+#: Set to ``0`` to make the CLI's ingest and bench not adapt by default (quick looks, test
+#: suites); ``--no-adapt`` does the same for one run.
+ADAPT_ENV = "WSISTORE_ADAPT"
+#: The largest held-out gain measured on a real slide (dB): a slide so small that the
+#: adaptation's bytes cost more is not tuned at all.
+MAX_GAIN_DB = 0.5
 
 
 @dataclass(frozen=True)
@@ -63,32 +71,42 @@ class AdaptationSource:
         return self.source_size[0] * self.source_size[1]
 
     @classmethod
-    def of_archive(cls, archive: Archive, slide: SlideReader) -> AdaptationSource:
-        """The pairs of a finished archive and its source slide."""
-        md = archive.metadata
-        base = archive.level(0)
-        record = archive.manifest.arrays["0"]
+    def of_level(cls, level0: ArrayReader, slide: SlideReader, scale: int) -> AdaptationSource:
+        """The pairs of a stored level 0 (read as restore reads it) and its source slide."""
+        record = level0.record
         chunks = sorted(
             {(int(cid.split(".")[-2]), int(cid.split(".")[-1])) for cid in [*record.chunks, *record.uniform]}
         )
         return cls(
-            read_lr=lambda box: archive.read_lr(0, box),
+            read_lr=level0.read,
             read_hr=lambda box: slide.read_region((box[0], box[1]), 0, (box[2] - box[0], box[3] - box[1])),
             tissue_chunks=chunks,
-            chunk=md.chunk,
-            scale=md.scale,
-            lr_size=(base.width, base.height),
-            source_size=(md.width, md.height),
+            chunk=level0.chunk,
+            scale=scale,
+            lr_size=(level0.width, level0.height),
+            source_size=slide.dimensions,
         )
+
+    @classmethod
+    def of_archive(cls, archive: Archive, slide: SlideReader) -> AdaptationSource:
+        """The pairs of a finished archive and its source slide."""
+        return cls.of_level(archive.level(0), slide, archive.metadata.scale)
 
 
 @dataclass(frozen=True)
 class Adaptation:
-    """A tuned adaptation: its bytes (:func:`wsistore.models.adaptation.encode`) and what it
-    is (base, subset, steps, held-out gain, whether the rule keeps it)."""
+    """A tuned adaptation: its bytes (:func:`wsistore.models.adaptation.encode`; empty when
+    nothing could be tuned) and what it is (base, subset, steps, held-out gain, whether the
+    rule keeps it, or ``reason`` why nothing was tuned), as the archive records it; and the
+    seconds the tuning took (not recorded: the archive's bytes must not depend on speed)."""
 
     payload: bytes
     info: dict[str, Any]
+    seconds: float = 0.0
+
+    @property
+    def kept(self) -> bool:
+        return bool(self.info.get("kept"))
 
 
 @dataclass(frozen=True)
@@ -107,6 +125,18 @@ class AdaptOptions:
     threads: int = 2
     seed: int = 0
 
+    def settings(self) -> dict[str, Any]:
+        """These settings as JSON (what an interrupted ingest's journal must match)."""
+        return asdict(self)
+
+    def tune_stored(
+        self, level0: ArrayReader, slide: SlideReader, scale: int, on_step: Callable[[], None]
+    ) -> tuple[bytes, dict[str, Any]]:
+        """Ingest's hook (:class:`wsistore.archive.writer.Adapter`): tune on a stored level 0 and
+        its source; the bytes and the record."""
+        result = tune(AdaptationSource.of_level(level0, slide, scale), self, on_step)
+        return result.payload, result.info
+
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "patch", "pairs", "threads"):
             if getattr(self, name) < 1:
@@ -117,25 +147,44 @@ class AdaptOptions:
             raise ValueError(f"adaptation seconds must be positive, got {self.seconds}")
 
 
+def default_adaptation() -> AdaptOptions | None:
+    """The adaptation the CLI's ingest and bench run unless told otherwise: the default
+    settings, or none when :data:`ADAPT_ENV` is ``0``."""
+    return None if os.environ.get(ADAPT_ENV, "1") == "0" else AdaptOptions()
+
+
 def adapt(source: AdaptationSource, options: AdaptOptions | None = None) -> Adaptation | None:
-    """Tune the base generator on ``source``'s pairs; the adaptation, or None when the slide
-    has too little tissue, the base has no weights, or the gain does not pay for its bytes
-    (the reason is then in the returned info of a kept one only: see :func:`tune`)."""
+    """Tune the base generator on ``source``'s pairs; the adaptation when the rule keeps it,
+    else None (:func:`tune` says why)."""
     result = tune(source, options)
-    return result if result is not None and result.info["kept"] else None
+    return result if result.kept else None
 
 
-def tune(source: AdaptationSource, options: AdaptOptions | None = None) -> Adaptation | None:
-    """Like :func:`adapt`, but returns the tuned result with ``info["kept"]`` saying whether
-    it passed the rule (None only when nothing could be tuned)."""
+def tune(
+    source: AdaptationSource, options: AdaptOptions | None = None, on_step: Callable[[], None] | None = None
+) -> Adaptation:
+    """Tune the base generator on ``source``'s pairs (``on_step`` is called after each step).
+    The result's ``info["kept"]`` says whether it passed the rule; when nothing could be tuned
+    (an interpolation as base, too little tissue, a slide too small for any gain to pay for
+    the bytes) its payload is empty and ``info["reason"]`` says why."""
     options = options or AdaptOptions()
     base = load_generator(options.model or default_model())
-    if base.weights_sha256 is None:  # an interpolation: nothing to tune
-        return None
+    record: dict[str, Any] = {"base": base.name, "base_sha256": base.weights_sha256, "subset": adaptation.SUBSET}
+    if base.weights_sha256 is None:
+        return Adaptation(b"", {**record, "kept": False, "reason": f"{base.name} has no weights to tune"})
+    params = adaptation.adapted_parameters(base.model)
+    size = 2 * sum(p.numel() for p in params.values())
+    cost_db = AVIF_DB_PER_BPP * 8 * size / source.source_pixels
+    if cost_db >= MAX_GAIN_DB:
+        reason = (
+            f"the slide is too small: {size} bytes of adaptation cost {cost_db:.2f} dB at AVIF's slope, "
+            f"more than the largest gain measured ({MAX_GAIN_DB} dB)"
+        )
+        return Adaptation(b"", {**record, "kept": False, "reason": reason})
     margin = base.model.receptive_field
     sampled = _sample(source, options, margin)
     if sampled is None:
-        return None
+        return Adaptation(b"", {**record, "kept": False, "reason": "too little tissue to sample pairs from"})
     train, held = sampled
     # train on a thinner margin (the cores' loss hardly depends on context that far away, and
     # the crops cost a third as much); score on the full one, as restore computes
@@ -144,7 +193,6 @@ def tune(source: AdaptationSource, options: AdaptOptions | None = None) -> Adapt
     train_margin = margin - cut
     with _threads(options.threads):
         model = base.model.train(False)
-        params = adaptation.adapted_parameters(model)
         for p in model.parameters():
             p.requires_grad_(False)
         for p in params.values():
@@ -163,6 +211,8 @@ def tune(source: AdaptationSource, options: AdaptOptions | None = None) -> Adapt
             loss.backward()
             optimiser.step()
             steps += 1
+            if on_step is not None:
+                on_step()
         seconds = time.perf_counter() - start
         with torch.no_grad():
             for p in params.values():  # score what is stored: fp16 values
@@ -170,11 +220,8 @@ def tune(source: AdaptationSource, options: AdaptOptions | None = None) -> Adapt
         after = _score(model, held, margin, source.scale)
     payload = adaptation.encode(model)
     gain = after - before
-    cost_db = AVIF_DB_PER_BPP * 8 * len(payload) / source.source_pixels
     info = {
-        "base": base.name,
-        "base_sha256": base.weights_sha256,
-        "subset": adaptation.SUBSET,
+        **record,
         "parameters": sum(p.numel() for p in params.values()),
         "steps": steps,
         "steps_asked": options.steps,
@@ -189,14 +236,16 @@ def tune(source: AdaptationSource, options: AdaptOptions | None = None) -> Adapt
         "held_out_psnr_adapted": round(after, 4),
         "held_out_gain_db": round(gain, 4),
         "bytes": len(payload),
+        "cost_db": round(cost_db, 4),
         "rule": f"kept if the held-out gain exceeds {AVIF_DB_PER_BPP} dB per bpp (AVIF's slope) x its bits per "
-        f"source pixel: {cost_db:.4f} dB here",
+        "source pixel (cost_db)",
         "kept": bool(gain > cost_db),
-        "seconds": round(seconds, 2),
         "threads": options.threads,
         "seed": options.seed,
     }
-    return Adaptation(payload, info)
+    if info["kept"]:
+        info["sha256"] = hashlib.sha256(payload).hexdigest()
+    return Adaptation(payload, info, seconds)
 
 
 Pairs = tuple[torch.Tensor, torch.Tensor]
