@@ -209,6 +209,32 @@ def test_dihedral_and_phase_variants_are_archived_exactly(tmp_path: Path) -> Non
     assert len({(x % 32, y % 32) for x, y in val_index[:, 1:3].tolist()}) == 1  # one non-overlapping grid
 
 
+def test_stain_jitter_restains_before_degradation(tmp_path: Path) -> None:
+    """With --stain-jitter the training image is re-stained in HED space by seeded factors
+    within the bounds, and both sides of every pair come from the re-stained image (the LR
+    exactly as an archive of it stores); validation files keep their own stain."""
+    from wsistore.training.prepare import restain
+
+    train, val = "pancreas_cryonuseg_S4-A8RO.png", "lung_deepliif-ki67_Lung1.png"
+    out = tmp_path / "stained"
+    args = ["train", "prepare", str(TILES / train), str(TILES / val), str(out), "--patch", "32"]
+    assert main([*args, "--patches-per-file", "16", "--stain-jitter", "0.03", "--val-file", val, "--quiet"]) == 0
+    m = read_manifest(out)
+    record = next(r for r in m["files"] if r["name"] == train)
+    (variant,) = record["variants"]
+    stain = tuple(variant["stain"])
+    assert m["stain_jitter"] == 0.03 and len(stain) == 6 and stain != (1, 1, 1, 0, 0, 0)
+    assert all(0.97 <= f <= 1.03 for f in stain[:3]) and all(-0.03 <= b <= 0.03 for b in stain[3:])
+    assert next(r for r in m["files"] if r["name"] == val)["variants"][0]["stain"] == []
+    stained = restain(np.asarray(Image.open(TILES / train).convert("RGB")), stain)
+    degraded = degrade(stained, make_codec(DEFAULT_CODEC), fill=variant["fill"])
+    lr, hr, index = shard_arrays(out, "train")
+    assert len(lr) == record["patches"] > 0
+    for patch, target, (_, x, y, *_) in zip(lr, hr, index.tolist(), strict=True):
+        assert np.array_equal(patch.transpose(1, 2, 0), degraded[y : y + 32, x : x + 32])
+        assert np.array_equal(target.transpose(1, 2, 0), stained[4 * y : 4 * y + 128, 4 * x : 4 * x + 128])
+
+
 def test_validation_split_is_by_file_and_deterministic(prepared: Path) -> None:
     m = read_manifest(prepared)
     val_numbers = {i for i, f in enumerate(m["files"]) if f["split"] == "val"}

@@ -7,6 +7,7 @@ so ``wsistore train run`` never loads zarr or imagecodecs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from wsistore.geometry import Region
 if TYPE_CHECKING:
     from wsistore.batch import ClusterOptions, Job, SlideResult, Task
     from wsistore.codecs import ImageCodec
+    from wsistore.training.adapt import AdaptOptions
 
 Parser = argparse.ArgumentParser
 #: The slide readers ``--reader`` offers (``auto``: openslide, else tiffslide).
@@ -129,6 +131,32 @@ def positive_float(text: str) -> float:
     if not value > 0 or math.isinf(value):
         raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
     return value
+
+
+def add_adaptation(p: Parser) -> None:
+    """``--no-adapt`` and ``--adapt-seconds``: the per-slide adaptation of the generator."""
+    p.add_argument(
+        "--no-adapt",
+        action="store_true",
+        help="do not tune the per-slide adaptation of the generator (also: WSISTORE_ADAPT=0)",
+    )
+    p.add_argument(
+        "--adapt-seconds",
+        type=positive_float,
+        default=None,
+        metavar="S",
+        help="stop tuning the adaptation after S seconds (default 60; the steps run are recorded)",
+    )
+
+
+def adaptation_from_args(args: argparse.Namespace) -> AdaptOptions | None:
+    """The adaptation settings ``--no-adapt`` and ``--adapt-seconds`` ask for."""
+    from wsistore.training.adapt import default_adaptation
+
+    adapt = None if args.no_adapt else default_adaptation()
+    if adapt is not None and args.adapt_seconds is not None:
+        adapt = dataclasses.replace(adapt, seconds=args.adapt_seconds)
+    return adapt
 
 
 def adaptation_text(record: dict[str, Any] | None) -> str:

@@ -39,6 +39,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--crop", type=int, default=2048, help="side of the slide region scored (default 2048)")
     _options.add_region(p, "slide region (level-0 pixels) instead of the densest square")
     p.add_argument("--lpips-weights", type=Path, default=None, help="torchvision AlexNet ImageNet state dict for LPIPS")
+    _options.add_adaptation(p)
     _options.add_overwrite(p, "report")
     _options.add_quiet(p)
     _options.add_batch(p)
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         lpips_weights=args.lpips_weights,
         progress=not args.quiet,
         overwrite=args.overwrite,
+        adapt=_options.adaptation_from_args(args),
     )
     if args.output_dir is not None:
         return _batch(args, options)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -43,18 +42,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--strip-label", action="store_true", help="drop label and macro images (may show patient identifiers)"
     )
-    p.add_argument(
-        "--no-adapt",
-        action="store_true",
-        help="do not tune the per-slide adaptation of the generator (also: WSISTORE_ADAPT=0)",
-    )
-    p.add_argument(
-        "--adapt-seconds",
-        type=_options.positive_float,
-        default=None,
-        metavar="S",
-        help="stop tuning the adaptation after S seconds (default 60; the steps run are recorded)",
-    )
+    _options.add_adaptation(p)
     _options.add_storage_options(p)
     _options.add_overwrite_resume(p, "archive")
     _options.add_quiet(p)
@@ -65,11 +53,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Read a slide, downsample it, and write a verifiable Zarr v3 archive."""
     from wsistore.archive.writer import IngestOptions, ingest
-    from wsistore.training.adapt import default_adaptation
 
-    adapt = None if args.no_adapt else default_adaptation()
-    if adapt is not None and args.adapt_seconds is not None:
-        adapt = dataclasses.replace(adapt, seconds=args.adapt_seconds)
     options = IngestOptions(
         scale=args.scale,
         codec=_options.codec_from_args(args),
@@ -83,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         reader=args.reader,
         progress=not args.quiet,
         mpp=args.mpp,
-        adapt=adapt,
+        adapt=_options.adaptation_from_args(args),
     )
     if _options.wants_batch(args, args.paths):
         return _batch(args, options)

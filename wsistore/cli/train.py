@@ -65,6 +65,14 @@ def _add_prepare(sub: Any) -> None:
         default=1,
         help="chunk-grid phases per training image: seeded LR crops before degradation (default 1)",
     )
+    p.add_argument(
+        "--stain-jitter",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="re-stain each training image in HED space by seeded factors in [1-S, 1+S] and shifts in [-S, S] "
+        "before degradation (default 0: as scanned)",
+    )
     p.add_argument("--min-tissue", type=float, default=0.5, help="least tissue fraction of a patch (default 0.5)")
     p.add_argument(
         "--val-fraction", type=float, default=0.15, help="fraction of files held out for validation (default 0.15)"
@@ -107,6 +115,7 @@ def prepare(args: argparse.Namespace) -> int:
         "positions": args.positions,
         "dihedral": args.dihedral,
         "phases": args.phases,
+        "stain_jitter": args.stain_jitter,
         "min_tissue": args.min_tissue,
         "val_fraction": args.val_fraction,
         "val_files": tuple(args.val_file),

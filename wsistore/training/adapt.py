@@ -15,7 +15,12 @@ tissue chunks, and keep the result only where its held-out gain pays for its byt
 * **The rule.** The held-out gain (PSNR of the adapted over the base, fp16 values as stored)
   must exceed what AVIF would buy with the adaptation's bytes on this slide: its bits per
   source pixel times :data:`AVIF_DB_PER_BPP`, AVIF's measured slope on H&E near the
-  archive's rates. Otherwise nothing is stored.
+  archive's rates. Otherwise nothing is stored. A slide so small that the bytes would cost
+  more than :data:`MAX_GAIN_DB` (the largest gain measured) is not tuned at all.
+
+Ingest calls :meth:`AdaptOptions.tune_stored` (the writer's ``Adapter`` hook); the CLI
+passes :func:`default_adaptation` unless ``--no-adapt``; ``wsistore bench`` tunes the same
+way on each input's coded LR.
 """
 
 from __future__ import annotations

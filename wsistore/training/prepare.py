@@ -17,7 +17,11 @@ More pairs from every training file, each still exactly what an archive stores:
 * ``phases``: the image is also cropped by seeded LR offsets before degradation, which
   moves the archive's chunk grid (and its edge padding) across the content;
 * ``positions = "random"``: seeded random, overlapping patch origins instead of one
-  non-overlapping grid.
+  non-overlapping grid;
+* ``stain_jitter = s``: every training variant's HR is first re-stained in HED space
+  (Tellez et al. 2018: each of haematoxylin, eosin and DAB scaled by a seeded factor in
+  [1 - s, 1 + s] and shifted by one in [-s, s], ``skimage.color`` deconvolution), so the
+  model sees stains from other labs; the LR is made from the re-stained HR.
 
 Validation files always give the identity variant on the grid: what the archive of the
 real file stores, the same patches whatever the training options.
@@ -99,6 +103,8 @@ class PrepareOptions:
     dihedral: bool = False
     #: chunk-grid phases per training image (1 = the image as it is)
     phases: int = 1
+    #: HED stain jitter of every training variant, applied before degradation (0: none)
+    stain_jitter: float = 0.0
     reader: str = "auto"
     overwrite: bool = False
     progress: bool = True
@@ -112,6 +118,8 @@ class PrepareOptions:
             raise InputError(f"positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
         if self.phases < 1:
             raise InputError("phases must be >= 1")
+        if not 0 <= self.stain_jitter < 0.5:
+            raise InputError(f"stain_jitter must be in [0, 0.5), got {self.stain_jitter}")
         if not 0 <= self.min_tissue <= 1 or not 0 <= self.val_fraction < 1:
             raise InputError("min_tissue must be in [0, 1] and val_fraction in [0, 1)")
         try:
@@ -310,12 +318,14 @@ def patch_positions(
 
 @dataclass(frozen=True)
 class Variant:
-    """A training image made from a source: dihedral ``transform`` (0-7: ``k % 4``
+    """A training image made from a source: re-stained by ``stain`` (HED scale factors then
+    shifts: :func:`restain`; empty: as scanned), dihedral ``transform`` (0-7: ``k % 4``
     quarter turns, then a left-right flip when ``k >= 4``), then cropped by the LR
-    ``offset`` (x, y) before degradation."""
+    ``offset`` (x, y), all before degradation."""
 
     transform: int = 0
     offset: tuple[int, int] = (0, 0)
+    stain: tuple[float, ...] = ()
 
 
 def variants(source: Source, options: PrepareOptions, split: str, rng: np.random.Generator) -> list[Variant]:
@@ -330,11 +340,30 @@ def variants(source: Source, options: PrepareOptions, split: str, rng: np.random
         width, height = (source.height, source.width) if transform % 2 else (source.width, source.height)
         # offsets that move the grid (1 .. chunk - 1) and keep room for a whole patch
         room = (min(c - 1, width // s - p), min(c - 1, height // s - p))
-        out.append(Variant(transform))
+        out.append(Variant(transform, stain=_stain(options, rng)))
         for _ in range(options.phases - 1):
             offset = tuple(int(rng.integers(1, r + 1)) if r >= 1 else 0 for r in room)
-            out.append(Variant(transform, (offset[0], offset[1])))
+            out.append(Variant(transform, (offset[0], offset[1]), _stain(options, rng)))
     return out
+
+
+def _stain(options: PrepareOptions, rng: np.random.Generator) -> tuple[float, ...]:
+    """A seeded HED jitter (3 scale factors, 3 shifts), or none."""
+    s = options.stain_jitter
+    if not s:
+        return ()
+    return tuple(round(float(v), 6) for v in (*rng.uniform(1 - s, 1 + s, 3), *rng.uniform(-s, s, 3)))
+
+
+def restain(image: np.ndarray, stain: tuple[float, ...]) -> np.ndarray:
+    """``image`` (uint8 RGB) with its haematoxylin, eosin and DAB densities (colour
+    deconvolution, ``skimage.color.rgb2hed``) scaled by ``stain[:3]`` and shifted by
+    ``stain[3:]``, back to uint8 RGB."""
+    from skimage.color import hed2rgb, rgb2hed
+
+    hed = rgb2hed(image)
+    hed = hed * np.asarray(stain[:3]) + np.asarray(stain[3:])
+    return np.asarray(np.clip(np.round(hed2rgb(hed) * 255), 0, 255), dtype=np.uint8)
 
 
 def variant_source(source: Source, variant: Variant, scale: int) -> Source:
@@ -342,6 +371,8 @@ def variant_source(source: Source, variant: Variant, scale: int) -> Source:
     if variant == Variant():
         return source
     image = source.read((0, 0, source.width, source.height))
+    if variant.stain:
+        image = restain(image, variant.stain)
     image = np.rot90(image, variant.transform % 4)
     if variant.transform >= 4:
         image = image[:, ::-1]
@@ -404,9 +435,10 @@ def _prepare(files: list[Path], partial: Path, options: PrepareOptions) -> dict[
         "positions": options.positions,
         "dihedral": options.dihedral,
         "phases": options.phases,
+        "stain_jitter": options.stain_jitter,
         "variants": (
-            "train files: dihedral transform of the HR, then LR crop offset, both before downsampling and coding; "
-            "val files: identity"
+            "train files: HED re-staining, dihedral transform of the HR, then LR crop offset, all before "
+            "downsampling and coding; val files: identity"
         ),
         "seed": options.seed,
         "split": {
@@ -454,6 +486,7 @@ def _prepare_file(
                 {
                     "transform": variant.transform,
                     "offset": list(variant.offset),
+                    "stain": list(variant.stain),
                     "fill": fill,
                     "patches": len(kept),
                     "tissue": len(positions),
