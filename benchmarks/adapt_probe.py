@@ -7,7 +7,7 @@ library twice, as ``wsistore restore`` does (with its adaptation, and with ``--m
 base), and both are scored against the source over the whole slide.
 
     python -m benchmarks.adapt_probe SLIDE... [--steps 300] [--learning-rate 0.002]
-        [--seconds 60] [--whole] [--json benchmarks/reports/adapt-probe.json]
+        [--seconds S] [--whole] [--json benchmarks/reports/adapt-probe.json]
 """
 
 from __future__ import annotations

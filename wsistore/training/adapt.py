@@ -9,9 +9,10 @@ tissue chunks, and keep the result only where its held-out gain pays for its byt
   effects). A share of the tissue chunks (``held_out``) is held out: their pairs only score.
 * **Tuning.** Adam on L1 over the cores, ``steps`` batches of ``batch`` pairs drawn by a
   seeded generator, on a fixed number of threads (``threads``), so the same slide and
-  settings give the same bytes whatever ``--workers`` says. ``seconds`` stops it early on a
-  slow machine (the steps actually run are recorded; only then does the result depend on
-  the machine's speed).
+  settings give the same bytes whatever ``--workers`` says, on any machine as loaded as it
+  may be. ``seconds`` (``--adapt-seconds``; none by default) stops it early past a wall
+  time: the steps run are recorded, and only then does the result depend on the machine's
+  speed and load.
 * **The rule.** The held-out gain (PSNR of the adapted over the base, fp16 values as stored)
   must exceed what AVIF would buy with the adaptation's bytes on this slide: its bits per
   source pixel times :data:`AVIF_DB_PER_BPP`, AVIF's measured slope on H&E near the
@@ -126,7 +127,7 @@ class AdaptOptions:
     pairs: int = 256  # pairs sampled, held-out ones included
     held_out: float = 0.25  # share of tissue chunks held out for scoring
     learning_rate: float = 2e-3
-    seconds: float = 60.0  # stop early past this (a slow machine)
+    seconds: float | None = None  # stop early past this wall time (the result then depends on speed)
     threads: int = 2
     seed: int = 0
 
@@ -148,7 +149,7 @@ class AdaptOptions:
                 raise ValueError(f"adaptation {name} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.held_out < 1:
             raise ValueError(f"adaptation held_out must be between 0 and 1, got {self.held_out}")
-        if self.seconds <= 0:
+        if self.seconds is not None and self.seconds <= 0:
             raise ValueError(f"adaptation seconds must be positive, got {self.seconds}")
 
 
@@ -208,7 +209,8 @@ def tune(
         start, steps = time.perf_counter(), 0
         lr_all, hr_all = train
         core = slice(train_margin * source.scale, (train_margin + options.patch) * source.scale)
-        while steps < options.steps and time.perf_counter() - start < options.seconds:
+        limit = math.inf if options.seconds is None else options.seconds
+        while steps < options.steps and time.perf_counter() - start < limit:
             pick = torch.from_numpy(rng.choice(len(lr_all), size=min(options.batch, len(lr_all)), replace=False))
             out = model(lr_all[pick])[..., core, core]
             loss = torch.nn.functional.l1_loss(out, hr_all[pick])
