@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any
 
-from wsistore.cli import info, ingest, restore, verify
+from wsistore.cli import _options, info, ingest, restore, verify
 
 
 def add_parser(sub: Any) -> None:
@@ -15,12 +15,14 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on the embedded sample slide", description=run.__doc__)
     p.add_argument("--out", default="demo-out", help="output directory (default demo-out)")
     p.add_argument("--slide", default=None, help="use this slide instead of the embedded sample")
+    _options.add_adaptation(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Ingest the embedded sample slide (a real Aperio SVS), describe the archive, verify
-    it against the source, and restore it to a full-resolution pyramidal TIFF."""
+    """Ingest the embedded sample slide (a real Aperio SVS) with its per-slide adaptation,
+    describe the archive, verify it against the source, and restore it to a
+    full-resolution pyramidal TIFF."""
     import wsistore
     from wsistore.archive.writer import IngestOptions
     from wsistore.restoration.pipeline import RestoreOptions
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"== ingest {slide}")
     start = time.perf_counter()
-    written = wsistore.ingest(slide, archive, IngestOptions(overwrite=True))
+    written = wsistore.ingest(slide, archive, IngestOptions(overwrite=True, adapt=_options.adaptation_from_args(args)))
     print(ingest.summary(written, time.perf_counter() - start))
 
     print(f"== info {archive}")
