@@ -18,7 +18,7 @@ from wsistore.models.weights import LoadedGenerator
 #: The real S3 server fixture (``s3``: moto's server mode on 127.0.0.1).
 pytest_plugins = ["tests.s3"]
 
-# Ingest tunes a per-slide adaptation by default (about 40 s on 2 cores): in the suite it does
+# Ingest tunes a per-slide adaptation by default (45-60 s on 2 cores): in the suite it does
 # only where a test asks for one (tests/archive/test_adaptation.py, tests/training/test_adapt.py).
 # Set here, at import, so module-level options and the CLI's subprocesses see it too.
 os.environ.setdefault("WSISTORE_ADAPT", "0")

@@ -145,7 +145,7 @@ def add_adaptation(p: Parser) -> None:
         type=positive_float,
         default=None,
         metavar="S",
-        help="stop tuning the adaptation after S seconds (default: all 300 steps, about 40 s on 2 cores; "
+        help="stop tuning the adaptation after S seconds (default: all 300 steps, under a minute on 2 cores; "
         "a limit makes the archive depend on the machine's speed: the steps run are recorded)",
     )
 
