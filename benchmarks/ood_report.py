@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.validation_report import validation_tiles
+from benchmarks.validation_report import listed, validation_tiles
 from tests.data import ROOT, SLIDE, TILES
 from wsistore.reports.run import BenchOptions, run_bench
 from wsistore.training.adapt import AdaptOptions
@@ -42,11 +42,6 @@ OOD_LIST = ROOT / "pipelines" / "ood_tiles.txt"
 ARCHIVE_RATES = ["avif:level=60,speed=8", "avif:level=75,speed=8", "avif:level=85,speed=8"]
 #: AVIF on the full image, the rival at equal bytes.
 HR_RATES = [f"avif:level={q},speed=6" for q in (0, 5, 12, 20, 30, 45, 60)]
-
-
-def listed(path: Path) -> list[str]:
-    """The names in a tile list (one per line, ``#`` comments)."""
-    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
 def splits() -> dict[str, list[Path]]:

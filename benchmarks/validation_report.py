@@ -17,12 +17,14 @@ from wsistore.sample import sample_slide_path
 VALIDATION_LIST = ROOT / "pipelines" / "validation_tiles.txt"
 
 
+def listed(path: Path) -> list[str]:
+    """The names in a tile list of ``pipelines/`` (one per line, ``#`` comments)."""
+    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
 def validation_tiles() -> list[Path]:
     """The held-out tiles, as files in ../shared/data/tiles."""
-    names = [
-        line.strip() for line in VALIDATION_LIST.read_text().splitlines() if line.strip() and not line.startswith("#")
-    ]
-    return [TILES / f"{name}.png" for name in names]
+    return [TILES / f"{name}.png" for name in listed(VALIDATION_LIST)]
 
 
 def main() -> None:

@@ -32,6 +32,11 @@ def chunk_id(coords: tuple[int, ...]) -> str:
     return ".".join(str(c) for c in coords)
 
 
+def chunk_coords(cid: str) -> tuple[int, ...]:
+    """The chunk coordinates of a manifest key (:func:`chunk_id`'s inverse)."""
+    return tuple(int(p) for p in cid.split("."))
+
+
 @dataclass
 class ArrayRecord:
     """What was written for one array."""

@@ -32,7 +32,15 @@ from wsistore.archive.format import (
     metadata_digest,
     ome_multiscales,
 )
-from wsistore.archive.manifest import ArrayRecord, Manifest, chunk_id, read_shard_index, shard_chunks, shard_key
+from wsistore.archive.manifest import (
+    ArrayRecord,
+    Manifest,
+    chunk_coords,
+    chunk_id,
+    read_shard_index,
+    shard_chunks,
+    shard_key,
+)
 from wsistore.archive.partial import unfinished
 from wsistore.archive.store import Location
 from wsistore.codecs import ImageCodec, codec_from_config, register_codecs
@@ -226,7 +234,7 @@ class ArrayReader:
 
     def read_all(self) -> np.ndarray:
         """The whole array as stored (small non-image arrays: mask, ICC profile), validated."""
-        self.check_chunks([tuple(int(p) for p in cid.split(".")) for cid in sorted(self.record.chunks)])
+        self.check_chunks([chunk_coords(cid) for cid in sorted(self.record.chunks)])
         try:
             return np.asarray(self.array[...])
         except Exception as exc:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from wsistore.archive.format import ASSOCIATED_GROUP, LOSS_ARRAY
-from wsistore.archive.manifest import chunk_id, read_shard_index, shard_chunks
+from wsistore.archive.manifest import chunk_coords, chunk_id, read_shard_index, shard_chunks
 from wsistore.archive.reader import Archive, ChunkState
 from wsistore.archive.writer import coding_psnr
 from wsistore.checksums import sha256_file
@@ -155,7 +155,7 @@ def _decode_all(archive: Archive, report: VerifyReport, workers: int, progress: 
             continue
         array = archive.group[name]
         for cid in record.chunks:
-            coords = [int(p) for p in cid.split(".")]
+            coords = chunk_coords(cid)
             sel = tuple(slice(c * n, (c + 1) * n) for c, n in zip(coords, record.chunk_shape))
             jobs.append((name, cid, array, sel))
     report.chunks = len(jobs)

@@ -60,7 +60,15 @@ from wsistore.archive.format import (
     metadata_digest,
     ome_multiscales,
 )
-from wsistore.archive.manifest import ArrayRecord, Manifest, ShardRecord, chunk_id, describe_shard, shard_key
+from wsistore.archive.manifest import (
+    ArrayRecord,
+    Manifest,
+    ShardRecord,
+    chunk_coords,
+    chunk_id,
+    describe_shard,
+    shard_key,
+)
 from wsistore.archive.partial import PartialOutput
 from wsistore.archive.reader import ArrayReader, decode_shard
 from wsistore.archive.store import Location
@@ -320,7 +328,7 @@ class _Ingest:
             if self.work.exists(path) and hashlib.sha256(self.work.read_bytes(path)).hexdigest() == rec.sha256:
                 self.resumed.append(rec)
                 for cid, value in losses.items():
-                    _, r, q = (int(p) for p in cid.split("."))
+                    _, r, q = chunk_coords(cid)
                     self.loss[r, q] = value
         return len(self.resumed)
 

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from wsistore.archive.manifest import chunk_coords
 from wsistore.archive.reader import Archive, ArrayReader
 from wsistore.geometry import Box
 from wsistore.models import adaptation
@@ -80,9 +81,7 @@ class AdaptationSource:
     def of_level(cls, level0: ArrayReader, slide: SlideReader, scale: int) -> AdaptationSource:
         """The pairs of a stored level 0 (read as restore reads it) and its source slide."""
         record = level0.record
-        chunks = sorted(
-            {(int(cid.split(".")[-2]), int(cid.split(".")[-1])) for cid in [*record.chunks, *record.uniform]}
-        )
+        chunks = sorted({(chunk_coords(cid)[-2], chunk_coords(cid)[-1]) for cid in [*record.chunks, *record.uniform]})
         return cls(
             read_lr=level0.read,
             read_hr=lambda box: slide.read_region((box[0], box[1]), 0, (box[2] - box[0], box[3] - box[1])),
