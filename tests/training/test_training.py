@@ -307,6 +307,7 @@ def test_config_errors_name_the_problem(tmp_path: Path) -> None:
         ({"generator": {"name": "bicubic"}}, "nothing to train"),
         ({"generator": {"name": "edsr", "settings": {"blocks": 0}}}, "invalid edsr settings"),
         ({"validation": {"metric": "lpips"}}, "metric must be"),
+        ({"run": {"name": "t", "precision": "fp16"}}, "precision must be"),
     ]
     from wsistore.errors import InputError
 

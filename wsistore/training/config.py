@@ -38,20 +38,28 @@ CONTENT = "content"
 AUTOENCODER_SHAPE = {"features", "latent", "blocks"}
 
 
+#: CUDA training precisions (``run.precision``)
+PRECISIONS = ("bf16", "fp32")
+
+
 @dataclass(frozen=True)
 class RunSection:
-    """Name, seed, output folder (default ``runs/NAME``), device and logging cadence."""
+    """Name, seed, output folder (default ``runs/NAME``), device, CUDA precision and
+    logging cadence."""
 
     name: str
     seed: int = 0
     out: str = ""
     device: str = "auto"
+    #: on CUDA: "bf16" autocast with TF32, or "fp32" throughout (the CPU always runs fp32)
+    precision: str = "bf16"
     log_every: int = 50
     checkpoint_every: int = 500
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
             raise ValueError("name must be a non-empty file name")
+        one_of("precision", self.precision, PRECISIONS)
         at_least(self, log_every=1, checkpoint_every=1)
         if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
             raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")

@@ -11,9 +11,9 @@ from wsistore.models.losses import ssim
 from wsistore.psnr import psnr_from_mse
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:
-    """bf16 autocast on CUDA; plain fp32 elsewhere."""
-    if device.type == "cuda":
+def autocast(device: torch.device, bf16: bool = True) -> contextlib.AbstractContextManager[None]:
+    """bf16 autocast on CUDA (unless ``bf16`` is false); plain fp32 elsewhere."""
+    if device.type == "cuda" and bf16:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -26,7 +26,7 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, lr: torch.Tensor, hr: torch.Tensor, device: torch.device, batch: int
+    model: nn.Module, lr: torch.Tensor, hr: torch.Tensor, device: torch.device, batch: int, bf16: bool = True
 ) -> dict[str, float]:
     """Mean PSNR (dB), SSIM and L1 over patches, output clamped and rounded to 8 bits as
     restore stores it."""
@@ -36,7 +36,7 @@ def evaluate(
     try:
         for i in range(0, lr.shape[0], batch):
             x, y = to_device(lr[i : i + batch], device), hr[i : i + batch].to(device)
-            with autocast(device):
+            with autocast(device, bf16):
                 out = model(x)
             out = (out.float().clamp(0, 1) * 255).round() / 255
             mse = ((out - y) ** 2).flatten(1).mean(1)

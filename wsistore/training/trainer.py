@@ -117,10 +117,11 @@ class Trainer:
         for model in (self.generator, *self.adversaries.models.values(), self.autoencoder):
             if model is not None:
                 model.to(self.device).to(memory_format=layout)
+        self.bf16 = config.run.precision == "bf16"
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cuda.matmul.allow_tf32 = self.bf16
+            torch.backends.cudnn.allow_tf32 = self.bf16
         self.train_patches = PatchSet(config.data.shards, "train")
         self.val_lr, self.val_hr = load_validation(config.data.shards, config.validation.max_patches)
         self.rng = torch.Generator().manual_seed(seed)
@@ -265,7 +266,7 @@ class Trainer:
         lr, hr = (to_device(t, self.device) for t in self.sampler.next())
         if phase.kind == "autoencoder":
             assert self.autoencoder is not None
-            with autocast(self.device):
+            with autocast(self.device, self.bf16):
                 loss = (self.autoencoder(hr).float() - hr).abs().mean()
             optim.step("autoencoder", loss)
             return {"loss": loss.detach()}
@@ -273,12 +274,12 @@ class Trainer:
         assert stage is not None
         if phase.kind == "discriminator":
             assert self.adversarial is not None
-            with torch.no_grad(), autocast(self.device):
+            with torch.no_grad(), autocast(self.device, self.bf16):
                 sr = self.generator(lr)
             logs = self.adversaries.update(stage, self.adversarial, optim, hr, sr)
             optim.schedule()
             return {"loss": sum(logs.values(), torch.zeros((), device=self.device)), **logs}
-        with autocast(self.device):
+        with autocast(self.device, self.bf16):
             levels = self.generator.forward_pyramid(lr) if self.pyramid else [self.generator(lr)]
             sr = levels[-1]
             logs = {
@@ -299,7 +300,7 @@ class Trainer:
             logs.update(self.adversaries.update(stage, self.adversarial, optim, hr, sr))
             for _ in range(stage.critic_steps - 1):  # further critic steps on fresh batches
                 lr, hr = (to_device(t, self.device) for t in self.sampler.next())
-                with torch.no_grad(), autocast(self.device):
+                with torch.no_grad(), autocast(self.device, self.bf16):
                     sr = self.generator(lr)
                 logs.update(self.adversaries.update(stage, self.adversarial, optim, hr, sr))
         optim.schedule()
@@ -312,9 +313,9 @@ class Trainer:
         batch = self.config.validation.batch_size
         if not self.baseline:
             bicubic = InterpolationUpsampler("bicubic").to(self.device)
-            self.baseline = evaluate(bicubic, self.val_lr, self.val_hr, self.device, batch)
+            self.baseline = evaluate(bicubic, self.val_lr, self.val_hr, self.device, batch, self.bf16)
             self._log({"step": self.step, "phase": phase.name, "baseline_bicubic": self.baseline})
-        metrics = evaluate(self.generator, self.val_lr, self.val_hr, self.device, batch)
+        metrics = evaluate(self.generator, self.val_lr, self.val_hr, self.device, batch, self.bf16)
         record = {"step": self.step, "phase": phase.name, "phase_step": self.phase_step, "val": metrics}
         self.validations.append(record)
         self._log(record)
@@ -411,7 +412,11 @@ class Trainer:
             "chunk": m["chunk"],
             "downsample": m["downsample"],
             "device": str(self.device),
-            "precision": "bf16 autocast, channels_last" if self.device.type == "cuda" else "fp32",
+            "precision": (
+                ("bf16 autocast, TF32" if self.bf16 else "fp32") + ", channels_last"
+                if self.device.type == "cuda"
+                else "fp32"
+            ),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "software": {"wsistore": wsistore.__version__, "torch": torch.__version__},
         }
