@@ -10,6 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("WSISTORE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 TILES = SHARED / "tiles"
 SLIDE = SHARED / "slides" / "skin_cmu1-small-region_aperio-20x.svs"
+#: A real DICOM WSI (pathml's test file): one JPEG-tiled instance, 3236 x 2638, no Pixel Spacing.
+DICOM_SLIDE = SHARED / "slides" / "prostate_tcga-xk-aaju-ts1_pathml.dcm"
 
 
 def tile_names() -> list[str]:

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wsistore.dicom import is_dicom_input
 from wsistore.errors import InputError, first_line
 from wsistore.outputs import OutputKind, check_not_input, check_replaceable, occupied, relation, work_path
 from wsistore.progress import Progress
@@ -108,7 +109,7 @@ def _expand(item: str, archives: bool) -> list[Path]:
             raise InputError(f"no inputs match {item}")
         return [p for match in matches for p in _expand(match, archives)]
     path = Path(item)
-    if path.is_dir() and not is_archive(path):
+    if path.is_dir() and not is_archive(path) and not is_dicom_input(path):  # a DICOM folder is one slide
         children = sorted(path.iterdir())
         if archives:
             chosen = [c for c in children if is_archive(c)]

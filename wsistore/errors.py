@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
+import warnings
+from collections.abc import Callable, Iterator
 
 
 class WsistoreError(Exception):
@@ -48,3 +52,38 @@ def storage_errors() -> tuple[type[BaseException], ...]:
 
         errors.append(HttpClientError)
     return tuple(errors)
+
+
+@contextlib.contextmanager
+def held_back(
+    loggers: tuple[str, ...], errors: list[str] | None = None, clean: Callable[[str], str] = str.strip
+) -> Iterator[None]:
+    """Warnings, and the log lines of the libraries named by ``loggers``, held back while a
+    library runs, so that an error stays one line; with ``errors``, their error messages are
+    collected there (through ``clean``)."""
+    handler = _Collect(errors if errors is not None else [], clean)
+    saved = []
+    for name in loggers:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.level, logger.propagate))
+        logger.addHandler(handler)
+        logger.setLevel(logging.ERROR)
+        logger.propagate = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level, propagate in saved:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
+
+
+class _Collect(logging.Handler):
+    def __init__(self, messages: list[str], clean: Callable[[str], str]) -> None:
+        super().__init__(logging.ERROR)
+        self.messages, self.clean = messages, clean
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(self.clean(record.getMessage()))

@@ -1,7 +1,8 @@
-"""Slide readers: one small OpenSlide-style interface over openslide-python and tiffslide,
-and the rule for what an input path is (archive, folder, tile or slide) and how to open it.
+"""Slide readers: one small OpenSlide-style interface over openslide-python, tiffslide and
+wsidicom (DICOM), and the rule for what an input path is (archive, folder, tile or slide) and
+how to open it.
 
-Both backends answer in OpenSlide's vocabulary (``dimensions``, ``level_dimensions``,
+The backends answer in OpenSlide's vocabulary (``dimensions``, ``level_dimensions``,
 ``read_region(location, level, size)``, properties named ``openslide.*``), return
 numpy RGB arrays, and raise :class:`~wsistore.errors.InputError` with one line that
 names the file when it cannot be read. Tiles (PNG, JPEG, BMP) are read whole and seen
@@ -13,12 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import logging
 import os
 import re
-import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
@@ -28,7 +27,9 @@ from xml.etree import ElementTree
 import numpy as np
 from PIL import Image
 
-from wsistore.errors import InputError, first_line
+from wsistore.checksums import sha256_files
+from wsistore.dicom import is_dicom_input
+from wsistore.errors import InputError, first_line, held_back
 
 #: TIFF ResolutionUnit spellings (openslide and tiffslide differ) -> micrometres per unit.
 _UM_PER_UNIT = {"centimeter": 1e4, "3": 1e4, "inch": 25400.0, "2": 25400.0}
@@ -94,6 +95,17 @@ class SlideReader(ABC):
     @abstractmethod
     def associated_image(self, name: str) -> np.ndarray:
         """One associated image as ``(y, x, 3)`` uint8 RGB."""
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The files the slide is read from (their sha256s are its fingerprint); the slide file
+        itself, or a DICOM slide's instances."""
+        return (self.path,)
+
+    def fingerprint(self) -> tuple[str, dict[str, str]]:
+        """The source's sha256 (:func:`~wsistore.checksums.sha256_files` of :attr:`files`) and
+        each file's, by its name relative to the slide's folder (a folder slide's own)."""
+        return sha256_files(self.files, self.path if self.path.is_dir() else self.path.parent)
 
     @property
     def vendor(self) -> str | None:
@@ -190,23 +202,28 @@ class BackendReader(SlideReader):
         return tuple(sorted(self._slide.associated_images))
 
     def associated_image(self, name: str) -> np.ndarray:
-        try:
-            with _quiet():
-                image = np.asarray(self._slide.associated_images[name])
-        except KeyError:
-            raise
-        except Exception as exc:  # backends raise many types for corrupt data
-            raise InputError(
-                f"{self.path.name}: cannot decode the {name} image ({type(exc).__name__}: {first_line(exc)}); "
-                "the file may be truncated or corrupt"
-            ) from exc
-        return _to_rgb(image)
+        if name not in self.associated_image_names:
+            raise KeyError(name)
+        return _decoded(self.path, name, lambda: self._slide.associated_images[name])
 
     def _read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         return np.asarray(self._slide.read_region(location, level, size, **self.region_options))
 
     def close(self) -> None:
         self._slide.close()
+
+
+def _decoded(path: Path, name: str, read: Callable[[], Any]) -> np.ndarray:
+    """The associated image ``name`` that ``read`` decodes, as RGB; a decoding error is one line."""
+    try:
+        with _quiet():
+            image = np.asarray(read())
+    except Exception as exc:  # backends raise many types for corrupt data
+        raise InputError(
+            f"{path.name}: cannot decode the {name} image ({type(exc).__name__}: {first_line(exc)}); "
+            "the file may be truncated or corrupt"
+        ) from exc
+    return _to_rgb(image)
 
 
 class OpenSlideReader(BackendReader):
@@ -277,6 +294,135 @@ class TiffSlideReader(BackendReader):
         page = self._slide.ts_tifffile.pages.first
         tag = page.tags.get(34675)  # InterColorProfile
         return None if tag is None else bytes(tag.value)
+
+
+class DicomReader(SlideReader):
+    """wsidicom over a DICOM WSI: one instance file, a folder of instances, or a DICOMDIR
+    (:mod:`wsistore.dicom` checks and, where needed, repairs the instances first).
+
+    The levels are the stored ones of the first pyramid, read at their own resolution (never
+    resampled). Properties: the base instance's attributes as ``dicom.*``, the mpp from its
+    Pixel Spacing, the objective power from its optical path; its label, overview and
+    thumbnail instances are the ``label``, ``macro`` and ``thumbnail`` images.
+    """
+
+    name = "dicom"
+
+    def __init__(self, path: Path) -> None:
+        from upath import UPath
+        from wsidicom import WsiDicom
+        from wsidicom.file.io.wsidicom_io import WsiDicomReadIO
+        from wsidicom.file.wsidicom_file_source import WsiDicomFileSource
+
+        from wsistore import dicom
+
+        super().__init__(path)
+        self._instances = list(dicom.iter_instances(path))
+        volumes = [i for i in self._instances if i.flavour == "VOLUME"]
+        if not volumes:
+            raise InputError(f"{path}: no DICOM whole-slide volume (pyramid level) instance")
+        self._base = max(volumes, key=lambda i: i.pixels)
+        streams = [WsiDicomReadIO(i.open(), filepath=UPath(i.path)) for i in self._instances]
+        try:
+            with _quiet():
+                self._slide = WsiDicom(WsiDicomFileSource(streams), True)
+                self._levels = list(self._slide.levels)
+        except Exception as exc:
+            for stream in streams:
+                stream.close()
+            raise InputError(f"{path}: DICOM slide that wsidicom cannot read ({first_line(exc)})") from None
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return tuple(i.path for i in self._instances)
+
+    @cached_property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        return tuple((level.size.width, level.size.height) for level in self._levels)
+
+    @cached_property
+    def level_downsamples(self) -> tuple[float, ...]:
+        (w0, h0), *_ = self.level_dimensions
+        return tuple((w0 / w + h0 / h) / 2 for w, h in self.level_dimensions)
+
+    @cached_property
+    def properties(self) -> Mapping[str, str]:
+        from wsistore import dicom
+
+        header = self._base.header
+        props = dicom.properties(header)
+        props["openslide.vendor"] = "dicom"
+        props["openslide.level-count"] = str(self.level_count)
+        props["openslide.level[0].tile-width"] = str(int(header.Columns))
+        props["openslide.level[0].tile-height"] = str(int(header.Rows))
+        for i, ((w, h), d) in enumerate(zip(self.level_dimensions, self.level_downsamples, strict=True)):
+            props |= {f"openslide.level[{i}].width": str(w), f"openslide.level[{i}].height": str(h)}
+            props[f"openslide.level[{i}].downsample"] = repr(d)
+        spacing = dicom.pixel_spacing(header)
+        if spacing:
+            props["openslide.mpp-x"], props["openslide.mpp-y"] = (repr(v * 1000) for v in spacing)
+        power = props.get("dicom.OpticalPathSequence[0].ObjectiveLensPower")
+        if _float(power):
+            props["openslide.objective-power"] = str(power)
+        fixed = [f"{i.path.name}: {r}" for i in self._instances for r in i.repairs]
+        if fixed:
+            props["wsistore.dicom-repairs"] = "; ".join(fixed)
+        return props
+
+    @cached_property
+    def icc_profile(self) -> bytes | None:
+        try:
+            profile = self._base.header.OpticalPathSequence[0].ICCProfile
+        except (AttributeError, IndexError):
+            return None
+        return bytes(profile) if profile else None
+
+    @cached_property
+    def _associated(self) -> dict[str, Any]:
+        """Associated image name -> its wsidicom group (the first label and overview, the
+        largest thumbnail)."""
+        found: dict[str, Any] = {}
+        for name, series in (("label", self._slide.labels), ("macro", self._slide.overviews)):
+            if series is not None and len(series):
+                found[name] = series.get(0)
+        thumbnails = self._slide.pyramid.thumbnails
+        if thumbnails is not None and len(thumbnails):
+            found["thumbnail"] = max(thumbnails.groups, key=lambda g: g.size.width * g.size.height)
+        return found
+
+    @property
+    def associated_image_names(self) -> tuple[str, ...]:
+        return tuple(sorted(self._associated))
+
+    def associated_image(self, name: str) -> np.ndarray:
+        from wsidicom.thread import ReadExecutor
+
+        group = self._associated[name]
+
+        def read() -> Any:
+            with ReadExecutor() as executor:
+                return group.get_default_full(executor=executor)
+
+        return _decoded(self.path, name, read)
+
+    def _read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """The stored level's pixels; past its border white, as openslide's transparent is."""
+        downsample = self.level_downsamples[level]
+        (width, height), (w, h) = self.level_dimensions[level], size
+        x, y = int(location[0] / downsample), int(location[1] / downsample)
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
+        if (x0, y0, x1, y1) == (x, y, x + w, y + h):
+            return self._read(level, (x, y), size)
+        out = np.full((h, w, 3), 255, dtype=np.uint8)
+        if x0 < x1 and y0 < y1:
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = _to_rgb(self._read(level, (x0, y0), (x1 - x0, y1 - y0)))
+        return out
+
+    def _read(self, level: int, location: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+        return np.asarray(self._slide.read_region(location, self._levels[level].level, size, threads=1, as_array=True))
+
+    def close(self) -> None:
+        self._slide.close()
 
 
 class TileDecoder:
@@ -439,17 +585,19 @@ READERS: dict[str, Callable[[Path], SlideReader]] = {
     "openslide": OpenSlideReader,
     "tiffslide": TiffSlideReader,
     "image": PlainImageReader,
+    "dicom": DicomReader,
 }
 
 
 def open_slide(path: str | os.PathLike[str], reader: str = "auto") -> SlideReader:
-    """Open a slide with ``reader`` (``auto``, ``openslide``, ``tiffslide`` or ``image``).
+    """Open a slide with ``reader`` (``auto``, ``openslide``, ``tiffslide``, ``image`` or ``dicom``).
 
     ``auto`` prefers tiffslide for TIFF-based formats it reads natively (Aperio SVS,
     generic and OME-TIFF: it decodes faster) and openslide for every other vendor
     format, then falls back to the other backend, and last to :class:`PlainImageReader`
     (PNG, JPEG, BMP, or a TIFF that is an image but no slide). A PNG, JPEG or BMP file
-    goes straight to the plain-image reader.
+    goes straight to the plain-image reader, DICOM (a file, a folder of instances, a
+    DICOMDIR) to :class:`DicomReader`: the only reader that opens a folder.
 
     A TIFF-based file is checked first (:func:`check_tiff`): cut short, without image
     data, or not 8-bit RGB/grey brightfield, it is refused by name.
@@ -457,15 +605,15 @@ def open_slide(path: str | os.PathLike[str], reader: str = "auto") -> SlideReade
     path = Path(path)
     if not path.exists():
         raise InputError(f"no such file: {path}")
-    if path.is_dir():
-        raise InputError(f"{path} is a directory, not a slide file")
     if reader != "auto" and reader not in READERS:
         raise InputError(f"unknown reader {reader!r}; choose auto, {', '.join(READERS)}")
+    if path.is_dir() and not (reader in ("auto", "dicom") and is_dicom_input(path)):
+        raise InputError(f"{path} is a directory, not a slide file (nor a folder of DICOM instances)")
     if not os.access(path, os.R_OK):
         raise InputError(f"{path}: permission denied (not readable)")
-    if path.stat().st_size == 0:
+    if path.is_file() and path.stat().st_size == 0:
         raise InputError(f"{path}: empty file (0 bytes)")
-    channels = check_tiff(path) if _is_tiff(path) else None
+    channels = check_tiff(path) if path.is_file() and _is_tiff(path) else None
     order = [reader] if reader != "auto" else _auto_order(path)
     if channels == _PALETTE:  # the slide readers return palette indices as grey
         if reader not in ("auto", "image"):
@@ -496,6 +644,8 @@ def open_slide(path: str | os.PathLike[str], reader: str = "auto") -> SlideReade
 
 
 def _auto_order(path: Path) -> list[str]:
+    if is_dicom_input(path):
+        return ["dicom"]
     if _image_format(path) in _PLAIN_FORMATS:
         return ["image"]
     import openslide
@@ -609,33 +759,14 @@ def _shape(page: Any) -> str:
     return f"{shape[1]} x {shape[0]} pixels" if shape and len(shape) >= 2 else "no shape"
 
 
-@contextlib.contextmanager
-def _quiet(errors: list[str] | None = None) -> Iterator[None]:
-    """tifffile's log lines and the backends' warnings held back (errors are one line);
-    with ``errors``, tifffile's error messages are collected there."""
-    logger = logging.getLogger("tifffile")
-    level, propagate = logger.level, logger.propagate
-    handler = _Collect(errors if errors is not None else [])
-    logger.addHandler(handler)
-    logger.setLevel(logging.ERROR)
-    logger.propagate = False
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = propagate
+#: The loggers of the libraries the readers call: their lines are held back (errors are one line).
+_LOGGERS = ("tifffile", "pydicom", "wsidicom")
 
 
-class _Collect(logging.Handler):
-    def __init__(self, messages: list[str]) -> None:
-        super().__init__(logging.ERROR)
-        self.messages = messages
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(_clean(record.getMessage()))
+def _quiet(errors: list[str] | None = None) -> contextlib.AbstractContextManager[None]:
+    """The backends' log lines and warnings held back (errors are one line); with ``errors``,
+    their error messages are collected there."""
+    return held_back(_LOGGERS, errors, _clean)
 
 
 def _is_tiff(path: Path) -> bool:
@@ -660,14 +791,15 @@ def is_archive(path: Path) -> bool:
 
 
 def input_kind(path: Path) -> InputKind:
-    """What ``path`` is: an archive (a Zarr folder), another folder, a tile (a file with one
-    of :data:`TILE_SUFFIXES`) or a slide (any other file)."""
+    """What ``path`` is: an archive (a Zarr folder), a slide (a folder of one DICOM slide's
+    instances: :func:`~wsistore.dicom.is_dicom_input`), another folder, a tile (a file with
+    one of :data:`TILE_SUFFIXES`) or a slide (any other file)."""
     if not path.exists():
         raise InputError(f"no such file or folder: {path}")
     if is_archive(path):
         return "archive"
     if path.is_dir():
-        return "folder"
+        return "slide" if is_dicom_input(path) else "folder"
     return "tile" if path.suffix.lower() in TILE_SUFFIXES else "slide"
 
 

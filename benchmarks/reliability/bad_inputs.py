@@ -3,7 +3,7 @@ line and the documented exit code, and leaves nothing at the output that looks c
 
 Builds each case in a temporary folder from the real files in ``../shared/data`` (real
 slides cut short at header, IFD and tile-data offsets; empty, random and text files; a
-folder; a DICOM neither reader opens; greyscale, 16-bit and multichannel fluorescence;
+folder; a DICOM WSI cut short; greyscale, 16-bit and multichannel fluorescence;
 tile data corrupt halfway; no read permission; huge declared dimensions; unwritable
 outputs), runs ``python -m wsistore ingest CASE OUT`` (and ``info``/``verify`` where they
 apply) in a subprocess, and classifies the result:
@@ -246,7 +246,11 @@ def build_cases(work: Path, quick: bool = False) -> list[Case]:
     (folder / "x.svs").write_bytes(b"")
     ingest("a directory", "not an image", folder)
     ingest("a missing file", "not an image", inputs / "missing.svs")
-    ingest("DICOM that neither reader opens", "not an image", DICOM)
+    dicom = DICOM.read_bytes()
+    for where, offset in (("header", 1000), ("frame data", len(dicom) // 2)):
+        cut = inputs / f"cut{offset}-{DICOM.name}"
+        cut.write_bytes(dicom[:offset])
+        ingest(f"DICOM truncated at {offset:,} ({where})", "truncated", cut)
     broken_png = inputs / "broken.png"
     broken_png.write_bytes(TILE.read_bytes()[:5000])
     ingest("PNG truncated at 5,000 bytes", "not an image", broken_png)

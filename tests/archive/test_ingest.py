@@ -156,6 +156,23 @@ def test_strip_label(tmp_path: Path, slide_path: Path) -> None:
         archive.associated_image("label")
 
 
+def test_strip_label_drops_identifying_dicom_attributes(tmp_path: Path) -> None:
+    """Patient, study and specimen attributes are kept; with strip_label those that identify
+    (wsistore.dicom.IDENTIFYING_ATTRIBUTES) are dropped, and their names recorded."""
+    from tests.data import DICOM_SLIDE
+
+    kept, stripped = tmp_path / "kept.zarr", tmp_path / "stripped.zarr"
+    ingest(DICOM_SLIDE, kept, IngestOptions(progress=False, workers=2))
+    ingest(DICOM_SLIDE, stripped, IngestOptions(strip_label=True, progress=False, workers=2))
+    before = Archive.open(kept).metadata.source.properties
+    after = Archive.open(stripped).metadata.source.properties
+    identifying = {"dicom.PatientName", "dicom.PatientID", "dicom.StudyID", "dicom.StudyDate", "dicom.ContentDate"}
+    assert identifying <= set(before) and not identifying & set(after)
+    assert after["wsistore.stripped-properties"] == ", ".join(sorted(identifying | {"dicom.SeriesDate"}))
+    assert after["dicom.StudyInstanceUID"] == before["dicom.StudyInstanceUID"]  # UIDs are kept
+    assert not any("TCGA" in value for value in after.values())
+
+
 def test_background_chunks_are_dropped_and_read_as_glass(tmp_path: Path, mosaic_slide: Path) -> None:
     out = tmp_path / "mosaic.zarr"
     ingest(mosaic_slide, out, IngestOptions(chunk=128, progress=False))

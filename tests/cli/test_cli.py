@@ -37,6 +37,31 @@ def test_ingest_info_verify(tmp_path: Path, slide_path: Path) -> None:
     assert result.returncode == 0 and result.stdout.startswith("OK:")
 
 
+def test_dicom_ingest_verify_info_restore(tmp_path: Path) -> None:
+    """A real DICOM WSI file (auto-detected; no Pixel Spacing, so no mpp) through the commands;
+    a copy cut short is refused in one line."""
+    from tests.data import DICOM_SLIDE
+
+    out = tmp_path / "d.zarr"
+    result = run("ingest", str(DICOM_SLIDE), str(out), "--quiet", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert "12/12 chunks" in result.stdout
+    info = json.loads(run("info", str(out), "--json").stdout)
+    assert info["dimensions"] == [3236, 2638] and info["mpp"] is None
+    assert "dicom" in run("info", str(out)).stdout
+    result = run("verify", str(out), "--against", str(DICOM_SLIDE), "--quiet")
+    assert result.returncode == 0 and result.stdout.startswith("OK:") and "sha256" in result.stdout
+    tif = tmp_path / "r.tif"
+    result = run("restore", str(out), str(tif), "--model", "bicubic", "--region", "1000,1000,256,256", "--quiet")
+    assert result.returncode == 0, result.stderr
+    import tifffile
+
+    assert tifffile.TiffFile(tif).pages[0].shape == (256, 256, 3)
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(DICOM_SLIDE.read_bytes()[:800_000])
+    assert_one_line_error(run("ingest", str(cut), str(tmp_path / "c.zarr"), "--reader", "dicom"), 2, "truncated")
+
+
 def test_lossless_flag(tmp_path: Path, slide_path: Path) -> None:
     out = tmp_path / "l.zarr"
     assert run("ingest", str(slide_path), str(out), "--lossless", "--quiet").returncode == 0

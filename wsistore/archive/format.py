@@ -199,6 +199,24 @@ class ArchiveMetadata:
             raise ArchiveError(f"invalid wsistore metadata: {exc}") from None
 
 
+#: Properties of a source read from several files (a DICOM slide's instances): one per file,
+#: ``wsistore.source-sha256[NAME]`` (its name relative to the source's folder) = its sha256; the
+#: source's ``sha256`` is then that of their list (:func:`wsistore.checksums.sha256_files`).
+FILE_SHA256_PREFIX = "wsistore.source-sha256["
+
+
+def file_sha256_properties(file_sha256: dict[str, str]) -> dict[str, str]:
+    """The properties that record each file's sha256 of a multi-file source (none for one file)."""
+    if len(file_sha256) < 2:
+        return {}
+    return {f"{FILE_SHA256_PREFIX}{name}]": digest for name, digest in file_sha256.items()}
+
+
+def recorded_file_sha256(properties: dict[str, str]) -> dict[str, str]:
+    """The per-file sha256s :func:`file_sha256_properties` recorded, by file name."""
+    return {k[len(FILE_SHA256_PREFIX) : -1]: v for k, v in properties.items() if k.startswith(FILE_SHA256_PREFIX)}
+
+
 def level_sizes(lr_width: int, lr_height: int, chunk: int) -> list[tuple[int, int]]:
     """LR pyramid sizes: halve (rounding up) until the level fits in one chunk."""
     sizes = [(lr_width, lr_height)]

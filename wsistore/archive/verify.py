@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from wsistore.archive.format import ASSOCIATED_GROUP, LOSS_ARRAY
+from wsistore.archive.format import ASSOCIATED_GROUP, LOSS_ARRAY, ArchiveMetadata, recorded_file_sha256
 from wsistore.archive.manifest import chunk_coords, chunk_id, read_shard_index, shard_chunks
 from wsistore.archive.reader import Archive, ChunkState
 from wsistore.archive.writer import coding_psnr
-from wsistore.checksums import sha256_file
 from wsistore.degradation import Downsample, loss_rms, read_window
 from wsistore.errors import ArchiveError, first_line
 from wsistore.progress import Progress
@@ -188,12 +187,14 @@ def _compare_source(
     md = archive.metadata
     result: dict[str, Any] = {"source": str(source)}
     report.against = result
-    sha = sha256_file(source) if source.is_file() else None
-    result["sha256_matches"] = sha == md.source.sha256
-    if not result["sha256_matches"]:
-        report.problems.append(f"{source.name} is not the archived source (sha256 differs)")
     slide = open_slide(source, reader)
     try:
+        sha, file_sha256 = slide.fingerprint()
+        result["sha256_matches"] = sha == md.source.sha256
+        if not result["sha256_matches"]:
+            report.problems.append(
+                f"{source.name} is not the archived source (sha256 differs{_differing(md, file_sha256)})"
+            )
         if slide.dimensions != (md.width, md.height):
             report.problems.append(
                 f"{source.name} is {slide.dimensions}, the archive's source was {(md.width, md.height)}"
@@ -264,6 +265,16 @@ def _compare_source(
             )
     finally:
         slide.close()
+
+
+def _differing(md: ArchiveMetadata, file_sha256: dict[str, str]) -> str:
+    """Which of a multi-file source's files differ from those archived (their sha256s are in
+    the source's properties, ``wsistore.source-sha256[NAME]``), as ``: a.dcm, b.dcm``."""
+    recorded = recorded_file_sha256(md.source.properties)
+    if not recorded:
+        return ""
+    names = sorted(n for n in recorded.keys() | file_sha256.keys() if recorded.get(n) != file_sha256.get(n))
+    return f": {', '.join(names)}" if names else ""
 
 
 def _opens(archive: Archive, name: str) -> bool:

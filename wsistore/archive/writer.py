@@ -55,6 +55,7 @@ from wsistore.archive.format import (
     SourceInfo,
     TissueSummary,
     choose_shard,
+    file_sha256_properties,
     is_wsistore_archive,
     level_sizes,
     metadata_digest,
@@ -72,9 +73,9 @@ from wsistore.archive.manifest import (
 from wsistore.archive.partial import PartialOutput
 from wsistore.archive.reader import ArrayReader, decode_shard
 from wsistore.archive.store import Location
-from wsistore.checksums import sha256_file
 from wsistore.codecs import ImageCodec, JpegXlCodec, make_codec, register_codecs
 from wsistore.degradation import Downsample, SourceLoss, read_window
+from wsistore.dicom import identifying
 from wsistore.errors import ArchiveError, InputError, WsistoreError, first_line, storage_errors
 from wsistore.geometry import Box
 from wsistore.outputs import OutputKind
@@ -203,7 +204,12 @@ class _Ingest:
         self.lr_width, self.lr_height = self.down.lr_size(self.width, self.height)
         self.shard = options.shard or choose_shard(self.lr_width, self.lr_height, options.chunk, options.workers)
         self.dest = PartialOutput.prepare(
-            archive, INGEST_OUTPUT, options.overwrite, options.resume, storage_options, source_files(slide_path)
+            archive,
+            INGEST_OUTPUT,
+            options.overwrite,
+            options.resume,
+            storage_options,
+            [*source_files(slide_path), *slide.files],
         )
         self.work: Location = self.dest.work
         self.records: dict[str, ArrayRecord] = {}
@@ -217,7 +223,7 @@ class _Ingest:
 
     # -- the steps ------------------------------------------------------------------------
     def run(self) -> IngestResult:
-        sha_future = ThreadPoolExecutor(1).submit(sha256_file, self.slide_path)
+        sha_future = ThreadPoolExecutor(1).submit(self.slide.fingerprint)
         try:
             return self._run(sha_future)
         except storage_errors() as exc:  # a full disk, a lost connection to object storage
@@ -228,7 +234,7 @@ class _Ingest:
         finally:
             self.dest.release()  # landing already released it; a failure must not hold it
 
-    def _run(self, sha_future: Future[str]) -> IngestResult:
+    def _run(self, sha_future: Future[tuple[str, dict[str, str]]]) -> IngestResult:
         self.dest.start(self._settings())
         skipped = self._keep_intact_shards()
         mask = detect_tissue(self.slide, workers=self.options.workers)
@@ -272,7 +278,7 @@ class _Ingest:
             shard=self.shard,
             fill_value=mask.fill_value,
             levels=levels,
-            source=self._source_info(sha_future.result()),
+            source=self._source_info(*sha_future.result()),
             tissue=tissue,
             associated_images=associated,
             stripped_images=stripped,
@@ -306,7 +312,7 @@ class _Ingest:
         return {
             "format_version": FORMAT_VERSION,
             "source": self.slide_path.name,
-            "source_bytes": stat.st_size,
+            "source_bytes": self._source_bytes(),
             "source_mtime": stat.st_mtime,
             "scale": self.options.scale,
             "codec": self.options.codec.to_dict(),
@@ -621,14 +627,30 @@ class _Ingest:
         self.records[path].merge(describe_shard(path, self.records[path], coords, stored))
 
     # -- metadata -------------------------------------------------------------------------
-    def _source_info(self, sha256: str) -> SourceInfo:
+    def _source_bytes(self) -> int:
+        return sum(path.stat().st_size for path in self.slide.files)
+
+    def _source_properties(self, file_sha256: dict[str, str]) -> dict[str, str]:
+        """The slide's properties; with several source files, each one's sha256
+        (``wsistore.source-sha256[NAME]``); with ``strip_label``, less those that identify the
+        patient (:func:`wsistore.dicom.identifying`), whose names are recorded."""
+        properties = dict(self.slide.properties)
+        properties |= file_sha256_properties(file_sha256)
+        if self.options.strip_label:
+            dropped = sorted(key for key in properties if identifying(key))
+            properties = {k: v for k, v in properties.items() if k not in dropped}
+            if dropped:
+                properties["wsistore.stripped-properties"] = ", ".join(dropped)
+        return properties
+
+    def _source_info(self, sha256: str, file_sha256: dict[str, str]) -> SourceInfo:
         slide = self.slide
         icc = slide.icc_profile
         mpp = self.options.mpp or slide.mpp
         mpp_source = MPP_GIVEN if self.options.mpp else slide.mpp_source
         return SourceInfo(
             file_name=self.slide_path.name,
-            bytes=self.slide_path.stat().st_size,
+            bytes=self._source_bytes(),
             sha256=sha256,
             reader=slide.name,
             vendor=slide.vendor,
@@ -640,7 +662,7 @@ class _Ingest:
             mpp_y=mpp[1] if mpp else None,
             mpp_source=mpp_source,
             objective_power=slide.objective_power,
-            properties=dict(slide.properties),
+            properties=self._source_properties(file_sha256),
             icc_profile_sha256=hashlib.sha256(icc).hexdigest() if icc else None,
             icc_profile_bytes=len(icc) if icc else 0,
             associated_bytes=stored_associated_bytes(self.slide_path) or None,
@@ -763,7 +785,7 @@ def halve(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def _software(reader: str) -> dict[str, str]:
     import imagecodecs
 
-    package = "openslide-python" if reader == "openslide" else reader
+    package = {"openslide": "openslide-python", "dicom": "wsidicom"}.get(reader, reader)
     return software_versions("zarr", "numpy", "imagecodecs", "dask", package) | {
         "imagecodecs_libraries": imagecodecs.version()
     }

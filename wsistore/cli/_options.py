@@ -23,15 +23,18 @@ if TYPE_CHECKING:
     from wsistore.training.adapt import AdaptOptions
 
 Parser = argparse.ArgumentParser
-#: The slide readers ``--reader`` offers (``auto``: openslide, else tiffslide).
-READERS = ("auto", "openslide", "tiffslide", "image")
+#: The slide readers ``--reader`` offers (``auto``: openslide, else tiffslide; wsidicom for DICOM).
+READERS = ("auto", "openslide", "tiffslide", "image", "dicom")
 MODEL_HELP = "generator: a shipped name, bicubic, nearest, or a .safetensors weights file (default: the best shipped)"
 
 
 def add_reader(p: Parser) -> None:
     """``--reader``: which library opens slides."""
     p.add_argument(
-        "--reader", choices=READERS, default="auto", help="slide reader (default auto: openslide, else tiffslide)"
+        "--reader",
+        choices=READERS,
+        default="auto",
+        help="slide reader (default auto: openslide, else tiffslide; dicom (wsidicom) for DICOM files and folders)",
     )
 
 
