@@ -29,9 +29,14 @@ WEIGHTS = ROOT / "wsistore" / "weights"
 REGISTRY = WEIGHTS / "registry.json"
 
 
-def stage_timing(run: Path, card: dict[str, Any], threads: int) -> dict[str, Any]:
+#: Where the shipped runs trained, unless ``--note`` says otherwise.
+CPU_NOTE = "the run shared the 2-core machine with one other single-thread training run"
+
+
+def stage_timing(run: Path, card: dict[str, Any], threads: int, note: str = CPU_NOTE) -> dict[str, Any]:
     """Wall minutes from the run's start (its config.json) to this checkpoint, by the files'
-    modification times, and what that means per step."""
+    modification times, and what that means per step (``threads`` CPU threads, or on CUDA
+    the one GPU)."""
     checkpoint_time = max(
         p.stat().st_mtime for p in (run / "checkpoints").glob(f"{card['stage']}-step{card['step']:07d}.safetensors")
     )
@@ -43,8 +48,7 @@ def stage_timing(run: Path, card: dict[str, Any], threads: int) -> dict[str, Any
         "cpu_minutes": round(minutes * threads, 1),
         "steps": card["step"],
         "steps_per_second": round(card["step"] / (minutes * 60), 3),
-        "note": "wall time from the run's start to this checkpoint, validation included; "
-        "the run shared the 2-core machine with one other single-thread training run",
+        "note": f"wall time from the run's start to this checkpoint, validation included; {note}",
     }
 
 
@@ -88,7 +92,14 @@ def report_metrics(report: Path, name: str) -> dict[str, Any]:
 
 
 def ship(
-    checkpoint: Path, name: str, run: Path, default: bool, summary: str, threads: int, report: Path | None
+    checkpoint: Path,
+    name: str,
+    run: Path,
+    default: bool,
+    summary: str,
+    threads: int,
+    report: Path | None,
+    note: str = CPU_NOTE,
 ) -> dict[str, Any]:
     card = read_card(checkpoint)
     manifest = read_manifest(card["data"]["shards"])
@@ -98,7 +109,7 @@ def ship(
         k: manifest.get(k)
         for k in ("patch", "patches_per_file", "positions", "dihedral", "phases", "variants", "min_tissue", "seed")
     }
-    card["timing"] = stage_timing(run, card, threads)
+    card["timing"] = stage_timing(run, card, threads, note)
     if report is not None:
         card["validation_report"] = report_metrics(report, name)
     model = load_generator(str(checkpoint)).model
@@ -138,9 +149,13 @@ def model_card_markdown(name: str, card: dict[str, Any], digest: str) -> str:
         f"global step {card['step']} "
         f"(steps per stage: {json.dumps(card['steps_done'])})",
         f"- content loss: {card['content_loss'] or 'none (pixel losses only)'}",
-        f"- training: {t['wall_minutes']} wall minutes, {t['threads']} thread(s): "
-        f"{t['cpu_minutes']} CPU minutes, "
-        f"{t['steps_per_second']} steps/s ({t['note']}); device {card['device']}, {card['precision']}",
+        f"- training: {t['wall_minutes']} wall minutes, "
+        + (
+            f"{t['wall_minutes']} GPU minutes, "
+            if card["device"].startswith("cuda")
+            else f"{t['threads']} thread(s): {t['cpu_minutes']} CPU minutes, "
+        )
+        + f"{t['steps_per_second']} steps/s ({t['note']}); device {card['device']}, {card['precision']}",
         "",
         "## Data",
         "",
@@ -204,8 +219,9 @@ def main() -> None:
     parser.add_argument("--summary", default="", help="one sentence: what the model is for")
     parser.add_argument("--threads", type=int, default=1, help="torch threads the run used (default 1)")
     parser.add_argument("--report", type=Path, help="a validation report's results.json to quote")
+    parser.add_argument("--note", default=CPU_NOTE, help="where the run trained, beside what (for the card)")
     args = parser.parse_args()
-    entry = ship(args.checkpoint, args.name, args.run, args.default, args.summary, args.threads, args.report)
+    entry = ship(args.checkpoint, args.name, args.run, args.default, args.summary, args.threads, args.report, args.note)
     print(json.dumps({args.name: entry}, indent=1))
 
 

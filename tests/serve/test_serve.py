@@ -157,7 +157,7 @@ def test_concurrent_requests_compute_each_tile_once(sample_archive: Path, counti
 
 def test_default_model_tile_differs_from_bicubic(sample_archive: Path) -> None:
     model = default_model()
-    assert model == "compact-l1"
+    assert model == "compact-l1-gpu"
     with running(sample_archive, model) as srv:
         assert srv.slide.model_name == model and len(srv.slide.model_sha256) == 64
         assert srv.slide.version.endswith("-" + srv.slide.model_sha256[:16])

@@ -1,14 +1,16 @@
 """The viewer page of ``wsistore serve`` in a real headless Chromium (Debian's, never a
 downloaded one) over the real sample archive and the default model: it opens, zooms to full
-resolution, draws super-resolved tissue, swipes against bicubic and overlays the loss map.
-Also: the viewer's assets come from this server only, and the loss-map heat map."""
+resolution, draws super-resolved tissue, swipes against bicubic and overlays the loss map;
+its address keeps the view, so a copied address opens the same view; a slide without mpp
+shows a note in place of the scale bar. Also: the viewer's assets come from this server
+only, and the loss-map heat map."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import re
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -16,21 +18,13 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from benchmarks.browser import available
+from benchmarks.browser import chromium
 from benchmarks.viewer_screenshots import serve_and_capture
-from tests.serve.conftest import running
+from tests.serve.conftest import fetch, need_browser, running, wait_for
 from wsistore.reports.loss_map import heat_map
 
 STATIC = Path(__file__).parents[2] / "wsistore" / "serve" / "static"
 HEADER_PX = 100  # the page's header above the viewer in a screenshot
-
-
-def _need_browser() -> None:
-    missing = available()
-    if missing and os.environ.get("CI"):
-        pytest.fail(f"CI must install the browser: {missing}")
-    if missing:
-        pytest.skip(missing)
 
 
 def _viewer_pixels(path: Path) -> np.ndarray:
@@ -42,9 +36,9 @@ def _sharpness(rgb: np.ndarray) -> float:
 
 
 def test_viewer_in_chromium_shows_super_resolved_tissue(sample_archive: Path, tmp_path: Path) -> None:
-    _need_browser()
+    need_browser()
     result = serve_and_capture(sample_archive, tmp_path)
-    assert result["model"] == "compact-l1" and result["browser_errors"] == []
+    assert result["model"] == "compact-l1-gpu" and result["browser_errors"] == []
     assert result["image_zoom"] == pytest.approx(1.0)  # one screen pixel per source pixel
 
     # the page asked for super-resolved tiles of the finest DeepZoom level, by versioned URL
@@ -130,3 +124,96 @@ def test_an_archive_without_a_loss_map_is_served_without_one(archive_copy: Path,
         assert srv.get(f"/slides/{name}").status == 200
     assert main(["info", str(archive_copy), "--loss-map", str(tmp_path / "loss.png")]) == 2
     assert not (tmp_path / "loss.png").exists()
+
+
+_VIEW = (
+    "const s = window.wsistore, v = s.viewer, it = v.world.getItemAt(0);"
+    "const c = it.viewportToImageCoordinates(v.viewport.getCenter(true));"
+    "return {x: c.x, y: c.y, zoom: it.viewportToImageZoom(v.viewport.getZoom(true)), mode: s.mode,"
+    " checked: document.querySelector('input[name=method]:checked').value, swipe: s.swipe,"
+    " loss: document.getElementById('loss-toggle').checked, href: location.href};"
+)
+
+
+def _hash(href: str) -> dict[str, str]:
+    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(href).fragment))
+
+
+def test_the_address_keeps_the_view_and_opens_it_again(sample_archive: Path) -> None:
+    need_browser()
+    with running(sample_archive, "bicubic") as srv, chromium() as driver:
+        driver.get(f"{srv.url}/slides/sample")
+        wait_for(driver, "return window.wsistore && window.wsistore.ready")
+        home = _hash(wait_for(driver, "return location.hash.length > 1 && location.href"))
+        assert home["mode"] == "model" and float(home["zoom"]) < 0.5  # the whole slide, written on open
+        # pan and zoom through OpenSeadragon, compare and overlay through the page's controls
+        driver.execute_script(
+            "const v = window.wsistore.viewer, it = v.world.getItemAt(0);"
+            "v.viewport.zoomTo(it.imageToViewportZoom(0.75));"
+            "v.viewport.panTo(it.imageToViewportCoordinates(1250, 1900));"
+        )
+        driver.find_element("css selector", "input[value=swipe]").click()
+        driver.execute_script(
+            "const r = document.getElementById('swipe-position'); r.value = 30; r.dispatchEvent(new Event('input'));"
+        )
+        driver.find_element("id", "loss-toggle").click()
+        shared = wait_for(
+            driver,
+            "const vp = window.wsistore.viewer.viewport;"  # the animation over, and the address written
+            "return vp.getZoom(true) === vp.getZoom(false) && vp.getCenter(true).equals(vp.getCenter(false))"
+            " && /loss=1/.test(location.hash) && /x=1250\\.0/.test(location.hash) && location.href",
+        )
+        before = driver.execute_script(_VIEW)
+        assert before["href"] == shared and before["x"] == pytest.approx(1250) and before["zoom"] == pytest.approx(0.75)
+        view = _hash(shared)
+        assert view["mode"] == "swipe" and view["swipe"] == "30" and view["loss"] == "1"
+        assert (float(view["x"]), float(view["y"])) == (1250.0, 1900.0)
+        assert float(view["zoom"]) == pytest.approx(0.75, rel=1e-4)
+
+        driver.switch_to.new_window("tab")  # a fresh page, as from a link someone sent
+        driver.get(shared)
+        wait_for(driver, "return window.wsistore && window.wsistore.ready")
+        after = driver.execute_script(_VIEW)
+        assert after["x"] == pytest.approx(before["x"], abs=0.5) and after["y"] == pytest.approx(before["y"], abs=0.5)
+        assert after["zoom"] == pytest.approx(before["zoom"], rel=1e-3)
+        assert after["mode"] == after["checked"] == "swipe" and after["swipe"] == pytest.approx(0.3)
+        assert after["loss"] is True
+        wait_for(driver, "const w = window.wsistore.viewer.world; return w.getItemCount() == 3")  # bicubic, loss map
+
+        # a hand-written address, and one pasted into an open page
+        driver.get(f"{srv.url}/slides/sample#x=500&y=600&zoom=2&mode=bicubic")
+        wait_for(driver, "return window.wsistore && window.wsistore.ready")
+        typed = driver.execute_script(_VIEW)
+        assert (typed["x"], typed["y"], typed["zoom"], typed["mode"]) == (
+            pytest.approx(500, abs=0.5),
+            pytest.approx(600, abs=0.5),
+            pytest.approx(2, rel=1e-3),
+            "bicubic",
+        )
+        driver.execute_script("location.hash = 'x=100&y=200&zoom=0.5&mode=model'")
+        wait_for(driver, "return window.wsistore.mode == 'model'")
+        pasted = driver.execute_script(_VIEW)
+        assert pasted["x"] == pytest.approx(100, abs=0.5) and pasted["zoom"] == pytest.approx(0.5, rel=1e-3)
+
+
+def test_a_slide_without_mpp_shows_a_note_not_a_scale_bar(tmp_path: Path) -> None:
+    from tests.data import TILES
+    from wsistore.archive.writer import IngestOptions, ingest
+
+    archive = tmp_path / "nompp.zarr"
+    ingest(TILES / "lung_monuseg_18-5592.png", archive, IngestOptions(progress=False))
+    with running(archive, "bicubic") as srv:
+        page = fetch(f"{srv.url}/slides/nompp").body.decode()
+        assert '<div id="scale-bar" hidden>' in page and "no mpp: no scale" in page
+        need_browser()
+        with chromium() as driver:
+            driver.get(f"{srv.url}/slides/nompp")
+            wait_for(driver, "return window.wsistore && window.wsistore.ready")
+            driver.save_screenshot(str(tmp_path / "no-mpp.png"))
+            bar, note = driver.execute_script(
+                "return ['scale-bar', 'scale-note'].map(function (id) {"
+                " const r = document.getElementById(id).getBoundingClientRect();"
+                " return [r.width, r.height, getComputedStyle(document.getElementById(id)).display]; });"
+            )
+    assert bar == [0, 0, "none"]  # hidden: nothing drawn under the note
+    assert note[0] > 50 and note[1] > 5 and note[2] != "none"

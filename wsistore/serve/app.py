@@ -19,6 +19,11 @@ Routes (every error is a 4xx with a one-line ``text/plain`` body, never a traceb
   gets a 304. A stale or wrong version is a 404 whose body names the current one (not a
   redirect: a cached redirect would outlive the next model). ``method=bicubic`` serves the same
   tile upscaled with plain bicubic interpolation of the same LR, to compare with the model.
+- ``/slides/{name}_files/{level}/{col}_{row}.{jpeg|png}[?method=bicubic]``: the same tile at
+  the path a DeepZoom client derives from ``/slides/{name}.dzi`` (the layout OpenSeadragon
+  asks for, and OpenSlide's and libvips' DeepZoom output use), always the current version. Unversioned, so served
+  ``Cache-Control: no-cache`` with the same version-bearing ETag: a client revalidates (a 304
+  while the archive and model are unchanged) and never keeps a tile past a model change.
 - ``/slides/{name}/associated/{image}.png``: label, macro ... unless stripped at ingest.
 
 At most ``max_tiles`` tiles are made at once (a capacity limiter: a burst of requests waits
@@ -256,6 +261,17 @@ def build_app(slides: Sequence[ServedSlide], max_tiles: int | None = None) -> St
     async def tile(request: Request) -> Response:
         p = request.path_params
         served = slide_of(p["name"])
+        if p["version"] != served.version:
+            raise HttpError(404, f"stale or unknown version {p['version']!r}; the current one is {served.version}")
+        return await tile_response(request, served, IMMUTABLE)
+
+    async def dzi_tile(request: Request) -> Response:
+        # the DeepZoom convention (NAME.dzi -> NAME_files/LEVEL/COL_ROW.FORMAT): the current
+        # version, unversioned, so revalidated (no-cache) against the version-bearing ETag
+        return await tile_response(request, slide_of(request.path_params["name"]), "no-cache")
+
+    async def tile_response(request: Request, served: ServedSlide, cache_control: str) -> Response:
+        p = request.path_params
         level = _integer(p["level"], "level")
         match = _TILE.fullmatch(p["tile"])
         if match is None:
@@ -266,8 +282,6 @@ def build_app(slides: Sequence[ServedSlide], max_tiles: int | None = None) -> St
         method = request.query_params.get("method", "model")
         if method not in METHODS:
             raise HttpError(400, f"unknown method {method!r}: want {' or '.join(METHODS)}")
-        if p["version"] != served.version:
-            raise HttpError(404, f"stale or unknown version {p['version']!r}; the current one is {served.version}")
         zoom = served.zoom(method)
         if not 0 <= level < zoom.level_count:
             raise HttpError(404, f"level {level} outside 0..{zoom.level_count - 1}")
@@ -275,7 +289,7 @@ def build_app(slides: Sequence[ServedSlide], max_tiles: int | None = None) -> St
         if not (0 <= col < cols and 0 <= row < rows):
             raise HttpError(404, f"tile {col}_{row} outside level {level}'s {cols} x {rows} tiles")
         etag = f'"{served.version}.{method}.{level}.{col}_{row}.{ext}"'
-        headers = {"Cache-Control": IMMUTABLE, "ETag": etag}
+        headers = {"Cache-Control": cache_control, "ETag": etag}
         if _matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
         fmt, media = FORMATS[ext]
@@ -313,6 +327,7 @@ def build_app(slides: Sequence[ServedSlide], max_tiles: int | None = None) -> St
         Route("/slides/{name}/loss-map.png", loss_map),
         Route("/slides/{name}/associated/{image}.png", associated),
         Route("/slides/{name}/{version}/{level}/{tile}", tile),
+        Route("/slides/{name}_files/{level}/{tile}", dzi_tile),
         Mount("/static", app=StaticFiles(packages=[("wsistore.serve", "static")]), name="static"),
     ]
     exception_handlers: dict[Any, Any] = {HttpError: _http_error, Exception: _internal_error}
@@ -396,6 +411,7 @@ def _summary(served: ServedSlide) -> dict[str, Any]:
         "version": served.version,
         "dzi": f"/slides/{served.name}.dzi",
         "tiles": f"/slides/{served.name}/{served.version}/{{level}}/{{col}}_{{row}}.jpeg",
+        "dzi_tiles": f"/slides/{served.name}_files/{{level}}/{{col}}_{{row}}.jpeg",
         "tile_size": served.tile_size,
         "overlap": served.overlap,
         "levels": [list(d) for d in zoom.level_dimensions],
@@ -448,6 +464,13 @@ def _viewer_html(served: ServedSlide) -> str:
     mpp = info["mpp"]
     facts = f"{width} x {height} px" + (f", {mpp[0]:.4g} &micro;m/px" if mpp else ", mpp unknown")
     facts += f"; model {e(served.model_name)}"
+    # without mpp there is no length to draw: a note in place of the bar, never over it
+    scale = (
+        '<div id="scale"><div id="scale-bar"></div></div>'
+        if mpp
+        else '<div id="scale" class="no-mpp"><div id="scale-bar" hidden></div>'
+        '<span id="scale-note">no mpp: no scale</span></div>'
+    )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{name} - wsistore</title>
 <link rel="icon" href="data:,"><link rel="stylesheet" href="/static/viewer.css"></head>
@@ -468,7 +491,7 @@ def _viewer_html(served: ServedSlide) -> str:
   <div id="viewer" data-summary="/slides/{name}.json"></div>
   <div id="swipe" hidden><div id="swipe-line"></div>
     <div id="swipe-labels"><span>bicubic</span><span>model</span></div></div>
-  <div id="scale"><div id="scale-bar"></div></div>
+  {scale}
 </div>
 <script src="/static/openseadragon/openseadragon.min.js"></script>
 <script src="/static/viewer.js"></script>

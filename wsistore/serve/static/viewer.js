@@ -1,7 +1,10 @@
 // The slide viewer of `wsistore serve`: OpenSeadragon over the server's versioned DeepZoom
 // tiles, with a scale bar from the slide's mpp, a navigator, a comparison between the model
 // and plain bicubic of the same stored pixels (switch or swipe), and the archive's loss map
-// as a heat map. Everything comes from this server; nothing is fetched from elsewhere.
+// as a heat map. The view (centre, zoom, comparison, loss map) is kept in the page's URL
+// (#x=..&y=..&zoom=..&mode=..), so a copied address opens the same view; x and y are the
+// centre in full-resolution pixels, zoom is screen pixels per full-resolution pixel.
+// Everything comes from this server; nothing is fetched from elsewhere.
 "use strict";
 
 (async function () {
@@ -9,7 +12,7 @@
     const summary = await (await fetch(root.dataset.summary)).json();
     const [width, height] = summary.info.dimensions;
     const mpp = summary.info.mpp; // [x, y] micrometres per pixel, or null
-    const state = { loaded: { model: 0, bicubic: 0 }, mode: "model", swipe: 0.5 };
+    const state = { loaded: { model: 0, bicubic: 0 }, mode: "model", swipe: 0.5, ready: false };
     window.wsistore = state; // read by the browser tests
 
     function tileSource(method) {
@@ -44,7 +47,10 @@
 
     viewer.addHandler("open", function () {
         items.model = viewer.world.getItemAt(0);
+        applyHash();
         updateScaleBar();
+        state.ready = true; // read by the browser tests: the view of the URL is applied
+        writeHashSoon();
     });
     viewer.addHandler("tile-loaded", function (event) {
         const method = event.tiledImage === items.bicubic ? "bicubic" : event.tiledImage === items.model ? "model" : null;
@@ -93,11 +99,14 @@
     for (const input of document.querySelectorAll("input[name=method]")) {
         input.addEventListener("change", function () {
             setMode(input.value);
+            writeHashSoon();
         });
     }
-    document.getElementById("swipe-position").addEventListener("input", function (event) {
-        state.swipe = Number(event.target.value) / 100;
+    const swipePosition = document.getElementById("swipe-position");
+    swipePosition.addEventListener("input", function () {
+        state.swipe = Number(swipePosition.value) / 100;
         updateClip();
+        writeHashSoon();
     });
     viewer.addHandler("viewport-change", updateClip);
 
@@ -112,22 +121,8 @@
             "linear-gradient(to right, " + loss.legend.join(", ") + ")";
         document.getElementById("legend-max").textContent = "\u2265 " + loss.vmax;
         lossToggle.addEventListener("change", function () {
-            if (items.loss) {
-                items.loss.setOpacity(lossToggle.checked ? loss.opacity : 0);
-                return;
-            }
-            viewer.addTiledImage({
-                tileSource: { type: "image", url: loss.url, buildPyramid: false },
-                x: 0,
-                y: 0,
-                width: loss.world_width,
-                opacity: loss.opacity,
-                // the last cells reach past the slide's edge: draw only what lies on it
-                clip: new OpenSeadragon.Rect(0, 0, (width * loss.cell_px) / loss.cell, (height * loss.cell_px) / loss.cell),
-                success: function (event) {
-                    items.loss = event.item;
-                },
-            });
+            showLoss();
+            writeHashSoon();
         });
         viewer.addHandler("canvas-exit", function () {
             document.getElementById("readout").textContent = "";
@@ -146,13 +141,90 @@
         });
     }
 
+    function showLoss() {
+        if (!loss) return;
+        if (items.loss || items.lossPending) {
+            if (items.loss) items.loss.setOpacity(lossToggle.checked ? loss.opacity : 0);
+            return;
+        }
+        if (!lossToggle.checked) return;
+        items.lossPending = true;
+        viewer.addTiledImage({
+            tileSource: { type: "image", url: loss.url, buildPyramid: false },
+            x: 0,
+            y: 0,
+            width: loss.world_width,
+            opacity: loss.opacity,
+            // the last cells reach past the slide's edge: draw only what lies on it
+            clip: new OpenSeadragon.Rect(0, 0, (width * loss.cell_px) / loss.cell, (height * loss.cell_px) / loss.cell),
+            success: function (event) {
+                items.loss = event.item;
+                // toggled off while it loaded
+                if (!lossToggle.checked) items.loss.setOpacity(0);
+            },
+        });
+    }
+
+    // --- a view you can share: the URL's hash holds it, the URL's hash restores it --------
+    function applyHash() {
+        const p = new URLSearchParams(location.hash.slice(1));
+        const number = function (key) {
+            const value = p.get(key) === null || p.get(key) === "" ? NaN : Number(p.get(key));
+            return Number.isFinite(value) ? value : null;
+        };
+        const x = number("x"), y = number("y"), zoom = number("zoom"), swipe = number("swipe");
+        if (zoom !== null && zoom > 0) viewer.viewport.zoomTo(items.model.imageToViewportZoom(zoom), null, true);
+        if (x !== null && y !== null) viewer.viewport.panTo(items.model.imageToViewportCoordinates(x, y), true);
+        if (swipe !== null) {
+            state.swipe = Math.min(100, Math.max(0, swipe)) / 100;
+            swipePosition.value = String(Math.round(state.swipe * 100));
+        }
+        const mode = p.get("mode");
+        const radio = document.querySelector("input[name=method][value='" + CSS.escape(mode || "") + "']");
+        if (radio && mode !== state.mode) {
+            radio.checked = true;
+            setMode(mode);
+        }
+        updateClip();
+        if (p.has("loss") && !lossToggle.disabled && (p.get("loss") === "1") !== lossToggle.checked) {
+            lossToggle.checked = p.get("loss") === "1";
+            showLoss();
+        }
+    }
+
+    function viewHash() {
+        const item = items.model, viewport = viewer.viewport;
+        const centre = item.viewportToImageCoordinates(viewport.getCenter(false));
+        const p = new URLSearchParams();
+        p.set("x", centre.x.toFixed(1));
+        p.set("y", centre.y.toFixed(1));
+        p.set("zoom", item.viewportToImageZoom(viewport.getZoom(false)).toPrecision(5));
+        p.set("mode", state.mode);
+        if (state.mode === "swipe") p.set("swipe", String(Math.round(state.swipe * 100)));
+        if (lossToggle.checked) p.set("loss", "1");
+        return "#" + p.toString();
+    }
+
+    let hashTimer = null;
+    function writeHashSoon() {
+        // at most one history entry rewrite every 250 ms, and always one after the last change
+        if (!state.ready || hashTimer !== null) return;
+        hashTimer = setTimeout(function () {
+            hashTimer = null;
+            const hash = viewHash();
+            if (hash !== location.hash) history.replaceState(history.state, "", hash);
+        }, 250);
+    }
+    viewer.addHandler("viewport-change", writeHashSoon);
+    window.addEventListener("hashchange", function () {
+        if (state.ready) applyHash(); // an address with another view pasted into this page
+    });
+
     // --- scale bar -------------------------------------------------------------------------
     const bar = document.getElementById("scale-bar");
     function updateScaleBar() {
-        if (!mpp || !items.model) {
-            bar.textContent = "no mpp: no scale";
-            return;
-        }
+        // without mpp the page shows a note in place of the bar (drawn by the server)
+        if (!mpp || !items.model) return;
         const zoom = items.model.viewportToImageZoom(viewer.viewport.getZoom(true)); // screen px per image px
         const micronsPerPixel = mpp[0] / zoom;
         let length = 1;
