@@ -1,6 +1,7 @@
-"""``wsistore restore ARCHIVE OUT``: rebuild full resolution as a pyramidal TIFF or OME-Zarr;
-``wsistore restore INPUT... --output-dir DIR``: one output per archive, ``DIR/<stem>.tif``
-(``.ome.zarr`` with ``--format zarr``)."""
+"""``wsistore restore ARCHIVE OUT``: rebuild full resolution as a pyramidal TIFF, OME-Zarr or
+a folder of DICOM WSI instances; ``wsistore restore INPUT... --output-dir DIR``: one output
+per archive, ``DIR/<stem>.tif`` (``.ome.zarr`` with ``--format zarr``, ``.dicom`` with
+``--format dicom``)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ if TYPE_CHECKING:
 
 def add_parser(sub: Any) -> None:
     """Register ``restore``."""
-    p = sub.add_parser("restore", help="rebuild full resolution (pyramidal TIFF or OME-Zarr)", description=run.__doc__)
+    p = sub.add_parser(
+        "restore", help="rebuild full resolution (pyramidal TIFF, OME-Zarr or DICOM)", description=run.__doc__
+    )
     p.add_argument(
         "paths",
         nargs="+",
         metavar="PATH",
         help="ARCHIVE OUT: the archive to restore (directory or fsspec URL) and the output, a .tif file or a "
-        "directory with --format zarr; with --output-dir: archives, folders of archives, globs or lists "
+        "directory with --format zarr or dicom; with --output-dir: archives, folders of archives, globs or lists "
         "(@FILE or a .txt file)",
     )
     _options.add_model(p)
@@ -31,10 +34,21 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--tile", type=int, default=512, help="output tile side in pixels, a power of two (default 512)")
     _options.add_workers(p, "threads that decode and encode")
     _options.add_region(p, "restore only this level-0 region")
-    p.add_argument("--format", choices=("tiff", "zarr"), default="tiff", help="pyramidal BigTIFF (default) or OME-Zarr")
+    p.add_argument(
+        "--format",
+        choices=("tiff", "zarr", "dicom"),
+        default="tiff",
+        help="pyramidal BigTIFF (default), OME-Zarr, or DICOM WSI (a folder of instances)",
+    )
     quality = p.add_mutually_exclusive_group()
-    quality.add_argument("--quality", type=int, default=None, help="JPEG quality of TIFF tiles (default 90)")
-    quality.add_argument("--lossless", action="store_true", help="lossless TIFF tiles (deflate)")
+    quality.add_argument("--quality", type=int, default=None, help="JPEG quality of TIFF or DICOM tiles (default 90)")
+    quality.add_argument("--lossless", action="store_true", help="lossless tiles: deflate (TIFF), JPEG 2000 (DICOM)")
+    p.add_argument(
+        "--codec",
+        choices=("jpeg", "jpeg2000"),
+        default=None,
+        help="DICOM frames: JPEG baseline (default) or JPEG 2000 (lossy, 45 dB PSNR target; with --lossless, lossless)",
+    )
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the generator (CUDA; pays off on large slides)"
     )
@@ -47,7 +61,8 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Rebuild full resolution from an archive with a super-resolution generator, as a
-    generic pyramidal BigTIFF (OpenSlide, tiffslide, QuPath) or OME-Zarr (napari)."""
+    generic pyramidal BigTIFF (OpenSlide, tiffslide, QuPath), OME-Zarr (napari) or DICOM WSI
+    (PACS, OpenSlide 4, QuPath)."""
     from wsistore.restoration.pipeline import RestoreOptions, restore
 
     options = RestoreOptions(
@@ -60,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         format=args.format,
         quality=args.quality,
         lossless=args.lossless,
+        codec=args.codec,
         overwrite=args.overwrite,
         resume=args.resume,
         progress=not args.quiet,
@@ -75,7 +91,7 @@ def _batch(args: argparse.Namespace, options: RestoreOptions) -> int:
     """One output per archive in ``--output-dir``; on a GPU cluster, one restore per GPU worker."""
     from wsistore.batch import RestoreJob, expand_inputs, plan
 
-    suffix = ".tif" if options.format == "tiff" else ".ome.zarr"
+    suffix = {"tiff": ".tif", "zarr": ".ome.zarr", "dicom": ".dicom"}[options.format]
     tasks = plan(expand_inputs(args.paths, archives=True), args.output_dir, suffix, args.paths)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     return _options.run_batch(args, tasks, RestoreJob(options, args.resume), "restore", device=options.device)

@@ -1,4 +1,4 @@
-"""``restore``: an archive -> a full-resolution pyramid on disk (BigTIFF or OME-Zarr).
+"""``restore``: an archive -> a full-resolution pyramid on disk (BigTIFF, OME-Zarr or DICOM).
 
 Steps: open the archive (refusing incomplete or damaged ones) -> load the generator once
 -> prepare ``OUT.partial`` (or resume it) -> stream level 0 band by band through Dask and
@@ -26,6 +26,7 @@ from wsistore.models.weights import LoadedGenerator
 from wsistore.outputs import OutputKind
 from wsistore.progress import Progress
 from wsistore.restoration.bands import iter_rows
+from wsistore.restoration.dicom_writer import CODECS, JPEG2000_PSNR, DicomCodec, DicomWsiWriter, is_restored_dicom
 from wsistore.restoration.engine import TileRestorer, level0_array, make_restorer
 from wsistore.restoration.levels import OutputLevel, check_region, output_levels
 from wsistore.restoration.tiff_writer import DEFAULT_JPEG_QUALITY, TiffPyramidWriter, TileCodec, is_restored_tiff
@@ -56,14 +57,19 @@ class OutputWriter(Protocol):
 #: What restore writes, and so all that ``--overwrite`` lets it replace.
 RESTORE_OUTPUT = OutputKind(
     "restore",
-    "a wsistore restore output (a TIFF or OME-Zarr it wrote)",
-    lambda p: is_restored_tiff(p) or is_restored_zarr(p),
+    "a wsistore restore output (a TIFF, OME-Zarr or DICOM folder it wrote)",
+    lambda p: is_restored_tiff(p) or is_restored_zarr(p) or is_restored_dicom(p),
 )
 
 #: Output format -> its writer, from the options and the HR compute tile side.
 WRITERS: dict[str, Callable[[RestoreOptions, int], OutputWriter]] = {
     "tiff": lambda o, _: TiffPyramidWriter(o.tile, o.workers, TileCodec(o.lossless, o.quality or DEFAULT_JPEG_QUALITY)),
     "zarr": lambda o, compute_tile: OmeZarrWriter(o.tile, compute_tile),
+    "dicom": lambda o, _: DicomWsiWriter(
+        o.tile,
+        o.workers,
+        DicomCodec(o.codec or ("jpeg2000" if o.lossless else "jpeg"), o.quality or DEFAULT_JPEG_QUALITY, o.lossless),
+    ),
 }
 
 
@@ -78,8 +84,9 @@ class RestoreOptions:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     region: Region | None = None  # x, y, width, height in level-0 pixels
     format: str = "tiff"
-    quality: int | None = None  # JPEG quality (TIFF)
+    quality: int | None = None  # JPEG quality (TIFF, DICOM)
     lossless: bool = False
+    codec: str | None = None  # DICOM frames: jpeg (default) or jpeg2000
     overwrite: bool = False
     resume: bool = False
     progress: bool = True
@@ -97,12 +104,25 @@ class RestoreOptions:
         if self.quality is not None:
             if self.lossless:
                 raise InputError("a JPEG quality and lossless tiles exclude each other")
-            if self.format != "tiff":
-                raise InputError("a JPEG quality applies to TIFF tiles; OME-Zarr output is always lossless (zstd)")
+            if self.format == "zarr":
+                raise InputError(
+                    "a JPEG quality applies to TIFF and DICOM tiles; OME-Zarr output is always lossless (zstd)"
+                )
+            if self.codec == "jpeg2000":
+                raise InputError(
+                    f"a JPEG quality applies to JPEG frames; JPEG 2000 is lossy at {JPEG2000_PSNR} dB or lossless"
+                )
             if not 1 <= self.quality <= 100:
                 raise InputError(f"quality must be 1-100, got {self.quality}")
-        if self.lossless and self.format != "tiff":
-            raise InputError("lossless applies to TIFF; OME-Zarr output is always lossless (zstd)")
+        if self.lossless and self.format == "zarr":
+            raise InputError("lossless applies to TIFF and DICOM; OME-Zarr output is always lossless (zstd)")
+        if self.codec is not None:
+            if self.format != "dicom":
+                raise InputError("codec applies to DICOM output (--format dicom)")
+            if self.codec not in CODECS:
+                raise InputError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
+            if self.lossless and self.codec == "jpeg":
+                raise InputError("JPEG baseline is lossy; lossless DICOM frames are JPEG 2000 (--codec jpeg2000)")
 
 
 @dataclass

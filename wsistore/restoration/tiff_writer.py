@@ -25,17 +25,14 @@ import numpy as np
 import tifffile
 
 from wsistore._version import __version__
-from wsistore.archive.partial import PartialOutput
 from wsistore.archive.reader import Archive
-from wsistore.errors import WsistoreError
 from wsistore.outputs import ascii_text
 from wsistore.restoration.levels import OutputLevel
+from wsistore.restoration.spool import SpooledLevel0, cut_tiles
 
 DEFAULT_JPEG_QUALITY = 90
 #: libdeflate level 1: 3.5x faster than level 6 for 7% more bytes (measured on H&E tiles).
 DEFLATE_LEVEL = 1
-ROW_KIND = "tiff-level0-row"
-SPOOL_DIR = "level0-tiles"
 RESULT_NAME = "restored.tif"
 _SUBSAMPLING = (2, 2)
 #: The first line of level 0's ImageDescription: what marks a TIFF that restore wrote.
@@ -70,34 +67,11 @@ class TileCodec:
         return f"JPEG quality {self.quality}, YCbCr 4:2:0"
 
 
-class TiffPyramidWriter:
+class TiffPyramidWriter(SpooledLevel0[TileCodec]):
     """Writes one restore as a pyramidal BigTIFF inside a :class:`PartialOutput`."""
 
     #: Levels step by 4 (the archive's 4x, 16x ... levels) down to one tile.
     level_factor = 4
-
-    def __init__(self, tile: int, workers: int, codec: TileCodec) -> None:
-        self.tile = tile
-        self.workers = workers
-        self.codec = codec
-        self.row_height = tile
-
-    def describe(self) -> str:
-        return self.codec.describe()
-
-    def open(self, output: PartialOutput, level0: OutputLevel) -> set[int]:
-        """Start (or resume) the spool in ``output``; returns the level-0 rows already spooled."""
-        self.output = output
-        done = output.done(ROW_KIND)
-        return {int(k) for k, lengths in done.items() if self._spooled(int(k), lengths)}
-
-    def write_rows(self, rows: Iterator[tuple[int, np.ndarray]]) -> None:
-        """Encode and journal level-0 rows as they arrive."""
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="wsistore-encode") as pool:
-            for k, row in rows:
-                encoded = list(pool.map(self.codec.encode, cut_tiles(row, self.tile)))
-                self.output.work.write_bytes(self._row_key(k), b"".join(encoded))
-                self.output.journal(ROW_KIND, k, [len(d) for d in encoded])
 
     def finish(self, archive: Archive, levels: list[OutputLevel], provenance: dict[str, Any]) -> str:
         """Write the pyramid from the spooled level 0 and the archive's LR levels; returns
@@ -105,11 +79,7 @@ class TiffPyramidWriter:
         result = self.output.work.path / RESULT_NAME
         md = archive.metadata
         icc = archive.icc_profile
-        lengths = {int(k): v for k, v in self.output.done(ROW_KIND).items()}
-        rows = -(-levels[0].height // self.tile)
-        missing = [k for k in range(rows) if k not in lengths or not self._spooled(k, lengths[k])]
-        if missing:  # never assemble (and land) a level 0 with holes
-            raise WsistoreError(f"{self.output.work.path}: level-0 rows {missing} are not spooled; rerun with --resume")
+        lengths = self.spooled_lengths(levels[0])
         with tifffile.TiffWriter(result, bigtiff=True) as tif, ThreadPoolExecutor(self.workers) as pool:
             for i, level in enumerate(levels):
                 if level.archive_level is None:
@@ -160,24 +130,6 @@ class TiffPyramidWriter:
         ]
         return ascii_text("\n".join(lines))  # TIFF strings are 7-bit ASCII; file names need not be
 
-    def _spooled(self, k: int, lengths: list[int]) -> bool:
-        path = self._row_path(k)
-        return path.is_file() and path.stat().st_size == sum(lengths)
-
-    def _row_key(self, k: int) -> str:
-        return f"{SPOOL_DIR}/row-{k:06d}.bin"
-
-    def _row_path(self, k: int) -> Path:
-        return self.output.work.path / self._row_key(k)
-
-    def _spooled_tiles(self, level: OutputLevel, lengths: dict[int, list[int]]) -> Iterator[bytes]:
-        for k in range(-(-level.height // self.tile)):
-            data = self._row_path(k).read_bytes()
-            offset = 0
-            for n in lengths[k]:
-                yield data[offset : offset + n]
-                offset += n
-
     def _lr_tiles(self, archive: Archive, level: OutputLevel, pool: ThreadPoolExecutor) -> Iterator[bytes]:
         x0, y0, x1, y1 = level.box
         assert level.archive_level is not None
@@ -196,12 +148,3 @@ def is_restored_tiff(path: Path) -> bool:
     except Exception:  # not a TIFF at all, or a damaged one: not ours to replace
         return False
     return description.startswith(DESCRIPTION_TITLE)
-
-
-def cut_tiles(row: np.ndarray, tile: int) -> Iterator[np.ndarray]:
-    """Full-size tiles of a row, edge tiles padded by repeating their last pixels."""
-    for x in range(0, row.shape[1], tile):
-        part = row[:, x : x + tile]
-        if part.shape[0] != tile or part.shape[1] != tile:
-            part = np.pad(part, ((0, tile - part.shape[0]), (0, tile - part.shape[1]), (0, 0)), mode="edge")
-        yield np.ascontiguousarray(part)
