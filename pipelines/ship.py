@@ -1,9 +1,10 @@
 """Ship a trained checkpoint inside the package: ``wsistore/weights/NAME.safetensors``
 (fp16, with its model card), ``NAME.md`` (the card for people) and its ``registry.json``
-entry (file, sha256, and whether restore uses it by default).
+entry (file, sha256, the archive LR setting it was trained on, and whether restore uses it by
+default: for every archive, or with ``--default-for-lr`` for archives of its LR setting).
 
-    python pipelines/ship.py CHECKPOINT NAME --run RUN_DIR [--default] [--summary TEXT]
-        [--report benchmarks/reports/validation/results.json]
+    python pipelines/ship.py CHECKPOINT NAME --run RUN_DIR [--default] [--default-for-lr]
+        [--summary TEXT] [--report benchmarks/reports/validation/results.json]
 
 The card gains what the checkpoint alone cannot say: how the patches were prepared
 (positions, dihedral transforms, grid phases), training wall and CPU minutes and steps per
@@ -22,7 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from wsistore.models.weights import load_generator, read_card, save_generator  # noqa: E402
+from wsistore.models.weights import load_generator, lr_setting, read_card, save_generator  # noqa: E402
 from wsistore.training.shards import read_manifest  # noqa: E402
 
 WEIGHTS = ROOT / "wsistore" / "weights"
@@ -100,6 +101,7 @@ def ship(
     threads: int,
     report: Path | None,
     note: str = CPU_NOTE,
+    default_for_lr: bool = False,
 ) -> dict[str, Any]:
     card = read_card(checkpoint)
     manifest = read_manifest(card["data"]["shards"])
@@ -116,16 +118,21 @@ def ship(
     path = WEIGHTS / f"{name}.safetensors"
     digest = save_generator(path, model, card, half=True)
     registry = json.loads(REGISTRY.read_text()) if REGISTRY.is_file() else {}
-    if default:
-        for entry in registry.values():
+    lr = lr_setting(card.get("codec"))
+    for entry in registry.values():
+        if default:
             entry.pop("default", None)
+        if default_for_lr and entry.get("lr") == lr:
+            entry.pop("default_for_lr", None)
     registry[name] = {
         "file": path.name,
         "sha256": digest,
         "architecture": card["architecture"],
         "config": card["config"],
+        "lr": lr,
         "summary": summary,
         **({"default": True} if default else {}),
+        **({"default_for_lr": True} if default_for_lr else {}),
     }
     REGISTRY.write_text(json.dumps(dict(sorted(registry.items())), indent=1) + "\n")
     (WEIGHTS / f"{name}.md").write_text(model_card_markdown(name, card, digest))
@@ -216,12 +223,27 @@ def main() -> None:
     parser.add_argument(
         "--default", action="store_true", help="restore and wsistore.open use this model when none is named"
     )
+    parser.add_argument(
+        "--default-for-lr",
+        action="store_true",
+        help="restore uses this model for archives stored at the LR setting it was trained on (unless the default was)",
+    )
     parser.add_argument("--summary", default="", help="one sentence: what the model is for")
     parser.add_argument("--threads", type=int, default=1, help="torch threads the run used (default 1)")
     parser.add_argument("--report", type=Path, help="a validation report's results.json to quote")
     parser.add_argument("--note", default=CPU_NOTE, help="where the run trained, beside what (for the card)")
     args = parser.parse_args()
-    entry = ship(args.checkpoint, args.name, args.run, args.default, args.summary, args.threads, args.report, args.note)
+    entry = ship(
+        args.checkpoint,
+        args.name,
+        args.run,
+        args.default,
+        args.summary,
+        args.threads,
+        args.report,
+        args.note,
+        args.default_for_lr,
+    )
     print(json.dumps({args.name: entry}, indent=1))
 
 

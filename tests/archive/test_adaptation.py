@@ -1,6 +1,7 @@
-"""The per-slide adaptation at ingest (format 1.4): stored, checksummed and shown; applied by
-restore, on-demand reads and serve unless ``--model`` names another; the same bytes
-whatever the workers, and across ``--resume``; skipped where it cannot pay."""
+"""The per-slide adaptation at ingest (format 1.4): stored, checksummed and shown; tuned on the
+default generator for the archive's LR codec; applied by restore, on-demand reads and serve
+unless ``--model`` names another; the same bytes whatever the workers, and across
+``--resume``; skipped where it cannot pay."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from wsistore.archive.format import ADAPTATION_ARRAY, MANIFEST_KEY
 from wsistore.archive.reader import Archive
 from wsistore.archive.verify import verify
 from wsistore.archive.writer import IngestOptions, ingest
+from wsistore.codecs import make_codec
 from wsistore.errors import ArchiveError
 from wsistore.models import adaptation
 from wsistore.models.weights import default_model, load_generator
@@ -117,6 +119,15 @@ def test_same_bytes_whatever_the_workers_and_across_resume(
     ingest(SLIDE, out, replace(OPTIONS, workers=1, resume=True))
     assert (out / MANIFEST_KEY).read_bytes() == (adapted / MANIFEST_KEY).read_bytes()
     assert Archive.open(out).adaptation() == Archive.open(adapted).adaptation()
+
+
+def test_a_quality_60_ingest_adapts_the_model_trained_on_its_lr(tmp_path: Path) -> None:
+    out = tmp_path / "q60.zarr"
+    result = ingest(SLIDE, out, replace(OPTIONS, codec=make_codec("avif", 60)))
+    record = result.adaptation
+    assert record is not None and record["base"] == "compact-l1-q60"
+    assert record["base_sha256"] == load_generator("compact-l1-q60").weights_sha256
+    assert Archive.open(out).metadata.adaptation == record
 
 
 def test_no_adapt_stores_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

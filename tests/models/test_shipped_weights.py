@@ -1,12 +1,14 @@
 """The generators shipped in ``wsistore/weights``: every one loads, matches its sha256,
 carries a complete model card, beats bicubic on a held-out tile as the archive stores it,
-and restore uses the default one when no model is named."""
+records the archive LR it was trained on, and restore uses the default one when no model is
+named (the one trained on an archive's LR where the default was not)."""
 
 from __future__ import annotations
 
 import shutil
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,10 +17,10 @@ from PIL import Image
 
 from tests.data import TILES
 from wsistore.checksums import sha256_file
-from wsistore.codecs import make_codec
+from wsistore.codecs import ImageCodec, make_codec
 from wsistore.degradation import degrade
 from wsistore.errors import InputError
-from wsistore.models.weights import default_model, load_generator, read_card, shipped_weights
+from wsistore.models.weights import default_model, load_generator, lr_setting, read_card, shipped_weights
 
 SHIPPED = shipped_weights()
 #: what every shipped card must say (the guide's list: data, steps, CPU minutes, codec,
@@ -100,3 +102,38 @@ def test_the_default_model_beats_bicubic_on_a_held_out_tile() -> None:
         return float(-10 * torch.log10(((out - hr) ** 2).mean()))
 
     assert psnr(default_model()) > psnr("bicubic") + 0.5
+
+
+def test_every_entry_records_the_lr_its_card_was_trained_on() -> None:
+    """The registry's ``lr`` is the card's codec by name and quality knob (speed does not count)."""
+    for name, entry in SHIPPED.items():
+        assert entry["lr"] == lr_setting(read_card(weights_path(name))["codec"]), name
+    assert SHIPPED["compact-l1-gpu"]["lr"] == {"codec": "imagecodecs_avif", "level": 75}
+    assert SHIPPED["compact-l1-q60"]["lr"] == {"codec": "imagecodecs_avif", "level": 60}
+
+
+@pytest.mark.parametrize(
+    ("codec", "expected"),
+    [
+        (None, "compact-l1-gpu"),
+        (make_codec("avif", 75), "compact-l1-gpu"),
+        (make_codec("avif", 75, speed=6), "compact-l1-gpu"),
+        (make_codec("avif", 60), "compact-l1-q60"),
+        (make_codec("avif", 60, speed=4), "compact-l1-q60"),
+        (make_codec("avif", 60).to_dict(), "compact-l1-q60"),  # as the archive's zarr.json records it
+        (make_codec("avif", 50), "compact-l1-gpu"),  # nothing trained there: the default
+        (make_codec("jpegxl", 1.0), "compact-l1-gpu"),
+        (make_codec("png"), "compact-l1-gpu"),
+    ],
+)
+def test_the_default_model_matches_the_archive_lr(codec: ImageCodec | dict[str, Any] | None, expected: str) -> None:
+    assert default_model(codec) == expected
+
+
+def test_models_lists_each_lr() -> None:
+    from wsistore.cli.models import describe
+    from wsistore.models.catalog import catalog
+
+    listing = describe(catalog())
+    assert "compact-l1-q60" in listing and "trained on LR avif level=60 (default for its LR)" in listing
+    assert "trained on LR avif level=75 (default)" in listing

@@ -1,5 +1,6 @@
 """Full restores on real data: the outputs OpenSlide and tiffslide open, identical pixels
-whatever the tiling settings, seamless tiles, background skipped, complete-or-nothing."""
+whatever the tiling settings, seamless tiles, background skipped, complete-or-nothing, and
+the default generator the one trained on the archive's LR."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import torch
 import zarr
 from PIL import ImageCms
 
+import wsistore
+from tests.cli.test_cli import run
+from tests.data import SLIDE
 from tests.slides import write_mosaic_slide
 from wsistore.archive.reader import Archive, ChunkState
 from wsistore.degradation import extract_window
@@ -183,3 +187,26 @@ def test_lazy_level0_pickles_for_distributed_workers(sample_archive: Path) -> No
     assert lazy.shape == (2967, 2220, 3) and lazy.chunksize == (1024, 1024, 3)
     shipped = pickle.loads(pickle.dumps(lazy[900:1100, 1000:1100]))
     assert np.array_equal(shipped.compute(), lazy[900:1100, 1000:1100].compute())
+
+
+def test_an_archive_at_quality_60_restores_with_the_model_trained_on_its_lr(tmp_path: Path) -> None:
+    """Ingested with ``--quality 60``, the archive restores by default with compact-l1-q60
+    (named in the TIFF description, the OME-Zarr attributes and on-demand reads' properties);
+    ``--model`` still overrides."""
+    archive = tmp_path / "archive-q60.zarr"
+    ingested = run("ingest", str(SLIDE), str(archive), "--quality", "60", "--no-adapt", "--quiet")
+    assert ingested.returncode == 0, ingested.stderr
+    common = {"device": "cpu", "region": (1000, 1200, 256, 256), "progress": False}
+    matched = restore(archive, tmp_path / "q60.tif", RestoreOptions(lossless=True, **common))
+    assert matched.generator["name"] == "compact-l1-q60"
+    with tifffile.TiffFile(tmp_path / "q60.tif") as tif:
+        assert "generator = compact-l1-q60" in tif.pages[0].description
+    restore(archive, tmp_path / "q60.zarr", RestoreOptions(format="zarr", **common))
+    attrs = zarr.open_group(tmp_path / "q60.zarr", mode="r").attrs.asdict()
+    assert attrs["wsistore_restore"]["generator"]["name"] == "compact-l1-q60"
+    with wsistore.open(archive, device="cpu") as slide:
+        assert slide.properties["wsistore.generator"] == "compact-l1-q60"
+    named = restore(archive, tmp_path / "gpu.tif", RestoreOptions(model="compact-l1-gpu", **common))
+    assert named.generator["name"] == "compact-l1-gpu"
+    with tifffile.TiffFile(tmp_path / "gpu.tif") as tif:
+        assert "generator = compact-l1-gpu" in tif.pages[0].description

@@ -114,10 +114,11 @@ class Adapter(Protocol):
         ...
 
     def tune_stored(
-        self, level0: ArrayReader, slide: SlideReader, scale: int, on_step: Callable[[], None]
+        self, level0: ArrayReader, slide: SlideReader, scale: int, codec: ImageCodec, on_step: Callable[[], None]
     ) -> tuple[bytes, dict[str, Any]]:
         """The adaptation's bytes (empty when none was tuned) and its record, whose ``kept``
-        says whether the bytes are stored (:attr:`ArchiveMetadata.adaptation`)."""
+        says whether the bytes are stored (:attr:`ArchiveMetadata.adaptation`); ``codec`` is
+        level 0's (the base generator is the default for it)."""
         ...
 
 
@@ -571,7 +572,9 @@ class _Ingest:
         else:
             reader = ArrayReader(self.work, "0", level0, self.records["0"], mask.background_rgb, mask.fill_value)
             with Progress(adapter.steps, "adapt", "step", self.options.progress) as bar:
-                payload, info = adapter.tune_stored(reader, self.slide, self.options.scale, bar.update)
+                payload, info = adapter.tune_stored(
+                    reader, self.slide, self.options.scale, self.options.codec, bar.update
+                )
             self.dest.journal(ADAPTATION_KIND, "0", {"settings": settings, "payload": payload.hex(), "info": info})
         if info["kept"]:
             self._write_small(group, ADAPTATION_ARRAY, np.frombuffer(payload, dtype=np.uint8), fill_value=0)

@@ -20,7 +20,8 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Every registered generator (with receptive field, parameters and FLOPs per output
     pixel of its default settings), discriminator, loss and adversarial loss, and the
-    weights shipped with wsistore."""
+    weights shipped with wsistore with the archive LR setting each was trained on (restore
+    uses the default, or the one marked for an archive's LR setting)."""
     from wsistore.models.catalog import catalog
 
     info = catalog()
@@ -45,8 +46,19 @@ def describe(info: dict[str, Any]) -> str:
         lines += [f"  {item['name']:<22} {item['summary']}" for item in info[key]]
     lines.append("shipped weights:")
     for name, entry in info["shipped_weights"].items():
-        default = " (default)" if entry.get("default") else ""
-        lines.append(f"  {name:<22} {entry.get('file', '')} sha256 {entry.get('sha256', '')[:12]}{default}")
+        marked = "default" if entry.get("default") else "default for its LR" if entry.get("default_for_lr") else ""
+        lines.append(
+            f"  {name:<22} {entry.get('file', '')} sha256 {entry.get('sha256', '')[:12]}, "
+            f"trained on LR {lr_label(entry.get('lr'))}{f' ({marked})' if marked else ''}"
+        )
     if not info["shipped_weights"]:
         lines.append("  (none: train with 'wsistore train run pipelines/cpu.toml')")
     return "\n".join(lines)
+
+
+def lr_label(lr: dict[str, Any] | None) -> str:
+    """A registry entry's LR setting for people, e.g. ``avif level=75``."""
+    if not lr:
+        return "not recorded"
+    settings = "".join(f" {k}={v}" for k, v in lr.items() if k != "codec")
+    return str(lr["codec"]).removeprefix("imagecodecs_") + settings

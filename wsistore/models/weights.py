@@ -3,17 +3,20 @@
 The card (JSON in the safetensors metadata under ``wsistore_card``) names the registry
 architecture and its settings, so a weights file is all restore needs. Shipped weights
 live in ``wsistore/weights`` and are listed with their sha256 in ``registry.json``;
-loading one whose bytes differ is refused. The entry marked ``"default"`` is the model
-used when none is named (:func:`default_model`).
+loading one whose bytes differ is refused. Each entry records the archive LR its model was
+trained on (``"lr"``: :func:`lr_setting`); the entry marked ``"default"`` is the model used
+when none is named, unless an archive's LR matches another of its family better
+(:func:`default_model`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -23,6 +26,9 @@ from wsistore.checksums import sha256_file
 from wsistore.errors import InputError
 from wsistore.models.base import Generator
 from wsistore.models.registry import GENERATORS, build_generator
+
+if TYPE_CHECKING:
+    from wsistore.codecs import ImageCodec
 
 CARD_KEY = "wsistore_card"
 #: Generators that need no weights.
@@ -56,11 +62,40 @@ def shipped_weights() -> dict[str, dict[str, Any]]:
     return dict(json.loads(text))
 
 
-def default_model() -> str:
-    """The best shipped weights (the entry marked ``"default"``, else the first), or bicubic."""
+def lr_setting(codec: ImageCodec | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The LR setting a generator is matched on (a registry entry's ``"lr"``): the codec's zarr
+    name and its quality knob, e.g. ``{"codec": "imagecodecs_avif", "level": 75}`` (the name
+    alone for a lossless codec); encoder effort (speed) does not count. ``codec`` is an
+    :class:`ImageCodec` or its recorded ``{"name": ..., "configuration": ...}``; None (LR not
+    coded) gives None."""
+    if codec is None:
+        return None
+    from wsistore.codecs import ImageCodec, codec_from_config  # zarr and imagecodecs: not for training
+
+    if not isinstance(codec, ImageCodec):
+        codec = codec_from_config(dict(codec))
+    key = codec.quality_key
+    return {"codec": codec.zarr_name, **({key: getattr(codec, key)} if key else {})}
+
+
+def default_model(codec: ImageCodec | Mapping[str, Any] | None = None) -> str:
+    """The shipped weights used when no model is named, or bicubic when none ship.
+
+    Without ``codec``: the entry marked ``"default"`` (else the first). With the codec an
+    archive's LR is stored with: the default if it was trained on that LR setting
+    (:func:`lr_setting`), else a shipped entry of the default's architecture trained on
+    exactly that setting (the one marked ``"default_for_lr"`` first), else the default.
+    """
     shipped = shipped_weights()
     marked = [name for name, entry in shipped.items() if entry.get("default")]
-    return (marked or list(shipped) or [FALLBACK_MODEL])[0]
+    default = (marked or list(shipped) or [FALLBACK_MODEL])[0]
+    wanted = lr_setting(codec)
+    if wanted is None or default not in shipped or shipped[default].get("lr") == wanted:
+        return default
+    family = shipped[default]["architecture"]
+    matched = [n for n, e in shipped.items() if e["architecture"] == family and e.get("lr") == wanted]
+    matched.sort(key=lambda name: not shipped[name].get("default_for_lr"))
+    return (matched or [default])[0]
 
 
 def save_generator(path: str | Path, model: Generator, card: dict[str, Any], half: bool = True) -> str:

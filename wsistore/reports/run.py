@@ -274,11 +274,12 @@ def _adapted_record(
         scale=scale,
         lr_size=(lr.shape[1], lr.shape[0]),
         source_size=(hr.shape[1], hr.shape[0]),
+        codec=coded.codec,
     )
     start = time.perf_counter()
     result = tune(source, options)
     tuning = time.perf_counter() - start
-    base = load_generator(options.model or default_model(), device)
+    base = load_generator(options.model or default_model(coded.codec), device)
     if result.kept:
         generator = adaptation.apply(base, result.payload, base.weights_sha256 or "")
     else:

@@ -63,6 +63,8 @@ class RestoreSpec:
     storage_options: str = "{}"
     #: sha256 of the archive's adaptation, applied to ``model`` (its base); None: the model as shipped
     adaptation: str | None = None
+    #: fp32, int8 or auto (:mod:`wsistore.restoration.int8`)
+    precision: str = "fp32"
 
 
 class TileRestorer:
@@ -158,6 +160,7 @@ class TileRestorer:
             "scale": g.scale,
             "device": self.runner.device.type,
             "precision": self.runner.precision,
+            "runtime": self.runner.runtime,
             "compute_tile_lr": g.tile,
             "halo_lr": g.halo,
             "archive": self.archive.location.url,
@@ -241,27 +244,32 @@ def _restore_block(restorer: TileRestorer, block_id: tuple[int, int, int]) -> np
 
 # -- one restorer / one model per process ----------------------------------------------------
 _LOCK = threading.Lock()
-_RUNNERS: dict[tuple[str, str, int | None, bool, str | None], GeneratorRunner] = {}
+_RUNNERS: dict[tuple[str, str, int | None, bool, str | None, str], GeneratorRunner] = {}
 _RESTORERS: OrderedDict[RestoreSpec, TileRestorer] = OrderedDict()
 #: Restorers kept per process (each holds an archive and a cache of decoded LR chunks).
 MAX_RESTORERS = 4
 
 
 def runner_for(
-    model: str, device: str, batch: int | None = None, compile: bool = False, archive: Archive | None = None
+    model: str,
+    device: str,
+    batch: int | None = None,
+    compile: bool = False,
+    archive: Archive | None = None,
+    precision: str = "fp32",
 ) -> GeneratorRunner:
     """The process's runner for a model on a device, loading the model the first time; with
     ``archive``, the model is the base of the archive's adaptation, applied."""
     dev = resolve_device(device)
     record = archive.metadata.stored_adaptation if archive is not None else None
-    key = (model, str(dev), batch, compile, record["sha256"] if record else None)
+    key = (model, str(dev), batch, compile, record["sha256"] if record else None, precision)
     with _LOCK:
         runner = _RUNNERS.get(key)
         if runner is None:
             generator = load_generator(model, dev)
             if archive is not None and record:
                 generator = adaptation.apply(generator, archive.adaptation() or b"", record["base_sha256"])
-            runner = _RUNNERS[key] = GeneratorRunner(generator, dev, batch, compile)
+            runner = _RUNNERS[key] = GeneratorRunner(generator, dev, batch, compile, precision)
         return runner
 
 
@@ -271,12 +279,15 @@ def make_restorer(
     device: str = "auto",
     batch: int | None = None,
     compile: bool = False,
+    precision: str = "fp32",
 ) -> TileRestorer:
     """A restorer for ``archive`` with ``model``: a generator in memory gets a runner of its own
     (stopped by :meth:`TileRestorer.close`); a model name the process's shared restorer and
-    runner. Without a model: the archive's adaptation on its base, else the best shipped."""
+    runner. Without a model: the archive's adaptation on its base, else the shipped default
+    for the archive's LR codec (:func:`default_model`)."""
     if isinstance(model, LoadedGenerator):
-        return TileRestorer(archive, GeneratorRunner(model, resolve_device(device), batch, compile), owns_runner=True)
+        runner = GeneratorRunner(model, resolve_device(device), batch, compile, precision)
+        return TileRestorer(archive, runner, owns_runner=True)
     record = archive.metadata.stored_adaptation if model is None else None
     if record is not None and record["base"] not in shipped_weights():
         raise ArchiveError(
@@ -286,12 +297,13 @@ def make_restorer(
     spec = RestoreSpec(
         archive.location.url,
         archive.metadata.manifest_sha256,
-        record["base"] if record else model or default_model(),
+        record["base"] if record else model or default_model(archive.codec),
         device,
         batch,
         compile,
         json.dumps(archive.location.storage_options, sort_keys=True),
         record["sha256"] if record else None,
+        precision,
     )
     return restorer_for(spec, archive)
 
@@ -308,7 +320,8 @@ def restorer_for(spec: RestoreSpec, archive: Archive | None = None) -> TileResto
     if opened.metadata.manifest_sha256 != spec.manifest_sha256:
         raise ArchiveError(f"{spec.archive} changed since this restore started (manifest differs)")
     adapted = opened if spec.adaptation else None
-    restorer = TileRestorer(opened, runner_for(spec.model, spec.device, spec.batch, spec.compile, adapted), spec)
+    runner = runner_for(spec.model, spec.device, spec.batch, spec.compile, adapted, spec.precision)
+    restorer = TileRestorer(opened, runner, spec)
     with _LOCK:
         restorer = _RESTORERS.setdefault(spec, restorer)
         while len(_RESTORERS) > MAX_RESTORERS:

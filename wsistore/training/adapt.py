@@ -1,4 +1,5 @@
-"""Per-slide adaptation at ingest: fine-tune the default generator's biases and PReLU slopes
+"""Per-slide adaptation at ingest: fine-tune the default generator for the archive's LR codec
+(:func:`wsistore.models.weights.default_model`), its biases and PReLU slopes
 (:mod:`wsistore.models.adaptation`) on (LR as stored, HR) pairs sampled across the slide's
 tissue chunks, and keep the result only where its held-out gain pays for its bytes.
 
@@ -40,6 +41,7 @@ import torch
 
 from wsistore.archive.manifest import chunk_coords
 from wsistore.archive.reader import Archive, ArrayReader
+from wsistore.codecs import ImageCodec
 from wsistore.geometry import Box
 from wsistore.models import adaptation
 from wsistore.models.weights import default_model, load_generator
@@ -72,14 +74,18 @@ class AdaptationSource:
     scale: int
     lr_size: tuple[int, int]
     source_size: tuple[int, int]
+    #: the codec the LR is stored with: picks the base generator when none is named; None: the default
+    codec: ImageCodec | None = None
 
     @property
     def source_pixels(self) -> int:
         return self.source_size[0] * self.source_size[1]
 
     @classmethod
-    def of_level(cls, level0: ArrayReader, slide: SlideReader, scale: int) -> AdaptationSource:
-        """The pairs of a stored level 0 (read as restore reads it) and its source slide."""
+    def of_level(
+        cls, level0: ArrayReader, slide: SlideReader, scale: int, codec: ImageCodec | None = None
+    ) -> AdaptationSource:
+        """The pairs of a stored level 0 (read as restore reads it, coded with ``codec``) and its source slide."""
         record = level0.record
         chunks = sorted({(chunk_coords(cid)[-2], chunk_coords(cid)[-1]) for cid in [*record.chunks, *record.uniform]})
         return cls(
@@ -90,12 +96,13 @@ class AdaptationSource:
             scale=scale,
             lr_size=(level0.width, level0.height),
             source_size=slide.dimensions,
+            codec=codec,
         )
 
     @classmethod
     def of_archive(cls, archive: Archive, slide: SlideReader) -> AdaptationSource:
         """The pairs of a finished archive and its source slide."""
-        return cls.of_level(archive.level(0), slide, archive.metadata.scale)
+        return cls.of_level(archive.level(0), slide, archive.metadata.scale, archive.codec)
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,7 @@ class Adaptation:
 class AdaptOptions:
     """How a slide's adaptation is tuned; validated on construction."""
 
-    model: str | None = None  # the base generator (default: the shipped default)
+    model: str | None = None  # the base generator (default: the shipped default for the LR's codec)
     steps: int = 300
     batch: int = 8
     patch: int = 32  # LR side of a pair's scored core
@@ -135,11 +142,11 @@ class AdaptOptions:
         return asdict(self)
 
     def tune_stored(
-        self, level0: ArrayReader, slide: SlideReader, scale: int, on_step: Callable[[], None]
+        self, level0: ArrayReader, slide: SlideReader, scale: int, codec: ImageCodec, on_step: Callable[[], None]
     ) -> tuple[bytes, dict[str, Any]]:
-        """Ingest's hook (:class:`wsistore.archive.writer.Adapter`): tune on a stored level 0 and
-        its source; the bytes and the record."""
-        result = tune(AdaptationSource.of_level(level0, slide, scale), self, on_step)
+        """Ingest's hook (:class:`wsistore.archive.writer.Adapter`): tune on a stored level 0
+        (coded with ``codec``) and its source; the bytes and the record."""
+        result = tune(AdaptationSource.of_level(level0, slide, scale, codec), self, on_step)
         return result.payload, result.info
 
     def __post_init__(self) -> None:
@@ -168,12 +175,13 @@ def adapt(source: AdaptationSource, options: AdaptOptions | None = None) -> Adap
 def tune(
     source: AdaptationSource, options: AdaptOptions | None = None, on_step: Callable[[], None] | None = None
 ) -> Adaptation:
-    """Tune the base generator on ``source``'s pairs (``on_step`` is called after each step).
+    """Tune the base generator (``options.model``, else the default for ``source.codec``) on
+    ``source``'s pairs (``on_step`` is called after each step).
     The result's ``info["kept"]`` says whether it passed the rule; when nothing could be tuned
     (an interpolation as base, too little tissue, a slide too small for any gain to pay for
     the bytes) its payload is empty and ``info["reason"]`` says why."""
     options = options or AdaptOptions()
-    base = load_generator(options.model or default_model())
+    base = load_generator(options.model or default_model(source.codec))
     record: dict[str, Any] = {"base": base.name, "base_sha256": base.weights_sha256, "subset": adaptation.SUBSET}
     if base.weights_sha256 is None:
         return Adaptation(b"", {**record, "kept": False, "reason": f"{base.name} has no weights to tune"})
