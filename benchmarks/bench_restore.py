@@ -19,7 +19,11 @@ a warm-up restore of one tile goes first; the defaults restore the whole slide t
 
     python -m benchmarks.bench_restore [--models bicubic edsr-32x64] [--device auto]
         [--cells N] [--region-tiles N] [--batch B] [--workers W] [--compile]
-        [--sweep T ...] [--json OUT]
+        [--sweep T ...] [--precision fp32 int8] [--json OUT]
+
+``--precision`` runs every model at each precision (int8: the quantised CPU path of
+:mod:`wsistore.restoration.int8`; the first restore builds or loads the quantised model,
+outside the timed run).
 """
 
 from __future__ import annotations
@@ -86,7 +90,9 @@ def model_spec(name: str, workdir: Path) -> str:
     return str(path)
 
 
-def bench_model(archive: Path, name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def bench_model(
+    archive: Path, name: str, args: argparse.Namespace, workdir: Path, precision: str = "fp32"
+) -> dict[str, Any]:
     from wsistore.archive.reader import Archive
     from wsistore.degradation import read_window
     from wsistore.restoration.engine import RestoreSpec, TileRestorer, restorer_for
@@ -96,7 +102,16 @@ def bench_model(archive: Path, name: str, args: argparse.Namespace, workdir: Pat
     spec = model_spec(name, workdir)
     opened = Archive.open(archive)
     restorer = restorer_for(
-        RestoreSpec(str(archive), opened.metadata.manifest_sha256, spec, args.device, args.batch, args.compile), opened
+        RestoreSpec(
+            str(archive),
+            opened.metadata.manifest_sha256,
+            spec,
+            args.device,
+            args.batch,
+            args.compile,
+            precision=precision,
+        ),
+        opened,
     )
     runner, g = restorer.runner, restorer.grid
     cuda = runner.device.type == "cuda"
@@ -112,6 +127,7 @@ def bench_model(archive: Path, name: str, args: argparse.Namespace, workdir: Pat
         compile=args.compile,
         overwrite=True,
         progress=False,
+        precision=precision,
     )
     if cuda:  # load, autotune and compile outside the timed run
         restore(archive, workdir / "warmup.tif", RestoreOptions(region=(0, 0, g.hr_tile, g.hr_tile), **options))  # type: ignore[arg-type]
@@ -141,7 +157,7 @@ def bench_model(archive: Path, name: str, args: argparse.Namespace, workdir: Pat
     encode = time.perf_counter() - start
     encode_mp = len(jpeg_tiles) * 512 * 512 / 1e6
 
-    latency = on_demand_latency(archive, spec, args.device, g.hr_tile, g.rows > 1 and g.cols > 1)
+    latency = on_demand_latency(archive, spec, args.device, g.hr_tile, g.rows > 1 and g.cols > 1, precision)
     sweep = [tile_sweep(runner, tile, g.halo) for tile in args.sweep or (SWEEP_CUDA if cuda else ())]
     return {
         "model": name,
@@ -175,6 +191,14 @@ def bench_model(archive: Path, name: str, args: argparse.Namespace, workdir: Pat
 def generator_alone(runner: Any, windows: list[np.ndarray]) -> tuple[float, int]:
     """Seconds for the model on the windows (already on the device), and the batch used."""
     device, batch = runner.device, runner.batch
+    if runner.int8 is not None:  # the quantised network in ONNX Runtime, the bicubic skip in torch
+        from wsistore.models.layers import bicubic_up
+
+        start = time.perf_counter()
+        for window in windows:
+            x = torch.from_numpy(window[None]).permute(0, 3, 1, 2).float().div_(255)
+            torch.from_numpy(runner.int8(x.numpy())).add_(bicubic_up(x, runner.scale))
+        return time.perf_counter() - start, batch
     x = torch.from_numpy(np.stack(windows)).to(device).permute(0, 3, 1, 2).float().div_(255)
     if runner.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -233,11 +257,13 @@ def tile_sweep(runner: Any, tile: int, halo: int) -> dict[str, Any]:
     }
 
 
-def on_demand_latency(archive: Path, spec: str, device: str, hr_tile: int, corner: bool) -> dict[str, Any]:
+def on_demand_latency(
+    archive: Path, spec: str, device: str, hr_tile: int, corner: bool, precision: str = "fp32"
+) -> dict[str, Any]:
     import wsistore
 
     side = LATENCY_SIDE
-    with wsistore.open(archive, model=spec, device=device) as slide:
+    with wsistore.open(archive, model=spec, device=device, precision=precision) as slide:
         inside = (hr_tile // 2 - side // 2, hr_tile // 2 - side // 2)
         timings: dict[str, Any] = {}
         for key, location in (("cold_ms", inside), ("cached_ms", inside)):
@@ -328,6 +354,9 @@ def main() -> None:
         help="compute tile sizes to time the generator alone on "
         f"(default: none on CPU, {' '.join(map(str, SWEEP_CUDA))} on CUDA)",
     )
+    parser.add_argument(
+        "--precision", nargs="+", default=["fp32"], choices=("fp32", "int8", "auto"), help="CPU precisions to run"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     from wsistore.archive.reader import Archive
@@ -344,7 +373,11 @@ def main() -> None:
             "command": "python -m benchmarks.bench_restore " + " ".join(sys.argv[1:]),
             "machine": machine(),
             "archive_dimensions": [md.width, md.height],
-            "models": [bench_model(archive, name, args, workdir) for name in args.models],
+            "models": [
+                bench_model(archive, name, args, workdir, precision)
+                for name in args.models
+                for precision in args.precision
+            ],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
     if args.json:

@@ -54,6 +54,17 @@ def add_model(p: Parser) -> None:
     add_device(p)
 
 
+def add_precision(p: Parser) -> None:
+    """``--precision``: fp32, or the int8 CPU path (ONNX Runtime)."""
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "int8", "auto"),
+        default="fp32",  # wsistore.restoration.int8.DEFAULT_PRECISION (not imported here: it loads torch)
+        help="CPU arithmetic of the generator: fp32 (default), int8 (quantised, run by ONNX Runtime; compact "
+        "generators) or auto (int8 where it can run on a CPU with VNNI, else fp32)",
+    )
+
+
 def add_quiet(p: Parser) -> None:
     """``--quiet``: no progress bar."""
     p.add_argument("--quiet", action="store_true", help="no progress bar")

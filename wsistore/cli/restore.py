@@ -52,6 +52,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the generator (CUDA; pays off on large slides)"
     )
+    _options.add_precision(p)
     _options.add_storage_options(p)
     _options.add_overwrite_resume(p, "output")
     _options.add_quiet(p)
@@ -80,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.quiet,
         compile=args.compile,
+        precision=args.precision,
     )
     if _options.wants_batch(args, args.paths):
         return _batch(args, options)

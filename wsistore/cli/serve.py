@@ -20,6 +20,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: a free one)")
     _options.add_model(p)
     _options.add_storage_options(p)
+    _options.add_precision(p)
     p.add_argument(
         "--max-tiles", type=int, default=None, help="tiles made at once, the rest wait (default: cores, at most 8)"
     )
@@ -52,7 +53,12 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     slides = open_slides(
-        args.archives, args.model, args.device, cache_bytes=args.cache_mb << 20, storage_options=args.storage_options
+        args.archives,
+        args.model,
+        args.device,
+        cache_bytes=args.cache_mb << 20,
+        storage_options=args.storage_options,
+        precision=args.precision,
     )
     try:
         sock = bind(args.host, args.port)

@@ -42,6 +42,7 @@ from wsistore.models.device import resolve_device
 from wsistore.models.weights import LoadedGenerator, default_model, load_generator, shipped_weights
 from wsistore.restoration.cache import SingleFlightCache
 from wsistore.restoration.grid import ComputeGrid, choose_tile, halo_for
+from wsistore.restoration.int8 import DEFAULT_PRECISION
 from wsistore.restoration.runner import GeneratorRunner
 
 #: Decoded LR chunks kept, at least (more for wide slides: see ``TileRestorer``).
@@ -64,7 +65,7 @@ class RestoreSpec:
     #: sha256 of the archive's adaptation, applied to ``model`` (its base); None: the model as shipped
     adaptation: str | None = None
     #: fp32, int8 or auto (:mod:`wsistore.restoration.int8`)
-    precision: str = "fp32"
+    precision: str = DEFAULT_PRECISION
 
 
 class TileRestorer:
@@ -256,7 +257,7 @@ def runner_for(
     batch: int | None = None,
     compile: bool = False,
     archive: Archive | None = None,
-    precision: str = "fp32",
+    precision: str = DEFAULT_PRECISION,
 ) -> GeneratorRunner:
     """The process's runner for a model on a device, loading the model the first time; with
     ``archive``, the model is the base of the archive's adaptation, applied."""
@@ -279,7 +280,7 @@ def make_restorer(
     device: str = "auto",
     batch: int | None = None,
     compile: bool = False,
-    precision: str = "fp32",
+    precision: str = DEFAULT_PRECISION,
 ) -> TileRestorer:
     """A restorer for ``archive`` with ``model``: a generator in memory gets a runner of its own
     (stopped by :meth:`TileRestorer.close`); a model name the process's shared restorer and

@@ -24,6 +24,7 @@ from wsistore.geometry import Box
 from wsistore.models.weights import LoadedGenerator
 from wsistore.restoration.cache import SingleFlightCache
 from wsistore.restoration.engine import TileRestorer, assemble, make_restorer
+from wsistore.restoration.int8 import DEFAULT_PRECISION
 
 DEFAULT_CACHE_BYTES = 512 << 20
 VENDOR = "wsistore"
@@ -207,9 +208,11 @@ def open_restored(
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     workers: int | None = None,
     storage_options: dict[str, Any] | None = None,
+    precision: str = DEFAULT_PRECISION,
 ) -> RestoredSlide:
     """Open ``archive`` as a full-resolution slide restored by ``model`` (a shipped name,
     ``bicubic``, a weights path, or a generator in memory; default: the best shipped);
-    ``storage_options`` configure the filesystem of an archive URL."""
+    ``storage_options`` configure the filesystem of an archive URL; ``precision``: fp32, int8
+    (CPU) or auto (:mod:`wsistore.restoration.int8`)."""
     opened = Archive.open(archive, storage_options=storage_options)
-    return RestoredSlide(make_restorer(opened, model, device), cache_bytes, workers)
+    return RestoredSlide(make_restorer(opened, model, device, precision=precision), cache_bytes, workers)

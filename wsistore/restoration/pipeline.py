@@ -28,6 +28,7 @@ from wsistore.progress import Progress
 from wsistore.restoration.bands import iter_rows
 from wsistore.restoration.dicom_writer import CODECS, JPEG2000_PSNR, DicomCodec, DicomWsiWriter, is_restored_dicom
 from wsistore.restoration.engine import TileRestorer, level0_array, make_restorer
+from wsistore.restoration.int8 import DEFAULT_PRECISION, PRECISIONS
 from wsistore.restoration.levels import OutputLevel, check_region, output_levels
 from wsistore.restoration.tiff_writer import DEFAULT_JPEG_QUALITY, TiffPyramidWriter, TileCodec, is_restored_tiff
 from wsistore.restoration.zarr_writer import OmeZarrWriter, is_restored_zarr
@@ -91,8 +92,11 @@ class RestoreOptions:
     resume: bool = False
     progress: bool = True
     compile: bool = False
+    precision: str = DEFAULT_PRECISION  # fp32, int8 (CPU, ONNX Runtime) or auto (int8 on CPUs with VNNI)
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.format not in WRITERS:
             raise InputError(f"format must be one of {', '.join(WRITERS)}, got {self.format!r}")
         if self.tile < 128 or self.tile > 4096 or self.tile & (self.tile - 1):
@@ -160,7 +164,7 @@ def restore(
     start = time.perf_counter()
     model = generator or options.model
     opened = Archive.open(archive, storage_options=storage_options)
-    restorer = make_restorer(opened, model, options.device, options.batch, options.compile)
+    restorer = make_restorer(opened, model, options.device, options.batch, options.compile, options.precision)
     source = restorer.archive
     md = source.metadata
     g = restorer.grid

@@ -8,7 +8,8 @@ picks different kernels for different batch sizes at some shapes, and restore pr
 pixels that do not depend on ``--batch``. Learned models run channels_last on the CPU too:
 oneDNN's convolutions are 1.5-1.8x faster in that layout on 2 cores (BENCHMARKS.md), and
 every CPU restore uses it, so full restores, regions and on-demand reads still agree bit
-for bit.
+for bit. With ``precision="int8"`` (CPU only) the network runs quantised in ONNX Runtime
+and the bicubic skip in torch fp32 (:mod:`wsistore.restoration.int8`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import torch
 
 from wsistore.errors import InputError, WsistoreError, first_line
 from wsistore.geometry import Box
+from wsistore.models.layers import bicubic_up
 from wsistore.models.weights import INTERPOLATIONS, LoadedGenerator
+from wsistore.restoration.int8 import Int8Network, resolve_precision
 
 #: Seconds the model thread waits for more windows to fill a GPU batch.
 BATCH_LINGER_S = 0.005
@@ -41,8 +44,15 @@ class GeneratorRunner:
     """A loaded generator on a device, shared by every thread of this process."""
 
     def __init__(
-        self, generator: LoadedGenerator, device: torch.device, batch: int | None = None, compile: bool = False
+        self,
+        generator: LoadedGenerator,
+        device: torch.device,
+        batch: int | None = None,
+        compile: bool = False,
+        precision: str = "fp32",
     ) -> None:
+        """``precision``: fp32 (bf16 on CUDA), int8 (CPU) or auto (:func:`resolve_precision`);
+        restore, serve and on-demand reads pass ``DEFAULT_PRECISION``, so they agree."""
         self.generator = generator
         self.device = device
         self.cuda = device.type == "cuda"
@@ -51,6 +61,7 @@ class GeneratorRunner:
         self.batch = 1 if not self.cuda else (batch or DEFAULT_CUDA_BATCH)
         learned = generator.card.get("architecture", generator.name) not in INTERPOLATIONS
         self.bf16 = self.cuda and learned
+        self.int8 = Int8Network(generator) if resolve_precision(precision, device, generator) == "int8" else None
         model = generator.model.to(device).eval()
         self.channels_last = learned
         if self.cuda:
@@ -66,7 +77,12 @@ class GeneratorRunner:
 
     @property
     def precision(self) -> str:
-        return "bf16" if self.bf16 else "fp32"
+        return "bf16" if self.bf16 else "int8" if self.int8 is not None else "fp32"
+
+    @property
+    def runtime(self) -> str:
+        """What runs the network: torch or ONNX Runtime, with its version."""
+        return self.int8.runtime if self.int8 is not None else f"torch {torch.__version__}"
 
     def upscale(self, window: np.ndarray, crop: Box) -> np.ndarray:
         """The HR ``crop`` (window coordinates) of the generator's output for ``window``."""
@@ -137,6 +153,13 @@ class GeneratorRunner:
     def _forward(self, windows: list[np.ndarray], crops: list[Box]) -> list[np.ndarray]:
         x = torch.from_numpy(np.stack(windows)).to(self.device, non_blocking=True)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        if self.int8 is not None:
+            residual = torch.from_numpy(self.int8(x.numpy()))
+            y = residual.add_(bicubic_up(x, self.scale))
+            return [
+                to_uint8(y[i, :, y0:y1, x0:x1]).permute(1, 2, 0).contiguous().numpy()
+                for i, (x0, y0, x1, y1) in enumerate(crops)
+            ]
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):

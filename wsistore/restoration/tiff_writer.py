@@ -121,6 +121,7 @@ class TiffPyramidWriter(SpooledLevel0[TileCodec]):
             *([f"adaptation_sha256 = {gen['adaptation_sha256']}"] if gen.get("adaptation_sha256") else []),
             f"scale = {provenance['scale']}",
             f"precision = {provenance['precision']} on {provenance['device']}",
+            *([f"runtime = {provenance['runtime']}"] if provenance.get("runtime") else []),
             f"compute_tile_lr = {provenance['compute_tile_lr']}; halo_lr = {provenance['halo_lr']}",
             f"region = {','.join(str(v) for v in provenance['region'])}",
             f"source = {provenance['source']} (sha256 {provenance['source_sha256']})",

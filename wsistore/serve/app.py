@@ -64,6 +64,7 @@ from wsistore.archive.reader import Archive
 from wsistore.errors import InputError, WsistoreError, first_line
 from wsistore.models.weights import LoadedGenerator
 from wsistore.reports.loss_map import LOSS_VMAX, cell_size, heat_map, legend
+from wsistore.restoration.int8 import DEFAULT_PRECISION
 from wsistore.restoration.ondemand import DEFAULT_CACHE_BYTES, RestoredSlide, open_restored
 
 log = logging.getLogger("wsistore.serve")
@@ -189,6 +190,7 @@ def open_slides(
     workers: int | None = None,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     storage_options: dict[str, Any] | None = None,
+    precision: str = DEFAULT_PRECISION,
 ) -> list[ServedSlide]:
     """Every archive that ``paths`` names (local, or URLs with ``storage_options``), opened as
     a restored slide with ``model`` and a cache of ``cache_bytes`` of restored tiles each; the
@@ -206,7 +208,13 @@ def open_slides(
             names.add(name)
             archive = Archive.open(url, storage_options=storage_options)
             slide = open_restored(
-                url, model, device, cache_bytes=cache_bytes, workers=workers, storage_options=storage_options
+                url,
+                model,
+                device,
+                cache_bytes=cache_bytes,
+                workers=workers,
+                storage_options=storage_options,
+                precision=precision,
             )
             slides.append(ServedSlide(name, archive, slide, device))
     except BaseException:

@@ -1,0 +1,121 @@
+"""The int8 CPU path (``--precision int8``): tile-exact, repeatable, close to fp32, recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import zarr
+
+import wsistore
+from wsistore.errors import InputError
+from wsistore.models.registry import build_generator
+from wsistore.models.weights import LoadedGenerator, load_generator, save_generator
+from wsistore.restoration import int8
+from wsistore.restoration.pipeline import RestoreOptions, restore
+from wsistore.restoration.runner import GeneratorRunner
+
+pytest.importorskip("onnxruntime")
+
+TINY_COMPACT = {"features": 8, "blocks": 1}
+REGION = (1000, 1200, 700, 500)
+
+
+@pytest.fixture(scope="module")
+def tiny_compact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1-block, 8-feature compact generator with seeded random weights (its tail too)."""
+    torch.manual_seed(0)
+    model = build_generator("compact", TINY_COMPACT)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.1)
+        for m in model.modules():
+            if isinstance(m, torch.nn.PReLU):
+                m.weight.uniform_(-0.2, 0.5)  # negative slopes too
+    path = tmp_path_factory.mktemp("weights") / "tiny-compact.safetensors"
+    save_generator(path, model, {"architecture": "compact", "config": TINY_COMPACT, "scale": 4})
+    return path
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WSISTORE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def level0(path: Path) -> np.ndarray:
+    with tifffile.TiffFile(path) as tif:
+        return np.asarray(tif.pages[0].asarray())
+
+
+def test_int8_region_is_tile_exact_repeatable_and_recorded(
+    sample_archive: Path, tiny_compact: Path, tmp_path: Path
+) -> None:
+    common = {"model": str(tiny_compact), "device": "cpu", "region": REGION, "progress": False, "precision": "int8"}
+    restore(sample_archive, tmp_path / "a.tif", RestoreOptions(lossless=True, tile=256, **common))
+    restore(sample_archive, tmp_path / "b.tif", RestoreOptions(lossless=True, tile=512, **common))
+    restore(sample_archive, tmp_path / "c.tif", RestoreOptions(lossless=True, tile=256, **common))
+    a = level0(tmp_path / "a.tif")
+    assert np.array_equal(a, level0(tmp_path / "b.tif"))  # output tile size does not matter
+    assert np.array_equal(a, level0(tmp_path / "c.tif"))  # nor running again
+    with tifffile.TiffFile(tmp_path / "a.tif") as tif:
+        description = tif.pages[0].description
+    assert "precision = int8 on cpu" in description and "runtime = onnxruntime " in description
+
+    restore(sample_archive, tmp_path / "z.zarr", RestoreOptions(format="zarr", tile=128, **common))
+    group = zarr.open_group(tmp_path / "z.zarr", mode="r")
+    assert np.array_equal(np.moveaxis(group["0"][:], 0, 2), a)
+    provenance = group.attrs.asdict()["wsistore_restore"]
+    assert provenance["precision"] == "int8" and provenance["runtime"].startswith("onnxruntime ")
+
+    # on demand: the same pixels as the restore, whatever the window
+    x, y, w, h = REGION
+    with wsistore.open(sample_archive, model=str(tiny_compact), device="cpu", precision="int8") as slide:
+        read = np.asarray(slide.read_region((x + 100, y + 50), 0, (300, 200)))[..., :3]
+    assert np.array_equal(read, a[50:250, 100:400])
+
+    fp32 = tmp_path / "f.tif"
+    restore(sample_archive, fp32, RestoreOptions(lossless=True, tile=256, **(common | {"precision": "fp32"})))
+    mse = np.mean((level0(fp32).astype(float) - a) ** 2)
+    assert 10 * np.log10(255**2 / max(mse, 1e-9)) > 35  # quantised, but close to fp32
+
+
+def test_int8_tile_equals_crop_of_a_larger_window(tiny_compact: Path) -> None:
+    runner = GeneratorRunner(load_generator(str(tiny_compact)), torch.device("cpu"), precision="int8")
+    try:
+        lr = np.random.default_rng(0).integers(0, 256, (96, 112, 3), dtype=np.uint8)
+        whole = runner.upscale(lr, (0, 0, 448, 384))
+        part = runner.upscale(lr[20:80, 30:90], (0, 0, 240, 240))
+        m = 4 * (runner.receptive_field + 1)
+        assert np.array_equal(part[m:-m, m:-m], whole[80 + m : 320 - m, 120 + m : 360 - m])
+    finally:
+        runner.close()
+
+
+def test_quantised_model_is_cached_per_weights(tiny_compact: Path) -> None:
+    generator = load_generator(str(tiny_compact))
+    first = int8.quantised_model(generator)
+    assert (int8.cache_dir() / f"{int8.cache_key(generator)}.onnx").read_bytes() == first
+    assert int8.quantised_model(generator) == first
+    generator.adaptation_sha256 = "0" * 64
+    assert int8.cache_key(generator) != int8.cache_key(load_generator(str(tiny_compact)))
+
+
+def test_precision_is_checked() -> None:
+    with pytest.raises(InputError, match="precision"):
+        RestoreOptions(precision="int4")
+    cpu = torch.device("cpu")
+    with pytest.raises(InputError, match="on the CPU"):
+        int8.resolve_precision("int8", torch.device("cuda"))
+    assert int8.resolve_precision("auto", torch.device("cuda")) == "fp32"
+    assert int8.resolve_precision("auto", cpu, load_generator("bicubic")) == "fp32"
+    assert int8.resolve_precision("fp32", cpu) == "fp32"
+    with pytest.raises(InputError, match="learned generators"):
+        GeneratorRunner(load_generator("bicubic"), cpu, precision="int8")
+    model = build_generator("edsr", {"blocks": 1, "features": 8})
+    edsr = LoadedGenerator(model, "edsr", None, {"architecture": "edsr"})
+    with pytest.raises(InputError, match="compact"):
+        GeneratorRunner(edsr, cpu, precision="int8")
+    assert GeneratorRunner(edsr, cpu, precision="auto").precision == "fp32"  # auto falls back
