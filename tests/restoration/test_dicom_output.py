@@ -22,6 +22,7 @@ import tifffile
 from wsidicom import WsiDicom
 
 from tests.data import DICOM_SLIDE
+from tests.restoration.interrupt import interrupted_restore
 from wsistore.errors import InputError, OutputExistsError
 from wsistore.restoration.dicom_writer import DERIVATION_TITLE, DicomCodec, is_restored_dicom
 from wsistore.restoration.pipeline import RestoreOptions, restore
@@ -73,22 +74,23 @@ def dicom_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def _restored_pair(folder: Path, archive: Path) -> tuple[Path, Path]:
+    """``archive`` restored by bicubic into ``folder``: DICOM (JPEG) and lossless TIFF."""
+    restore(archive, folder / "out.dicom", DICOM)
+    restore(archive, folder / "exact.tif", replace(BICUBIC, lossless=True))
+    return folder / "out.dicom", folder / "exact.tif"
+
+
 @pytest.fixture(scope="module")
 def svs_restores(tmp_path_factory: pytest.TempPathFactory, sample_archive: Path) -> tuple[Path, Path]:
-    """The sample SVS archive restored by bicubic: DICOM (JPEG) and lossless TIFF."""
-    folder = tmp_path_factory.mktemp("svs-dicom")
-    restore(sample_archive, folder / "out.dicom", DICOM)
-    restore(sample_archive, folder / "exact.tif", replace(BICUBIC, lossless=True))
-    return folder / "out.dicom", folder / "exact.tif"
+    """The sample SVS archive restored both ways."""
+    return _restored_pair(tmp_path_factory.mktemp("svs-dicom"), sample_archive)
 
 
 @pytest.fixture(scope="module")
 def dicom_restores(tmp_path_factory: pytest.TempPathFactory, dicom_archive: Path) -> tuple[Path, Path]:
-    """The DICOM-sourced archive restored by bicubic: DICOM (JPEG) and lossless TIFF."""
-    folder = tmp_path_factory.mktemp("dcm-dicom")
-    restore(dicom_archive, folder / "out.dicom", DICOM)
-    restore(dicom_archive, folder / "exact.tif", replace(BICUBIC, lossless=True))
-    return folder / "out.dicom", folder / "exact.tif"
+    """The DICOM-sourced archive restored both ways."""
+    return _restored_pair(tmp_path_factory.mktemp("dcm-dicom"), dicom_archive)
 
 
 def test_tiff_sourced_output_opens_with_wsidicom_and_openslide(svs_restores: tuple[Path, Path]) -> None:
@@ -190,22 +192,8 @@ def test_jpeg2000_frames(sample_archive: Path, tmp_path: Path) -> None:
 def test_interrupted_restore_resumes(sample_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     options = replace(DICOM, tile=256, region=(0, 0, 2220, 1400))
     restore(sample_archive, tmp_path / "fresh.dicom", options)
-    encode = DicomCodec.encode
-    calls = 0
-
-    def interrupt_after_some_rows(self: DicomCodec, tile: np.ndarray) -> bytes:
-        nonlocal calls
-        calls += 1
-        if calls > 9 * 3:  # three rows of nine tiles
-            raise KeyboardInterrupt
-        return encode(self, tile)
-
-    monkeypatch.setattr(DicomCodec, "encode", interrupt_after_some_rows)
     out = tmp_path / "out.dicom"
-    with pytest.raises(KeyboardInterrupt):
-        restore(sample_archive, out, options)
-    assert not out.exists() and (tmp_path / "out.dicom.partial").is_dir()
-    monkeypatch.setattr(DicomCodec, "encode", encode)
+    interrupted_restore(monkeypatch, DicomCodec, sample_archive, out, options, tiles=9 * 3)  # three rows of nine
     with pytest.raises(InputError, match="different settings"):
         restore(sample_archive, out, replace(options, resume=True, quality=80))
     result = restore(sample_archive, out, replace(options, resume=True))

@@ -19,6 +19,7 @@ from PIL import ImageCms
 import wsistore
 from tests.cli.test_cli import run
 from tests.data import SLIDE
+from tests.restoration.interrupt import interrupted_restore
 from tests.slides import write_mosaic_slide
 from wsistore.archive.reader import Archive, ChunkState
 from wsistore.degradation import extract_window
@@ -152,22 +153,8 @@ def test_interrupted_restore_is_incomplete_and_resumes(
 ) -> None:
     options = RestoreOptions(model="bicubic", device="cpu", tile=256, lossless=True, progress=False)
     restore(sample_archive, tmp_path / "fresh.tif", options)
-    encode = TileCodec.encode
-    calls = 0
-
-    def interrupt_after_some_rows(self: TileCodec, tile: np.ndarray) -> bytes:
-        nonlocal calls
-        calls += 1
-        if calls > 9 * 3:  # three rows of nine tiles
-            raise KeyboardInterrupt
-        return encode(self, tile)
-
-    monkeypatch.setattr(TileCodec, "encode", interrupt_after_some_rows)
     out = tmp_path / "out.tif"
-    with pytest.raises(KeyboardInterrupt):
-        restore(sample_archive, out, options)
-    assert not out.exists() and (tmp_path / "out.tif.partial").is_dir()
-    monkeypatch.setattr(TileCodec, "encode", encode)
+    interrupted_restore(monkeypatch, TileCodec, sample_archive, out, options, tiles=9 * 3)  # three rows of nine
     result = restore(sample_archive, out, replace(options, resume=True))
     assert result.rows_resumed == 3
     assert np.array_equal(level0(out), level0(tmp_path / "fresh.tif"))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime
 import re
 import shutil
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from copy import deepcopy
 from dataclasses import dataclass
@@ -164,15 +165,16 @@ def _description(provenance: dict[str, Any], codec: DicomCodec, mpp_known: bool)
     return ascii_text("\n".join(lines))[:1024]
 
 
-class _Frames:
+class _Frames(ABC):
     """What wsidicom's ``ImageData`` needs of one level, tiled ``tile`` x ``tile``."""
 
     def __init__(self, codec: DicomCodec, tile: int, level: OutputLevel, spacing: tuple[float, float]) -> None:
         self.codec, self.tile, self.level = codec, tile, level
         self.spacing = (spacing[0] * level.downsample, spacing[1] * level.downsample)
 
+    @abstractmethod
     def encoded(self, x: int, y: int) -> bytes:
-        raise NotImplementedError
+        """The coded frame at tile column ``x``, row ``y``."""
 
     def decoded(self, x: int, y: int) -> np.ndarray:
         return self.codec.decode(self.encoded(x, y))

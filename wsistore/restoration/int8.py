@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from wsistore.errors import InputError
+from wsistore.errors import InputError, held_back
 from wsistore.models.weights import INTERPOLATIONS, LoadedGenerator
 
 #: ``--precision`` values: ``auto`` is int8 for compact generators on CPUs with VNNI (AVX-512
@@ -175,23 +175,21 @@ def calibration_lr() -> list[np.ndarray]:
     from wsistore.readers import open_input
     from wsistore.sample import sample_slide_path
 
-    slide = open_input(sample_slide_path())
-    width, height = slide.dimensions if hasattr(slide, "dimensions") else slide.level_dimensions[0]
     side, codec = CALIBRATION_SIDE, make_codec()
     out = []
-    for i in range(CALIBRATION_REGIONS):
-        x = (width - side) * (i % 3) // 2
-        y = (height - side) * (i // 3) // max(1, (CALIBRATION_REGIONS - 1) // 3)
-        hr = np.ascontiguousarray(slide.read_region((x, y), 0, (side, side))[..., :3])
-        lr = degrade(hr, codec)
-        out.append(np.ascontiguousarray(lr.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255.0))
+    with open_input(sample_slide_path()) as slide:
+        width, height = slide.dimensions
+        for i in range(CALIBRATION_REGIONS):
+            x = (width - side) * (i % 3) // 2
+            y = (height - side) * (i // 3) // max(1, (CALIBRATION_REGIONS - 1) // 3)
+            hr = np.ascontiguousarray(slide.read_region((x, y), 0, (side, side))[..., :3])
+            lr = degrade(hr, codec)
+            out.append(np.ascontiguousarray(lr.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255.0))
     return out
 
 
 def quantise(onnx_model: bytes, calibration: list[np.ndarray]) -> bytes:
     """Static QDQ quantisation: per-channel int8 weights, uint8 activations (min/max ranges)."""
-    import logging
-
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -205,9 +203,7 @@ def quantise(onnx_model: bytes, calibration: list[np.ndarray]) -> bytes:
     with tempfile.TemporaryDirectory(prefix="wsistore-int8-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(onnx_model)
-        quiet = logging.getLogger().level
-        logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing": not for this graph
-        try:
+        with held_back(("",)):  # the root logger's "consider pre-processing": not for this graph
             quantize_static(
                 str(src),
                 str(dst),
@@ -218,8 +214,6 @@ def quantise(onnx_model: bytes, calibration: list[np.ndarray]) -> bytes:
                 weight_type=QuantType.QInt8,
                 op_types_to_quantize=list(QUANTISED_OPS),
             )
-        finally:
-            logging.getLogger().setLevel(quiet)
         return dst.read_bytes()
 
 
