@@ -1,9 +1,10 @@
 """int8 against fp32 (issue 24): PSNR/SSIM of each precision against the source and of int8
-against fp32, on the validation tiles (``pipelines/validation_tiles.txt``), each tile
+against fp32, on the validation tiles (``pipelines/validation_tiles.txt``) or the 10 tiles of the
+out-of-distribution split (``pipelines/ood_tiles.txt``, ``--split ood``), each tile
 degraded and coded as the default archive stores it and restored through the same compute
 tiles as restore (:func:`wsistore.restoration.engine.upscale_image`).
 
-    python -m benchmarks.int8_quality [--model compact-l1-gpu]
+    python -m benchmarks.int8_quality [--model compact-l1-gpu] [--split validation|ood]
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import torch
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from benchmarks.validation_report import validation_tiles
+from benchmarks.ood_report import OOD_LIST
+from benchmarks.validation_report import TILES, listed, validation_tiles
 from wsistore.codecs import make_codec
 from wsistore.degradation import degrade
 from wsistore.models.weights import default_model, load_generator
@@ -34,14 +36,16 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="default: the shipped default")
+    parser.add_argument("--split", choices=("validation", "ood"), default="validation")
     args = parser.parse_args()
+    tiles = validation_tiles() if args.split == "validation" else [TILES / f"{n}.png" for n in listed(OOD_LIST)]
     generator = load_generator(args.model or default_model())
     cpu = torch.device("cpu")
     fp32, int8 = GeneratorRunner(generator, cpu), GeneratorRunner(generator, cpu, precision="int8")
     print("| tile | fp32 PSNR | int8 PSNR | int8 vs fp32 PSNR | fp32 SSIM | int8 SSIM | int8 vs fp32 SSIM |")
     print("|---|---|---|---|---|---|---|")
     rows = []
-    for path in validation_tiles():
+    for path in tiles:
         hr = np.asarray(Image.open(path).convert("RGB"))
         hr = hr[: hr.shape[0] // 4 * 4, : hr.shape[1] // 4 * 4]
         lr = degrade(hr, make_codec())

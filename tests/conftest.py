@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,8 @@ pytest_plugins = ["tests.s3"]
 # only where a test asks for one (tests/archive/test_adaptation.py, tests/training/test_adapt.py).
 # Set here, at import, so module-level options and the CLI's subprocesses see it too.
 os.environ.setdefault("WSISTORE_ADAPT", "0")
+# The int8 path caches its quantised models: in the suite, in a directory of its own.
+os.environ.setdefault("WSISTORE_CACHE", tempfile.mkdtemp(prefix="wsistore-test-cache-"))
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -328,6 +328,17 @@ def _bicubic_phases(scale: int) -> tuple[tuple[int, np.ndarray], ...]:
     return tuple(out)
 
 
+def bicubic_phase_taps(scale: int) -> np.ndarray:
+    """``(scale, 5)`` float64: row ``p`` holds the weights of :func:`bicubic_matrix` for output
+    phase ``p`` (output ``scale * i + p``) on inputs ``i - 2 .. i + 2``, so that torch's bicubic
+    upscaling is a 5 x 5 convolution to ``scale^2`` phases (their outer products) followed by a
+    pixel shuffle, away from the edges."""
+    taps = np.zeros((scale, 5))
+    for p, (offset, weights) in enumerate(_bicubic_phases(scale)):
+        taps[p, offset : offset + 4] = weights
+    return taps
+
+
 def _adjoint_axis0(x: np.ndarray, scale: int, n: int, shift: float) -> np.ndarray:
     """``M^T (x - shift)`` along axis 0, ``M`` the bicubic upscale of ``n`` rows
     (:func:`bicubic_matrix`, edges clamped), for ``x`` (uint8 or float32) holding the upscale's

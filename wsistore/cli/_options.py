@@ -55,13 +55,13 @@ def add_model(p: Parser) -> None:
 
 
 def add_precision(p: Parser) -> None:
-    """``--precision``: fp32, or the int8 CPU path (ONNX Runtime)."""
+    """``--precision``: auto, fp32, or the int8 CPU path (OpenVINO)."""
     p.add_argument(
         "--precision",
         choices=("fp32", "int8", "auto"),
-        default="fp32",  # wsistore.restoration.int8.DEFAULT_PRECISION (not imported here: it loads torch)
-        help="CPU arithmetic of the generator: fp32 (default), int8 (quantised, run by ONNX Runtime; compact "
-        "generators) or auto (int8 where it can run on a CPU with VNNI, else fp32)",
+        default="auto",  # wsistore.restoration.int8.DEFAULT_PRECISION (not imported here: it loads torch)
+        help="CPU arithmetic of the generator: auto (default: int8 for compact generators on a CPU with VNNI, "
+        "else fp32), fp32, or int8 (quantised, run by OpenVINO; compact generators)",
     )
 
 

@@ -1,20 +1,27 @@
-"""The int8 CPU restore path (opt-in, ``--precision int8``): the compact generator's network
-quantised to 8 bits and run by ONNX Runtime, the bicubic skip still added in fp32 by torch.
+"""The int8 CPU restore path (``--precision int8``): the compact generator quantised to 8 bits
+and run by OpenVINO.
 
-The network (head, residual blocks, tail conv and pixel shuffle: everything but the skip)
-is exported to ONNX with each PReLU written as ``max(x, a x)`` (equal for slopes up to 1;
-ONNX Runtime's PRelu broadcasts its per-channel slope slowly and has no quantised kernel),
-then statically quantised in QDQ format: per-channel int8 weights, uint8 activations,
-convolutions, the slope products and the residual additions quantised (ONNX Runtime fuses
-them into QLinearConv / QLinearMul / QLinearAdd; the ``max`` stays fp32 between them).
-Activation ranges (min/max) are calibrated once on fixed LR: regions of the embedded
-sample slide, downsampled and coded with the default codec exactly as ingest stores them.
-The quantised model is cached per (weights sha256, adaptation sha256, onnxruntime) in the
-user cache directory (``$WSISTORE_CACHE`` or ``$XDG_CACHE_HOME/wsistore``).
+Two OpenVINO models per generator:
 
-Exactness: integer convolutions accumulate exactly and every fp32 step is elementwise, so
-a pixel does not depend on the window size or position and tiles agree with the whole
-image bit for bit; calibration is deterministic, so the same weights give the same model.
+- **the network** (head, residual blocks and tail convolution, everything but the pixel shuffle
+  and the skip), exported to ONNX and statically quantised in QDQ format by ONNX Runtime's
+  quantiser: per-channel int8 weights, uint8 activations, min/max ranges calibrated once on
+  fixed LR (regions of the embedded sample slide, downsampled and coded with the default codec
+  exactly as ingest stores them). OpenVINO runs its convolutions in int8 (AMX or VNNI) and the
+  steps between them (PReLU, the residual additions) in bf16 where the CPU has it, fp32
+  otherwise;
+- **the finish**, in fp32: the bicubic skip as a fixed 5 x 5 convolution to the ``s^2`` phases
+  (:func:`wsistore.degradation.bicubic_phase_taps`), added to the network's output, then the
+  pixel shuffle and the rounding to uint8.
+
+The quantised network is cached per (weights sha256, adaptation sha256, onnxruntime, recipe) in
+the user cache directory (``$WSISTORE_CACHE`` or ``$XDG_CACHE_HOME/wsistore``).
+
+Exactness: integer convolutions accumulate exactly and every other step is per pixel, so a
+pixel does not depend on the window's size or position and tiles agree with the whole image
+bit for bit; calibration is deterministic, so the same weights give the same model. Across
+machines the int8 convolutions agree, while the steps between them run in bf16 or fp32 by
+the CPU (BENCHMARKS.md gives the difference).
 """
 
 from __future__ import annotations
@@ -31,30 +38,37 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from wsistore.errors import InputError, held_back
 from wsistore.models.weights import INTERPOLATIONS, LoadedGenerator
 
 #: ``--precision`` values: ``auto`` is int8 for compact generators on CPUs with VNNI (AVX-512
-#: VNNI, AVX-VNNI, AMX-INT8), fp32 elsewhere (and bf16 on CUDA).
+#: VNNI, AVX-VNNI, AMX-INT8), fp32 elsewhere (and bf16 on CUDA); int8 where it cannot run is an error.
 PRECISIONS = ("fp32", "int8", "auto")
-#: restore, serve and ``wsistore.open``: fp32 for now. int8 meets the quality bar (-0.018 dB
-#: PSNR against fp32 on the validation tiles, <= 0.05 dB allowed) but is only 1.06-1.11x
-#: faster warm on 2 loaded cores (BENCHMARKS.md, issue 24): not enough to change every
-#: default restore's pixels.
-DEFAULT_PRECISION = "fp32"
+#: restore, serve and ``wsistore.open``: int8 where it runs on a CPU with VNNI. It meets the
+#: quality bar (-0.018 dB PSNR against fp32 on the validation and the out-of-distribution tiles,
+#: <= 0.05 dB allowed) and restores 2.3-2.9x faster end to end on 2 cores (BENCHMARKS.md).
+DEFAULT_PRECISION = "auto"
 #: Bump when export or calibration changes: cached models of an older recipe are not reused.
-RECIPE = 1
+RECIPE = 2
 #: Calibration: regions of the sample slide (HR px side, count) and the ops quantised.
 CALIBRATION_SIDE = 512
 CALIBRATION_REGIONS = 6
-QUANTISED_OPS = ("Conv", "Mul", "Add")
+QUANTISED_OPS = ("Conv",)
+#: oneDNN ISA limits without int8 dot products: its AVX2 int8 convolutions multiply pairs into
+#: saturating 16-bit sums, which ruins this model (26 dB against the VNNI result), so int8
+#: needs VNNI (AVX-512 VNNI and AMX give identical pixels).
+NO_VNNI_ISAS = ("SSE41", "AVX", "AVX2", "AVX512_CORE")
 _LOCK = threading.Lock()
 
 
 def has_vnni() -> bool:
-    """Whether this CPU has int8 dot-product instructions (Linux /proc/cpuinfo flags)."""
+    """Whether this CPU has int8 dot-product instructions (Linux /proc/cpuinfo flags), and
+    oneDNN is not told to leave them unused (``ONEDNN_MAX_CPU_ISA``)."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in NO_VNNI_ISAS:
+        return False
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -62,12 +76,11 @@ def has_vnni() -> bool:
     return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
-def onnxruntime_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def module_available(name: str) -> bool:
+    """Whether ``name`` can be imported."""
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
 
 
 def int8_problem(generator: LoadedGenerator | None, device: torch.device) -> str | None:
@@ -80,12 +93,11 @@ def int8_problem(generator: LoadedGenerator | None, device: torch.device) -> str
         return "--precision int8 applies to learned generators, not interpolation"
     if generator is not None and not (isinstance(generator.model, CompactNet) and generator.model.bicubic_skip):
         return f"--precision int8 supports the compact generators; {generator.name} is not one"
-    if generator is not None and any(
-        float(m.weight.detach().max()) > 1.0 for m in generator.model.modules() if isinstance(m, nn.PReLU)
-    ):
-        return f"{generator.name}: a PReLU slope above 1 cannot run in int8"
-    if not onnxruntime_available():
-        return "--precision int8 needs onnxruntime: pip install onnxruntime"
+    for module in ("onnxruntime", "openvino"):
+        if not module_available(module):
+            return f"--precision int8 needs {module}: pip install {module}"
+    if not has_vnni():
+        return "--precision int8 needs a CPU with VNNI (AVX-512 VNNI, AVX-VNNI or AMX); this one has none"
     try:
         from wsistore.sample import sample_slide_path
 
@@ -104,25 +116,14 @@ def resolve_precision(precision: str, device: torch.device, generator: LoadedGen
         return precision
     problem = int8_problem(generator, device)
     if precision == "auto":
-        return "int8" if problem is None and has_vnni() else "fp32"
+        return "int8" if problem is None else "fp32"
     if problem is not None:
         raise InputError(problem)
     return precision
 
 
-class _MaxPReLU(nn.Module):
-    """PReLU as ``max(x, a x)`` (equal for slopes <= 1)."""
-
-    def __init__(self, prelu: nn.PReLU) -> None:
-        super().__init__()
-        self.slope = nn.Parameter(prelu.weight.detach().clone().view(1, -1, 1, 1), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.maximum(x, x * self.slope)
-
-
-class _Residual(nn.Module):
-    """The compact generator without its bicubic skip: ``(N, 3, h, w) -> (N, 3, s h, s w)``."""
+class _Network(nn.Module):
+    """The compact generator before its pixel shuffle and skip: ``(N, 3, h, w) -> (N, 3 s^2, h, w)``."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -131,37 +132,53 @@ class _Residual(nn.Module):
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         m: Any = self.model
         x = m.head(m.centred(lr))
-        return m.tail(m.body(x) + x)
+        return m.tail[0](m.body(x) + x)
 
 
-def residual_network(generator: LoadedGenerator) -> nn.Module:
-    """The exportable residual network of a compact generator (PReLUs as max)."""
+class _Finish(nn.Module):
+    """``(lr, residual) -> uint8 HR``: the bicubic skip as a 5 x 5 convolution to the ``s^2``
+    phases of each channel, plus the residual, pixel shuffle, clamp to [0, 1], round."""
+
+    def __init__(self, scale: int) -> None:
+        super().__init__()
+        from wsistore.degradation import bicubic_phase_taps
+
+        taps = bicubic_phase_taps(scale)
+        kernel = torch.tensor(np.einsum("pi,qj->pqij", taps, taps), dtype=torch.float32).reshape(scale**2, 1, 5, 5)
+        self.kernel: torch.Tensor
+        self.register_buffer("kernel", kernel.repeat(3, 1, 1, 1))
+        self.scale = scale
+
+    def forward(self, lr: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        skip = F.conv2d(lr, self.kernel, padding=2, groups=3)
+        hr = F.pixel_shuffle(residual + skip, self.scale)
+        return torch.round(torch.clamp(hr, 0.0, 1.0) * 255.0).to(torch.uint8)
+
+
+def network(generator: LoadedGenerator) -> nn.Module:
+    """The exportable network of a compact generator (:class:`_Network`)."""
     import copy
 
     problem = int8_problem(generator, torch.device("cpu"))
     if problem is not None:
         raise InputError(problem)
-    model = copy.deepcopy(generator.model).cpu().float().eval()
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, nn.PReLU):
-                setattr(parent, name, _MaxPReLU(child))
-    return _Residual(model).eval()
+    return _Network(copy.deepcopy(generator.model).cpu().float().eval()).eval()
 
 
-def export_onnx(network: nn.Module) -> bytes:
-    """The network as ONNX (opset 17), height and width dynamic."""
+def export_onnx(module: nn.Module, inputs: tuple[torch.Tensor, ...], names: list[str]) -> bytes:
+    """``module`` as ONNX (opset 17), every input's and the output's height and width dynamic."""
     buf = io.BytesIO()
+    axes = {name: {2: f"h{i}", 3: f"w{i}"} for i, name in enumerate(names)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            network,
-            (torch.rand(1, 3, 32, 32),),
+            module,
+            inputs,
             buf,  # type: ignore[arg-type]  # torch accepts file objects
             dynamo=False,
-            input_names=["lr"],
-            output_names=["residual"],
-            dynamic_axes={"lr": {2: "h", 3: "w"}, "residual": {2: "H", 3: "W"}},
+            input_names=names,
+            output_names=["out"],
+            dynamic_axes=axes | {"out": {2: "H", 3: "W"}},
             opset_version=17,
         )
     return buf.getvalue()
@@ -244,7 +261,7 @@ def quantised_model(generator: LoadedGenerator, use_cache: bool = True) -> bytes
     with _LOCK:
         if use_cache and path.is_file():
             return path.read_bytes()
-        model = quantise(export_onnx(residual_network(generator)), calibration_lr())
+        model = quantise(export_onnx(network(generator), (torch.rand(1, 3, 32, 32),), ["lr"]), calibration_lr())
         if use_cache:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -257,18 +274,28 @@ def quantised_model(generator: LoadedGenerator, use_cache: bool = True) -> bytes
 
 
 class Int8Network:
-    """An ONNX Runtime session of the quantised residual network, on the CPU threads torch uses."""
+    """The quantised network and the fp32 finish as OpenVINO models, on the CPU threads torch
+    uses: ``(1, 3, h, w)`` fp32 LR in [0, 1] -> ``(1, 3, s h, s w)`` uint8 HR."""
 
-    def __init__(self, generator: LoadedGenerator) -> None:
-        import onnxruntime as ort
+    def __init__(self, generator: LoadedGenerator, between: str | None = None) -> None:
+        """``between``: bf16 or f32 for the steps between the int8 convolutions (default: bf16
+        where the CPU has it)."""
+        import openvino as ov
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(quantised_model(generator), options, providers=["CPUExecutionProvider"])
-        self.runtime = f"onnxruntime {ort.__version__}"
+        core = ov.Core()
+        threads = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"}
+        capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        self.between = between or ("bf16" if "BF16" in capabilities else "f32")
+        net = core.read_model(quantised_model(generator), b"")
+        scale = int(generator.model.scale)
+        inputs = (torch.rand(1, 3, 32, 32), torch.rand(1, 3 * scale**2, 32, 32))
+        finish = core.read_model(export_onnx(_Finish(scale), inputs, ["lr", "residual"]), b"")
+        self.network = core.compile_model(net, "CPU", threads | {"INFERENCE_PRECISION_HINT": self.between})
+        self.finish = core.compile_model(finish, "CPU", threads | {"INFERENCE_PRECISION_HINT": "f32"})
+        self._requests = (self.network.create_infer_request(), self.finish.create_infer_request())
+        self.runtime = f"openvino {ov.__version__.split('-')[0]} (int8 convolutions, {self.between} between)"
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
-        out: Any = self.session.run(None, {"lr": lr})[0]
-        return np.asarray(out)
+        network, finish = self._requests
+        residual = network.infer({0: lr})[0]
+        return np.asarray(finish.infer({0: lr, 1: residual})[0])

@@ -92,7 +92,7 @@ class RestoreOptions:
     resume: bool = False
     progress: bool = True
     compile: bool = False
-    precision: str = DEFAULT_PRECISION  # fp32, int8 (CPU, ONNX Runtime) or auto (int8 on CPUs with VNNI)
+    precision: str = DEFAULT_PRECISION  # auto (int8 on CPUs with VNNI, else fp32), fp32 or int8 (CPU, OpenVINO)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

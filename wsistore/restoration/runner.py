@@ -8,8 +8,8 @@ picks different kernels for different batch sizes at some shapes, and restore pr
 pixels that do not depend on ``--batch``. Learned models run channels_last on the CPU too:
 oneDNN's convolutions are 1.5-1.8x faster in that layout on 2 cores (BENCHMARKS.md), and
 every CPU restore uses it, so full restores, regions and on-demand reads still agree bit
-for bit. With ``precision="int8"`` (CPU only) the network runs quantised in ONNX Runtime
-and the bicubic skip in torch fp32 (:mod:`wsistore.restoration.int8`).
+for bit. With ``precision="int8"`` (CPU only) the generator runs quantised
+in OpenVINO (:mod:`wsistore.restoration.int8`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import torch
 
 from wsistore.errors import InputError, WsistoreError, first_line
 from wsistore.geometry import Box
-from wsistore.models.layers import bicubic_up
 from wsistore.models.weights import INTERPOLATIONS, LoadedGenerator
 from wsistore.restoration.int8 import Int8Network, resolve_precision
 
@@ -81,7 +80,7 @@ class GeneratorRunner:
 
     @property
     def runtime(self) -> str:
-        """What runs the network: torch or ONNX Runtime, with its version."""
+        """What runs the network: torch or OpenVINO, with its version."""
         return self.int8.runtime if self.int8 is not None else f"torch {torch.__version__}"
 
     def upscale(self, window: np.ndarray, crop: Box) -> np.ndarray:
@@ -154,11 +153,9 @@ class GeneratorRunner:
         x = torch.from_numpy(np.stack(windows)).to(self.device, non_blocking=True)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
         if self.int8 is not None:
-            residual = torch.from_numpy(self.int8(x.numpy()))
-            y = residual.add_(bicubic_up(x, self.scale))
+            hr = [self.int8(x[i : i + 1].numpy())[0] for i in range(len(windows))]
             return [
-                to_uint8(y[i, :, y0:y1, x0:x1]).permute(1, 2, 0).contiguous().numpy()
-                for i, (x0, y0, x1, y1) in enumerate(crops)
+                np.ascontiguousarray(h[:, y0:y1, x0:x1].transpose(1, 2, 0)) for h, (x0, y0, x1, y1) in zip(hr, crops)
             ]
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
