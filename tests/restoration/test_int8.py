@@ -175,3 +175,22 @@ def test_bf16_and_fp32_between_the_int8_convolutions_stay_close() -> None:
     diff = np.abs(outputs[0] - outputs[1])
     assert diff.max() <= 8
     assert 10 * np.log10(255**2 / np.mean(diff.astype(float) ** 2)) > 45
+
+
+def test_the_finish_is_torch_bicubic_plus_the_pixel_shuffled_residual() -> None:
+    import openvino as ov
+
+    from wsistore.models.layers import bicubic_up
+    from wsistore.restoration.runner import to_uint8
+
+    finish = ov.Core().compile_model(int8.finish_model(4), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    rng = np.random.default_rng(0)
+    lr = rng.integers(0, 256, (1, 3, 60, 70)).astype(np.float32) / 255
+    residual = rng.normal(0, 0.05, (1, 48, 60, 70)).astype(np.float32)
+    out = finish.create_infer_request().infer({0: lr, 1: residual})[0]
+    expected = to_uint8(
+        torch.nn.functional.pixel_shuffle(torch.from_numpy(residual), 4) + bicubic_up(torch.from_numpy(lr), 4)
+    )
+    assert out.dtype == np.uint8 and out.shape == (1, 3, 240, 280)
+    diff = np.abs(out.astype(int) - expected.numpy())[..., 8:-8, 8:-8]  # away from the window edge
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # float rounding near .5 only

@@ -39,6 +39,7 @@ from wsistore.reports.methods import (
 from wsistore.reports.metrics import Lpips, evaluate
 from wsistore.reports.report import aggregate, plot_curves, write_html, write_markdown
 from wsistore.restoration.engine import runner_for, upscale_image
+from wsistore.restoration.int8 import DEFAULT_PRECISION
 from wsistore.restoration.runner import GeneratorRunner
 from wsistore.training.adapt import AdaptationSource, AdaptOptions, default_adaptation, tune
 
@@ -130,7 +131,7 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
                     rec = _record(
                         item, "archive", setting, up, hr, coded.nbytes, coded.encode_seconds, seconds, lpips, device
                     )
-                    records.append(rec)
+                    records.append(rec | {"precision": runner.precision})
                     if setting == DEFAULT_SETTING:
                         crops[up.name] = _cut(hr, corner)
                     bar.update(1)
@@ -284,12 +285,14 @@ def _adapted_record(
         generator = adaptation.apply(base, result.payload, base.weights_sha256 or "")
     else:
         generator = replace(base, name=f"{base.name}+adapted")
+    runner = GeneratorRunner(generator, device, precision=DEFAULT_PRECISION)  # as restore computes it
     start = time.perf_counter()
-    image = upscale_image(lr, GeneratorRunner(generator, device), hr.shape[:2])
+    image = upscale_image(lr, runner, hr.shape[:2])
     seconds = time.perf_counter() - start
     added = len(result.payload) if result.kept else 0
     nbytes = coded.nbytes + added
     rec = _record(item, "archive", coded.setting, generator, image, nbytes, tuning, seconds, lpips, device)
+    rec["precision"] = runner.precision
     return rec | {"adaptation": result.info | {"tuning_seconds": round(tuning, 2), "bytes_added": added}}
 
 

@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from wsistore.errors import InputError, held_back
@@ -135,24 +134,23 @@ class _Network(nn.Module):
         return m.tail[0](m.body(x) + x)
 
 
-class _Finish(nn.Module):
-    """``(lr, residual) -> uint8 HR``: the bicubic skip as a 5 x 5 convolution to the ``s^2``
-    phases of each channel, plus the residual, pixel shuffle, clamp to [0, 1], round."""
+def finish_model(scale: int) -> Any:
+    """The fp32 finish as an OpenVINO model, ``(lr, residual) -> uint8 HR``: the bicubic skip as a
+    5 x 5 grouped convolution to the ``scale^2`` phases of each channel, plus the residual, pixel
+    shuffle (DepthToSpace, depth first, as torch's), clamp to [0, 1], scale, round half to even."""
+    import openvino as ov
+    import openvino.opset13 as ops
 
-    def __init__(self, scale: int) -> None:
-        super().__init__()
-        from wsistore.degradation import bicubic_phase_taps
+    from wsistore.degradation import bicubic_phase_taps
 
-        taps = bicubic_phase_taps(scale)
-        kernel = torch.tensor(np.einsum("pi,qj->pqij", taps, taps), dtype=torch.float32).reshape(scale**2, 1, 5, 5)
-        self.kernel: torch.Tensor
-        self.register_buffer("kernel", kernel.repeat(3, 1, 1, 1))
-        self.scale = scale
-
-    def forward(self, lr: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        skip = F.conv2d(lr, self.kernel, padding=2, groups=3)
-        hr = F.pixel_shuffle(residual + skip, self.scale)
-        return torch.round(torch.clamp(hr, 0.0, 1.0) * 255.0).to(torch.uint8)
+    taps = bicubic_phase_taps(scale)
+    phases = np.einsum("pi,qj->pqij", taps, taps).reshape(1, scale**2, 1, 5, 5).astype(np.float32)
+    lr = ops.parameter([1, 3, -1, -1], np.float32, name="lr")
+    residual = ops.parameter([1, 3 * scale**2, -1, -1], np.float32, name="residual")
+    skip = ops.group_convolution(lr, ops.constant(np.repeat(phases, 3, axis=0)), [1, 1], [2, 2], [2, 2], [1, 1])
+    hr = ops.depth_to_space(ops.add(residual, skip), "depth_first", scale)
+    grey = ops.multiply(ops.clamp(hr, 0.0, 1.0), ops.constant(np.float32(255.0)))
+    return ov.Model([ops.convert(ops.round(grey, "half_to_even"), "u8")], [lr, residual], "finish")
 
 
 def network(generator: LoadedGenerator) -> nn.Module:
@@ -165,20 +163,19 @@ def network(generator: LoadedGenerator) -> nn.Module:
     return _Network(copy.deepcopy(generator.model).cpu().float().eval()).eval()
 
 
-def export_onnx(module: nn.Module, inputs: tuple[torch.Tensor, ...], names: list[str]) -> bytes:
-    """``module`` as ONNX (opset 17), every input's and the output's height and width dynamic."""
+def export_onnx(module: nn.Module) -> bytes:
+    """``module`` as ONNX (opset 17) with input ``lr``, height and width dynamic."""
     buf = io.BytesIO()
-    axes = {name: {2: f"h{i}", 3: f"w{i}"} for i, name in enumerate(names)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
-            inputs,
+            (torch.rand(1, 3, 32, 32),),
             buf,  # type: ignore[arg-type]  # torch accepts file objects
             dynamo=False,
-            input_names=names,
+            input_names=["lr"],
             output_names=["out"],
-            dynamic_axes=axes | {"out": {2: "H", 3: "W"}},
+            dynamic_axes={"lr": {2: "h", 3: "w"}, "out": {2: "H", 3: "W"}},
             opset_version=17,
         )
     return buf.getvalue()
@@ -242,7 +239,7 @@ def cache_dir() -> Path:
 
 
 def cache_key(generator: LoadedGenerator) -> str:
-    import onnxruntime
+    from importlib.metadata import version
 
     if generator.weights_sha256 is None:  # a model in memory: key on its parameters
         digest = hashlib.sha256()
@@ -251,7 +248,7 @@ def cache_key(generator: LoadedGenerator) -> str:
         weights = digest.hexdigest()
     else:
         weights = generator.weights_sha256
-    parts = f"{weights}-{generator.adaptation_sha256 or 'none'}-ort{onnxruntime.__version__}-r{RECIPE}"
+    parts = f"{weights}-{generator.adaptation_sha256 or 'none'}-ort{version('onnxruntime')}-r{RECIPE}"
     return hashlib.sha256(parts.encode()).hexdigest()[:32]
 
 
@@ -261,7 +258,7 @@ def quantised_model(generator: LoadedGenerator, use_cache: bool = True) -> bytes
     with _LOCK:
         if use_cache and path.is_file():
             return path.read_bytes()
-        model = quantise(export_onnx(network(generator), (torch.rand(1, 3, 32, 32),), ["lr"]), calibration_lr())
+        model = quantise(export_onnx(network(generator)), calibration_lr())
         if use_cache:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -287,9 +284,7 @@ class Int8Network:
         capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         self.between = between or ("bf16" if "BF16" in capabilities else "f32")
         net = core.read_model(quantised_model(generator), b"")
-        scale = int(generator.model.scale)
-        inputs = (torch.rand(1, 3, 32, 32), torch.rand(1, 3 * scale**2, 32, 32))
-        finish = core.read_model(export_onnx(_Finish(scale), inputs, ["lr", "residual"]), b"")
+        finish = finish_model(int(generator.model.scale))
         self.network = core.compile_model(net, "CPU", threads | {"INFERENCE_PRECISION_HINT": self.between})
         self.finish = core.compile_model(finish, "CPU", threads | {"INFERENCE_PRECISION_HINT": "f32"})
         self._requests = (self.network.create_infer_request(), self.finish.create_infer_request())
