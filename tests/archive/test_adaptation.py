@@ -19,7 +19,7 @@ import wsistore
 from tests.cli.test_cli import run
 from tests.data import SLIDE
 from wsistore.archive import writer
-from wsistore.archive.format import ADAPTATION_ARRAY, MANIFEST_KEY
+from wsistore.archive.format import ADAPTATION_ARRAY, FORMAT_VERSION, MANIFEST_KEY
 from wsistore.archive.reader import Archive
 from wsistore.archive.verify import verify
 from wsistore.archive.writer import IngestOptions, ingest
@@ -50,7 +50,7 @@ def adapted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_kept_adaptation_is_stored_checksummed_and_shown(adapted: Path) -> None:
     archive = Archive.open(adapted)
     record = archive.metadata.adaptation
-    assert record is not None and record["kept"] and archive.metadata.format_version == "1.4"
+    assert record is not None and record["kept"] and archive.metadata.format_version == FORMAT_VERSION
     payload = archive.adaptation()
     assert payload is not None and len(payload) == record["bytes"] == 2016
     assert hashlib.sha256(payload).hexdigest() == record["sha256"]

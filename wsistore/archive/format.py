@@ -16,6 +16,8 @@ An archive is a Zarr v3 group::
       icc_profile/         the source's ICC profile bytes, uint8 (n,)
       adaptation/          the per-slide adaptation of the generator, uint8 (n,) (format
                            1.4; below)
+      hr/                  hybrid archives only (format 1.5; below): full-resolution level-0
+                           pixels, uint8 (c, y, x), of the chunks kept at full resolution
 
 Every array is sharded, with a crc32c on every chunk and on every shard index.
 
@@ -39,6 +41,25 @@ when its held-out gain pays for its bytes, stores the subset's values as ``adapt
 says what it is: its sha256, the base generator's name and weights sha256, the subset, the
 steps, the held-out gain and the rule that kept it. Restore applies it unless another
 model is named. It is None when none was stored (then the field may still record why).
+
+Hybrid archives (format 1.5; ``mode`` is ``hybrid``, else ``sr``): per level-0 chunk, ingest
+chooses between the SR path (the LR chunk, restored by the generator) and the HR path (the
+chunk's full-resolution pixels, coded with the ``hr_codec``) as a rate-distortion decision,
+:func:`hr_is_better` (:data:`HR_RULE`): the SR path's distortion is the SSE against the source
+of what restore outputs for the chunk (the default generator for the LR codec, with the
+adaptation when one is stored, on the canonical compute grid over level 0 as stored), the HR
+path's the SSE of the decoded HR chunk; its rate the HR chunk's stored bytes. The HR chunks are
+the array ``hr/``: the source's size, uint8 (c, y, x), chunk side ``scale x chunk`` (so HR chunk
+``(row, col)`` covers LR chunk ``(row, col)``), shards of :func:`hr_shard_side`, a transpose to
+(y, x, c), the HR codec and a crc32c per chunk like every image array, the level's fill value;
+only the chosen chunks are written (a chunk not written is an SR chunk), each with its coding
+PSNR against the source in the manifest (what ``verify --against`` checks). The LR pyramid stays
+complete: every tissue chunk keeps its LR chunk, HR or not, so the coarse levels, viewers and the
+generator's halo read as before. Restore pastes the decoded HR chunk, cropped to the slide, over
+the generator's output (:class:`wsistore.restoration.engine.TileRestorer`). The block's
+``hybrid`` field records the HR codec, lambda, the rule, the chunk and shard sides, the SR path
+(generator, weights and adaptation sha256, device) and, per mode, the chunks and their bytes
+(:func:`wsistore.archive.manifest.chunk_modes`, checked against the manifest on open).
 """
 
 from __future__ import annotations
@@ -54,9 +75,9 @@ from wsistore.errors import ArchiveError
 from wsistore.outputs import read_json_file
 
 FORMAT_NAME = "wsistore"
-FORMAT_VERSION = "1.4"
+FORMAT_VERSION = "1.5"
 #: Versions this code reads.
-READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4")
+READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5")
 #: Fields of the ``wsistore`` block its digest leaves out: the manifest's own hash (the digest is
 #: in the manifest) and the creation time (so that the same slide and settings give the same bytes).
 UNDIGESTED = ("manifest_sha256", "created")
@@ -68,6 +89,19 @@ ICC_ARRAY = "icc_profile"
 #: The per-slide adaptation's bytes (format 1.4), uint8, when one was kept.
 ADAPTATION_ARRAY = "adaptation"
 ASSOCIATED_GROUP = "associated"
+#: Full-resolution level-0 chunks of a hybrid archive (format 1.5).
+HR_ARRAY = "hr"
+#: ``mode`` of an archive: every chunk restored by the generator, or each chunk's cheaper path.
+MODES = ("sr", "hybrid")
+#: Largest HR shard side (source pixels): a shard is assembled in memory before it is written.
+HR_SHARD_MAX = 4096
+#: The hybrid decision, as recorded in the archive (:func:`hr_is_better`).
+HR_RULE = (
+    "HR iff SSE_sr - SSE_hr > lambda * bits_hr; SSE over the chunk's pixels inside the slide and its "
+    "3 channels, in grey levels squared, against the source; SSE_sr of the generator's output as restore "
+    "computes it, SSE_hr of the decoded HR chunk; bits_hr = 8 x the HR chunk's stored bytes (crc32c "
+    "included); the LR chunk is stored either way"
+)
 #: Chunk sides must be multiples of this (LR pixels).
 ALIGN = 16
 DEFAULT_CHUNK = 256
@@ -153,6 +187,10 @@ class ArchiveMetadata:
     #: the per-slide adaptation (format 1.4): what was tuned and whether it was kept (``kept``;
     #: its bytes are in :data:`ADAPTATION_ARRAY` only then); None when ingest did not adapt
     adaptation: dict[str, Any] | None = None
+    #: ``sr`` or ``hybrid`` (format 1.5; earlier archives are ``sr``)
+    mode: str = "sr"
+    #: a hybrid archive's HR path: codec, lambda, rule, SR path and chunks and bytes per mode
+    hybrid: dict[str, Any] | None = None
 
     @property
     def stored_adaptation(self) -> dict[str, Any] | None:
@@ -186,6 +224,8 @@ class ArchiveMetadata:
             raise ArchiveError(
                 f"archive format {version!r} is not readable by this wsistore (reads {READABLE_VERSIONS})"
             )
+        if data.get("mode", "sr") not in MODES:
+            raise ArchiveError(f"archive mode {data.get('mode')!r} is not one this wsistore reads ({', '.join(MODES)})")
         try:
             return cls(
                 **{
@@ -215,6 +255,18 @@ def file_sha256_properties(file_sha256: dict[str, str]) -> dict[str, str]:
 def recorded_file_sha256(properties: dict[str, str]) -> dict[str, str]:
     """The per-file sha256s :func:`file_sha256_properties` recorded, by file name."""
     return {k[len(FILE_SHA256_PREFIX) : -1]: v for k, v in properties.items() if k.startswith(FILE_SHA256_PREFIX)}
+
+
+def hr_is_better(sse_sr: float, sse_hr: float, bits_hr: int, lam: float) -> bool:
+    """The hybrid decision (:data:`HR_RULE`): whether a chunk is stored at full resolution."""
+    return sse_sr - sse_hr > lam * bits_hr
+
+
+def hr_shard_side(chunk: int, shard: int, scale: int) -> int:
+    """Side of the HR shards (source pixels): the LR shard's area at full resolution, but at most
+    :data:`HR_SHARD_MAX` (and at least one HR chunk, ``scale x chunk``)."""
+    hr_chunk = scale * chunk
+    return hr_chunk * max(1, min(shard // chunk, HR_SHARD_MAX // hr_chunk))
 
 
 def level_sizes(lr_width: int, lr_height: int, chunk: int) -> list[tuple[int, int]]:

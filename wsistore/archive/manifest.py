@@ -171,3 +171,24 @@ def describe_shard(array: str, record: ArrayRecord, shard_coords: tuple[int, ...
         sha256=hashlib.sha256(data).hexdigest(),
         chunks=chunks,
     )
+
+
+def chunk_modes(base: ArrayRecord, hr: ArrayRecord | None) -> dict[str, dict[str, int]]:
+    """Chunks and stored bytes per mode of level 0 (``base``) given the HR chunks (``hr``; None in
+    an ``sr`` archive): ``sr``, the tissue chunks the generator restores (their LR bytes); ``hr``,
+    those stored at full resolution (their HR bytes, and ``lr_bytes``, their LR chunks', which
+    are stored too). Bytes are as stored, each chunk's crc32c included."""
+    tissue = set(base.chunks) | set(base.uniform)
+    full = set(hr.chunks) | set(hr.uniform) if hr is not None else set()
+
+    def lr_bytes(ids: set[str]) -> int:
+        return sum(base.chunks[i][0] for i in ids if i in base.chunks)
+
+    return {
+        "sr": {"chunks": len(tissue - full), "bytes": lr_bytes(tissue - full)},
+        "hr": {
+            "chunks": len(full),
+            "bytes": sum(size for size, _ in hr.chunks.values()) if hr is not None else 0,
+            "lr_bytes": lr_bytes(full),
+        },
+    }

@@ -14,6 +14,7 @@ import os
 import threading
 from collections.abc import Callable
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 import google_crc32c
@@ -23,6 +24,7 @@ import zarr
 from wsistore.archive.format import (
     ADAPTATION_ARRAY,
     ASSOCIATED_GROUP,
+    HR_ARRAY,
     ICC_ARRAY,
     LOSS_ARRAY,
     MANIFEST_KEY,
@@ -37,6 +39,7 @@ from wsistore.archive.manifest import (
     Manifest,
     chunk_coords,
     chunk_id,
+    chunk_modes,
     read_shard_index,
     shard_chunks,
     shard_key,
@@ -320,7 +323,8 @@ class Archive:
             raise ArchiveError(f"{location.url}: cannot open the Zarr group ({first_line(exc)})") from None
         archive = cls(location, group, metadata, manifest)
         if check:
-            problems = archive.metadata_problems([lv.path for lv in metadata.levels])
+            hr = [HR_ARRAY] if HR_ARRAY in manifest.arrays else []
+            problems = archive.metadata_problems([lv.path for lv in metadata.levels] + hr)
             if problems:
                 more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
                 raise ArchiveError(f"{location.url} is damaged: {problems[0]}{more}; run wsistore verify")
@@ -338,12 +342,13 @@ class Archive:
             if parent and parent not in groups:
                 groups.add(parent)
                 problems += _group_node_problems(self.location, parent)
+            hr = name == HR_ARRAY and self.metadata.hybrid is not None
             problems += array_problems(
                 self.location,
                 name,
                 self.manifest.arrays[name],
-                self.metadata.codec if level else None,
-                self.metadata.fill_value if level else None,
+                self.metadata.codec if level else self.metadata.hybrid["hr_codec"] if hr else None,  # type: ignore[index]
+                self.metadata.fill_value if level or hr else None,
                 "float32" if name == LOSS_ARRAY else "uint8",
             )
         return problems
@@ -359,6 +364,28 @@ class Archive:
     def read_lr(self, level: int, box: Box) -> np.ndarray:
         """LR pixels of ``box`` at pyramid ``level`` (0 = the stored base), ``(y, x, 3)``."""
         return self._levels[level].read(box)
+
+    # -- hybrid (format 1.5) -----------------------------------------------------------------
+    @cached_property
+    def hr(self) -> ArrayReader | None:
+        """The full-resolution chunks of a hybrid archive (chunk ``(row, col)`` covers level 0's
+        chunk ``(row, col)``; a chunk not stored is an SR chunk); None in an ``sr`` archive."""
+        if self.metadata.mode != "hybrid":
+            return None
+        if HR_ARRAY not in self.manifest.arrays:
+            raise ArchiveError(f"{self.location.url}: a hybrid archive whose manifest lists no {HR_ARRAY}: damaged")
+        bg = tuple(self.metadata.tissue.background_rgb)
+        record = self.manifest.arrays[HR_ARRAY]
+        return ArrayReader(self.location, HR_ARRAY, self._array(HR_ARRAY), record, bg, self.metadata.fill_value)  # type: ignore[arg-type]
+
+    def is_hr(self, row: int, col: int) -> bool:
+        """Whether level 0's chunk ``(row, col)`` is stored at full resolution (hybrid archives)."""
+        hr = self.hr
+        return hr is not None and hr.chunk_state(row, col) != ChunkState.BACKGROUND
+
+    def chunk_modes(self) -> dict[str, dict[str, int]]:
+        """Tissue chunks and their stored bytes per mode (:func:`~wsistore.archive.manifest.chunk_modes`)."""
+        return chunk_modes(self.manifest.arrays[self.metadata.levels[0].path], self.manifest.arrays.get(HR_ARRAY))
 
     # -- extras --------------------------------------------------------------------------
     @property
@@ -430,6 +457,9 @@ class Archive:
         stored = self.stored_bytes()
         pixels = md.width * md.height
         pyramid = sum(shard["bytes"] for lv in md.levels for shard in self.manifest.arrays[lv.path].shards.values())
+        hr = self.manifest.arrays.get(HR_ARRAY)
+        hr_bytes = sum(shard["bytes"] for shard in hr.shards.values()) if hr is not None else 0
+        image = pyramid + hr_bytes
         associated = sum(
             shard["bytes"]
             for name, record in self.manifest.arrays.items()
@@ -449,8 +479,12 @@ class Archive:
             "compression_ratio": md.source.bytes / stored if stored else None,
             "bits_per_source_pixel": 8 * stored / pixels,
             "pyramid_bytes": pyramid,
+            "hr_bytes": hr_bytes,
+            "image_bytes": image,
             "pyramid_bits_per_source_pixel": 8 * pyramid / pixels,
+            "image_bits_per_source_pixel": 8 * image / pixels,
             "pyramid_ratio": source_image / pyramid if pyramid else None,
+            "image_ratio": source_image / image if image else None,
             "pyramid_ratio_against": "the source's image data" if source_associated is not None else "the source file",
             "source_image_bytes": source_image,
             "associated_bytes": associated,
@@ -473,7 +507,16 @@ class Archive:
             "created": md.created,
             "loss_map": loss_summary(self.loss_map()),
             "adaptation": md.adaptation,
+            "mode": md.mode,
+            "chunk_modes": mode_summary(self.chunk_modes()),
+            "hybrid": md.hybrid,
         }
+
+
+def mode_summary(modes: dict[str, dict[str, int]]) -> dict[str, dict[str, Any]]:
+    """Chunks per mode (:meth:`Archive.chunk_modes`) with each mode's share of the tissue chunks."""
+    total = sum(m["chunks"] for m in modes.values())
+    return {name: {**m, "share": m["chunks"] / total if total else 0.0} for name, m in modes.items()}
 
 
 def loss_summary(loss: np.ndarray | None) -> dict[str, Any] | None:
@@ -621,6 +664,7 @@ def _group_problems(md: ArchiveMetadata, manifest: Manifest, ome: Any) -> list[s
                 f"zarr.json: tissue chunks {t.chunks_total} / {t.chunks_written} / {t.chunks_background} "
                 f"are not the manifest's {grid} / {written} / {grid - written}"
             )
+    out += _hybrid_problems(md, manifest)
     prefix = f"{ASSOCIATED_GROUP}/"
     stored = sorted(k[len(prefix) :] for k in manifest.arrays if k.startswith(prefix))
     if sorted(md.associated_images) != stored:
@@ -631,4 +675,31 @@ def _group_problems(md: ArchiveMetadata, manifest: Manifest, ome: Any) -> list[s
         datasets = None
     if datasets != ome_multiscales(md.levels, md.mpp, src.file_name)["multiscales"][0]["datasets"]:
         out.append("zarr.json: the ome multiscales do not match the levels, scale and mpp")
+    return out
+
+
+def _hybrid_problems(md: ArchiveMetadata, manifest: Manifest) -> list[str]:
+    """Where the mode and the ``hybrid`` record disagree with the manifest (format 1.5): only a
+    hybrid archive has HR chunks, each over a tissue chunk of level 0, on level 0's chunk grid at
+    full resolution, and as many, with as many bytes, per mode as the record says."""
+    hr = manifest.arrays.get(HR_ARRAY)
+    if md.mode != "hybrid":
+        return [f"zarr.json: an {md.mode} archive with a {HR_ARRAY} array"] if hr is not None or md.hybrid else []
+    if hr is None or md.hybrid is None or not md.levels:
+        return [f"zarr.json: a hybrid archive without its {HR_ARRAY} array or its hybrid record"]
+    out = []
+    base = manifest.arrays[md.levels[0].path]
+    side = md.scale * md.chunk
+    if hr.shape != [3, md.height, md.width] or hr.chunk_shape != [3, side, side]:
+        out.append(
+            f"zarr.json: {HR_ARRAY} is {hr.shape} in chunks of {hr.chunk_shape}, not level 0's grid at full size"
+        )
+    if hr.chunk_grid[1:] != base.chunk_grid[1:]:
+        out.append(f"zarr.json: {HR_ARRAY}'s chunk grid {hr.chunk_grid} is not level 0's {base.chunk_grid}")
+    tissue = set(base.chunks) | set(base.uniform)
+    stray = sorted((set(hr.chunks) | set(hr.uniform)) - tissue)
+    if stray:
+        out.append(f"zarr.json: {len(stray)} HR chunks lie over no stored chunk of level 0 ({', '.join(stray[:6])})")
+    if md.hybrid.get("modes") != chunk_modes(base, hr):
+        out.append(f"zarr.json: the chunks per mode {md.hybrid.get('modes')} are not the manifest's")
     return out

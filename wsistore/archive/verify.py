@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from wsistore.archive.format import ASSOCIATED_GROUP, LOSS_ARRAY, ArchiveMetadata, recorded_file_sha256
+from wsistore.archive.format import ASSOCIATED_GROUP, HR_ARRAY, LOSS_ARRAY, ArchiveMetadata, recorded_file_sha256
 from wsistore.archive.manifest import chunk_coords, chunk_id, read_shard_index, shard_chunks
 from wsistore.archive.reader import Archive, ChunkState
 from wsistore.archive.writer import coding_psnr
+from wsistore.codecs import codec_from_config
 from wsistore.degradation import Downsample, loss_rms, read_window
 from wsistore.errors import ArchiveError, first_line
 from wsistore.progress import Progress
@@ -182,8 +183,10 @@ def _compare_source(
     progress: bool,
     loss: np.ndarray | None = None,
 ) -> None:
-    """The source file is the one archived, every LR chunk matches a fresh downsample, and
-    every cell of the ``loss`` map (when given) a fresh computation from the source."""
+    """The source file is the one archived, every LR chunk matches a fresh downsample, every
+    HR chunk (hybrid archives) the source's pixels, and every cell of the ``loss`` map (when
+    given) a fresh computation from the source; both kinds of chunk within their codec's
+    tolerance, as ingest recorded it."""
     md = archive.metadata
     result: dict[str, Any] = {"source": str(source)}
     report.against = result
@@ -205,6 +208,9 @@ def _compare_source(
         psnr = archive.manifest.arrays["0"].coding_psnr
         lossless = archive.codec.lossless
         bg = np.asarray(md.tissue.background_rgb, dtype=np.int16)
+        hr = archive.hr
+        hr_psnr = archive.manifest.arrays[HR_ARRAY].coding_psnr if hr is not None else {}
+        hr_lossless = codec_from_config(md.hybrid["hr_codec"]).lossless if hr is not None and md.hybrid else False
         jobs = [(r, q) for r in range(-(-base.height // base.chunk)) for q in range(-(-base.width // base.chunk))]
 
         def compare(rq: tuple[int, int]) -> tuple[str | None, float | None]:
@@ -230,14 +236,24 @@ def _compare_source(
                 ok = abs(coding_psnr(fresh, stored) - psnr[cid]) <= PSNR_TOLERANCE_DB
             if not ok:
                 return f"chunk 0 row {r} col {q} does not match the source within the codec's tolerance", None
+            wx0, wy0 = down.hr_window(*box)[:2]
+            s = md.scale
+            hr_box = (s * box[0], s * box[1], min(s * box[2], md.width), min(s * box[3], md.height))
+            source_hr = window[hr_box[1] - wy0 : hr_box[3] - wy0, hr_box[0] - wx0 : hr_box[2] - wx0]
+            if hr is not None and archive.is_hr(r, q):
+                stored_hr = hr.read(hr_box)
+                if hr_lossless or hr.chunk_state(r, q) == ChunkState.UNIFORM:
+                    ok = np.array_equal(stored_hr, source_hr)
+                else:
+                    recorded = hr_psnr.get(cid)
+                    ok = recorded is not None and abs(coding_psnr(source_hr, stored_hr) - recorded) <= PSNR_TOLERANCE_DB
+                if not ok:
+                    return (
+                        f"chunk {HR_ARRAY} row {r} col {q} does not match the source within its codec's tolerance",
+                        None,
+                    )
             if loss is not None:
-                wx0, wy0 = down.hr_window(*box)[:2]
-                s = md.scale
-                hr = window[
-                    s * box[1] - wy0 : min(s * box[3], md.height) - wy0,
-                    s * box[0] - wx0 : min(s * box[2], md.width) - wx0,
-                ]
-                fresh_loss = loss_rms(hr, stored, s)
+                fresh_loss = loss_rms(source_hr, stored, s)
                 if not abs(fresh_loss - float(loss[r, q])) <= LOSS_TOLERANCE:
                     return (
                         f"loss map row {r} col {q} is {float(loss[r, q]):.3f}, the source gives {fresh_loss:.3f}",
@@ -256,6 +272,10 @@ def _compare_source(
                 else:
                     worst = max(worst, content)
         result["chunks_compared"] = compared
+        if hr is not None:
+            result["hr_chunks_compared"] = len(archive.manifest.arrays[HR_ARRAY].chunks) + len(
+                archive.manifest.arrays[HR_ARRAY].uniform
+            )
         result["background_chunks"] = len(jobs) - compared
         result["background_max_content_fraction"] = worst
         if worst > 0.01:

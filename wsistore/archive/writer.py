@@ -16,6 +16,12 @@ While a base shard is read, each chunk's source pixels are summarised for the lo
 (:class:`wsistore.degradation.SourceLoss`), finished against the decoded chunk once the
 shard is stored: one value per level-0 chunk, without keeping the source pixels.
 
+``mode="hybrid"`` (format 1.5) adds one pass after the adaptation: per HR shard, each tissue
+chunk's source pixels are coded with the HR codec and compared, as a rate-distortion decision
+(:func:`wsistore.archive.format.hr_is_better`), with what restore makes of the stored LR (an
+:class:`Upscaler`, handed in like the :class:`Adapter`:
+:class:`wsistore.restoration.hybrid.SrPath`); the chunks that win are written to ``hr/``.
+
 Each finished shard is journalled, so ``resume`` skips it after an interruption; so is the
 adaptation once tuned.
 """
@@ -46,16 +52,21 @@ from wsistore.archive.format import (
     ASSOCIATED_GROUP,
     DEFAULT_CHUNK,
     FORMAT_VERSION,
+    HR_ARRAY,
+    HR_RULE,
     ICC_ARRAY,
     LOSS_ARRAY,
     MANIFEST_KEY,
     MASK_ARRAY,
+    MODES,
     ArchiveMetadata,
     LevelInfo,
     SourceInfo,
     TissueSummary,
     choose_shard,
     file_sha256_properties,
+    hr_is_better,
+    hr_shard_side,
     is_wsistore_archive,
     level_sizes,
     metadata_digest,
@@ -67,13 +78,14 @@ from wsistore.archive.manifest import (
     ShardRecord,
     chunk_coords,
     chunk_id,
+    chunk_modes,
     describe_shard,
     shard_key,
 )
 from wsistore.archive.partial import PartialOutput
 from wsistore.archive.reader import ArrayReader, decode_shard
 from wsistore.archive.store import Location
-from wsistore.codecs import ImageCodec, JpegXlCodec, make_codec, register_codecs
+from wsistore.codecs import ImageCodec, JpegXlCodec, make_codec, parse_codec, register_codecs
 from wsistore.degradation import Downsample, SourceLoss, read_window
 from wsistore.dicom import identifying
 from wsistore.errors import ArchiveError, InputError, WsistoreError, first_line, storage_errors
@@ -97,6 +109,15 @@ INGEST_OUTPUT = OutputKind("ingest", "a wsistore archive", is_wsistore_archive)
 LOSS_KEY = "loss_map"
 #: Journal entry of the tuned adaptation.
 ADAPTATION_KIND = "adaptation"
+#: Journal entry of an HR shard decided to hold no HR chunk (so nothing was written).
+EMPTY_HR_SHARD_KIND = "empty-hr-shard"
+#: The HR codec of hybrid ingest unless told otherwise: AVIF at quality 40, 4:2:0, speed 8.
+DEFAULT_HR_CODEC = "avif:level=40,pixelformat=YUV420,speed=8"
+#: lambda of the hybrid decision unless told otherwise, in grey levels squared of SSE per bit
+#: (:data:`wsistore.archive.format.HR_RULE`): what a bit spent on the LR buys instead, at AVIF's
+#: slope near the archive's rates (13.7 dB per bit per source pixel, the adaptation's rule) and
+#: the default generator's 28.4 dB: 3 x MSE x ln(10) / 10 x 13.7 = 890 for MSE = 94, rounded.
+DEFAULT_HR_LAMBDA = 900.0
 
 
 class Adapter(Protocol):
@@ -122,6 +143,44 @@ class Adapter(Protocol):
         ...
 
 
+class SuperResolved(Protocol):
+    """The SR path of a hybrid ingest over one stored level 0: what restore outputs."""
+
+    def read(self, box: Box) -> np.ndarray:
+        """The restored ``(y, x, 3)`` uint8 pixels of an in-bounds level-0 ``box``, exactly as
+        restore computes them (same generator, compute grid and LR)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """JSON of what restores: generator, weights and adaptation sha256, device."""
+        ...
+
+    def close(self) -> None:
+        """Release the generator."""
+        ...
+
+
+class Upscaler(Protocol):
+    """What hybrid ingest calls, once level 0 is stored and the adaptation tuned, for the SR
+    path's pixels (format 1.5). The models live in a later layer, so the writer is handed one:
+    :class:`wsistore.restoration.hybrid.SrPath`, which the CLI passes with ``--mode hybrid``."""
+
+    def settings(self) -> dict[str, Any]:
+        """JSON of the settings: ``--resume`` continues only when they are equal."""
+        ...
+
+    def open(
+        self,
+        level0: ArrayReader,
+        size: tuple[int, int],
+        codec: ImageCodec,
+        stored: tuple[bytes, dict[str, Any]] | None,
+    ) -> SuperResolved:
+        """The SR path over ``level0`` restored to ``size = (width, height)``; ``codec`` is level
+        0's, ``stored`` the stored adaptation's bytes and record (None when none is stored)."""
+        ...
+
+
 @dataclass(frozen=True)
 class IngestOptions:
     """Settings of one ingest; validated on construction."""
@@ -140,6 +199,15 @@ class IngestOptions:
     mpp: tuple[float, float] | None = None  # micrometres per pixel (x, y): replaces the source's, recorded as given
     #: tunes the per-slide adaptation (:class:`Adapter`); None: do not adapt
     adapt: Adapter | None = None
+    #: ``sr`` (every chunk restored by the generator) or ``hybrid`` (format 1.5: each chunk's
+    #: cheaper path; needs ``upscaler``)
+    mode: str = "sr"
+    #: the codec of a hybrid archive's full-resolution chunks
+    hr_codec: ImageCodec = field(default_factory=lambda: parse_codec(DEFAULT_HR_CODEC))
+    #: lambda of the hybrid decision, grey levels squared per bit (:func:`hr_is_better`)
+    hr_lambda: float = DEFAULT_HR_LAMBDA
+    #: the SR path a hybrid ingest measures (:class:`Upscaler`)
+    upscaler: Upscaler | None = None
 
     def __post_init__(self) -> None:
         if self.scale not in (2, 4, 8):
@@ -154,6 +222,12 @@ class IngestOptions:
             raise InputError(
                 f"mpp must be two sizes in micrometres per pixel, each above 0 and below 1000, got {self.mpp}"
             )
+        if self.mode not in MODES:
+            raise InputError(f"mode must be {' or '.join(MODES)}, got {self.mode!r}")
+        if self.mode == "hybrid" and self.upscaler is None:
+            raise InputError("mode hybrid needs an upscaler (the SR path it measures)")
+        if not 0 <= self.hr_lambda < float("inf"):
+            raise InputError(f"the hybrid lambda must be a number at least 0, got {self.hr_lambda}")
 
 
 @dataclass
@@ -167,6 +241,8 @@ class IngestResult:
     shards_skipped: int
     #: the adaptation's record (:attr:`ArchiveMetadata.adaptation`), None when not adapting
     adaptation: dict[str, Any] | None = None
+    #: chunks stored at full resolution (hybrid mode), None in ``sr`` mode
+    hr_chunks: int | None = None
 
 
 def ingest(
@@ -249,7 +325,8 @@ class _Ingest:
 
         keep = self._chunks_to_keep(mask)
         self._write_pyramid(arrays, keep, mask)
-        adaptation = self._adapt(group, arrays[0], mask)
+        payload, adaptation = self._adapt(group, arrays[0], mask)
+        hybrid = self._write_hr(group, arrays[0], keep, mask, payload, adaptation)
 
         associated, stripped = self._write_associated(group)
         self._write_small(group, MASK_ARRAY, mask.tissue.astype(np.uint8))
@@ -287,6 +364,8 @@ class _Ingest:
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             software=_software(self.slide.name),
             adaptation=adaptation,
+            mode=self.options.mode,
+            hybrid=hybrid,
         )
         # the manifest covers the metadata block (its digest), the block the manifest (its sha256)
         manifest = Manifest(arrays=self.records, metadata_sha256=metadata_digest(metadata.to_json()))
@@ -304,6 +383,7 @@ class _Ingest:
             chunks_total=tissue.chunks_total,
             shards_skipped=skipped,
             adaptation=adaptation,
+            hr_chunks=hybrid["modes"]["hr"]["chunks"] if hybrid else None,
         )
 
     # -- journal -----------------------------------------------------------------------
@@ -320,6 +400,16 @@ class _Ingest:
             "chunk": self.options.chunk,
             "shard": self.shard,
             "keep_background": self.options.keep_background,
+            "mode": self.options.mode,
+            **({"hybrid": self._hybrid_settings()} if self.options.mode == "hybrid" else {}),
+        }
+
+    def _hybrid_settings(self) -> dict[str, Any]:
+        upscaler = self.options.upscaler
+        return {
+            "hr_codec": self.options.hr_codec.to_dict(),
+            "lambda": self.options.hr_lambda,
+            "sr": upscaler.settings() if upscaler is not None else None,
         }
 
     def _keep_intact_shards(self) -> int:
@@ -350,8 +440,19 @@ class _Ingest:
             self.done.add((rec.array, rec.key))
 
     # -- arrays ------------------------------------------------------------------------
-    def _image_array(self, group: zarr.Group, path: str, width: int, height: int, mask: TissueMask) -> zarr.Array:
-        c, s = self.options.chunk, self.shard
+    def _image_array(
+        self,
+        group: zarr.Group,
+        path: str,
+        width: int,
+        height: int,
+        mask: TissueMask,
+        sides: tuple[int, int] | None = None,
+        codec: ImageCodec | None = None,
+    ) -> zarr.Array:
+        """An image array (a pyramid level, or with ``sides = (chunk, shard)`` and ``codec`` the
+        HR chunks), created or, on resume, reopened with the shards already journalled."""
+        c, s = sides or (self.options.chunk, self.shard)
         shape = (3, height, width)
         if path in group:
             array = group[path]
@@ -365,7 +466,7 @@ class _Ingest:
                 shards=(3, s, s),
                 dtype="uint8",
                 filters=[TransposeCodec(order=(1, 2, 0))],
-                serializer=self.options.codec,
+                serializer=codec or self.options.codec,
                 compressors=[Crc32cCodec()],
                 fill_value=mask.fill_value,
                 dimension_names=("c", "y", "x"),
@@ -558,13 +659,16 @@ class _Ingest:
         )
 
     # -- adaptation ------------------------------------------------------------------------
-    def _adapt(self, group: zarr.Group, level0: zarr.Array, mask: TissueMask) -> dict[str, Any] | None:
+    def _adapt(
+        self, group: zarr.Group, level0: zarr.Array, mask: TissueMask
+    ) -> tuple[bytes | None, dict[str, Any] | None]:
         """Tune the per-slide adaptation on the stored level 0 (or, on resume, take the one
         journalled with the same settings), store its bytes when the rule keeps it, and
-        return its record for the metadata (None when not adapting)."""
+        return them (None when not stored) and its record for the metadata (None when not
+        adapting)."""
         adapter = self.options.adapt
         if adapter is None:
-            return None
+            return None, None
         settings = adapter.settings()
         journalled = [d for d in self.dest.done(ADAPTATION_KIND).values() if d.get("settings") == settings]
         if journalled:
@@ -578,7 +682,107 @@ class _Ingest:
             self.dest.journal(ADAPTATION_KIND, "0", {"settings": settings, "payload": payload.hex(), "info": info})
         if info["kept"]:
             self._write_small(group, ADAPTATION_ARRAY, np.frombuffer(payload, dtype=np.uint8), fill_value=0)
-        return dict(info)
+        return (payload if info["kept"] else None), dict(info)
+
+    # -- hybrid: full-resolution chunks --------------------------------------------------------
+    def _write_hr(
+        self,
+        group: zarr.Group,
+        level0: zarr.Array,
+        keep: np.ndarray,
+        mask: TissueMask,
+        payload: bytes | None,
+        adaptation: dict[str, Any] | None,
+    ) -> dict[str, Any] | None:
+        """Hybrid mode: decide every tissue chunk's path and write the HR chunks (one task per
+        HR shard not journalled yet); returns the metadata's ``hybrid`` record (None in ``sr``
+        mode)."""
+        upscaler = self.options.upscaler
+        if self.options.mode != "hybrid" or upscaler is None:
+            return None
+        scale, c = self.options.scale, self.options.chunk
+        hr_chunk, hr_shard = scale * c, hr_shard_side(c, self.shard, scale)
+        array = self._image_array(
+            group, HR_ARRAY, self.width, self.height, mask, (hr_chunk, hr_shard), self.options.hr_codec
+        )
+        reader = ArrayReader(self.work, "0", level0, self.records["0"], mask.background_rgb, mask.fill_value)
+        stored = (payload, adaptation) if payload is not None and adaptation is not None else None
+        sr = upscaler.open(reader, (self.width, self.height), self.options.codec, stored)
+        try:
+            per = hr_shard // hr_chunk
+            empty = set(self.dest.done(EMPTY_HR_SHARD_KIND))
+            shards = []
+            for sy in range(-(-keep.shape[0] // per)):
+                for sx in range(-(-keep.shape[1] // per)):
+                    count = int(keep[sy * per : (sy + 1) * per, sx * per : (sx + 1) * per].sum())
+                    key = shard_key((0, sy, sx))
+                    if count and (HR_ARRAY, key) not in self.done and key not in empty:
+                        shards.append((count, sy, sx))
+            tasks = [
+                dask.delayed(self._hr_shard, pure=False)(
+                    array, keep, mask, sr, sy, sx, dask_key_name=f"hr-shard-{sy:06d}-{sx:06d}"
+                )
+                for _, sy, sx in shards
+            ]
+            self._progress = Progress(sum(n for n, _, _ in shards), "hybrid", "chunk", self.options.progress)
+            with self._progress:
+                dask.compute(*tasks, scheduler=dask.threaded.get, num_workers=self.options.workers)
+            described = sr.describe()
+        finally:
+            sr.close()
+        return {
+            "hr_codec": self.options.hr_codec.to_dict(),
+            "lambda": self.options.hr_lambda,
+            "rule": HR_RULE,
+            "hr_chunk": hr_chunk,
+            "hr_shard": hr_shard,
+            "sr": described,
+            "modes": chunk_modes(self.records["0"], self.records[HR_ARRAY]),
+        }
+
+    def _hr_shard(
+        self, array: zarr.Array, keep: np.ndarray, mask: TissueMask, sr: SuperResolved, sy: int, sx: int
+    ) -> None:
+        """One HR shard: each tissue chunk's source pixels against what restore makes of its LR;
+        the chunks that win (:func:`hr_is_better`) written, the others left empty."""
+        record = self.records[HR_ARRAY]
+        chunk, shard = record.chunk_shape[1], record.shard_shape[1]
+        x0, y0 = sx * shard, sy * shard
+        x1, y1 = min(x0 + shard, self.width), min(y0 + shard, self.height)
+        fill = mask.fill_value
+        buffer = np.full((y1 - y0, x1 - x0, 3), fill, dtype=np.uint8)
+        kept = []
+        for r in range(y0 // chunk, -(-y1 // chunk)):
+            for q in range(x0 // chunk, -(-x1 // chunk)):
+                if not keep[r, q]:
+                    continue
+                box = (q * chunk, r * chunk, min((q + 1) * chunk, self.width), min((r + 1) * chunk, self.height))
+                source = self._read_level0(box)
+                if self._hr_wins(source, sr.read(box), chunk, fill):
+                    buffer[box[1] - y0 : box[3] - y0, box[0] - x0 : box[2] - x0] = source
+                    kept.append((r, q, box))
+                self._progress.update()
+        if not kept or (buffer == fill).all():
+            # nothing to write (zarr writes no chunk that is all fill value, and such a chunk is
+            # restored as well by the generator): no shard, only a journal line for a resume
+            with self._journal_lock:
+                self.dest.journal(EMPTY_HR_SHARD_KIND, shard_key((0, sy, sx)))
+            return
+        self._store_shard(
+            HR_ARRAY, array, (0, sy, sx), buffer, (x0, y0, x1, y1), kept, fill, self.options.hr_codec, True
+        )
+
+    def _hr_wins(self, source: np.ndarray, restored: np.ndarray, chunk: int, fill: int) -> bool:
+        """Whether a chunk's HR path costs less than its SR path: the source coded as zarr codes
+        the chunk (padded with the fill value to the full chunk), decoded, and both paths' SSE."""
+        h, w = source.shape[:2]
+        padded = np.full((chunk, chunk, 3), fill, dtype=np.uint8)
+        padded[:h, :w] = source
+        codec = self.options.hr_codec
+        encoded = codec.encode_image(padded)
+        decoded = codec.decode_image(encoded)[:h, :w]
+        bits = 8 * (len(encoded) + 4)  # as stored: the chunk's crc32c follows it
+        return hr_is_better(sse(restored, source), sse(decoded, source), bits, self.options.hr_lambda)
 
     # -- small arrays ----------------------------------------------------------------------
     def _write_associated(self, group: zarr.Group) -> tuple[list[str], list[str]]:
@@ -792,6 +996,12 @@ def _software(reader: str) -> dict[str, str]:
     return software_versions("zarr", "numpy", "imagecodecs", "dask", package) | {
         "imagecodecs_libraries": imagecodecs.version()
     }
+
+
+def sse(a: np.ndarray, b: np.ndarray) -> int:
+    """Sum of squared differences of two uint8 images, over every pixel and channel."""
+    d = (a.astype(np.int64) - b).ravel()  # int64: a 1024 px chunk's SSE passes 2**31
+    return int(np.dot(d, d))
 
 
 def coding_psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -147,6 +147,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type of a finite number at least 0 (``--lambda``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number at least 0, got {text!r}")
+    return value
+
+
 def add_adaptation(p: Parser) -> None:
     """``--no-adapt`` and ``--adapt-seconds``: the per-slide adaptation of the generator."""
     p.add_argument(

@@ -59,7 +59,13 @@ def describe(info: dict[str, Any]) -> str:
             "image pyramid",
             f"{size(info['pyramid_bytes'])}: {info['pyramid_bits_per_source_pixel']:.3f} bits per source pixel, "
             f"ratio {info['pyramid_ratio']:.2f}x vs {info['pyramid_ratio_against']} "
-            f"({size(info['source_image_bytes'])})",
+            f"({size(info['source_image_bytes'])})"
+            + (
+                f"; with the full-resolution chunks {size(info['image_bytes'])}: "
+                f"{info['image_bits_per_source_pixel']:.3f} bits per source pixel, ratio {info['image_ratio']:.2f}x"
+                if info.get("hr_bytes")
+                else ""
+            ),
         ),
         ("associated", _associated(info, stripped)),
         (
@@ -73,11 +79,28 @@ def describe(info: dict[str, Any]) -> str:
             f"background ({info['chunks_written']}/{info['chunks_total']} stored)",
         ),
         ("codec", f"{codec['name']} ({settings})"),
+        ("mode", _mode(info)),
         ("archive loss", _loss(info.get("loss_map"))),
         ("adaptation", _options.adaptation_text(info.get("adaptation"))),
         ("created", info["created"]),
     ]
     return "\n".join(f"{key:>14}: {value}" for key, value in lines)
+
+
+def _mode(info: dict[str, Any]) -> str:
+    """``sr``, or a hybrid archive's chunks and bytes per mode, its HR codec and lambda."""
+    modes, hybrid = info["chunk_modes"], info.get("hybrid")
+    if info["mode"] != "hybrid" or hybrid is None:
+        return f"sr (all {modes['sr']['chunks']} tissue chunks restored by the generator)"
+    sr, hr = modes["sr"], modes["hr"]
+    codec = hybrid["hr_codec"]
+    settings = ", ".join(f"{k}={v}" for k, v in codec.get("configuration", {}).items())
+    size = _options.size
+    return (
+        f"hybrid: {sr['chunks']} chunks SR ({sr['share']:.1%}, {size(sr['bytes'])} LR), {hr['chunks']} full "
+        f"resolution ({hr['share']:.1%}, {size(hr['bytes'])} HR + {size(hr['lr_bytes'])} LR kept); "
+        f"HR {codec['name']} ({settings}), lambda {hybrid['lambda']:g}"
+    )
 
 
 def _associated(info: dict[str, Any], stripped: str) -> str:

@@ -43,6 +43,29 @@ def add_parser(sub: Any) -> None:
         "--strip-label", action="store_true", help="drop label and macro images (may show patient identifiers)"
     )
     _options.add_adaptation(p)
+    p.add_argument(
+        "--mode",
+        choices=("sr", "hybrid"),
+        default="sr",
+        help="sr (default): every chunk LR, restored by the generator; hybrid: each level-0 chunk also at full "
+        "resolution where that costs less (SSE_sr - SSE_hr > lambda x bits_hr; format 1.5)",
+    )
+    p.add_argument(
+        "--hr-codec",
+        default=None,
+        metavar="CODEC",
+        help="hybrid: the codec of the full-resolution chunks, with settings as --codec "
+        "(default avif:level=40,pixelformat=YUV420,speed=8)",
+    )
+    p.add_argument(
+        "--lambda",
+        dest="hr_lambda",
+        type=_options.non_negative_float,
+        default=None,
+        metavar="L",
+        help="hybrid: grey levels squared of SSE a bit of HR chunk must save (default 900; 0: HR wherever it is "
+        "closer to the source)",
+    )
     _options.add_storage_options(p)
     _options.add_overwrite_resume(p, "archive")
     _options.add_quiet(p)
@@ -68,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         mpp=args.mpp,
         adapt=_options.adaptation_from_args(args),
+        **_hybrid_from_args(args),
     )
     if _options.wants_batch(args, args.paths):
         return _batch(args, options)
@@ -75,6 +99,25 @@ def run(args: argparse.Namespace) -> int:
     result = ingest(args.paths[0], args.paths[1], options, args.storage_options)
     print(summary(result, time.perf_counter() - start))
     return 0
+
+
+def _hybrid_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``IngestOptions`` fields that ``--mode``, ``--hr-codec`` and ``--lambda`` set."""
+    from wsistore.errors import InputError
+
+    if args.mode != "hybrid":
+        if args.hr_codec is not None or args.hr_lambda is not None:
+            raise InputError("--hr-codec and --lambda apply to --mode hybrid")
+        return {}
+    from wsistore.codecs import parse_codec
+    from wsistore.restoration.hybrid import SrPath
+
+    fields: dict[str, Any] = {"mode": "hybrid", "upscaler": SrPath()}
+    if args.hr_codec is not None:
+        fields["hr_codec"] = parse_codec(args.hr_codec)
+    if args.hr_lambda is not None:
+        fields["hr_lambda"] = args.hr_lambda
+    return fields
 
 
 def _batch(args: argparse.Namespace, options: IngestOptions) -> int:
@@ -92,5 +135,6 @@ def summary(result: IngestResult, seconds: float) -> str:
     return (
         f"wrote {result.archive}: {result.chunks_written}/{result.chunks_total} chunks "
         f"({result.source_pixels / 1e6:.1f} source MP in {seconds:.1f} s{resumed})"
+        + (f"; {result.hr_chunks} at full resolution (hybrid)" if result.hr_chunks is not None else "")
         + (f"; {_options.adaptation_text(result.adaptation)}" if result.adaptation else "")
     )

@@ -87,5 +87,7 @@ def describe(report: VerifyReport) -> str:
         summary += f"; source {'matches' if a.get('sha256_matches') else 'DIFFERS'} (sha256)"
         if "chunks_compared" in a:
             summary += f", {a['chunks_compared']} chunks compared with a fresh downsample"
+        if "hr_chunks_compared" in a:
+            summary += f" and {a['hr_chunks_compared']} full-resolution chunks with the source's pixels"
     lines.append(("OK: " if report.ok else f"FAILED ({len(report.problems)} problems): ") + summary)
     return "\n".join(lines)

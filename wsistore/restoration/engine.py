@@ -17,6 +17,11 @@ already in memory gets a runner of its own, which :meth:`TileRestorer.close` sto
 An archive that stores a per-slide adaptation (format 1.4) is restored with its base
 generator and the adaptation applied, unless a model is named: naming one, even the base,
 restores with that model's own weights.
+
+A hybrid archive (format 1.5) stores some level-0 chunks at full resolution: a tile pastes
+their decoded pixels, cropped to the slide, over the generator's output, and a tile whose
+chunks are all background or full resolution never reaches the generator. The HR chunks are
+fixed pixels, so every tile size still gives crops of one whole image.
 """
 
 from __future__ import annotations
@@ -94,6 +99,8 @@ class TileRestorer:
         self._chunks: SingleFlightCache[tuple[int, int]] = SingleFlightCache(
             max(MIN_LR_CACHE_BYTES, rows * chunk_row_bytes)
         )
+        self.hr = archive.hr
+        self._hr_chunks: SingleFlightCache[tuple[int, int]] = SingleFlightCache(MIN_LR_CACHE_BYTES)
 
     @property
     def generator(self) -> LoadedGenerator:
@@ -109,12 +116,14 @@ class TileRestorer:
         """The HR pixels of compute tile ``(row, col)``, ``(y, x, 3)`` uint8."""
         g = self.grid
         x0, y0, x1, y1 = g.hr_box(row, col)
-        if self.is_background(row, col):
+        chunks = self.lr.chunks_in(g.core(row, col))
+        if all(self.lr.chunk_state(r, q) == ChunkState.BACKGROUND or self.archive.is_hr(r, q) for r, q in chunks):
             out = np.empty((y1 - y0, x1 - x0, 3), dtype=np.uint8)
             out[:] = self.glass
-            return out
-        out = upscale_tile(self.runner, g, self.read_lr, row, col)
-        self._paint_background(out, row, col)
+        else:
+            out = upscale_tile(self.runner, g, self.read_lr, row, col)
+            self._paint_background(out, row, col)
+        self._paste_hr(out, row, col)
         return out
 
     def read_lr(self, box: Box) -> np.ndarray:
@@ -146,6 +155,29 @@ class TileRestorer:
             x1, y1 = min((q + 1) * cw * s, tx1), min((r + 1) * ch * s, ty1)
             out[y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0] = self.glass
 
+    def _paste_hr(self, out: np.ndarray, row: int, col: int) -> None:
+        """Paste the full-resolution chunks (hybrid archives) under the tile over ``out``."""
+        if self.hr is None:
+            return
+        tx0, ty0, tx1, ty1 = self.grid.hr_box(row, col)
+        side = self.hr.chunk
+        for r, q in self.lr.chunks_in(self.grid.core(row, col)):
+            if not self.archive.is_hr(r, q):
+                continue
+            pixels = self._hr_chunks.get((r, q), partial(self._read_hr_chunk, r, q))
+            x0, y0 = max(q * side, tx0), max(r * side, ty0)
+            x1, y1 = min(q * side + pixels.shape[1], tx1), min(r * side + pixels.shape[0], ty1)
+            out[y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0] = pixels[
+                y0 - r * side : y1 - r * side, x0 - q * side : x1 - q * side
+            ]
+
+    def _read_hr_chunk(self, r: int, q: int) -> np.ndarray:
+        assert self.hr is not None
+        side = self.hr.chunk
+        return self.hr.read(
+            (q * side, r * side, min((q + 1) * side, self.hr.width), min((r + 1) * side, self.hr.height))
+        )
+
     def close(self) -> None:
         """Stop the runner if this restorer owns it; the process's shared runners stay."""
         if self.owns_runner:
@@ -167,6 +199,8 @@ class TileRestorer:
             "archive": self.archive.location.url,
             "source": self.archive.metadata.source.file_name,
             "source_sha256": self.archive.metadata.source.sha256,
+            # hybrid archives only (format 1.5): some level-0 chunks are stored pixels, not SR
+            **({"mode": "hybrid"} if self.hr is not None else {}),
         }
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:

@@ -1,0 +1,402 @@
+"""Hybrid archives (format 1.5, ``ingest --mode hybrid``): per level-0 chunk the LR path or a
+full-resolution (HR) chunk, whichever the rate-distortion rule says costs less, the SR path's
+distortion being what restore really outputs; restored, read on demand, verified and described
+with both kinds of chunk; ``--mode sr`` and older archives as before."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+import wsistore
+from tests.cli.test_cli import assert_one_line_error, run
+from tests.data import SLIDE
+from tests.s3 import S3
+from wsistore.archive import writer
+from wsistore.archive.format import HR_ARRAY, MANIFEST_KEY, hr_is_better, metadata_digest
+from wsistore.archive.reader import Archive
+from wsistore.archive.verify import verify
+from wsistore.archive.writer import IngestOptions, ingest, sse
+from wsistore.errors import ArchiveError, InputError
+from wsistore.models.weights import LoadedGenerator
+from wsistore.readers import open_slide
+from wsistore.restoration.hybrid import SrPath
+from wsistore.restoration.pipeline import RestoreOptions, restore
+
+#: On the sample slide this lambda makes 6 of the 9 chunks HR: the SR chunks save at most 250
+#: grey levels squared per HR bit, the HR chunks at least 900 (AVIF 40, 4:2:0).
+LAMBDA = 600.0
+#: Shards of 2 x 2 LR chunks, so HR shards of 2 x 2 HR chunks: 4 HR shards over the 3 x 3 grid.
+SR_OPTIONS = IngestOptions(chunk=256, shard=512, workers=2, progress=False)
+HYBRID_OPTIONS = replace(SR_OPTIONS, mode="hybrid", upscaler=SrPath(), hr_lambda=LAMBDA)
+#: Restores of these tests: lossless, on the CPU, with the archive's default generator.
+RESTORE = RestoreOptions(device="cpu", lossless=True, progress=False, workers=2, tile=256)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The sample slide ingested in ``sr`` and in ``hybrid`` mode, same LR settings."""
+    folder = tmp_path_factory.mktemp("hybrid")
+    ingest(SLIDE, folder / "sr.zarr", SR_OPTIONS)
+    ingest(SLIDE, folder / "hybrid.zarr", HYBRID_OPTIONS)
+    return folder / "sr.zarr", folder / "hybrid.zarr"
+
+
+@pytest.fixture(scope="module")
+def restored(tmp_path_factory: pytest.TempPathFactory, pair: tuple[Path, Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Full lossless restores of both archives."""
+    folder = tmp_path_factory.mktemp("restored")
+    restore(pair[0], folder / "sr.tif", RESTORE)
+    restore(pair[1], folder / "hybrid.tif", RESTORE)
+    return tifffile.imread(folder / "sr.tif"), tifffile.imread(folder / "hybrid.tif")
+
+
+def _hr_box(archive: Archive, r: int, q: int) -> tuple[int, int, int, int]:
+    side = archive.metadata.scale * archive.metadata.chunk
+    md = archive.metadata
+    return q * side, r * side, min((q + 1) * side, md.width), min((r + 1) * side, md.height)
+
+
+def _tissue(archive: Archive) -> list[tuple[int, int]]:
+    base = archive.level(0)
+    rows, cols = -(-base.height // base.chunk), -(-base.width // base.chunk)
+    return [(r, q) for r in range(rows) for q in range(cols) if base.chunk_state(r, q) != "background"]
+
+
+def test_the_rule() -> None:
+    assert hr_is_better(sse_sr=1000, sse_hr=10, bits_hr=10, lam=98.9)
+    assert not hr_is_better(sse_sr=1000, sse_hr=10, bits_hr=10, lam=99)  # strictly more than lambda per bit
+    assert not hr_is_better(sse_sr=10, sse_hr=20, bits_hr=1, lam=0)  # never when HR is further from the source
+    black, white = np.zeros((1024, 1024, 3), np.uint8), np.full((1024, 1024, 3), 255, np.uint8)
+    assert sse(black, white) == sse(white, black) == 3 * 1024 * 1024 * 255**2  # no overflow
+
+
+def test_hybrid_metadata_and_the_lr_left_as_in_sr_mode(pair: tuple[Path, Path]) -> None:
+    sr, hybrid = Archive.open(pair[0]), Archive.open(pair[1])
+    md = hybrid.metadata
+    assert md.format_version == "1.5" and md.mode == "hybrid" and sr.metadata.mode == "sr"
+    assert sr.hr is None and sr.metadata.hybrid is None and HR_ARRAY not in sr.manifest.arrays
+    assert md.hybrid is not None and md.hybrid["lambda"] == LAMBDA and "SSE_sr - SSE_hr > lambda" in md.hybrid["rule"]
+    assert md.hybrid["hr_codec"] == HYBRID_OPTIONS.hr_codec.to_dict()
+    assert md.hybrid["hr_chunk"] == 1024 and md.hybrid["hr_shard"] == 2048
+    assert md.hybrid["sr"]["generator"]["name"] == "compact-l1-gpu" and md.hybrid["sr"]["device"] == "cpu"
+    modes = md.hybrid["modes"]
+    assert modes["sr"]["chunks"] == 3 and modes["hr"]["chunks"] == 6
+    assert modes["hr"]["bytes"] == sum(size for size, _ in hybrid.manifest.arrays[HR_ARRAY].chunks.values())
+    # the LR pyramid is the sr archive's, byte for byte: every chunk keeps its LR chunk
+    for level in md.levels:
+        assert hybrid.manifest.arrays[level.path].shards == sr.manifest.arrays[level.path].shards
+    hr = zarr.open_array(pair[1] / HR_ARRAY, mode="r")  # stock zarr reads it
+    assert hr.shape == (3, md.height, md.width) and hr.chunks == (3, 1024, 1024)
+
+
+def test_each_chunk_takes_the_path_the_rule_chooses(pair: tuple[Path, Path], restored: tuple[np.ndarray, ...]) -> None:
+    """Recomputed from scratch: SR = the sr archive's full restore, HR = the source coded by the
+    HR codec (padded to the chunk as zarr pads it), the source read afresh."""
+    archive = Archive.open(pair[1])
+    codec, fill = HYBRID_OPTIONS.hr_codec, archive.metadata.fill_value
+    sr_restore = restored[0]
+    with open_slide(SLIDE) as slide:
+        chosen = []
+        for r, q in _tissue(archive):
+            x0, y0, x1, y1 = _hr_box(archive, r, q)
+            source = slide.read_region((x0, y0), 0, (x1 - x0, y1 - y0))
+            padded = np.full((1024, 1024, 3), fill, dtype=np.uint8)
+            padded[: y1 - y0, : x1 - x0] = source
+            encoded = codec.encode_image(padded)
+            decoded = codec.decode_image(encoded)[: y1 - y0, : x1 - x0]
+            sse_sr = sse(sr_restore[y0:y1, x0:x1], source)
+            if sse_sr - sse(decoded, source) > LAMBDA * 8 * (len(encoded) + 4):  # the rule, as stated
+                chosen.append((r, q))
+    assert 0 < len(chosen) < len(_tissue(archive))
+    assert [rq for rq in _tissue(archive) if archive.is_hr(*rq)] == chosen
+    md = archive.metadata
+    measured = SrPath().open(archive.level(0), (md.width, md.height), archive.codec, None)
+    try:  # what ingest measured is what restore outputs, pixel for pixel
+        for r, q in _tissue(archive):
+            x0, y0, x1, y1 = box = _hr_box(archive, r, q)
+            assert np.array_equal(measured.read(box), sr_restore[y0:y1, x0:x1]), (r, q)
+    finally:
+        measured.close()
+
+
+def test_restore_pastes_the_hr_chunks_over_the_sr_output(
+    pair: tuple[Path, Path], restored: tuple[np.ndarray, np.ndarray]
+) -> None:
+    archive = Archive.open(pair[1])
+    sr_restore, hybrid_restore = restored
+    assert archive.hr is not None
+    for r, q in _tissue(archive):
+        x0, y0, x1, y1 = box = _hr_box(archive, r, q)
+        expected = archive.hr.read(box) if archive.is_hr(r, q) else sr_restore[y0:y1, x0:x1]
+        assert np.array_equal(hybrid_restore[y0:y1, x0:x1], expected), (r, q)
+    assert not np.array_equal(hybrid_restore, sr_restore)
+
+
+def test_regions_on_demand_and_every_output_equal_the_full_restore(
+    tmp_path: Path, pair: tuple[Path, Path], restored: tuple[np.ndarray, np.ndarray]
+) -> None:
+    full = restored[1]
+    x, y, w, h = region = (700, 900, 1100, 1300)  # across chunk borders, HR and SR chunks
+    restore(pair[1], tmp_path / "r.tif", replace(RESTORE, region=region, tile=512, workers=1))
+    assert np.array_equal(tifffile.imread(tmp_path / "r.tif"), full[y : y + h, x : x + w])
+    restore(pair[1], tmp_path / "r.zarr", replace(RESTORE, region=region, format="zarr", tile=128, lossless=False))
+    group = zarr.open_group(tmp_path / "r.zarr", mode="r")
+    assert np.array_equal(np.moveaxis(group["0"][:], 0, 2), full[y : y + h, x : x + w])
+    assert group.attrs["wsistore_restore"]["mode"] == "hybrid"
+    restore(pair[1], tmp_path / "r.dcm", replace(RESTORE, region=region, format="dicom", codec="jpeg2000"))
+    from wsidicom import WsiDicom
+
+    with WsiDicom.open(tmp_path / "r.dcm") as slide:
+        dicom = np.asarray(slide.read_region((0, 0), 0, (w, h)).convert("RGB"))
+    assert np.array_equal(dicom, full[y : y + h, x : x + w])
+    with wsistore.open(pair[1], device="cpu") as slide:
+        pixels = np.asarray(slide.read_region((x, y), 0, (w, h)).convert("RGB"))
+        assert np.array_equal(pixels, full[y : y + h, x : x + w])
+        corner = np.asarray(slide.read_region((2000, 2800), 0, (220, 167)).convert("RGB"))
+        assert np.array_equal(corner, full[2800:, 2000:])
+
+
+def test_verify_checks_the_hr_chunks_against_the_source(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    report = verify(pair[1], against=SLIDE, progress=False)
+    assert report.ok, report.problems
+    assert report.chunks == verify(pair[0], progress=False).chunks + 6  # the HR chunks decoded too
+    assert report.against is not None and report.against["hr_chunks_compared"] == 6
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(pair[1], copy)
+    archive = Archive.open(copy)
+    record = archive.manifest.arrays[HR_ARRAY]
+    key = sorted(record.shards)[0]
+    data = bytearray((copy / HR_ARRAY / key).read_bytes())
+    data[100] ^= 0xFF  # inside the first HR chunk of that shard
+    (copy / HR_ARRAY / key).write_bytes(bytes(data))
+    problems = verify(copy, progress=False).problems
+    assert any(f"shard {HR_ARRAY}/{key} has changed" in p for p in problems), problems
+    assert any(p.startswith(f"chunk {HR_ARRAY} row") for p in problems), problems
+    with pytest.raises(ArchiveError, match=f"chunk {HR_ARRAY} row"), wsistore.open(copy, device="cpu") as slide:
+        slide.read_region((0, 0), 0, (2220, 2967))
+
+
+def test_verify_against_finds_an_hr_chunk_that_is_not_the_source(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    """An HR chunk swapped for another whole, checksummed one (manifest and metadata rewritten to
+    match, as a forger would) passes the checksums but not the comparison with the source."""
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(pair[1], copy)
+    archive = Archive.open(copy)
+    hr = [rq for rq in _tissue(archive) if archive.is_hr(*rq)]
+    (r0, q0), (r1, q1) = hr[0], hr[1]
+    a = zarr.open_array(copy / HR_ARRAY, mode="r+")
+    side = 1024
+    first = a[:, r0 * side : (r0 + 1) * side, q0 * side : (q0 + 1) * side]
+    second = a[:, r1 * side : (r1 + 1) * side, q1 * side : (q1 + 1) * side]
+    if first.shape == second.shape:
+        a[:, r0 * side : (r0 + 1) * side, q0 * side : (q0 + 1) * side] = second
+    else:  # an edge chunk: paint it grey instead
+        a[:, r0 * side : (r0 + 1) * side, q0 * side : (q0 + 1) * side] = 128
+    _reseal(copy)
+    report = verify(copy, against=SLIDE, progress=False)
+    assert any(f"chunk {HR_ARRAY} row {r0} col {q0} does not match the source" in p for p in report.problems), (
+        report.problems
+    )
+
+
+def _reseal(path: Path) -> None:
+    """Rewrite the manifest's checksums and the metadata's hashes to the archive's current bytes."""
+    from wsistore.archive.manifest import Manifest, describe_shard
+
+    manifest = Manifest.from_bytes((path / MANIFEST_KEY).read_bytes())
+    for name, record in manifest.arrays.items():
+        for key in list(record.shards):
+            coords = tuple(int(p) for p in key.split("/")[1:])
+            record.merge(describe_shard(name, record, coords, (path / name / key).read_bytes()))
+    group = json.loads((path / "zarr.json").read_text())
+    block = group["attributes"]["wsistore"]
+    manifest.metadata_sha256 = metadata_digest(block)
+    data = manifest.to_bytes()
+    (path / MANIFEST_KEY).write_bytes(data)
+    block["manifest_sha256"] = hashlib.sha256(data).hexdigest()
+    (path / "zarr.json").write_text(json.dumps(group))
+
+
+def test_info_shows_chunks_and_bytes_per_mode(pair: tuple[Path, Path]) -> None:
+    shown = run("info", str(pair[1]), "--json")
+    assert shown.returncode == 0, shown.stderr
+    info = json.loads(shown.stdout)
+    assert info["mode"] == "hybrid" and info["format_version"] == "1.5"
+    modes = info["chunk_modes"]
+    assert (modes["sr"]["chunks"], modes["hr"]["chunks"]) == (3, 6)
+    assert modes["sr"]["share"] == pytest.approx(1 / 3) and modes["hr"]["share"] == pytest.approx(2 / 3)
+    assert modes["hr"]["bytes"] > 0 and modes["hr"]["lr_bytes"] > 0 and modes["sr"]["bytes"] > 0
+    assert info["image_bytes"] == info["pyramid_bytes"] + info["hr_bytes"] and info["hr_bytes"] > modes["hr"]["bytes"]
+    text = run("info", str(pair[1])).stdout
+    assert "hybrid: 3 chunks SR (33.3%" in text and "6 full resolution (66.7%" in text and "lambda 600" in text
+    assert "; with the full-resolution chunks " in text
+    sr = json.loads(run("info", str(pair[0]), "--json").stdout)
+    assert sr["mode"] == "sr" and sr["chunk_modes"]["hr"]["chunks"] == 0 and sr["hybrid"] is None
+    assert "sr (all 9 tissue chunks restored by the generator)" in run("info", str(pair[0])).stdout
+
+
+def test_same_bytes_whatever_the_workers_and_across_resume(
+    tmp_path: Path, pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "again.zarr"
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer._Ingest, "_write_associated", interrupted)  # after the HR shards are journalled
+    with pytest.raises(KeyboardInterrupt):
+        ingest(SLIDE, out, replace(HYBRID_OPTIONS, workers=1))
+    monkeypatch.undo()
+    with pytest.raises(InputError, match="hybrid"):  # another lambda is another archive
+        ingest(SLIDE, out, replace(HYBRID_OPTIONS, hr_lambda=1.0, resume=True))
+
+    def not_again(*args: object) -> None:
+        raise AssertionError("the resumed ingest decided a journalled HR shard again")
+
+    monkeypatch.setattr(writer._Ingest, "_hr_shard", not_again)
+    ingest(SLIDE, out, replace(HYBRID_OPTIONS, workers=1, resume=True))
+    assert (out / MANIFEST_KEY).read_bytes() == (pair[1] / MANIFEST_KEY).read_bytes()
+
+
+def test_a_format_1_4_archive_still_reads(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    copy = tmp_path / "old.zarr"
+    shutil.copytree(pair[0], copy)
+    group = json.loads((copy / "zarr.json").read_text())
+    block = group["attributes"]["wsistore"]
+    del block["mode"], block["hybrid"]  # what 1.4 wrote
+    block["format_version"] = "1.4"
+    manifest = json.loads((copy / MANIFEST_KEY).read_text())
+    manifest["format_version"] = "1.4"
+    manifest["metadata_sha256"] = metadata_digest(block)
+    data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+    (copy / MANIFEST_KEY).write_bytes(data)
+    block["manifest_sha256"] = hashlib.sha256(data).hexdigest()
+    (copy / "zarr.json").write_text(json.dumps(group))
+    archive = Archive.open(copy)
+    assert archive.metadata.format_version == "1.4" and archive.metadata.mode == "sr" and archive.hr is None
+    assert archive.info()["chunk_modes"]["sr"]["chunks"] == 9
+    assert verify(copy, progress=False).ok
+    box = (1000, 1200, 300, 200)
+    with wsistore.open(copy, model="bicubic") as old, wsistore.open(pair[0], model="bicubic") as new:
+        assert np.array_equal(
+            np.asarray(old.read_region(box[:2], 0, box[2:])), np.asarray(new.read_region(box[:2], 0, box[2:]))
+        )
+
+
+def test_an_hr_array_in_an_sr_archive_is_refused(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(pair[1], copy)
+    group = json.loads((copy / "zarr.json").read_text())
+    group["attributes"]["wsistore"]["mode"] = "sr"
+    (copy / "zarr.json").write_text(json.dumps(group))
+    _reseal(copy)
+    with pytest.raises(ArchiveError, match=f"an sr archive with a {HR_ARRAY} array"):
+        Archive.open(copy)
+
+
+def test_the_cli_ingests_hybrid_and_refuses_hybrid_options_in_sr_mode(tmp_path: Path) -> None:
+    out = tmp_path / "cli.zarr"
+    args = ("--workers", "2", "--chunk", "256", "--shard", "512", "--quiet")
+    result = run("ingest", str(SLIDE), str(out), "--mode", "hybrid", "--lambda", str(LAMBDA), *args)
+    assert result.returncode == 0, result.stderr
+    assert "6 at full resolution (hybrid)" in result.stdout
+    assert Archive.open(out).metadata.hybrid["modes"]["hr"]["chunks"] == 6  # type: ignore[index]
+    assert_one_line_error(
+        run("ingest", str(SLIDE), str(tmp_path / "x.zarr"), "--lambda", "5", *args), 2, "--mode hybrid"
+    )
+    refused = run("ingest", str(SLIDE), str(tmp_path / "x.zarr"), "--mode", "hybrid", "--lambda", "-1", *args)
+    assert refused.returncode == 2 and "argument --lambda: must be a number at least 0" in refused.stderr
+
+
+def test_on_s3_with_resume_the_bytes_of_a_local_ingest(
+    s3: S3, pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = s3.url("hybrid.zarr")
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer._Ingest, "_write_associated", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(SLIDE, url, HYBRID_OPTIONS)
+    monkeypatch.undo()
+    with pytest.raises(ArchiveError, match="unfinished"):
+        Archive.open(url)
+    ingest(SLIDE, url, replace(HYBRID_OPTIONS, resume=True))
+    local = pair[1]
+    files = sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file())
+    assert s3.keys("hybrid.zarr") == files  # no settings or journal left behind
+    for key in files:
+        if "/c/" in key or key == MANIFEST_KEY:
+            assert s3.fs.cat_file(f"{url[5:]}/{key}") == (local / key).read_bytes(), key
+    report = verify(url, against=SLIDE, progress=False)
+    assert report.ok, report.problems
+    x, y, w, h = 900, 700, 400, 600
+    with wsistore.open(url, model="bicubic") as remote, wsistore.open(local, model="bicubic") as here:
+        assert np.array_equal(
+            np.asarray(remote.read_region((x, y), 0, (w, h))), np.asarray(here.read_region((x, y), 0, (w, h)))
+        )
+
+
+def test_the_sr_path_is_restores_own_output_with_the_adaptation(tmp_path: Path) -> None:
+    """With an adaptation kept, the SR path ingest measures is the adapted generator's, and it is
+    exactly what restore gives for the SR chunks."""
+    from tests.archive.test_adaptation import QUICK_ADAPT
+
+    out = tmp_path / "adapted.zarr"
+    ingest(SLIDE, out, replace(HYBRID_OPTIONS, adapt=QUICK_ADAPT))
+    archive = Archive.open(out)
+    record = archive.metadata.adaptation
+    assert record is not None and record["kept"] and archive.metadata.hybrid is not None
+    assert archive.metadata.hybrid["sr"]["generator"]["adaptation_sha256"] == record["sha256"]
+    payload = archive.adaptation()
+    assert payload is not None
+    md = archive.metadata
+    sr = SrPath().open(archive.level(0), (md.width, md.height), archive.codec, (payload, record))
+    try:
+        with wsistore.open(out, device="cpu") as slide:
+            for r, q in _tissue(archive):
+                x0, y0, x1, y1 = box = _hr_box(archive, r, q)
+                restored = np.asarray(slide.read_region((x0, y0), 0, (x1 - x0, y1 - y0)).convert("RGB"))
+                expected = archive.hr.read(box) if archive.hr is not None and archive.is_hr(r, q) else sr.read(box)
+                assert np.array_equal(restored, expected), (r, q)
+    finally:
+        sr.close()
+
+
+def test_serve_gives_the_restored_pixels_with_the_hr_chunks(
+    pair: tuple[Path, Path], restored: tuple[np.ndarray, np.ndarray]
+) -> None:
+    import io
+
+    from PIL import Image
+
+    from tests.serve.conftest import running
+
+    full = restored[1]
+    with running(pair[1], None) as srv:  # type: ignore[arg-type]
+        top = srv.slide.zoom().level_count - 1
+        reply = srv.get(srv.tile(top, 4, 4, "png"))  # DeepZoom overlap 1: from (1015, 1015), over 4 chunks
+        assert reply.status == 200
+        tile = np.asarray(Image.open(io.BytesIO(reply.body)).convert("RGB"))
+        assert np.array_equal(tile, full[1015 : 1015 + tile.shape[0], 1015 : 1015 + tile.shape[1]])
+
+
+def test_a_tile_of_hr_chunks_never_runs_the_generator(pair: tuple[Path, Path], counting: LoadedGenerator) -> None:
+    archive = Archive.open(pair[1])
+    assert archive.hr is not None
+    r, q = next(rq for rq in _tissue(archive) if archive.is_hr(*rq))
+    x0, y0, x1, y1 = box = _hr_box(archive, r, q)  # one CPU compute tile (256 LR) per chunk
+    with wsistore.open(pair[1], model=counting, device="cpu") as slide:
+        pixels = np.asarray(slide.read_region((x0, y0), 0, (x1 - x0, y1 - y0)).convert("RGB"))
+    assert counting.model.windows == 0  # type: ignore[attr-defined]
+    assert np.array_equal(pixels, archive.hr.read(box))
