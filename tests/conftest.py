@@ -75,6 +75,19 @@ def sample_archive(tmp_path_factory: pytest.TempPathFactory, slide_path: Path) -
     return out
 
 
+@pytest.fixture(scope="session")
+def hybrid_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The real SVS ingested in ``sr`` and in ``hybrid`` mode with tests/archive/test_hybrid.py's
+    settings (6 of its 9 chunks at full resolution; read-only for tests)."""
+    from tests.archive.test_hybrid import HYBRID_OPTIONS, SR_OPTIONS
+    from wsistore.archive.writer import ingest
+
+    folder = tmp_path_factory.mktemp("hybrid")
+    ingest(SLIDE, folder / "sr.zarr", SR_OPTIONS)
+    ingest(SLIDE, folder / "hybrid.zarr", HYBRID_OPTIONS)
+    return folder / "sr.zarr", folder / "hybrid.zarr"
+
+
 @pytest.fixture
 def archive_copy(tmp_path: Path, sample_archive: Path) -> Path:
     """A private copy of the sample archive, for tests that damage it."""

@@ -42,12 +42,9 @@ RESTORE = RestoreOptions(device="cpu", lossless=True, progress=False, workers=2,
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The sample slide ingested in ``sr`` and in ``hybrid`` mode, same LR settings."""
-    folder = tmp_path_factory.mktemp("hybrid")
-    ingest(SLIDE, folder / "sr.zarr", SR_OPTIONS)
-    ingest(SLIDE, folder / "hybrid.zarr", HYBRID_OPTIONS)
-    return folder / "sr.zarr", folder / "hybrid.zarr"
+def pair(hybrid_pair: tuple[Path, Path]) -> tuple[Path, Path]:
+    """The sample slide ingested in ``sr`` and in ``hybrid`` mode, same LR settings (tests/conftest.py)."""
+    return hybrid_pair
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +182,39 @@ def test_verify_checks_the_hr_chunks_against_the_source(tmp_path: Path, pair: tu
         slide.read_region((0, 0), 0, (2220, 2967))
 
 
+def test_the_loss_map_holds_each_chunks_stored_path_loss(pair: tuple[Path, Path]) -> None:
+    """An HR chunk's cell is its own loss (the source minus the decoded HR chunk, cropped to the
+    slide); an SR chunk's is the bicubic baseline's, as in the ``sr`` archive; verify --against
+    recomputes both."""
+    sr, hybrid = Archive.open(pair[0]), Archive.open(pair[1])
+    loss, sr_loss = hybrid.loss_map(), sr.loss_map()
+    assert loss is not None and sr_loss is not None and hybrid.hr is not None
+    assert np.array_equal(np.isnan(loss), np.isnan(sr_loss))
+    hr = [rq for rq in _tissue(hybrid) if hybrid.is_hr(*rq)]
+    assert len(hr) == 6
+    with open_slide(SLIDE) as slide:
+        for r, q in _tissue(hybrid):
+            if (r, q) not in hr:
+                assert loss[r, q] == sr_loss[r, q], (r, q)
+                continue
+            x0, y0, x1, y1 = box = _hr_box(hybrid, r, q)
+            source = slide.read_region((x0, y0), 0, (x1 - x0, y1 - y0)).astype(np.float64)
+            expected = np.sqrt(np.mean((source - hybrid.hr.read(box)) ** 2))
+            assert float(loss[r, q]) == pytest.approx(expected, abs=1e-4), (r, q)
+            assert loss[r, q] < sr_loss[r, q], (r, q)  # the HR chunk is closer than bicubic of its LR
+    # verify --against recomputes an HR chunk's cell as its own loss: the bicubic value is wrong there
+    from wsistore.archive.verify import VerifyReport, _compare_source
+
+    r, q = hr[0]
+    swapped = loss.copy()
+    swapped[r, q] = sr_loss[r, q]
+    report = VerifyReport(archive=str(pair[1]))
+    _compare_source(hybrid, SLIDE, "auto", report, 2, False, swapped)
+    assert report.problems == [
+        f"loss map row {r} col {q} is {float(sr_loss[r, q]):.3f}, the source gives {float(loss[r, q]):.3f}"
+    ]
+
+
 def test_verify_against_finds_an_hr_chunk_that_is_not_the_source(tmp_path: Path, pair: tuple[Path, Path]) -> None:
     """An HR chunk swapped for another whole, checksummed one (manifest and metadata rewritten to
     match, as a forger would) passes the checksums but not the comparison with the source."""
@@ -239,9 +269,11 @@ def test_info_shows_chunks_and_bytes_per_mode(pair: tuple[Path, Path]) -> None:
     text = run("info", str(pair[1])).stdout
     assert "hybrid: 3 chunks SR (33.3%" in text and "6 full resolution (66.7%" in text and "lambda 600" in text
     assert "; with the full-resolution chunks " in text
+    assert "bicubic of the archive (minus the HR chunk where stored at full resolution) over 9" in text
     sr = json.loads(run("info", str(pair[0]), "--json").stdout)
     assert sr["mode"] == "sr" and sr["chunk_modes"]["hr"]["chunks"] == 0 and sr["hybrid"] is None
-    assert "sr (all 9 tissue chunks restored by the generator)" in run("info", str(pair[0])).stdout
+    sr_text = run("info", str(pair[0])).stdout
+    assert "sr (all 9 tissue chunks restored by the generator)" in sr_text and "minus the HR chunk" not in sr_text
 
 
 def test_same_bytes_whatever_the_workers_and_across_resume(

@@ -2,14 +2,16 @@
 downloaded one) over the real sample archive and the default model: it opens, zooms to full
 resolution, draws super-resolved tissue, swipes against bicubic and overlays the loss map;
 its address keeps the view, so a copied address opens the same view; a slide without mpp
-shows a note in place of the scale bar. Also: the viewer's assets come from this server
-only, and the loss-map heat map."""
+shows a note in place of the scale bar; a hybrid archive's chunks stored at full resolution
+are an overlay too, kept in the address. Also: the viewer's assets come from this server
+only, the loss-map heat map and the chunk-modes picture."""
 
 from __future__ import annotations
 
 import io
 import json
 import re
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -217,3 +219,111 @@ def test_a_slide_without_mpp_shows_a_note_not_a_scale_bar(tmp_path: Path) -> Non
             )
     assert bar == [0, 0, "none"]  # hidden: nothing drawn under the note
     assert note[0] > 50 and note[1] > 5 and note[2] != "none"
+
+
+def test_chunk_modes_picture_and_its_place(hybrid_pair: tuple[Path, Path]) -> None:
+    """A hybrid archive's chunks stored at full resolution as an overlay: one cell per level-0
+    chunk, HR cells in the mode colour and the rest transparent, on the loss map's grid."""
+    from wsistore.serve.app import HR_RGBA
+
+    with running(hybrid_pair[1], "bicubic") as srv:
+        summary = json.loads(srv.get("/slides/hybrid.json").body)
+        modes, loss = summary["chunk_modes"], summary["loss_map"]
+        reply = srv.get("/slides/hybrid/chunk-modes.png")
+        assert reply.status == 200 and reply.headers["content-type"] == "image/png"
+        assert srv.get("/slides/hybrid/chunk-modes.png", {"If-None-Match": reply.headers["etag"]}).status == 304
+        assert reply.headers["etag"] != srv.get("/slides/hybrid/loss-map.png").headers["etag"]
+        page = srv.get("/slides/hybrid").body.decode()
+        archive = srv.slide.archive
+    assert 'id="hr-toggle"' in page and "full resolution (6 of 9 chunks)" in page
+    assert modes["url"] == "/slides/hybrid/chunk-modes.png" and modes["chunks"] == {"sr": 3, "hr": 6}
+    for key in ("cell", "cell_px", "world_width"):  # the loss map's place
+        assert modes[key] == loss[key], key
+    assert modes["colour"] == "#00c8ff" and 0 < modes["opacity"] < 1
+    base = archive.level(0)
+    expected = [
+        ["hr" if archive.is_hr(r, q) else "sr" if base.chunk_state(r, q) != "background" else None for q in range(3)]
+        for r in range(3)
+    ]
+    assert modes["values"] == expected and sum(row.count("hr") for row in expected) == 6
+    picture = np.asarray(Image.open(io.BytesIO(reply.body)))
+    cell = modes["cell_px"]
+    assert picture.shape == (-(-2967 * cell // 1024), -(-2220 * cell // 1024), 4)  # the loss map's shape
+    for r in range(3):
+        for q in range(3):
+            block = picture[r * cell : (r + 1) * cell, q * cell : (q + 1) * cell].reshape(-1, 4)
+            if expected[r][q] == "hr":
+                assert (block == HR_RGBA).all(), (r, q)
+            else:
+                assert (block[:, 3] == 0).all(), (r, q)  # SR chunks: transparent
+
+
+def test_an_sr_archive_has_no_chunk_modes(sample_archive: Path) -> None:
+    with running(sample_archive, "bicubic") as srv:
+        assert json.loads(srv.get("/slides/sample.json").body)["chunk_modes"] is None
+        missing = srv.get("/slides/sample/chunk-modes.png")
+        assert missing.status == 404 and b"not a hybrid archive" in missing.body
+        page = srv.get("/slides/sample").body.decode()
+    assert "hr-toggle" not in page and 'id="loss-toggle"' in page
+
+
+_CELL_CENTRES = (
+    "const it = window.wsistore.viewer.world.getItemAt(0), box = document.getElementById('viewer')"
+    ".getBoundingClientRect();"
+    "return arguments[0].map(function (c) {"
+    " const p = it.imageToViewerElementCoordinates(new OpenSeadragon.Point(c[0], c[1]));"
+    " return [Math.round(box.left + p.x), Math.round(box.top + p.y)]; });"
+)
+
+
+def _screenshot(driver: object) -> np.ndarray:
+    png = driver.get_screenshot_as_png()  # type: ignore[attr-defined]
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float64)
+
+
+def test_the_full_resolution_chunks_in_chromium(hybrid_pair: tuple[Path, Path]) -> None:
+    """The toggle tints exactly the HR chunks, keeps ``hr=1`` in the address, and a copied
+    address opens with the overlay on."""
+    need_browser()
+    with running(hybrid_pair[1], "bicubic") as srv, chromium() as driver:
+        archive = srv.slide.archive
+        hr = archive.hr_map()
+        assert hr is not None
+        base = archive.level(0)
+        cells = [(r, q) for r in range(3) for q in range(3) if base.chunk_state(r, q) != "background"]
+        driver.get(f"{srv.url}/slides/hybrid")
+        wait_for(driver, "return window.wsistore && window.wsistore.ready")
+        drawn = (
+            "const w = window.wsistore.viewer.world;return w.getItemCount() > {n} && w.getItemAt({n}).getFullyLoaded()"
+        )
+        wait_for(driver, drawn.format(n=0))
+        time.sleep(0.5)  # the last tiles fade in
+        plain = _screenshot(driver)
+        driver.find_element("id", "hr-toggle").click()
+        wait_for(driver, drawn.format(n=1))
+        time.sleep(0.5)
+        tinted = _screenshot(driver)
+        shared = wait_for(driver, "return /hr=1/.test(location.hash) && location.href")
+        assert "loss" not in _hash(shared) and _hash(shared)["hr"] == "1"
+        # the centre of each tissue chunk's part of the slide, on the screen
+        side = 1024
+        centres = [
+            ((q * side + min((q + 1) * side, 2220)) / 2, (r * side + min((r + 1) * side, 2967)) / 2) for r, q in cells
+        ]
+        for (r, q), (x, y) in zip(cells, driver.execute_script(_CELL_CENTRES, centres), strict=True):
+            before, after = plain[y - 10 : y + 11, x - 10 : x + 11], tinted[y - 10 : y + 11, x - 10 : x + 11]
+            change = (after - before).mean(axis=(0, 1))
+            if hr[r, q]:  # towards the mode colour (0, 200, 255): much less red, blue kept or more
+                assert change[0] < -20 and change[2] > -2, (r, q, change)
+            else:
+                assert np.abs(change).max() < 1.5, (r, q, change)
+
+        driver.switch_to.new_window("tab")  # the copied address: the overlay on again
+        driver.get(shared)
+        wait_for(driver, "return window.wsistore && window.wsistore.ready")
+        assert driver.execute_script("return document.getElementById('hr-toggle').checked") is True
+        wait_for(driver, drawn.format(n=1))
+        driver.find_element("id", "hr-toggle").click()  # and off
+        unshared = wait_for(driver, "return !/hr=1/.test(location.hash) && location.href")
+        assert "hr" not in _hash(unshared)
+        assert driver.execute_script("return window.wsistore.viewer.world.getItemAt(1).getOpacity()") == 0

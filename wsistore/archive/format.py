@@ -27,7 +27,10 @@ in grey levels over all three channels, of the level-0 source pixels of LR chunk
 (decoded): torch's bicubic, ``a = -0.75``, half-pixel centres, edges clamped at the chunk's
 border, unclipped (:func:`wsistore.degradation.bicubic_upscale`). It is NaN for a background
 chunk (not stored). It says where the archive is least faithful before any model is run:
-the bicubic baseline's error, which super-resolution then reduces.
+the bicubic baseline's error, which super-resolution then reduces. In a hybrid archive (format
+1.5) the cell of a chunk stored at full resolution holds that HR chunk's own loss instead: the
+RMS of the source pixels (cropped to the slide) minus the decoded HR chunk, so each cell is the
+loss of the path the chunk was stored on.
 
 The ``wsistore`` block itself is covered by the manifest (format 1.3): the manifest records
 :func:`metadata_digest` of the block, and the block records the manifest's sha256, so an
@@ -83,7 +86,8 @@ READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5")
 UNDIGESTED = ("manifest_sha256", "created")
 MANIFEST_KEY = "manifest.json"
 MASK_ARRAY = "tissue_mask"
-#: The loss map (format 1.2): float32, one cell per level-0 chunk, NaN on background.
+#: The loss map (format 1.2): float32, one cell per level-0 chunk, NaN on background (an HR
+#: chunk's own loss in a hybrid archive, format 1.5).
 LOSS_ARRAY = "loss_map"
 ICC_ARRAY = "icc_profile"
 #: The per-slide adaptation's bytes (format 1.4), uint8, when one was kept.

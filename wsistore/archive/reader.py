@@ -383,6 +383,15 @@ class Archive:
         hr = self.hr
         return hr is not None and hr.chunk_state(row, col) != ChunkState.BACKGROUND
 
+    def hr_map(self) -> np.ndarray | None:
+        """Which level-0 chunks are stored at full resolution (:meth:`is_hr`): bool ``(rows,
+        cols)``, the loss map's grid; None in an ``sr`` archive."""
+        if self.hr is None:
+            return None
+        base = self.level(0)
+        rows, cols = -(-base.height // base.chunk), -(-base.width // base.chunk)
+        return np.array([[self.is_hr(r, q) for q in range(cols)] for r in range(rows)], dtype=bool).reshape(rows, cols)
+
     def chunk_modes(self) -> dict[str, dict[str, int]]:
         """Tissue chunks and their stored bytes per mode (:func:`~wsistore.archive.manifest.chunk_modes`)."""
         return chunk_modes(self.manifest.arrays[self.metadata.levels[0].path], self.manifest.arrays.get(HR_ARRAY))
@@ -423,7 +432,8 @@ class Archive:
     def loss_map(self) -> np.ndarray | None:
         """What the archive loses per level-0 chunk (see :mod:`wsistore.archive.format`):
         float32 ``(rows, cols)``, RMS in grey levels of the source minus the bicubic upscale of
-        the stored chunk, NaN on background; None for an archive without one (format < 1.2)."""
+        the stored chunk (minus the decoded HR chunk for a chunk stored at full resolution),
+        NaN on background; None for an archive without one (format < 1.2)."""
         if LOSS_ARRAY not in self.manifest.arrays:
             return None
         return np.asarray(self._small(LOSS_ARRAY).read_all(), dtype=np.float32)

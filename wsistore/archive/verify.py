@@ -17,7 +17,7 @@ import numpy as np
 from wsistore.archive.format import ASSOCIATED_GROUP, HR_ARRAY, LOSS_ARRAY, ArchiveMetadata, recorded_file_sha256
 from wsistore.archive.manifest import chunk_coords, chunk_id, read_shard_index, shard_chunks
 from wsistore.archive.reader import Archive, ChunkState
-from wsistore.archive.writer import coding_psnr
+from wsistore.archive.writer import coding_psnr, rms
 from wsistore.codecs import codec_from_config
 from wsistore.degradation import Downsample, loss_rms, read_window
 from wsistore.errors import ArchiveError, first_line
@@ -240,6 +240,7 @@ def _compare_source(
             s = md.scale
             hr_box = (s * box[0], s * box[1], min(s * box[2], md.width), min(s * box[3], md.height))
             source_hr = window[hr_box[1] - wy0 : hr_box[3] - wy0, hr_box[0] - wx0 : hr_box[2] - wx0]
+            stored_hr = None
             if hr is not None and archive.is_hr(r, q):
                 stored_hr = hr.read(hr_box)
                 if hr_lossless or hr.chunk_state(r, q) == ChunkState.UNIFORM:
@@ -253,7 +254,8 @@ def _compare_source(
                         None,
                     )
             if loss is not None:
-                fresh_loss = loss_rms(source_hr, stored, s)
+                # an HR chunk's cell is its own loss (format 1.5), else the bicubic baseline's
+                fresh_loss = loss_rms(source_hr, stored, s) if stored_hr is None else rms(source_hr, stored_hr)
                 if not abs(fresh_loss - float(loss[r, q])) <= LOSS_TOLERANCE:
                     return (
                         f"loss map row {r} col {q} is {float(loss[r, q]):.3f}, the source gives {fresh_loss:.3f}",

@@ -14,7 +14,8 @@ workers or the blocks.
 
 While a base shard is read, each chunk's source pixels are summarised for the loss map
 (:class:`wsistore.degradation.SourceLoss`), finished against the decoded chunk once the
-shard is stored: one value per level-0 chunk, without keeping the source pixels.
+shard is stored: one value per level-0 chunk, without keeping the source pixels. An HR chunk's
+cell is its own loss instead (format 1.5), measured once its HR shard is stored.
 
 ``mode="hybrid"`` (format 1.5) adds one pass after the adaptation: per HR shard, each tissue
 chunk's source pixels are coded with the HR codec and compared, as a rate-distortion decision
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -297,6 +299,7 @@ class _Ingest:
         c = options.chunk
         self._shard_losses: dict[str, dict[str, float]] = {}  # loss values awaiting their shard's journal line
         self.loss = np.full((-(-self.lr_height // c), -(-self.lr_width // c)), np.nan, dtype=np.float32)
+        self.hr_loss = np.full_like(self.loss, np.nan)  # the HR chunks' own loss (hybrid), NaN elsewhere
 
     # -- the steps ------------------------------------------------------------------------
     def run(self) -> IngestResult:
@@ -330,7 +333,8 @@ class _Ingest:
 
         associated, stripped = self._write_associated(group)
         self._write_small(group, MASK_ARRAY, mask.tissue.astype(np.uint8))
-        self._write_small(group, LOSS_ARRAY, self.loss, fill_value=float("nan"))
+        loss = np.where(np.isnan(self.hr_loss), self.loss, self.hr_loss)  # each chunk's stored path
+        self._write_small(group, LOSS_ARRAY, loss, fill_value=float("nan"))
         icc = self.slide.icc_profile
         if icc:
             self._write_small(group, ICC_ARRAY, np.frombuffer(icc, dtype=np.uint8))
@@ -424,13 +428,14 @@ class _Ingest:
             path = f"{rec.array}/{rec.key}"
             if self.work.exists(path) and hashlib.sha256(self.work.read_bytes(path)).hexdigest() == rec.sha256:
                 self.resumed.append(rec)
+                target = self.hr_loss if rec.array == HR_ARRAY else self.loss
                 for cid, value in losses.items():
                     _, r, q = chunk_coords(cid)
-                    self.loss[r, q] = value
+                    target[r, q] = value
         return len(self.resumed)
 
     def _journal(self, rec: ShardRecord) -> None:
-        """A finished shard, with its loss map values when it is a base shard (one line)."""
+        """A finished shard, with its loss map values when it is a base or HR shard (one line)."""
         name = f"{rec.array}/{rec.key}"
         with self._journal_lock:
             losses = self._shard_losses.pop(name, None)
@@ -571,9 +576,11 @@ class _Ingest:
         codec: ImageCodec,
         record_psnr: bool,
         sources: dict[tuple[int, int], SourceLoss] | None = None,
+        hr_loss: bool = False,
     ) -> None:
         """Write one shard, read it back, check every kept chunk (exactly when ``codec`` is
-        lossless), finish the loss map of its chunks (given their ``sources``), journal it."""
+        lossless), finish the loss map of its chunks (given their ``sources``, or with ``hr_loss``
+        each chunk's own: RMS of the pixels given minus those stored), journal it."""
         x0, y0, x1, y1 = box
         key = f"{path}/{shard_key(shard)}"
         if self.options.resume:
@@ -587,13 +594,16 @@ class _Ingest:
         rec = describe_shard(path, self.records[path], shard, written)
         stored = decode_shard(written, self.records[path], shard, codec, box, lambda cid: fill)  # unstored: uniform
         lossless = codec.lossless
-        losses: dict[str, float] | None = None if sources is None else {}
+        losses: dict[str, float] | None = None if sources is None and not hr_loss else {}
         for r, q, (bx0, by0, bx1, by1) in kept:
             cid = chunk_id((0, r, q))
             original = buffer[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0]
-            if sources is not None and losses is not None:  # a uniform chunk reads back as the fill value
-                value = sources[r, q].rms(stored[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0], self.options.scale)
-                self.loss[r, q] = losses[cid] = value
+            if losses is not None:  # a uniform chunk reads back as the fill value
+                window = stored[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0]
+                if sources is not None:
+                    self.loss[r, q] = losses[cid] = sources[r, q].rms(window, self.options.scale)
+                else:
+                    self.hr_loss[r, q] = losses[cid] = rms(original, window)
             if cid not in rec.chunks:
                 if (original == fill).all():
                     rec.uniform.append(cid)
@@ -769,7 +779,16 @@ class _Ingest:
                 self.dest.journal(EMPTY_HR_SHARD_KIND, shard_key((0, sy, sx)))
             return
         self._store_shard(
-            HR_ARRAY, array, (0, sy, sx), buffer, (x0, y0, x1, y1), kept, fill, self.options.hr_codec, True
+            HR_ARRAY,
+            array,
+            (0, sy, sx),
+            buffer,
+            (x0, y0, x1, y1),
+            kept,
+            fill,
+            self.options.hr_codec,
+            record_psnr=True,
+            hr_loss=True,
         )
 
     def _hr_wins(self, source: np.ndarray, restored: np.ndarray, chunk: int, fill: int) -> bool:
@@ -1002,6 +1021,11 @@ def sse(a: np.ndarray, b: np.ndarray) -> int:
     """Sum of squared differences of two uint8 images, over every pixel and channel."""
     d = (a.astype(np.int64) - b).ravel()  # int64: a 1024 px chunk's SSE passes 2**31
     return int(np.dot(d, d))
+
+
+def rms(a: np.ndarray, b: np.ndarray) -> float:
+    """RMS in grey levels of two uint8 images' difference, over every pixel and channel."""
+    return math.sqrt(sse(a, b) / a.size)
 
 
 def coding_psnr(a: np.ndarray, b: np.ndarray) -> float:

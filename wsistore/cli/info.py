@@ -80,7 +80,7 @@ def describe(info: dict[str, Any]) -> str:
         ),
         ("codec", f"{codec['name']} ({settings})"),
         ("mode", _mode(info)),
-        ("archive loss", _loss(info.get("loss_map"))),
+        ("archive loss", _loss(info.get("loss_map"), info.get("mode") == "hybrid")),
         ("adaptation", _options.adaptation_text(info.get("adaptation"))),
         ("created", info["created"]),
     ]
@@ -111,14 +111,16 @@ def _associated(info: dict[str, Any], stripped: str) -> str:
     return text + stripped
 
 
-def _loss(loss: dict[str, Any] | None) -> str:
+def _loss(loss: dict[str, Any] | None, hybrid: bool = False) -> str:
     if loss is None:
         return "no loss map (format before 1.2)"
     if not loss["chunks"]:
         return "no tissue chunks"
     row, col = loss["worst_chunk"]
     return (
-        f"RMS of source minus bicubic of the archive over {loss['chunks']} tissue chunks: median "
+        "RMS of source minus bicubic of the archive"
+        + (" (minus the HR chunk where stored at full resolution)" if hybrid else "")
+        + f" over {loss['chunks']} tissue chunks: median "
         f"{loss['median_rms']:.2f}, 95th percentile {loss['p95_rms']:.2f}, worst {loss['max_rms']:.2f} grey levels "
         f"(chunk row {row} col {col})"
     )

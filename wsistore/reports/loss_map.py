@@ -1,7 +1,8 @@
 """The archive's loss map as a picture: a heat map of what the 4x archive loses per chunk.
 
 The loss map itself (RMS, in grey levels, of the source minus the bicubic upscale of the
-stored chunk; NaN on background) is measured at ingest and read with
+stored chunk, or minus the decoded HR chunk of a hybrid archive's full-resolution chunk; NaN
+on background) is measured at ingest and read with
 :meth:`wsistore.archive.reader.Archive.loss_map`. Here it gets one fixed colour scale, so that
 two slides' maps compare at a glance: black is lossless, the brightest colour
 :data:`LOSS_VMAX` grey levels RMS or more.
@@ -34,6 +35,11 @@ def heat_map(loss: np.ndarray, vmax: float = LOSS_VMAX, cell_px: int = 16, alpha
 
     colours = matplotlib.colormaps[COLORMAP](np.clip(np.nan_to_num(loss, nan=0.0) / vmax, 0.0, 1.0), bytes=True)
     colours[..., 3] = np.where(np.isnan(loss), 0, alpha)
+    return cells_picture(colours, cell_px)
+
+
+def cells_picture(colours: np.ndarray, cell_px: int) -> np.ndarray:
+    """A colour per chunk, ``(rows, cols, channels)``, as a picture of ``cell_px`` pixels per chunk."""
     return np.repeat(np.repeat(colours, cell_px, axis=0), cell_px, axis=1)
 
 

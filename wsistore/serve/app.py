@@ -6,9 +6,13 @@ Routes (every error is a 4xx with a one-line ``text/plain`` body, never a traceb
   against the source, codec, tissue fraction, the model in use).
 - ``/slides/{name}``: the viewer page (OpenSeadragon, shipped in ``static/openseadragon``): a
   scale bar from the mpp, a navigator, a switch or swipe between the model and plain bicubic of
-  the same stored pixels, and the loss map as a heat map.
+  the same stored pixels, the loss map as a heat map and, for a hybrid archive, its chunks
+  stored at full resolution.
 - ``/slides/{name}/loss-map.png``: the loss map as an RGBA heat map, one 16-pixel cell per
   level-0 chunk (:mod:`wsistore.reports.loss_map`); 404 for an archive without one.
+- ``/slides/{name}/chunk-modes.png``: the same grid with each chunk stored at full resolution
+  (format 1.5, ``--mode hybrid``) in :data:`HR_RGBA` and every other cell transparent; 404 for an
+  archive that is not hybrid. Both are :class:`Overlay` pictures, summarised in the slide's JSON.
 - ``/static/...``: the viewer's script, style and OpenSeadragon.
 - ``/slides/{name}.dzi``: the DeepZoom descriptor (XML, as OpenSlide's DeepZoom server gives).
 - ``/slides/{name}.json``: the slide's summary, its version and the tile URL template.
@@ -42,7 +46,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -60,10 +64,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from wsistore.archive.reader import Archive
+from wsistore.archive.reader import Archive, ChunkState
 from wsistore.errors import InputError, WsistoreError, first_line
 from wsistore.models.weights import LoadedGenerator
-from wsistore.reports.loss_map import LOSS_VMAX, cell_size, heat_map, legend
+from wsistore.reports.loss_map import LOSS_VMAX, cell_size, cells_picture, heat_map, legend
 from wsistore.restoration.int8 import DEFAULT_PRECISION
 from wsistore.restoration.ondemand import DEFAULT_CACHE_BYTES, RestoredSlide, open_restored
 
@@ -72,8 +76,12 @@ log = logging.getLogger("wsistore.serve")
 TILE_SIZE = 254
 OVERLAP = 1
 JPEG_QUALITY = 75
-LOSS_CELL_PX = 16
+#: Pixels per level-0 chunk of an overlay's picture (loss map, chunk modes).
+OVERLAY_CELL_PX = 16
 LOSS_OPACITY = 0.5
+#: The colour of a chunk stored at full resolution in the chunk-modes overlay, and its opacity.
+HR_RGBA = (0, 200, 255, 255)
+HR_OPACITY = 0.45
 IMMUTABLE = "public, max-age=31536000, immutable"
 METHODS = ("model", "bicubic")
 FORMATS = {"jpeg": ("JPEG", "image/jpeg"), "jpg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png")}
@@ -87,6 +95,25 @@ class HttpError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """A per-chunk overlay of the viewer: an RGBA colour per level-0 chunk (``colours``, rows x
+    cols x 4; alpha 0 where nothing is drawn), drawn at ``opacity``, and what else the viewer
+    reads about it (``fields``: its cell ``values``, legend ...)."""
+
+    colours: np.ndarray
+    opacity: float
+    fields: dict[str, Any]
+
+
+#: The viewer's overlays: the name of each (its picture is ``/slides/{name}/{overlay}.png``) and
+#: why an archive has none.
+OVERLAYS = {
+    "loss-map": "has no loss map (archive format before 1.2)",
+    "chunk-modes": "is not a hybrid archive (no chunks stored at full resolution)",
+}
 
 
 @dataclass
@@ -113,6 +140,16 @@ class ServedSlide:
     def loss(self) -> np.ndarray | None:
         """The archive's loss map, read once; None for an archive without one."""
         return self.archive.loss_map()
+
+    @cached_property
+    def overlays(self) -> dict[str, Overlay]:
+        """The overlays (:data:`OVERLAYS`) this archive has, made once."""
+        loss, hr = self.loss, self.archive.hr_map()
+        made = {
+            "loss-map": _loss_overlay(loss) if loss is not None else None,
+            "chunk-modes": _modes_overlay(self.archive, hr, self.info["chunk_modes"]) if hr is not None else None,
+        }
+        return {kind: overlay for kind, overlay in made.items() if overlay is not None}
 
     @property
     def model_name(self) -> str:
@@ -242,20 +279,24 @@ def build_app(slides: Sequence[ServedSlide], max_tiles: int | None = None) -> St
         served = slide_of(request.path_params["name"])
         return HTMLResponse(_viewer_html(served), headers={"Cache-Control": "no-cache"})
 
-    async def loss_map(request: Request) -> Response:
-        served = slide_of(request.path_params["name"])
-        loss = served.loss
-        if loss is None:
-            raise HttpError(404, f"{served.name} has no loss map (archive format before 1.2)")
-        etag = f'"{served.archive.metadata.manifest_sha256[:16]}.loss-map"'
-        headers = {"Cache-Control": "no-cache", "ETag": etag}
-        if _matches(request.headers.get("if-none-match"), etag):
-            return Response(status_code=304, headers=headers)
-        rows, cols = _loss_picture_shape(served)
-        picture = heat_map(loss, cell_px=LOSS_CELL_PX)[:rows, :cols]
-        buf = io.BytesIO()
-        Image.fromarray(picture, "RGBA").save(buf, "PNG")
-        return Response(buf.getvalue(), media_type="image/png", headers=headers)
+    def overlay_picture(kind: str) -> Callable[[Request], Awaitable[Response]]:
+        """The route of overlay ``kind``'s picture (:data:`OVERLAYS`)."""
+
+        async def picture(request: Request) -> Response:
+            served = slide_of(request.path_params["name"])
+            overlay = served.overlays.get(kind)
+            if overlay is None:
+                raise HttpError(404, f"{served.name} {OVERLAYS[kind]}")
+            etag = f'"{served.archive.metadata.manifest_sha256[:16]}.{kind}"'
+            headers = {"Cache-Control": "no-cache", "ETag": etag}
+            if _matches(request.headers.get("if-none-match"), etag):
+                return Response(status_code=304, headers=headers)
+            rows, cols = _overlay_shape(served)
+            buf = io.BytesIO()
+            Image.fromarray(cells_picture(overlay.colours, OVERLAY_CELL_PX)[:rows, :cols], "RGBA").save(buf, "PNG")
+            return Response(buf.getvalue(), media_type="image/png", headers=headers)
+
+        return picture
 
     async def descriptor(request: Request) -> Response:
         served = slide_of(request.path_params["name"])
@@ -332,7 +373,7 @@ def build_app(slides: Sequence[ServedSlide], max_tiles: int | None = None) -> St
         Route("/slides/{name}.dzi", descriptor),
         Route("/slides/{name}.json", summary),
         Route("/slides/{name}", viewer),
-        Route("/slides/{name}/loss-map.png", loss_map),
+        *(Route(f"/slides/{{name}}/{kind}.png", overlay_picture(kind)) for kind in OVERLAYS),
         Route("/slides/{name}/associated/{image}.png", associated),
         Route("/slides/{name}/{version}/{level}/{tile}", tile),
         Route("/slides/{name}_files/{level}/{tile}", dzi_tile),
@@ -431,37 +472,61 @@ def _summary(served: ServedSlide) -> dict[str, Any]:
         },
         "associated": {n: f"/slides/{served.name}/associated/{n}.png" for n in info["associated_images"]},
         "viewer": f"/slides/{served.name}",
-        "loss_map": _loss_summary(served),
+        "loss_map": _overlay_summary(served, "loss-map"),
+        "chunk_modes": _overlay_summary(served, "chunk-modes"),
         "info": info,
     }
 
 
-def _loss_summary(served: ServedSlide) -> dict[str, Any] | None:
-    """What the viewer needs to overlay the loss map: its URL, its place in the viewer's
-    coordinates (a width of 1 is the slide's width), its colour scale and its values."""
-    loss = served.loss
-    if loss is None:
+def _overlay_summary(served: ServedSlide, kind: str) -> dict[str, Any] | None:
+    """What the viewer needs to draw overlay ``kind``: its URL, its place in the viewer's
+    coordinates (a width of 1 is the slide's width), its opacity and its fields (values per
+    cell, colours); None when the archive has none."""
+    overlay = served.overlays.get(kind)
+    if overlay is None:
         return None
     cell = cell_size(served.archive)
-    cols = _loss_picture_shape(served)[1]
+    cols = _overlay_shape(served)[1]
     return {
-        "url": f"/slides/{served.name}/loss-map.png",
+        "url": f"/slides/{served.name}/{kind}.png",
         "cell": cell,
-        "cell_px": LOSS_CELL_PX,
-        "world_width": cols * cell / LOSS_CELL_PX / served.info["dimensions"][0],
-        "vmax": LOSS_VMAX,
-        "legend": legend(),
-        "opacity": LOSS_OPACITY,
-        "values": [[None if np.isnan(v) else round(float(v), 2) for v in row] for row in loss],
+        "cell_px": OVERLAY_CELL_PX,
+        "world_width": cols * cell / OVERLAY_CELL_PX / served.info["dimensions"][0],
+        "opacity": overlay.opacity,
+        **overlay.fields,
     }
 
 
-def _loss_picture_shape(served: ServedSlide) -> tuple[int, int]:
-    """Rows and columns of the heat-map PNG: the slide's area at ``LOSS_CELL_PX`` pixels per
+def _overlay_shape(served: ServedSlide) -> tuple[int, int]:
+    """Rows and columns of an overlay's PNG: the slide's area at ``OVERLAY_CELL_PX`` pixels per
     chunk, so it reaches past the slide's edge by less than one of its pixels."""
     width, height = served.info["dimensions"]
     cell = cell_size(served.archive)
-    return -(-height * LOSS_CELL_PX // cell), -(-width * LOSS_CELL_PX // cell)
+    return -(-height * OVERLAY_CELL_PX // cell), -(-width * OVERLAY_CELL_PX // cell)
+
+
+def _loss_overlay(loss: np.ndarray) -> Overlay:
+    """The loss map as a heat map on its fixed scale, with its values per chunk."""
+    values = [[None if np.isnan(v) else round(float(v), 2) for v in row] for row in loss]
+    return Overlay(heat_map(loss, cell_px=1), LOSS_OPACITY, {"vmax": LOSS_VMAX, "legend": legend(), "values": values})
+
+
+def _modes_overlay(archive: Archive, hr: np.ndarray, modes: dict[str, dict[str, Any]]) -> Overlay:
+    """The chunks stored at full resolution (``hr``, :meth:`Archive.hr_map`) in :data:`HR_RGBA`,
+    the rest transparent; each chunk's mode (``hr``, ``sr``, None on background) and the counts."""
+    colours = np.zeros((*hr.shape, 4), dtype=np.uint8)
+    colours[hr] = HR_RGBA
+    base = archive.level(0)
+
+    def mode(r: int, q: int) -> str | None:
+        return "hr" if hr[r, q] else None if base.chunk_state(r, q) == ChunkState.BACKGROUND else "sr"
+
+    fields = {
+        "colour": "#{:02x}{:02x}{:02x}".format(*HR_RGBA[:3]),
+        "chunks": {m: modes[m]["chunks"] for m in ("sr", "hr")},
+        "values": [[mode(r, q) for q in range(hr.shape[1])] for r in range(hr.shape[0])],
+    }
+    return Overlay(colours, HR_OPACITY, fields)
 
 
 def _viewer_html(served: ServedSlide) -> str:
@@ -479,6 +544,15 @@ def _viewer_html(served: ServedSlide) -> str:
         else '<div id="scale" class="no-mpp"><div id="scale-bar" hidden></div>'
         '<span id="scale-note">no mpp: no scale</span></div>'
     )
+    modes = served.overlays.get("chunk-modes")
+    # the chunks stored at full resolution: a toggle for hybrid archives only
+    hr_toggle = (
+        f'\n  <label id="hr-label"><input type="checkbox" id="hr-toggle"> <span class="swatch" '
+        f'style="background:{modes.fields["colour"]}"></span> full resolution '
+        f"({modes.fields['chunks']['hr']} of {sum(modes.fields['chunks'].values())} chunks)</label>"
+        if modes
+        else ""
+    )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{name} - wsistore</title>
 <link rel="icon" href="data:,"><link rel="stylesheet" href="/static/viewer.css"></head>
@@ -491,7 +565,7 @@ def _viewer_html(served: ServedSlide) -> str:
     <label><input type="radio" name="method" value="swipe"> swipe</label>
     <input type="range" id="swipe-position" min="0" max="100" value="50" title="swipe position">
   </fieldset>
-  <label id="loss-label"><input type="checkbox" id="loss-toggle"> loss map</label>
+  <label id="loss-label"><input type="checkbox" id="loss-toggle"> loss map</label>{hr_toggle}
   <span id="legend"><span>0</span><span id="legend-bar"></span><span id="legend-max"></span> grey levels RMS</span>
   <span id="readout"></span>
 </header>

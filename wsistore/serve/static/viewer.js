@@ -1,8 +1,9 @@
 // The slide viewer of `wsistore serve`: OpenSeadragon over the server's versioned DeepZoom
 // tiles, with a scale bar from the slide's mpp, a navigator, a comparison between the model
-// and plain bicubic of the same stored pixels (switch or swipe), and the archive's loss map
-// as a heat map. The view (centre, zoom, comparison, loss map) is kept in the page's URL
-// (#x=..&y=..&zoom=..&mode=..), so a copied address opens the same view; x and y are the
+// and plain bicubic of the same stored pixels (switch or swipe), the archive's loss map as a
+// heat map and, in a hybrid archive, the chunks stored at full resolution. The view (centre,
+// zoom, comparison, overlays) is kept in the page's URL (#x=..&y=..&zoom=..&mode=..&loss=1
+// &hr=1), so a copied address opens the same view; x and y are the
 // centre in full-resolution pixels, zoom is screen pixels per full-resolution pixel.
 // Everything comes from this server; nothing is fetched from elsewhere.
 "use strict";
@@ -110,20 +111,62 @@
     });
     viewer.addHandler("viewport-change", updateClip);
 
-    // --- loss map ----------------------------------------------------------------------------
-    const loss = summary.loss_map;
-    const lossToggle = document.getElementById("loss-toggle");
+    // --- overlays: the loss map, and a hybrid archive's chunks stored at full resolution ----
+    // Each is one picture (a cell per level-0 chunk) over the slide, shown by its toggle, kept
+    // in the address as KEY=1.
+    function overlay(spec, toggleId, key) {
+        const o = { spec: spec, toggle: document.getElementById(toggleId), key: key, item: null, pending: false };
+        if (!o.toggle) return null; // no toggle on this page (not a hybrid archive)
+        if (!spec) {
+            o.toggle.disabled = true;
+            return o;
+        }
+        o.toggle.addEventListener("change", function () {
+            showOverlay(o);
+            writeHashSoon();
+        });
+        return o;
+    }
+
+    function showOverlay(o) {
+        if (!o.spec) return;
+        if (o.item || o.pending) {
+            if (o.item) o.item.setOpacity(o.toggle.checked ? o.spec.opacity : 0);
+            return;
+        }
+        if (!o.toggle.checked) return;
+        o.pending = true;
+        viewer.addTiledImage({
+            tileSource: { type: "image", url: o.spec.url, buildPyramid: false },
+            x: 0,
+            y: 0,
+            width: o.spec.world_width,
+            opacity: o.spec.opacity,
+            // the last cells reach past the slide's edge: draw only what lies on it
+            clip: new OpenSeadragon.Rect(0, 0, (width * o.spec.cell_px) / o.spec.cell, (height * o.spec.cell_px) / o.spec.cell),
+            success: function (event) {
+                o.item = event.item;
+                // toggled off while it loaded
+                if (!o.toggle.checked) o.item.setOpacity(0);
+            },
+        });
+    }
+
+    const loss = summary.loss_map, modes = summary.chunk_modes;
+    const overlays = [overlay(loss, "loss-toggle", "loss"), overlay(modes, "hr-toggle", "hr")].filter(Boolean);
     if (!loss) {
-        lossToggle.disabled = true;
         document.getElementById("loss-label").title = "this archive has no loss map (format before 1.2)";
     } else {
         document.getElementById("legend-bar").style.background =
             "linear-gradient(to right, " + loss.legend.join(", ") + ")";
         document.getElementById("legend-max").textContent = "\u2265 " + loss.vmax;
-        lossToggle.addEventListener("change", function () {
-            showLoss();
-            writeHashSoon();
-        });
+    }
+
+    // the value under the cursor: the chunk's loss, and its mode in a hybrid archive
+    function cellValue(spec, p) {
+        return spec ? (spec.values[Math.floor(p.y / spec.cell)] || [])[Math.floor(p.x / spec.cell)] : undefined;
+    }
+    if (loss || modes) {
         viewer.addHandler("canvas-exit", function () {
             document.getElementById("readout").textContent = "";
         });
@@ -132,35 +175,14 @@
             moveHandler: function (event) {
                 if (!items.model) return;
                 const p = items.model.viewerElementToImageCoordinates(event.position);
-                const row = Math.floor(p.y / loss.cell), col = Math.floor(p.x / loss.cell);
-                const value = (loss.values[row] || [])[col];
-                document.getElementById("readout").textContent =
-                    value === undefined ? "" : value === null ? "background (not stored)" :
-                    "archive loss here: " + value.toFixed(1) + " grey levels RMS";
-            },
-        });
-    }
-
-    function showLoss() {
-        if (!loss) return;
-        if (items.loss || items.lossPending) {
-            if (items.loss) items.loss.setOpacity(lossToggle.checked ? loss.opacity : 0);
-            return;
-        }
-        if (!lossToggle.checked) return;
-        items.lossPending = true;
-        viewer.addTiledImage({
-            tileSource: { type: "image", url: loss.url, buildPyramid: false },
-            x: 0,
-            y: 0,
-            width: loss.world_width,
-            opacity: loss.opacity,
-            // the last cells reach past the slide's edge: draw only what lies on it
-            clip: new OpenSeadragon.Rect(0, 0, (width * loss.cell_px) / loss.cell, (height * loss.cell_px) / loss.cell),
-            success: function (event) {
-                items.loss = event.item;
-                // toggled off while it loaded
-                if (!lossToggle.checked) items.loss.setOpacity(0);
+                const value = cellValue(loss, p), mode = cellValue(modes, p);
+                const parts = [];
+                if (value === null || mode === null) parts.push("background (not stored)");
+                else {
+                    if (mode) parts.push(mode === "hr" ? "stored at full resolution" : "restored by the model");
+                    if (typeof value === "number") parts.push("archive loss here: " + value.toFixed(1) + " grey levels RMS");
+                }
+                document.getElementById("readout").textContent = parts.join("; ");
             },
         });
     }
@@ -186,9 +208,11 @@
             setMode(mode);
         }
         updateClip();
-        if (p.has("loss") && !lossToggle.disabled && (p.get("loss") === "1") !== lossToggle.checked) {
-            lossToggle.checked = p.get("loss") === "1";
-            showLoss();
+        for (const o of overlays) {
+            if (p.has(o.key) && !o.toggle.disabled && (p.get(o.key) === "1") !== o.toggle.checked) {
+                o.toggle.checked = p.get(o.key) === "1";
+                showOverlay(o);
+            }
         }
     }
 
@@ -201,7 +225,7 @@
         p.set("zoom", item.viewportToImageZoom(viewport.getZoom(false)).toPrecision(5));
         p.set("mode", state.mode);
         if (state.mode === "swipe") p.set("swipe", String(Math.round(state.swipe * 100)));
-        if (lossToggle.checked) p.set("loss", "1");
+        for (const o of overlays) if (o.toggle.checked) p.set(o.key, "1");
         return "#" + p.toString();
     }
 
