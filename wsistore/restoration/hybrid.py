@@ -5,8 +5,9 @@ stored, so the decision weighs the pixels restore will really give.
 restore uses when no model is named (the stored adaptation on its base, else the shipped default
 for the LR codec) and restores boxes through the same compute grid, tiles, halo and border rule
 as :class:`wsistore.restoration.engine.TileRestorer` (:func:`upscale_tile`, :func:`assemble`).
-It runs on the CPU by default, as restore does on a machine without a GPU; a restore on a GPU
-(bf16) can differ from it by a grey level here and there, never enough to matter to the rule.
+It runs on the CPU by default at restore's default precision (int8 on CPUs with VNNI), as restore
+does on a machine without a GPU; a restore on a GPU (bf16) or at another precision can differ from
+it by a grey level here and there, never enough to matter to the rule.
 """
 
 from __future__ import annotations
