@@ -16,7 +16,7 @@ from wsistore.codecs import parse_codec
 from wsistore.degradation import Downsample, encode_on_grid
 from wsistore.models.weights import default_model
 from wsistore.readers import open_slide
-from wsistore.reports.methods import QUICK_ARCHIVE_SWEEP, QUICK_HR_SWEEP, code_full_resolution
+from wsistore.reports.methods import QUICK_ARCHIVE_SWEEP, QUICK_HR_SWEEP, QUICK_HYBRID_LAMBDAS, code_full_resolution
 from wsistore.reports.metrics import METRICS
 from wsistore.tissue import detect_tissue
 
@@ -64,6 +64,8 @@ def test_every_method_and_metric(quick_report: Path) -> None:
     default = default_model()  # scored unless --models says otherwise: the archive as restore gives it
     assert archive == {(s, u) for s in QUICK_ARCHIVE_SWEEP for u in ("nearest", "bicubic", default)}
     assert {r["setting"] for r in records if r["family"] == "hr_codec"} == set(QUICK_HR_SWEEP)
+    hybrid = {(r["setting"], r["upscaler"], r["hybrid"]["lambda"]) for r in records if r["family"] == "hybrid"}
+    assert hybrid == {(s, default, lam) for s in QUICK_ARCHIVE_SWEEP for lam in QUICK_HYBRID_LAMBDAS}
     assert sum(r["family"] == "source" for r in records) == 1
     for r in records:
         assert set(METRICS) <= set(r["metrics"])

@@ -792,16 +792,10 @@ class _Ingest:
         )
 
     def _hr_wins(self, source: np.ndarray, restored: np.ndarray, chunk: int, fill: int) -> bool:
-        """Whether a chunk's HR path costs less than its SR path: the source coded as zarr codes
-        the chunk (padded with the fill value to the full chunk), decoded, and both paths' SSE."""
-        h, w = source.shape[:2]
-        padded = np.full((chunk, chunk, 3), fill, dtype=np.uint8)
-        padded[:h, :w] = source
-        codec = self.options.hr_codec
-        encoded = codec.encode_image(padded)
-        decoded = codec.decode_image(encoded)[:h, :w]
-        bits = 8 * (len(encoded) + 4)  # as stored: the chunk's crc32c follows it
-        return hr_is_better(sse(restored, source), sse(decoded, source), bits, self.options.hr_lambda)
+        """Whether a chunk's HR path costs less than its SR path (:func:`code_hr_chunk`), by both
+        paths' SSE."""
+        decoded, nbytes = code_hr_chunk(source, chunk, fill, self.options.hr_codec)
+        return hr_is_better(sse(restored, source), sse(decoded, source), 8 * nbytes, self.options.hr_lambda)
 
     # -- small arrays ----------------------------------------------------------------------
     def _write_associated(self, group: zarr.Group) -> tuple[list[str], list[str]]:
@@ -1015,6 +1009,20 @@ def _software(reader: str) -> dict[str, str]:
     return software_versions("zarr", "numpy", "imagecodecs", "dask", package) | {
         "imagecodecs_libraries": imagecodecs.version()
     }
+
+
+def code_hr_chunk(
+    source: np.ndarray, chunk: int, fill: int, codec: ImageCodec, at: tuple[int, int] = (0, 0)
+) -> tuple[np.ndarray, int]:
+    """A hybrid archive's HR chunk as zarr codes it: ``source`` (the chunk's pixels inside the
+    image, at ``at = (y, x)`` in the chunk) padded with ``fill`` to ``chunk x chunk``, encoded;
+    returns the decoded pixels of ``source``'s area and the stored bytes (its crc32c included)."""
+    h, w = source.shape[:2]
+    y, x = at
+    padded = np.full((chunk, chunk, 3), fill, dtype=np.uint8)
+    padded[y : y + h, x : x + w] = source
+    encoded = codec.encode_image(padded)
+    return codec.decode_image(encoded)[y : y + h, x : x + w], len(encoded) + 4
 
 
 def sse(a: np.ndarray, b: np.ndarray) -> int:

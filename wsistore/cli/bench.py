@@ -34,6 +34,22 @@ def add_parser(sub: Any) -> None:
         "--codecs", nargs="*", default=None, help="archive LR codec settings to sweep, e.g. jpegxl:distance=1.0"
     )
     p.add_argument("--hr-codecs", nargs="*", default=None, help="full-resolution codec settings to sweep")
+    p.add_argument(
+        "--hybrid-lambdas",
+        nargs="*",
+        type=_options.non_negative_float,
+        default=None,
+        metavar="LAMBDA",
+        help="lambdas of the hybrid archive (ingest --mode hybrid), scored for the first SR model at every "
+        "archive setting (default: 300 900 2700; --quick: 900; --hybrid-lambdas alone: none)",
+    )
+    p.add_argument(
+        "--hybrid-codecs",
+        nargs="+",
+        default=None,
+        metavar="SETTING",
+        help="HR codec settings of the hybrid archive (default: ingest's, avif:level=40,pixelformat=YUV420,speed=8)",
+    )
     _options.add_device(p)
     p.add_argument("--quick", action="store_true", help="small sweep on a 1024-pixel region (CI)")
     p.add_argument("--crop", type=int, default=2048, help="side of the slide region scored (default 2048)")
@@ -67,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         overwrite=args.overwrite,
         adapt=_options.adaptation_from_args(args),
+        hybrid_lambdas=args.hybrid_lambdas,
+        hybrid_codecs=args.hybrid_codecs,
     )
     if args.output_dir is not None:
         return _batch(args, options)

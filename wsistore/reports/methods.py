@@ -4,7 +4,10 @@
   the archive's grid (:mod:`wsistore.degradation`), then rebuilt by each upscaler
   (``nearest`` = the seeds' i-HR, ``bicubic``, and every SR model);
 * **full-resolution codecs**: JPEG, JPEG-XL, AVIF, WebP and JPEG 2000 on the original,
-  coded in 1024-pixel tiles as a tiled TIFF or archive would store them.
+  coded in 1024-pixel tiles as a tiled TIFF or archive would store them;
+* **hybrid archive** (format 1.5): the archive path restored by the generator, with each
+  level-0 chunk whose HR chunk wins the archive's rule (:func:`hr_is_better`) pasted over it,
+  HR chunks coded as ingest codes them (:func:`wsistore.archive.writer.code_hr_chunk`).
 
 Bytes are the encoded chunk/tile bytes of the base image (pyramid levels and container
 overhead excluded for every method alike).
@@ -17,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wsistore.archive.format import hr_is_better
+from wsistore.archive.writer import DEFAULT_HR_CODEC, DEFAULT_HR_LAMBDA, code_hr_chunk, sse
 from wsistore.codecs import ImageCodec, parse_codec
 from wsistore.degradation import Downsample, encode_on_grid
 
@@ -82,6 +87,11 @@ QUICK_HR_SWEEP = (
     "jpeg2k:level=24",
 )
 
+#: The hybrid archive's lambdas (ingest's default in the middle) and HR codecs.
+HYBRID_LAMBDAS = (DEFAULT_HR_LAMBDA / 3, DEFAULT_HR_LAMBDA, 3 * DEFAULT_HR_LAMBDA)
+QUICK_HYBRID_LAMBDAS = (DEFAULT_HR_LAMBDA,)
+HYBRID_HR_SWEEP = (DEFAULT_HR_CODEC,)
+
 
 @dataclass
 class CodedLR:
@@ -133,3 +143,61 @@ def code_full_resolution(hr: np.ndarray, setting: str) -> CodedHR:
         tile = codec.decode_image(data)
         out[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
     return CodedHR(codec, setting, out, sum(len(d) for *_, d in encoded), encode_s, time.perf_counter() - start)
+
+
+@dataclass
+class HrChunk:
+    """One level-0 chunk of a hybrid archive coded at full resolution."""
+
+    box: tuple[int, int, int, int]  # (y0, x0, y1, x1): the chunk's pixels inside the image
+    decoded: np.ndarray
+    nbytes: int  # as stored, crc32c included
+    sse: int  # of ``decoded`` against the original
+
+
+@dataclass
+class CodedChunks:
+    """Every chunk of the original coded with a hybrid archive's HR codec."""
+
+    setting: str
+    chunks: list[HrChunk]
+    encode_seconds: float
+
+
+def code_hr_chunks(hr: np.ndarray, setting: str, side: int, fill: int, origin: tuple[int, int] = (0, 0)) -> CodedChunks:
+    """Code each chunk of ``hr`` on the archive's level-0 grid (chunk ``side`` HR pixels, ``hr``
+    at ``origin = (y, x)`` on it) as hybrid ingest codes an HR chunk (timed)."""
+    codec = parse_codec(setting)
+    start = time.perf_counter()
+    chunks = []
+    height, width = hr.shape[:2]
+    oy, ox = origin
+    for y0 in range(-(oy % side), height, side):
+        for x0 in range(-(ox % side), width, side):
+            ys, xs = max(y0, 0), max(x0, 0)
+            box = (ys, xs, min(y0 + side, height), min(x0 + side, width))
+            source = hr[box[0] : box[2], box[1] : box[3]]
+            decoded, nbytes = code_hr_chunk(source, side, fill, codec, (ys - y0, xs - x0))
+            chunks.append(HrChunk(box, decoded, nbytes, sse(decoded, source)))
+    return CodedChunks(setting, chunks, time.perf_counter() - start)
+
+
+@dataclass
+class HybridImage:
+    """The SR path with the chunks the rule keeps at full resolution pasted over it."""
+
+    image: np.ndarray
+    hr_bytes: int
+    hr_chunks: int
+
+
+def choose_hybrid(hr: np.ndarray, sr: np.ndarray, coded: CodedChunks, lam: float) -> HybridImage:
+    """Per chunk, the archive's rule between ``sr`` (restore's output of the archive's LR) and
+    the coded HR chunk, both against the original ``hr``, at ``lam``."""
+    image, nbytes, count = sr.copy(), 0, 0
+    for chunk in coded.chunks:
+        y0, x0, y1, x1 = chunk.box
+        if hr_is_better(sse(sr[y0:y1, x0:x1], hr[y0:y1, x0:x1]), chunk.sse, 8 * chunk.nbytes, lam):
+            image[y0:y1, x0:x1] = chunk.decoded
+            nbytes, count = nbytes + chunk.nbytes, count + 1
+    return HybridImage(image, nbytes, count)

@@ -18,12 +18,19 @@ from wsistore.reports.metrics import METRICS
 #: Bits per pixel at which every curve is compared.
 MATCH_BPP = (0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 PLOT_METRICS = ("psnr", "ssim", "ms_ssim", "haarpsi", "gmsd", "lpips", "nuclei_f1")
+#: The upscalers that are not SR models (left out where SR is compared).
+NOT_SR = ("nearest", "bicubic")
 
 
 def curve_name(record: dict[str, Any]) -> str:
     """The curve a record belongs to (one line on the plots)."""
     if record["family"] == "archive":
         return f"archive {record['codec']} LR + {record['upscaler']}"
+    if record["family"] == "hybrid":
+        hybrid = record["hybrid"]
+        return (
+            f"hybrid {record['codec']} LR + {record['upscaler']}, HR {hybrid['hr_codec']} lambda {hybrid['lambda']:g}"
+        )
     if record["family"] == "hr_codec":
         return f"{record['codec']} full resolution"
     return "source as stored"
@@ -78,9 +85,9 @@ def matched_bytes(
 
 def verdicts(rows: list[dict[str, Any]]) -> list[str]:
     """Plain sentences: at each matched bpp and at every archive setting's own bytes, the
-    best archive path against the best full-resolution codec (PSNR and SSIM), and SR
-    against bicubic at the same bytes. Where no codec setting reaches that few bytes, it
-    says so instead of comparing."""
+    best archive path and the best hybrid archive against the best full-resolution codec (PSNR
+    and SSIM), the best hybrid against the best SR archive path, and SR against bicubic at the
+    same bytes. Where no codec setting reaches that few bytes, it says so instead of comparing."""
     sentences = []
     hr_points = [r["bpp"] for r in rows if r["family"] == "hr_codec"]
     archive_bpps = sorted({round(r["bpp"], 4) for r in rows if r["family"] == "archive"})
@@ -92,22 +99,20 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
                 f"(the smallest is {min(hr_points):.3g}); the archive is the only option measured there."
             )
         for metric in ("psnr", "ssim"):
-            unit = " dB" if metric == "psnr" else ""
-            archive = _best(rows, bpp, metric, "archive")
-            rival = _best(rows, bpp, metric, "hr_codec")
-            if archive is None or rival is None:
-                continue
-            (a_curve, a_val), (r_curve, r_val) = archive, rival
-            diff = a_val - r_val
-            if abs(diff) < (0.05 if metric == "psnr" else 0.002):
-                verdict = "ties with"
-            else:
-                verdict = "beats" if diff > 0 else "loses to"
-            sentences.append(
-                f"At {bpp:.3g} bits per pixel ({metric.upper()}), the archive ({a_curve}, {a_val:.3f}{unit}) {verdict} "
-                f"the best full-resolution codec ({r_curve}, {r_val:.3f}{unit}) by {abs(diff):.3f}{unit}."
-            )
-        sr = _best(rows, bpp, "psnr", "archive", exclude=("nearest", "bicubic"))
+            hybrid, codec = _best(rows, bpp, metric, "hybrid"), _best(rows, bpp, metric, "hr_codec")
+            for name, ours, rival_name, rival in (
+                ("the archive", _best(rows, bpp, metric, "archive"), "the best full-resolution codec", codec),
+                ("the hybrid archive", hybrid, "the best full-resolution codec", codec),
+                (
+                    "the hybrid archive",
+                    hybrid,
+                    "the best SR archive path",
+                    _best(rows, bpp, metric, "archive", NOT_SR),
+                ),
+            ):
+                if ours is not None and rival is not None:
+                    sentences.append(_compare(bpp, metric, name, ours, rival_name, rival))
+        sr = _best(rows, bpp, "psnr", "archive", NOT_SR)
         bicubic = _best(rows, bpp, "psnr", "archive", only="bicubic")
         if sr and bicubic:
             gain = sr[1] - bicubic[1]
@@ -116,6 +121,23 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
                 f"archived LR ({bicubic[0]}) by {abs(gain):.2f} dB PSNR."
             )
     return sentences
+
+
+def _compare(
+    bpp: float, metric: str, name: str, ours: tuple[str, float], rival_name: str, rival: tuple[str, float]
+) -> str:
+    """One sentence: ``ours`` against ``rival`` at ``bpp``."""
+    unit = " dB" if metric == "psnr" else ""
+    (a_curve, a_val), (r_curve, r_val) = ours, rival
+    diff = a_val - r_val
+    if abs(diff) < (0.05 if metric == "psnr" else 0.002):
+        verdict = "ties with"
+    else:
+        verdict = "beats" if diff > 0 else "loses to"
+    return (
+        f"At {bpp:.3g} bits per pixel ({metric.upper()}), {name} ({a_curve}, {a_val:.3f}{unit}) {verdict} "
+        f"{rival_name} ({r_curve}, {r_val:.3f}{unit}) by {abs(diff):.3f}{unit}."
+    )
 
 
 def _best(
@@ -159,7 +181,7 @@ def plot_curves(rows: list[dict[str, Any]], source_bpp: float | None, out_dir: P
             )
             if not pts:
                 continue
-            style = "-o" if curve.startswith("archive") else "--s"
+            style = {"archive": "-o", "hybrid": "-.^"}.get(curve.partition(" ")[0], "--s")
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, ms=3.5, lw=1.4, label=curve)
         if source_bpp:
             ax.axvline(source_bpp, color="grey", lw=1, ls=":", label=f"source file ({source_bpp:.2f} bpp)")

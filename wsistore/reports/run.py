@@ -30,11 +30,17 @@ from wsistore.reports.inputs import BenchInput, load_inputs
 from wsistore.reports.methods import (
     ARCHIVE_SWEEP,
     HR_SWEEP,
+    HYBRID_HR_SWEEP,
+    HYBRID_LAMBDAS,
     QUICK_ARCHIVE_SWEEP,
     QUICK_HR_SWEEP,
+    QUICK_HYBRID_LAMBDAS,
+    CodedChunks,
     CodedLR,
+    choose_hybrid,
     code_archive_lr,
     code_full_resolution,
+    code_hr_chunks,
 )
 from wsistore.reports.metrics import Lpips, evaluate
 from wsistore.reports.report import aggregate, plot_curves, write_html, write_markdown
@@ -72,6 +78,11 @@ class BenchOptions:
     #: the per-slide adaptation, tuned per input at the default setting as ingest tunes it and
     #: scored as ``MODEL+adapted`` with its bytes counted; None: not scored
     adapt: AdaptOptions | None = field(default_factory=default_adaptation)
+    #: lambdas of the hybrid archive (format 1.5), scored for the first SR model at every archive
+    #: setting (and for ``MODEL+adapted``); None: the default sweep; empty: not scored
+    hybrid_lambdas: list[float] | None = None
+    #: the hybrid archive's HR codec settings; None: ingest's default
+    hybrid_codecs: list[str] | None = None
 
 
 def run_bench(options: BenchOptions) -> dict[str, Any]:
@@ -102,6 +113,12 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
     models = [default_model()] if options.models is None else options.models
     names = list(dict.fromkeys(["nearest", "bicubic", *models]))
     runners = [runner_for(name, str(device)) for name in names]
+    lambdas = options.hybrid_lambdas
+    lambdas = list(QUICK_HYBRID_LAMBDAS if options.quick else HYBRID_LAMBDAS) if lambdas is None else lambdas
+    hybrid_codecs = list(options.hybrid_codecs or HYBRID_HR_SWEEP) if lambdas else []
+    # the hybrid's SR path: the first SR model (by default the default generator, as ingest measures it)
+    hybrid_model = next((n for n in names if n not in ("nearest", "bicubic")), None) if hybrid_codecs else None
+    hybrids = len(lambdas) * len(hybrid_codecs) if hybrid_model else 0
     lpips, lpips_reason = _lpips(options.lpips_weights)
     crop = 1024 if options.quick and options.region is None else options.crop
     inputs = list(load_inputs(options.inputs, crop, options.region))
@@ -109,7 +126,10 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
         raise InputError("no inputs to benchmark")
     records: list[dict[str, Any]] = []
     panels: dict[str, Path] = {}
-    total = len(inputs) * (len(archive_sweep) * len(runners) + len(hr_sweep) + 1 + (options.adapt is not None))
+    per_setting = len(runners) + hybrids
+    total = len(inputs) * (
+        len(archive_sweep) * per_setting + len(hr_sweep) + 1 + (options.adapt is not None) * (1 + hybrids)
+    )
     with Progress(total, "bench", "run", options.progress) as bar:
         for item in inputs:
             crops: dict[str, np.ndarray] = {}
@@ -121,6 +141,8 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
                 )
             )
             bar.update(1)
+            side, origin = 4 * options.chunk, (4 * item.lr_origin[0], 4 * item.lr_origin[1])  # bench's scale is 4
+            hr_chunks = [code_hr_chunks(item.hr, s, side, item.fill, origin) for s in hybrid_codecs if hybrid_model]
             for setting in archive_sweep:
                 coded = code_archive_lr(item.hr, setting, options.chunk, item.fill, item.lr_origin)
                 for runner in runners:
@@ -135,9 +157,16 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
                     if setting == DEFAULT_SETTING:
                         crops[up.name] = _cut(hr, corner)
                     bar.update(1)
+                    if up.name == hybrid_model:
+                        records += _hybrid_records(item, records[-1], hr, hr_chunks, lambdas, lpips, device)
+                        bar.update(hybrids)
                 if setting == DEFAULT_SETTING and options.adapt is not None:
-                    records.append(_adapted_record(item, coded, options.chunk, options.adapt, device, lpips))
+                    adapted, image = _adapted_record(item, coded, options.chunk, options.adapt, device, lpips)
+                    records.append(adapted)
                     bar.update(1)
+                    if hybrid_model:
+                        records += _hybrid_records(item, adapted, image, hr_chunks, lambdas, lpips, device)
+                        bar.update(hybrids)
             default_bpp = next(r["bpp"] for r in records if r["input"] == item.name and r["setting"] == DEFAULT_SETTING)
             # the panel's codec: the best PSNR within 25 % of the archive's bytes, else the nearest in bytes
             best: tuple[bool, float, str, np.ndarray] | None = None
@@ -214,6 +243,10 @@ DEFINITIONS = {
     "bicubic": "bicubic upscaling (torch, a = -0.75) of the same LR.",
     "archive path": "the original downsampled 4x exactly as ingest does it, coded chunk by chunk with the LR codec, "
     "then upscaled by each method.",
+    "hybrid": "a hybrid archive (format 1.5): the archive path restored by the first SR model (or MODEL+adapted), "
+    "with each level-0 chunk (4x the LR chunk: 1024 pixels) coded at full resolution as ingest codes it, kept where "
+    "ingest's rule keeps it (SSE_sr - SSE_hr > lambda x its bits); bytes: the archive path's (with the adaptation's "
+    "when kept) plus the kept HR chunks' as stored (4-byte crc32c each).",
     "nuclei": "haematoxylin from colour deconvolution, thresholded at the original's Otsu level, blobs of at least "
     "12 square micrometres; F1 of centroids matched within 3 micrometres, and the count ratio.",
     "identical": f"identical images score PSNR {IDENTICAL_PSNR:g} dB (the cap), SSIM 1.",
@@ -252,11 +285,40 @@ def _record(
     }
 
 
+def _hybrid_records(
+    item: BenchInput,
+    sr: dict[str, Any],
+    image: np.ndarray,
+    coded: list[CodedChunks],
+    lambdas: list[float],
+    lpips: Any,
+    device: torch.device,
+) -> list[dict[str, Any]]:
+    """The ``hybrid`` records over an archive record ``sr`` and its restored ``image``: per HR
+    codec and lambda, the chunks the rule keeps pasted over it and their bytes added."""
+    records = []
+    for chunks in coded:
+        for lam in lambdas:
+            hybrid = choose_hybrid(item.hr, image, chunks, lam)
+            nbytes, encode = sr["bytes"] + hybrid.hr_bytes, sr["encode_seconds"] + chunks.encode_seconds
+            restore = sr["restore_seconds"]
+            rec = _record(item, "hybrid", sr["setting"], None, hybrid.image, nbytes, encode, restore, lpips, device)
+            same = {k: sr[k] for k in ("upscaler", "weights_sha256", "device", "precision")}
+            info = {
+                "hr_codec": chunks.setting,
+                "lambda": lam,
+                "hr_chunks": hybrid.hr_chunks,
+                "chunks": len(chunks.chunks),
+            }
+            records.append(rec | same | {"hybrid": info | {"hr_bytes": hybrid.hr_bytes, "sr_bytes": sr["bytes"]}})
+    return records
+
+
 def _adapted_record(
     item: BenchInput, coded: CodedLR, chunk: int, options: AdaptOptions, device: torch.device, lpips: Any
-) -> dict[str, Any]:
-    """The record of ``MODEL+adapted``: the base generator adapted to this input as ingest
-    adapts a slide (tuned on the coded LR and the original), its bytes added when the rule
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The record of ``MODEL+adapted`` and its image: the base generator adapted to this input as
+    ingest adapts a slide (tuned on the coded LR and the original), its bytes added when the rule
     keeps it; when it does not, the base's pixels at the archive's bytes (what restore gives)."""
     lr, hr, scale = coded.lr, item.hr, 4  # bench codes LR at the archive's default scale
     side = chunk * scale
@@ -293,7 +355,7 @@ def _adapted_record(
     nbytes = coded.nbytes + added
     rec = _record(item, "archive", coded.setting, generator, image, nbytes, tuning, seconds, lpips, device)
     rec["precision"] = runner.precision
-    return rec | {"adaptation": result.info | {"tuning_seconds": round(tuning, 2), "bytes_added": added}}
+    return rec | {"adaptation": result.info | {"tuning_seconds": round(tuning, 2), "bytes_added": added}}, image
 
 
 def _source_bytes(item: BenchInput) -> int:
