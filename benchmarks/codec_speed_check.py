@@ -59,7 +59,8 @@ def measure(device: str = "cpu") -> list[dict[str, Any]]:
             codec = parse_codec(setting(speed))
             lr = degrade(item.hr, codec, chunk=CHUNK, scale=SCALE, fill=item.fill)
             start = time.perf_counter()
-            coded, nbytes = encode_on_grid(exact, codec, CHUNK, item.fill)
+            coded, sizes = encode_on_grid(exact, codec, CHUNK, item.fill)
+            nbytes = sum(sizes.values())
             encode_s = time.perf_counter() - start  # encode + decode of the chunks
             assert np.array_equal(coded, lr), "degrade and encode_on_grid disagree"
             rec: dict[str, Any] = {

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.validation_report import listed, validation_tiles
-from tests.data import ROOT, SLIDE, TILES
+from tests.data import DICOM_SLIDE, ROOT, SHARED, SLIDE, TILES
 from wsistore.reports.run import BenchOptions, run_bench
 from wsistore.training.adapt import AdaptOptions
 
@@ -52,12 +52,24 @@ ARCHIVE_RATES = ["avif:level=60,speed=8", "avif:level=75,speed=8", "avif:level=8
 HR_RATES = [f"avif:level={q},speed=6" for q in (0, 5, 12, 20, 30, 45, 60)]
 
 
+#: Real slides of ../shared that no model trained on, one per scanner format (each scored on
+#: its most tissue-rich 2048 px square, as bench crops slides).
+REAL_SLIDES = [
+    SLIDE,
+    SHARED / "slides" / "kidney_tcga-5P-A9K0-monusac-1_aperio-jp2k.svs",
+    DICOM_SLIDE,
+    SHARED / "slides" / "vsi" / "vsi-ets-test-jpg2k.vsi",
+    SHARED / "slides" / "fluor_hamamatsu-test3-DAPI.ndpi",
+]
+
+
 def splits() -> dict[str, list[Path]]:
     """Split name -> its inputs."""
     ood = listed(OOD_LIST)
     return {
         "ood": [*(TILES / f"{name}.png" for name in ood), SLIDE],
         "id": [p for p in validation_tiles() if p.stem not in ood],
+        "slides": REAL_SLIDES,
     }
 
 
@@ -152,7 +164,10 @@ def main() -> None:
     parser.add_argument("--adapt-base", default=None, help="also score the adaptation tuned on this generator")
     parser.add_argument("--rates", nargs="+", default=ARCHIVE_RATES, help="archive LR settings scored")
     parser.add_argument("--hybrid-lambdas", nargs="*", type=float, default=None, help="the hybrid archive's lambdas")
-    parser.add_argument("--splits", nargs="+", choices=("ood", "id"), default=["ood", "id"], help="splits scored")
+    parser.add_argument("--hybrid-codecs", nargs="*", default=None, help="the hybrid's HR codecs (bench's default)")
+    parser.add_argument(
+        "--splits", nargs="+", choices=("ood", "id", "slides"), default=["ood", "id"], help="splits scored"
+    )
     parser.add_argument("--chunk", type=int, default=256, help="the archive's LR chunk side (default 256)")
     args = parser.parse_args()
     adapt = AdaptOptions(model=args.adapt_base) if args.adapt_base else None
@@ -163,6 +178,7 @@ def main() -> None:
         "archive_rates": args.rates,
         "hr_rates": HR_RATES,
         "hybrid_lambdas": args.hybrid_lambdas,
+        "hybrid_codecs": args.hybrid_codecs,
         "chunk": args.chunk,
     }
     for name, inputs in splits().items():
@@ -179,6 +195,7 @@ def main() -> None:
                 overwrite=True,
                 adapt=adapt,
                 hybrid_lambdas=args.hybrid_lambdas,
+                hybrid_codecs=args.hybrid_codecs,
                 chunk=args.chunk,
             )
         )

@@ -82,11 +82,11 @@ def test_code_on_grid_codes_each_chunk_separately(tile: np.ndarray) -> None:
 def test_bytes_are_the_encoded_chunks(tile: np.ndarray) -> None:
     lr = Downsample(4).reduce_region(tile)
     codec = make_codec("avif", 50)
-    _, nbytes = encode_on_grid(lr, codec, 128, fill=240)
+    _, sizes = encode_on_grid(lr, codec, 128, fill=240)
     padded = np.full((256, 256, 3), 240, np.uint8)
     padded[:250, :250] = lr
-    chunks = [np.ascontiguousarray(padded[y : y + 128, x : x + 128]) for y in (0, 128) for x in (0, 128)]
-    assert nbytes == sum(len(codec.encode_image(chunk)) for chunk in chunks)
+    chunks = {(y, x): np.ascontiguousarray(padded[y : y + 128, x : x + 128]) for y in (0, 128) for x in (0, 128)}
+    assert sizes == {yx: len(codec.encode_image(chunk)) for yx, chunk in chunks.items()}
 
 
 def test_degrade_is_downsample_then_grid_coding(tile: np.ndarray) -> None:

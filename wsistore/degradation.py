@@ -177,10 +177,11 @@ def code_on_grid(
 
 def encode_on_grid(
     lr: np.ndarray, codec: ImageCodec, chunk: int, fill: int, origin: tuple[int, int] = (0, 0)
-) -> tuple[np.ndarray, int]:
-    """:func:`code_on_grid` that also returns the encoded bytes (what the archive stores)."""
+) -> tuple[np.ndarray, dict[tuple[int, int], int]]:
+    """:func:`code_on_grid` that also returns each chunk's encoded bytes (what the archive
+    stores, less its crc32c), by the ``(y, x)`` of its first pixel inside ``lr``."""
     out = np.empty_like(lr)
-    total = 0
+    sizes: dict[tuple[int, int], int] = {}
     height, width = lr.shape[:2]
     oy, ox = origin
     for y0 in range(-(oy % chunk), height, chunk):
@@ -191,12 +192,12 @@ def encode_on_grid(
             py, px = ys.start - y0, xs.start - x0
             padded[py : py + part.shape[0], px : px + part.shape[1]] = part
             data = codec.encode_image(padded)
-            total += len(data)
+            sizes[ys.start, xs.start] = len(data)
             if codec.lossless:
                 out[ys, xs] = part
             else:
                 out[ys, xs] = codec.decode_image(data)[py : py + part.shape[0], px : px + part.shape[1]]
-    return out, total
+    return out, sizes
 
 
 def degrade(

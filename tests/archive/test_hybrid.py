@@ -1,7 +1,8 @@
-"""Hybrid archives (format 1.5, ``ingest --mode hybrid``): per level-0 chunk the LR path or a
+"""Hybrid archives (format 1.6, ``ingest --mode hybrid``): per level-0 chunk the LR path or a
 full-resolution (HR) chunk, whichever the rate-distortion rule says costs less, the SR path's
-distortion being what restore really outputs; restored, read on demand, verified and described
-with both kinds of chunk; ``--mode sr`` and older archives as before."""
+distortion being what restore really outputs, an HR chunk's LR chunk not stored but derived from
+it; restored, read on demand, verified and described with both kinds of chunk; ``--mode sr``,
+format 1.5 hybrids (LR kept) and older archives as before."""
 
 from __future__ import annotations
 
@@ -22,17 +23,18 @@ from tests.data import SLIDE
 from tests.s3 import S3
 from wsistore.archive import writer
 from wsistore.archive.format import HR_ARRAY, MANIFEST_KEY, hr_is_better, metadata_digest
+from wsistore.archive.manifest import ArrayRecord, chunk_modes
 from wsistore.archive.reader import Archive
 from wsistore.archive.verify import verify
 from wsistore.archive.writer import IngestOptions, ingest, sse
+from wsistore.degradation import Downsample
 from wsistore.errors import ArchiveError, InputError
 from wsistore.models.weights import LoadedGenerator
 from wsistore.readers import open_slide
 from wsistore.restoration.hybrid import SrPath
 from wsistore.restoration.pipeline import RestoreOptions, restore
 
-#: On the sample slide this lambda makes 6 of the 9 chunks HR: the SR chunks save at most 250
-#: grey levels squared per HR bit, the HR chunks at least 900 (AVIF 40, 4:2:0).
+#: On the sample slide this lambda makes 6 of the 9 chunks HR (AVIF 40, 4:4:4, speed 6).
 LAMBDA = 600.0
 #: Shards of 2 x 2 LR chunks, so HR shards of 2 x 2 HR chunks: 4 HR shards over the 3 x 3 grid.
 SR_OPTIONS = IngestOptions(chunk=256, shard=512, workers=2, progress=False)
@@ -69,17 +71,18 @@ def _tissue(archive: Archive) -> list[tuple[int, int]]:
 
 
 def test_the_rule() -> None:
-    assert hr_is_better(sse_sr=1000, sse_hr=10, bits_hr=10, lam=98.9)
-    assert not hr_is_better(sse_sr=1000, sse_hr=10, bits_hr=10, lam=99)  # strictly more than lambda per bit
-    assert not hr_is_better(sse_sr=10, sse_hr=20, bits_hr=1, lam=0)  # never when HR is further from the source
+    assert hr_is_better(sse_sr=1000, sse_hr=10, bits_hr=10, bits_lr=0, lam=98.9)
+    assert not hr_is_better(sse_sr=1000, sse_hr=10, bits_hr=10, bits_lr=0, lam=99)  # more than lambda per bit
+    assert hr_is_better(sse_sr=1000, sse_hr=10, bits_hr=14, bits_lr=4, lam=98.9)  # the LR chunk's bits saved
+    assert not hr_is_better(sse_sr=10, sse_hr=20, bits_hr=1, bits_lr=0, lam=0)  # never when HR is further away
     black, white = np.zeros((1024, 1024, 3), np.uint8), np.full((1024, 1024, 3), 255, np.uint8)
     assert sse(black, white) == sse(white, black) == 3 * 1024 * 1024 * 255**2  # no overflow
 
 
-def test_hybrid_metadata_and_the_lr_left_as_in_sr_mode(pair: tuple[Path, Path]) -> None:
+def test_hybrid_metadata_and_the_lr_of_the_sr_chunks_as_in_sr_mode(pair: tuple[Path, Path]) -> None:
     sr, hybrid = Archive.open(pair[0]), Archive.open(pair[1])
     md = hybrid.metadata
-    assert md.format_version == "1.5" and md.mode == "hybrid" and sr.metadata.mode == "sr"
+    assert md.format_version == "1.6" and md.mode == "hybrid" and sr.metadata.mode == "sr"
     assert sr.hr is None and sr.metadata.hybrid is None and HR_ARRAY not in sr.manifest.arrays
     assert md.hybrid is not None and md.hybrid["lambda"] == LAMBDA and "SSE_sr - SSE_hr > lambda" in md.hybrid["rule"]
     assert md.hybrid["hr_codec"] == HYBRID_OPTIONS.hr_codec.to_dict()
@@ -88,17 +91,31 @@ def test_hybrid_metadata_and_the_lr_left_as_in_sr_mode(pair: tuple[Path, Path]) 
     modes = md.hybrid["modes"]
     assert modes["sr"]["chunks"] == 3 and modes["hr"]["chunks"] == 6
     assert modes["hr"]["bytes"] == sum(size for size, _ in hybrid.manifest.arrays[HR_ARRAY].chunks.values())
-    # the LR pyramid is the sr archive's, byte for byte: every chunk keeps its LR chunk
-    for level in md.levels:
+    assert modes["hr"]["lr_bytes"] == 0 and md.tissue.chunks_written == 9
+    # the coarse levels are the sr archive's, byte for byte; level 0 its chunks less the HR chunks'
+    for level in md.levels[1:]:
         assert hybrid.manifest.arrays[level.path].shards == sr.manifest.arrays[level.path].shards
+    base, sr_base = hybrid.manifest.arrays["0"], sr.manifest.arrays["0"]
+    hr_ids = set(hybrid.manifest.arrays[HR_ARRAY].chunks)
+    assert base.chunks == {k: v for k, v in sr_base.chunks.items() if k not in hr_ids} and len(base.chunks) == 3
+    assert base.coding_psnr == {k: v for k, v in sr_base.coding_psnr.items() if k not in hr_ids}
+    for r, q in _tissue(hybrid):
+        lr_box = (256 * q, 256 * r, min(256 * (q + 1), md.levels[0].width), min(256 * (r + 1), md.levels[0].height))
+        if hybrid.is_hr(r, q):  # derived: the decoded HR chunk downsampled
+            assert hybrid.level(0).chunk_state(r, q) == "derived"
+            expected = Downsample(4).reduce_region(hybrid.hr.read(_hr_box(hybrid, r, q)))  # type: ignore[union-attr]
+        else:
+            expected = sr.read_lr(0, lr_box)
+        assert np.array_equal(hybrid.read_lr(0, lr_box), expected), (r, q)
     hr = zarr.open_array(pair[1] / HR_ARRAY, mode="r")  # stock zarr reads it
     assert hr.shape == (3, md.height, md.width) and hr.chunks == (3, 1024, 1024)
 
 
 def test_each_chunk_takes_the_path_the_rule_chooses(pair: tuple[Path, Path], restored: tuple[np.ndarray, ...]) -> None:
     """Recomputed from scratch: SR = the sr archive's full restore, HR = the source coded by the
-    HR codec (padded to the chunk as zarr pads it), the source read afresh."""
-    archive = Archive.open(pair[1])
+    HR codec (padded to the chunk as zarr pads it), the source read afresh, the LR chunk's bytes
+    (the sr archive's) saved."""
+    archive, sr = Archive.open(pair[1]), Archive.open(pair[0])
     codec, fill = HYBRID_OPTIONS.hr_codec, archive.metadata.fill_value
     sr_restore = restored[0]
     with open_slide(SLIDE) as slide:
@@ -111,13 +128,14 @@ def test_each_chunk_takes_the_path_the_rule_chooses(pair: tuple[Path, Path], res
             encoded = codec.encode_image(padded)
             decoded = codec.decode_image(encoded)[: y1 - y0, : x1 - x0]
             sse_sr = sse(sr_restore[y0:y1, x0:x1], source)
-            if sse_sr - sse(decoded, source) > LAMBDA * 8 * (len(encoded) + 4):  # the rule, as stated
+            lr_bytes = sr.manifest.arrays["0"].chunks[f"0.{r}.{q}"][0]
+            if sse_sr - sse(decoded, source) > LAMBDA * 8 * (len(encoded) + 4 - lr_bytes):  # the rule, as stated
                 chosen.append((r, q))
     assert 0 < len(chosen) < len(_tissue(archive))
     assert [rq for rq in _tissue(archive) if archive.is_hr(*rq)] == chosen
     md = archive.metadata
-    measured = SrPath().open(archive.level(0), (md.width, md.height), archive.codec, None)
-    try:  # what ingest measured is what restore outputs, pixel for pixel
+    measured = SrPath().open(sr.level(0), (md.width, md.height), archive.codec, None)
+    try:  # what ingest measured (every LR chunk as first stored) is what restore outputs of that LR
         for r, q in _tissue(archive):
             x0, y0, x1, y1 = box = _hr_box(archive, r, q)
             assert np.array_equal(measured.read(box), sr_restore[y0:y1, x0:x1]), (r, q)
@@ -128,13 +146,23 @@ def test_each_chunk_takes_the_path_the_rule_chooses(pair: tuple[Path, Path], res
 def test_restore_pastes_the_hr_chunks_over_the_sr_output(
     pair: tuple[Path, Path], restored: tuple[np.ndarray, np.ndarray]
 ) -> None:
+    """HR chunks as decoded; SR chunks the generator's output over level 0 as read (the derived LR
+    of the HR chunks as their neighbours' context), within a grey level or two of the sr archive's."""
     archive = Archive.open(pair[1])
     sr_restore, hybrid_restore = restored
     assert archive.hr is not None
-    for r, q in _tissue(archive):
-        x0, y0, x1, y1 = box = _hr_box(archive, r, q)
-        expected = archive.hr.read(box) if archive.is_hr(r, q) else sr_restore[y0:y1, x0:x1]
-        assert np.array_equal(hybrid_restore[y0:y1, x0:x1], expected), (r, q)
+    md = archive.metadata
+    sr_path = SrPath().open(archive.level(0), (md.width, md.height), archive.codec, None)
+    try:
+        for r, q in _tissue(archive):
+            x0, y0, x1, y1 = box = _hr_box(archive, r, q)
+            expected = archive.hr.read(box) if archive.is_hr(r, q) else sr_path.read(box)
+            assert np.array_equal(hybrid_restore[y0:y1, x0:x1], expected), (r, q)
+            if not archive.is_hr(r, q):
+                change = hybrid_restore[y0:y1, x0:x1].astype(int) - sr_restore[y0:y1, x0:x1]
+                assert np.abs(change).mean() < 0.5, (r, q)
+    finally:
+        sr_path.close()
     assert not np.array_equal(hybrid_restore, sr_restore)
 
 
@@ -165,7 +193,7 @@ def test_regions_on_demand_and_every_output_equal_the_full_restore(
 def test_verify_checks_the_hr_chunks_against_the_source(tmp_path: Path, pair: tuple[Path, Path]) -> None:
     report = verify(pair[1], against=SLIDE, progress=False)
     assert report.ok, report.problems
-    assert report.chunks == verify(pair[0], progress=False).chunks + 6  # the HR chunks decoded too
+    assert report.chunks == verify(pair[0], progress=False).chunks  # 6 HR chunks decoded instead of their LR
     assert report.against is not None and report.against["hr_chunks_compared"] == 6
     copy = tmp_path / "copy.zarr"
     shutil.copytree(pair[1], copy)
@@ -260,11 +288,11 @@ def test_info_shows_chunks_and_bytes_per_mode(pair: tuple[Path, Path]) -> None:
     shown = run("info", str(pair[1]), "--json")
     assert shown.returncode == 0, shown.stderr
     info = json.loads(shown.stdout)
-    assert info["mode"] == "hybrid" and info["format_version"] == "1.5"
+    assert info["mode"] == "hybrid" and info["format_version"] == "1.6"
     modes = info["chunk_modes"]
     assert (modes["sr"]["chunks"], modes["hr"]["chunks"]) == (3, 6)
     assert modes["sr"]["share"] == pytest.approx(1 / 3) and modes["hr"]["share"] == pytest.approx(2 / 3)
-    assert modes["hr"]["bytes"] > 0 and modes["hr"]["lr_bytes"] > 0 and modes["sr"]["bytes"] > 0
+    assert modes["hr"]["bytes"] > 0 and modes["hr"]["lr_bytes"] == 0 and modes["sr"]["bytes"] > 0
     assert info["image_bytes"] == info["pyramid_bytes"] + info["hr_bytes"] and info["hr_bytes"] > modes["hr"]["bytes"]
     text = run("info", str(pair[1])).stdout
     assert "hybrid: 3 chunks SR (33.3%" in text and "6 full resolution (66.7%" in text and "lambda 600" in text
@@ -297,6 +325,68 @@ def test_same_bytes_whatever_the_workers_and_across_resume(
     monkeypatch.setattr(writer._Ingest, "_hr_shard", not_again)
     ingest(SLIDE, out, replace(HYBRID_OPTIONS, workers=1, resume=True))
     assert (out / MANIFEST_KEY).read_bytes() == (pair[1] / MANIFEST_KEY).read_bytes()
+
+
+def test_an_ingest_cut_short_while_dropping_lr_chunks_resumes_to_the_same_bytes(
+    tmp_path: Path, pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cut short once the first level-0 shard has lost its HR chunks' LR, before that is
+    journalled: the resumed ingest writes that shard again and drops them again."""
+    out = tmp_path / "cut.zarr"
+    drop = writer._Ingest._drop_hr_lr
+
+    def cut_short(self: writer._Ingest) -> None:
+        def journal(rec: object) -> None:
+            raise KeyboardInterrupt
+
+        self._journal = journal  # type: ignore[method-assign]
+        drop(self)
+
+    monkeypatch.setattr(writer._Ingest, "_drop_hr_lr", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(SLIDE, out, HYBRID_OPTIONS)
+    monkeypatch.undo()
+    ingest(SLIDE, out, replace(HYBRID_OPTIONS, resume=True))
+    assert (out / MANIFEST_KEY).read_bytes() == (pair[1] / MANIFEST_KEY).read_bytes()
+
+
+def test_a_format_1_5_hybrid_with_its_lr_chunks_still_reads(
+    tmp_path: Path, pair: tuple[Path, Path], restored: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Format 1.5 stored the LR chunk under an HR chunk too: read as stored (nothing derived), so
+    its SR chunks restore as the sr archive's; the same archive labelled 1.6 is refused."""
+    copy = tmp_path / "old.zarr"
+    shutil.copytree(pair[1], copy)
+    shutil.rmtree(copy / "0")
+    shutil.copytree(pair[0] / "0", copy / "0")
+    manifest = json.loads((copy / MANIFEST_KEY).read_text())
+    manifest["arrays"]["0"] = json.loads((pair[0] / MANIFEST_KEY).read_text())["arrays"]["0"]
+    group = json.loads((copy / "zarr.json").read_text())
+    block = group["attributes"]["wsistore"]
+    base, hr = (ArrayRecord(**manifest["arrays"][k]) for k in ("0", HR_ARRAY))
+    block["hybrid"]["modes"] = chunk_modes(base, hr)
+
+    def seal(version: str) -> None:
+        block["format_version"] = manifest["format_version"] = version
+        manifest["metadata_sha256"] = metadata_digest(block)
+        data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        (copy / MANIFEST_KEY).write_bytes(data)
+        block["manifest_sha256"] = hashlib.sha256(data).hexdigest()
+        (copy / "zarr.json").write_text(json.dumps(group))
+
+    seal("1.5")
+    archive = Archive.open(copy)
+    assert archive.info()["chunk_modes"]["hr"]["lr_bytes"] > 0
+    assert all(archive.level(0).chunk_state(r, q) == "written" for r, q in _tissue(archive))
+    assert verify(copy, against=SLIDE, progress=False).ok
+    sr_chunk = next(rq for rq in _tissue(archive) if not archive.is_hr(*rq))
+    x0, y0, x1, y1 = _hr_box(archive, *sr_chunk)
+    with wsistore.open(copy, device="cpu") as slide:
+        pixels = np.asarray(slide.read_region((x0, y0), 0, (x1 - x0, y1 - y0)).convert("RGB"))
+    assert np.array_equal(pixels, restored[0][y0:y1, x0:x1])
+    seal("1.6")
+    with pytest.raises(ArchiveError, match="HR chunks still have their LR chunk stored"):
+        Archive.open(copy)
 
 
 def test_a_format_1_4_archive_still_reads(tmp_path: Path, pair: tuple[Path, Path]) -> None:

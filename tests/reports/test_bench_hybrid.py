@@ -65,7 +65,7 @@ def test_the_rule_per_chunk(tile: np.ndarray) -> None:
     sr = np.repeat(np.repeat(hr[::4, ::4], 4, 0), 4, 1)  # a stand-in SR path, poor in places
     sr[:256, :256] = hr[:256, :256]  # and perfect in one chunk: SR must win there
     coded = code_hr_chunks(hr, DEFAULT_HR_CODEC, 256, 240)
-    free = choose_hybrid(hr, sr, coded, 0.0)
+    free = choose_hybrid(hr, sr, coded, {}, 0.0)
     wins = [
         c
         for c in coded.chunks
@@ -77,10 +77,16 @@ def test_the_rule_per_chunk(tile: np.ndarray) -> None:
     for c in wins:
         expected[c.box[0] : c.box[2], c.box[1] : c.box[3]] = c.decoded
     assert np.array_equal(free.image, expected)
-    never = choose_hybrid(hr, sr, coded, math.inf)
+    never = choose_hybrid(hr, sr, coded, {}, math.inf)
     assert np.array_equal(never.image, sr) and never.hr_bytes == never.hr_chunks == 0
-    counts = [choose_hybrid(hr, sr, coded, lam).hr_chunks for lam in (0.0, 300.0, 3000.0, 1e9)]
+    counts = [choose_hybrid(hr, sr, coded, {}, lam).hr_chunks for lam in (0.0, 300.0, 3000.0, 1e9)]
     assert counts == sorted(counts, reverse=True) and counts[-1] == 0
+    # the LR chunks an HR chunk replaces are not stored: their bytes come off, and count for HR
+    lr_bytes = {(c.box[0] // 4, c.box[1] // 4): c.nbytes // 4 for c in coded.chunks}
+    saved = choose_hybrid(hr, sr, coded, lr_bytes, 0.0)
+    assert saved.hr_chunks == free.hr_chunks and saved.hr_bytes == sum(c.nbytes - c.nbytes // 4 for c in wins)
+    lam = 3000.0
+    assert choose_hybrid(hr, sr, coded, lr_bytes, lam).hr_chunks >= choose_hybrid(hr, sr, coded, {}, lam).hr_chunks
 
 
 def test_the_chunks_and_bytes_hybrid_ingest_stores(tmp_path: Path) -> None:
@@ -95,7 +101,7 @@ def test_the_chunks_and_bytes_hybrid_ingest_stores(tmp_path: Path) -> None:
     coded = code_archive_lr(hr, DEFAULT_SETTING, HYBRID_OPTIONS.chunk, md.fill_value)
     sr = upscale_image(coded.lr, runner_for(default_model(coded.codec), "cpu"), hr.shape[:2])
     chunks = code_hr_chunks(hr, DEFAULT_HR_CODEC, 4 * HYBRID_OPTIONS.chunk, md.fill_value)
-    hybrid = choose_hybrid(hr, sr, chunks, LAMBDA)
+    hybrid = choose_hybrid(hr, sr, chunks, coded.chunk_bytes, LAMBDA)
     kept = [
         c.box[:2]
         for c in chunks.chunks
@@ -103,7 +109,9 @@ def test_the_chunks_and_bytes_hybrid_ingest_stores(tmp_path: Path) -> None:
     ]
     assert kept == [(c.box[0], c.box[1]) for c in chunks.chunks if archive.is_hr(c.box[0] // 1024, c.box[1] // 1024)]
     assert hybrid.hr_chunks == len(kept) == md.hybrid["modes"]["hr"]["chunks"] == 6
-    assert hybrid.hr_bytes == md.hybrid["modes"]["hr"]["bytes"]
+    lr_bytes = sum(coded.chunk_bytes[y // 4, x // 4] for y, x in kept)  # not stored (format 1.6)
+    assert md.hybrid["modes"]["hr"]["lr_bytes"] == 0
+    assert hybrid.hr_bytes == md.hybrid["modes"]["hr"]["bytes"] - lr_bytes
 
 
 @pytest.fixture(scope="module")

@@ -57,8 +57,14 @@ the array ``hr/``: the source's size, uint8 (c, y, x), chunk side ``scale x chun
 (y, x, c), the HR codec and a crc32c per chunk like every image array, the level's fill value;
 only the chosen chunks are written (a chunk not written is an SR chunk), each with its coding
 PSNR against the source in the manifest (what ``verify --against`` checks). The LR pyramid stays
-complete: every tissue chunk keeps its LR chunk, HR or not, so the coarse levels, viewers and the
-generator's halo read as before. Restore pastes the decoded HR chunk, cropped to the slide, over
+complete. In format 1.5 every tissue chunk keeps its LR chunk, HR or not. From format 1.6 the LR
+chunk of an HR chunk is not stored (its bytes would be paid twice): ingest removes it from level 0
+once every chunk's path is chosen, and readers derive it (:data:`ChunkState.DERIVED` in
+:mod:`wsistore.archive.reader`): the 4x downsample (:meth:`wsistore.degradation.Downsample.reduce_region`,
+the kernel folded at the HR chunk's edges) of the decoded HR chunk, cropped to the slide. So the
+coarse levels (built from the LR as first coded), viewers and the generator's halo at the
+neighbouring chunks read as before; the rule counts the LR chunk's bytes as saved (:data:`HR_RULE`).
+Restore pastes the decoded HR chunk, cropped to the slide, over
 the generator's output (:class:`wsistore.restoration.engine.TileRestorer`). The block's
 ``hybrid`` field records the HR codec, lambda, the rule, the chunk and shard sides, the SR path
 (generator, weights and adaptation sha256, device) and, per mode, the chunks and their bytes
@@ -78,9 +84,11 @@ from wsistore.errors import ArchiveError
 from wsistore.outputs import read_json_file
 
 FORMAT_NAME = "wsistore"
-FORMAT_VERSION = "1.5"
+FORMAT_VERSION = "1.6"
 #: Versions this code reads.
-READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5")
+READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6")
+#: The first version whose HR chunks have no stored LR chunk (derived on read).
+DERIVED_LR_VERSION = "1.6"
 #: Fields of the ``wsistore`` block its digest leaves out: the manifest's own hash (the digest is
 #: in the manifest) and the creation time (so that the same slide and settings give the same bytes).
 UNDIGESTED = ("manifest_sha256", "created")
@@ -101,10 +109,10 @@ MODES = ("sr", "hybrid")
 HR_SHARD_MAX = 4096
 #: The hybrid decision, as recorded in the archive (:func:`hr_is_better`).
 HR_RULE = (
-    "HR iff SSE_sr - SSE_hr > lambda * bits_hr; SSE over the chunk's pixels inside the slide and its "
-    "3 channels, in grey levels squared, against the source; SSE_sr of the generator's output as restore "
-    "computes it, SSE_hr of the decoded HR chunk; bits_hr = 8 x the HR chunk's stored bytes (crc32c "
-    "included); the LR chunk is stored either way"
+    "HR iff SSE_sr - SSE_hr > lambda * (bits_hr - bits_lr); SSE over the chunk's pixels inside the slide and "
+    "its 3 channels, in grey levels squared, against the source; SSE_sr of the generator's output as restore "
+    "computes it, SSE_hr of the decoded HR chunk; bits_hr and bits_lr = 8 x the HR and LR chunks' stored "
+    "bytes (crc32c included); an HR chunk's LR chunk is not stored (derived from the HR chunk on read)"
 )
 #: Chunk sides must be multiples of this (LR pixels).
 ALIGN = 16
@@ -261,9 +269,15 @@ def recorded_file_sha256(properties: dict[str, str]) -> dict[str, str]:
     return {k[len(FILE_SHA256_PREFIX) : -1]: v for k, v in properties.items() if k.startswith(FILE_SHA256_PREFIX)}
 
 
-def hr_is_better(sse_sr: float, sse_hr: float, bits_hr: int, lam: float) -> bool:
-    """The hybrid decision (:data:`HR_RULE`): whether a chunk is stored at full resolution."""
-    return sse_sr - sse_hr > lam * bits_hr
+def hr_is_better(sse_sr: float, sse_hr: float, bits_hr: int, bits_lr: int, lam: float) -> bool:
+    """The hybrid decision (:data:`HR_RULE`): whether a chunk is stored at full resolution (its
+    HR chunk's ``bits_hr`` paid, its LR chunk's ``bits_lr`` saved)."""
+    return sse_sr - sse_hr > lam * (bits_hr - bits_lr)
+
+
+def drops_hr_lr(format_version: str) -> bool:
+    """Whether an archive of this format version stores no LR chunk under its HR chunks."""
+    return tuple(map(int, format_version.split("."))) >= tuple(map(int, DERIVED_LR_VERSION.split(".")))
 
 
 def hr_shard_side(chunk: int, shard: int, scale: int) -> int:

@@ -66,6 +66,11 @@ class ArrayRecord:
         return tuple(math.ceil(n / c) for n, c in zip(self.shape, self.chunk_shape))
 
     def merge(self, shard: ShardRecord) -> None:
+        """Add a shard's record; one written again (format 1.6's LR drop) replaces its chunks."""
+        if shard.key in self.shards:
+            gone = {chunk_id(c) for c in shard_chunks(self, shard_of_key(shard.key))} - set(shard.chunks)
+            self.chunks = {k: v for k, v in self.chunks.items() if k not in gone}
+            self.coding_psnr = {k: v for k, v in self.coding_psnr.items() if k not in gone}
         self.shards[shard.key] = {"bytes": shard.nbytes, "sha256": shard.sha256}
         self.chunks.update(shard.chunks)
         self.coding_psnr.update(shard.coding_psnr)
@@ -122,6 +127,11 @@ def shard_key(shard_coords: tuple[int, ...]) -> str:
     return "c/" + "/".join(str(c) for c in shard_coords)
 
 
+def shard_of_key(key: str) -> tuple[int, ...]:
+    """The shard coordinates of a shard key (:func:`shard_key`'s inverse)."""
+    return tuple(int(p) for p in key.removeprefix("c/").split("/"))
+
+
 def shard_chunks(record: ArrayRecord, shard_coords: tuple[int, ...]) -> list[tuple[int, ...]]:
     """Global coordinates of the chunks inside a shard, in the index's C order
     (including positions past the array edge, which are never written)."""
@@ -155,6 +165,20 @@ def read_shard_index(data: bytes, n_chunks: int, shard_bytes: int | None = None)
     return out
 
 
+def without_chunks(data: bytes, n_chunks: int, positions: set[int]) -> bytes:
+    """A shard's bytes with its inner chunks at ``positions`` (C order) removed: the other chunks'
+    bytes unchanged, packed in order, under a new index."""
+    index = np.full((n_chunks, 2), _EMPTY, dtype="<u8")
+    body = bytearray()
+    for i, entry in enumerate(read_shard_index(data, n_chunks)):
+        if entry is not None and i not in positions:
+            offset, nbytes = entry
+            index[i] = (len(body), nbytes)
+            body += data[offset : offset + nbytes]
+    raw = index.tobytes()
+    return bytes(body) + raw + google_crc32c.value(raw).to_bytes(4, "little")
+
+
 def describe_shard(array: str, record: ArrayRecord, shard_coords: tuple[int, ...], data: bytes) -> ShardRecord:
     """Checksums of a shard's bytes and of every chunk stored in it."""
     chunks: dict[str, list[int]] = {}
@@ -173,12 +197,19 @@ def describe_shard(array: str, record: ArrayRecord, shard_coords: tuple[int, ...
     )
 
 
+def tissue_chunks(base: ArrayRecord, hr: ArrayRecord | None) -> set[str]:
+    """The ids of level 0's chunks that are not background: stored (or uniform) at level 0, or
+    (format 1.6) stored at full resolution only."""
+    full = set(hr.chunks) | set(hr.uniform) if hr is not None else set()
+    return set(base.chunks) | set(base.uniform) | full
+
+
 def chunk_modes(base: ArrayRecord, hr: ArrayRecord | None) -> dict[str, dict[str, int]]:
     """Chunks and stored bytes per mode of level 0 (``base``) given the HR chunks (``hr``; None in
     an ``sr`` archive): ``sr``, the tissue chunks the generator restores (their LR bytes); ``hr``,
-    those stored at full resolution (their HR bytes, and ``lr_bytes``, their LR chunks', which
-    are stored too). Bytes are as stored, each chunk's crc32c included."""
-    tissue = set(base.chunks) | set(base.uniform)
+    those stored at full resolution (their HR bytes, and ``lr_bytes``, their LR chunks' where
+    stored too: format 1.5). Bytes are as stored, each chunk's crc32c included."""
+    tissue = tissue_chunks(base, hr)
     full = set(hr.chunks) | set(hr.uniform) if hr is not None else set()
 
     def lr_bytes(ids: set[str]) -> int:

@@ -31,6 +31,7 @@ from wsistore.archive.format import (
     MASK_ARRAY,
     ArchiveMetadata,
     LevelInfo,
+    drops_hr_lr,
     metadata_digest,
     ome_multiscales,
 )
@@ -43,10 +44,12 @@ from wsistore.archive.manifest import (
     read_shard_index,
     shard_chunks,
     shard_key,
+    tissue_chunks,
 )
 from wsistore.archive.partial import unfinished
 from wsistore.archive.store import Location
 from wsistore.codecs import ImageCodec, codec_from_config, register_codecs
+from wsistore.degradation import Downsample
 from wsistore.errors import ArchiveError, WsistoreError, first_line
 from wsistore.geometry import Box
 from wsistore.outputs import PARTIAL_SUFFIX, work_path
@@ -58,6 +61,7 @@ class ChunkState(StrEnum):
     WRITTEN = "written"  # stored; decoded on read
     UNIFORM = "uniform"  # every pixel was the fill value, so zarr stored nothing
     BACKGROUND = "background"  # glass, dropped by design; reads as the glass colour
+    DERIVED = "derived"  # level 0 under an HR chunk (format 1.6): the HR chunk downsampled
 
 
 def decode_shard(
@@ -114,6 +118,9 @@ class ArrayReader:
         self.background_rgb = np.asarray(background_rgb, dtype=np.uint8)
         self.fill_value = fill_value
         self._uniform = set(record.uniform)
+        #: chunk ids read through ``derive(row, col)`` instead (level 0 of a format 1.6 hybrid)
+        self._derived: set[str] = set()
+        self._derive: Callable[[int, int], np.ndarray] | None = None
         self._index_cache: dict[str, list[tuple[int, int] | None]] = {}
         self._checked: set[str] = set()  # chunk ids whose place, size and crc32c match the manifest
         self._lock = threading.Lock()
@@ -135,11 +142,17 @@ class ArrayReader:
     def chunk_hw(self) -> tuple[int, int]:
         return int(self.record.chunk_shape[1]), int(self.record.chunk_shape[2])
 
+    def derive_from(self, chunks: set[str], derive: Callable[[int, int], np.ndarray]) -> None:
+        """Read the chunks ``chunks`` (ids not stored here) as ``derive(row, col)``, their pixels."""
+        self._derived, self._derive = chunks, derive
+
     def chunk_state(self, row: int, col: int) -> str:
         cid = chunk_id((0, row, col))
         if cid in self.record.chunks:
             return ChunkState.WRITTEN
-        return ChunkState.UNIFORM if cid in self._uniform else ChunkState.BACKGROUND
+        if cid in self._uniform:
+            return ChunkState.UNIFORM
+        return ChunkState.DERIVED if cid in self._derived else ChunkState.BACKGROUND
 
     def chunks_in(self, box: Box) -> list[tuple[int, int]]:
         x0, y0, x1, y1 = box
@@ -167,9 +180,14 @@ class ArrayReader:
         for (r, q), state in states.items():
             if state == ChunkState.WRITTEN:
                 continue
-            ys = slice(max(r * ch, y0) - y0, min((r + 1) * ch, y1) - y0)
-            xs = slice(max(q * cw, x0) - x0, min((q + 1) * cw, x1) - x0)
-            out[ys, xs] = self.fill_value if state == ChunkState.UNIFORM else self.background_rgb
+            ya, yb, xa, xb = max(r * ch, y0), min((r + 1) * ch, y1), max(q * cw, x0), min((q + 1) * cw, x1)
+            if state == ChunkState.DERIVED:
+                assert self._derive is not None
+                chunk = self._derive(r, q)
+                out[ya - y0 : yb - y0, xa - x0 : xb - x0] = chunk[ya - r * ch : yb - r * ch, xa - q * cw : xb - q * cw]
+            else:
+                fill = self.fill_value if state == ChunkState.UNIFORM else self.background_rgb
+                out[ya - y0 : yb - y0, xa - x0 : xb - x0] = fill
         return out
 
     def shard_index(self, shard_coords: tuple[int, ...]) -> list[tuple[int, int] | None]:
@@ -277,6 +295,10 @@ class Archive:
             ArrayReader(location, lv.path, self._array(lv.path), manifest.arrays[lv.path], bg, metadata.fill_value)  # type: ignore[arg-type]
             for lv in metadata.levels
         ]
+        if metadata.mode == "hybrid" and HR_ARRAY in manifest.arrays and self._levels:
+            base, hr = self._levels[0].record, manifest.arrays[HR_ARRAY]
+            derived = (set(hr.chunks) | set(hr.uniform)) - set(base.chunks) - set(base.uniform)
+            self._levels[0].derive_from(derived, self._derived_lr)
 
     @classmethod
     def open(
@@ -377,6 +399,14 @@ class Archive:
         bg = tuple(self.metadata.tissue.background_rgb)
         record = self.manifest.arrays[HR_ARRAY]
         return ArrayReader(self.location, HR_ARRAY, self._array(HR_ARRAY), record, bg, self.metadata.fill_value)  # type: ignore[arg-type]
+
+    def _derived_lr(self, row: int, col: int) -> np.ndarray:
+        """Level 0's chunk ``(row, col)`` under an HR chunk (format 1.6): the HR chunk, decoded and
+        cropped to the slide, downsampled (the kernel folded at its edges)."""
+        assert self.hr is not None
+        c, s, md = self.level(0).chunk, self.metadata.scale, self.metadata
+        box = (s * c * col, s * c * row, min(s * c * (col + 1), md.width), min(s * c * (row + 1), md.height))
+        return Downsample(s).reduce_region(self.hr.read(box))
 
     def is_hr(self, row: int, col: int) -> bool:
         """Whether level 0's chunk ``(row, col)`` is stored at full resolution (hybrid archives)."""
@@ -667,7 +697,7 @@ def _group_problems(md: ArchiveMetadata, manifest: Manifest, ome: Any) -> list[s
     if md.levels:
         base = manifest.arrays[md.levels[0].path]
         grid = math.prod(base.chunk_grid[1:])
-        written = len(base.chunks) + len(base.uniform)
+        written = len(tissue_chunks(base, manifest.arrays.get(HR_ARRAY)))
         t = md.tissue
         if (t.chunks_total, t.chunks_written, t.chunks_background) != (grid, written, grid - written):
             out.append(
@@ -706,10 +736,16 @@ def _hybrid_problems(md: ArchiveMetadata, manifest: Manifest) -> list[str]:
         )
     if hr.chunk_grid[1:] != base.chunk_grid[1:]:
         out.append(f"zarr.json: {HR_ARRAY}'s chunk grid {hr.chunk_grid} is not level 0's {base.chunk_grid}")
-    tissue = set(base.chunks) | set(base.uniform)
-    stray = sorted((set(hr.chunks) | set(hr.uniform)) - tissue)
-    if stray:
-        out.append(f"zarr.json: {len(stray)} HR chunks lie over no stored chunk of level 0 ({', '.join(stray[:6])})")
+    full = set(hr.chunks) | set(hr.uniform)
+    if drops_hr_lr(md.format_version):
+        twice = sorted(full & set(base.chunks))
+        if twice:
+            out.append(f"zarr.json: {len(twice)} HR chunks still have their LR chunk stored ({', '.join(twice[:6])})")
+    else:
+        stray = sorted(full - set(base.chunks) - set(base.uniform))
+        if stray:
+            shown = ", ".join(stray[:6])
+            out.append(f"zarr.json: {len(stray)} HR chunks lie over no stored chunk of level 0 ({shown})")
     if md.hybrid.get("modes") != chunk_modes(base, hr):
         out.append(f"zarr.json: the chunks per mode {md.hybrid.get('modes')} are not the manifest's")
     return out

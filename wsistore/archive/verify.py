@@ -230,7 +230,9 @@ def _compare_source(
                 return None, content
             stored = base.read(box)
             cid = chunk_id((0, r, q))
-            if lossless or state == ChunkState.UNIFORM:
+            if state == ChunkState.DERIVED:  # no LR stored (format 1.6): the HR chunk is checked below
+                ok = True
+            elif lossless or state == ChunkState.UNIFORM:
                 ok = np.array_equal(stored, fresh)
             else:
                 ok = abs(coding_psnr(fresh, stored) - psnr[cid]) <= PSNR_TOLERANCE_DB

@@ -21,7 +21,8 @@ cell is its own loss instead (format 1.5), measured once its HR shard is stored.
 chunk's source pixels are coded with the HR codec and compared, as a rate-distortion decision
 (:func:`wsistore.archive.format.hr_is_better`), with what restore makes of the stored LR (an
 :class:`Upscaler`, handed in like the :class:`Adapter`:
-:class:`wsistore.restoration.hybrid.SrPath`); the chunks that win are written to ``hr/``.
+:class:`wsistore.restoration.hybrid.SrPath`); the chunks that win are written to ``hr/``,
+and then (format 1.6) their LR chunks are removed from level 0's shards.
 
 Each finished shard is journalled, so ``resume`` skips it after an interruption; so is the
 adaptation once tuned.
@@ -82,7 +83,10 @@ from wsistore.archive.manifest import (
     chunk_id,
     chunk_modes,
     describe_shard,
+    shard_chunks,
     shard_key,
+    tissue_chunks,
+    without_chunks,
 )
 from wsistore.archive.partial import PartialOutput
 from wsistore.archive.reader import ArrayReader, decode_shard
@@ -113,8 +117,9 @@ LOSS_KEY = "loss_map"
 ADAPTATION_KIND = "adaptation"
 #: Journal entry of an HR shard decided to hold no HR chunk (so nothing was written).
 EMPTY_HR_SHARD_KIND = "empty-hr-shard"
-#: The HR codec of hybrid ingest unless told otherwise: AVIF at quality 40, 4:2:0, speed 8.
-DEFAULT_HR_CODEC = "avif:level=40,pixelformat=YUV420,speed=8"
+#: The HR codec of hybrid ingest unless told otherwise: AVIF at quality 40, 4:4:4, speed 6 (on
+#: the real slides of BENCHMARKS.md speed 8 costs 1-2 dB at equal bytes, 4:2:0 0.1-0.4 dB more).
+DEFAULT_HR_CODEC = "avif:level=40,speed=6"
 #: lambda of the hybrid decision unless told otherwise, in grey levels squared of SSE per bit
 #: (:data:`wsistore.archive.format.HR_RULE`): what a bit spent on the LR buys instead, at AVIF's
 #: slope near the archive's rates (13.7 dB per bit per source pixel, the adaptation's rule) and
@@ -347,8 +352,8 @@ class _Ingest:
             fraction=mask.fraction,
             background_rgb=list(mask.background_rgb),
             chunks_total=int(keep.size),
-            chunks_written=len(base.chunks) + len(base.uniform),
-            chunks_background=int(keep.size) - len(base.chunks) - len(base.uniform),
+            chunks_written=len(tissue_chunks(base, self.records.get(HR_ARRAY))),
+            chunks_background=int(keep.size) - len(tissue_chunks(base, self.records.get(HR_ARRAY))),
             keep_background=self.options.keep_background,
         )
         metadata = ArchiveMetadata(
@@ -740,6 +745,7 @@ class _Ingest:
             described = sr.describe()
         finally:
             sr.close()
+        self._drop_hr_lr()
         return {
             "hr_codec": self.options.hr_codec.to_dict(),
             "lambda": self.options.hr_lambda,
@@ -768,7 +774,8 @@ class _Ingest:
                     continue
                 box = (q * chunk, r * chunk, min((q + 1) * chunk, self.width), min((r + 1) * chunk, self.height))
                 source = self._read_level0(box)
-                if self._hr_wins(source, sr.read(box), chunk, fill):
+                lr_bytes = self.records["0"].chunks.get(chunk_id((0, r, q)), [0])[0]
+                if self._hr_wins(source, sr.read(box), chunk, fill, lr_bytes):
                     buffer[box[1] - y0 : box[3] - y0, box[0] - x0 : box[2] - x0] = source
                     kept.append((r, q, box))
                 self._progress.update()
@@ -791,11 +798,35 @@ class _Ingest:
             hr_loss=True,
         )
 
-    def _hr_wins(self, source: np.ndarray, restored: np.ndarray, chunk: int, fill: int) -> bool:
+    def _hr_wins(self, source: np.ndarray, restored: np.ndarray, chunk: int, fill: int, lr_bytes: int) -> bool:
         """Whether a chunk's HR path costs less than its SR path (:func:`code_hr_chunk`), by both
-        paths' SSE."""
+        paths' SSE, its LR chunk's ``lr_bytes`` saved."""
         decoded, nbytes = code_hr_chunk(source, chunk, fill, self.options.hr_codec)
-        return hr_is_better(sse(restored, source), sse(decoded, source), 8 * nbytes, self.options.hr_lambda)
+        sse_sr, sse_hr = sse(restored, source), sse(decoded, source)
+        return hr_is_better(sse_sr, sse_hr, 8 * nbytes, 8 * lr_bytes, self.options.hr_lambda)
+
+    def _drop_hr_lr(self) -> None:
+        """Format 1.6: remove the LR chunk of every HR chunk from level 0's shards (readers derive
+        it from the HR chunk); the other chunks' bytes are kept as they are. Each shard rewritten
+        is journalled again, so a resumed ingest finds it done (or, cut short, rewrites it)."""
+        base, hr = self.records["0"], self.records[HR_ARRAY]
+        cps = base.chunks_per_shard
+        drop: dict[tuple[int, ...], set[int]] = {}
+        for cid in (set(hr.chunks) | set(hr.uniform)) & set(base.chunks):
+            coords = chunk_coords(cid)
+            shard = tuple(c // n for c, n in zip(coords, cps, strict=True))
+            drop.setdefault(shard, set()).add(int(np.ravel_multi_index(tuple(c % n for c, n in zip(coords, cps)), cps)))
+        for shard, positions in sorted(drop.items()):
+            key = f"0/{shard_key(shard)}"
+            data = without_chunks(self.work.read_bytes(key), math.prod(cps), positions)
+            self.work.write_bytes(key, data)
+            rec = describe_shard("0", base, shard, data)
+            ids = {chunk_id(c) for c in shard_chunks(base, shard)}
+            rec.coding_psnr = {k: v for k, v in base.coding_psnr.items() if k in rec.chunks}
+            rec.uniform = sorted(ids & set(base.uniform))
+            kept = [chunk_coords(cid) for cid in [*rec.chunks, *rec.uniform]]
+            self._shard_losses[f"0/{rec.key}"] = {chunk_id(c): float(self.loss[c[1], c[2]]) for c in kept}
+            self._journal(rec)
 
     # -- small arrays ----------------------------------------------------------------------
     def _write_associated(self, group: zarr.Group) -> tuple[list[str], list[str]]:

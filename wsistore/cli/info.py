@@ -96,9 +96,10 @@ def _mode(info: dict[str, Any]) -> str:
     codec = hybrid["hr_codec"]
     settings = ", ".join(f"{k}={v}" for k, v in codec.get("configuration", {}).items())
     size = _options.size
+    kept = f" + {size(hr['lr_bytes'])} LR kept" if hr["lr_bytes"] else ""  # format 1.5 kept the LR chunks
     return (
         f"hybrid: {sr['chunks']} chunks SR ({sr['share']:.1%}, {size(sr['bytes'])} LR), {hr['chunks']} full "
-        f"resolution ({hr['share']:.1%}, {size(hr['bytes'])} HR + {size(hr['lr_bytes'])} LR kept); "
+        f"resolution ({hr['share']:.1%}, {size(hr['bytes'])} HR{kept}); "
         f"HR {codec['name']} ({settings}), lambda {hybrid['lambda']:g}"
     )
 

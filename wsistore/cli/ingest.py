@@ -48,14 +48,14 @@ def add_parser(sub: Any) -> None:
         choices=("sr", "hybrid"),
         default="sr",
         help="sr (default): every chunk LR, restored by the generator; hybrid: each level-0 chunk also at full "
-        "resolution where that costs less (SSE_sr - SSE_hr > lambda x bits_hr; format 1.5)",
+        "resolution where that costs less (SSE_sr - SSE_hr > lambda x (bits_hr - bits_lr); format 1.6)",
     )
     p.add_argument(
         "--hr-codec",
         default=None,
         metavar="CODEC",
         help="hybrid: the codec of the full-resolution chunks, with settings as --codec "
-        "(default avif:level=40,pixelformat=YUV420,speed=8)",
+        "(default avif:level=40,speed=6)",
     )
     p.add_argument(
         "--lambda",

@@ -5,9 +5,10 @@
   (``nearest`` = the seeds' i-HR, ``bicubic``, and every SR model);
 * **full-resolution codecs**: JPEG, JPEG-XL, AVIF, WebP and JPEG 2000 on the original,
   coded in 1024-pixel tiles as a tiled TIFF or archive would store them;
-* **hybrid archive** (format 1.5): the archive path restored by the generator, with each
+* **hybrid archive** (format 1.6): the archive path restored by the generator, with each
   level-0 chunk whose HR chunk wins the archive's rule (:func:`hr_is_better`) pasted over it,
-  HR chunks coded as ingest codes them (:func:`wsistore.archive.writer.code_hr_chunk`).
+  HR chunks coded as ingest codes them (:func:`wsistore.archive.writer.code_hr_chunk`), and
+  their LR chunks' bytes not counted (the archive does not store them).
 
 Bytes are the encoded chunk/tile bytes of the base image (pyramid levels and container
 overhead excluded for every method alike).
@@ -102,6 +103,8 @@ class CodedLR:
     lr: np.ndarray
     nbytes: int
     encode_seconds: float
+    #: each LR chunk's bytes (crc32c not included) by the ``(y, x)`` of its first pixel in ``lr``
+    chunk_bytes: dict[tuple[int, int], int]
 
 
 def code_archive_lr(
@@ -112,8 +115,8 @@ def code_archive_lr(
     codec = parse_codec(setting)
     start = time.perf_counter()
     lr = Downsample(scale).reduce_region(hr)
-    coded, nbytes = encode_on_grid(lr, codec, chunk, fill, origin)
-    return CodedLR(codec, setting, coded, nbytes, time.perf_counter() - start)
+    coded, sizes = encode_on_grid(lr, codec, chunk, fill, origin)
+    return CodedLR(codec, setting, coded, sum(sizes.values()), time.perf_counter() - start, sizes)
 
 
 @dataclass
@@ -191,13 +194,19 @@ class HybridImage:
     hr_chunks: int
 
 
-def choose_hybrid(hr: np.ndarray, sr: np.ndarray, coded: CodedChunks, lam: float) -> HybridImage:
-    """Per chunk, the archive's rule between ``sr`` (restore's output of the archive's LR) and
-    the coded HR chunk, both against the original ``hr``, at ``lam``."""
+def choose_hybrid(
+    hr: np.ndarray, sr: np.ndarray, coded: CodedChunks, lr_bytes: dict[tuple[int, int], int], lam: float, scale: int = 4
+) -> HybridImage:
+    """Per chunk, the archive's rule between ``sr`` (restore's output of the archive's LR, whose
+    chunks' bytes are ``lr_bytes``, :attr:`CodedLR.chunk_bytes`) and the coded HR chunk, both
+    against the original ``hr``, at ``lam``; ``hr_bytes`` is the HR chunks' bytes less the LR
+    chunks they replace (format 1.6 does not store those)."""
     image, nbytes, count = sr.copy(), 0, 0
     for chunk in coded.chunks:
         y0, x0, y1, x1 = chunk.box
-        if hr_is_better(sse(sr[y0:y1, x0:x1], hr[y0:y1, x0:x1]), chunk.sse, 8 * chunk.nbytes, lam):
+        lr = lr_bytes.get((y0 // scale, x0 // scale), 0)
+        stored_lr = lr + 4 if lr else 0  # as the archive stores it, its crc32c included
+        if hr_is_better(sse(sr[y0:y1, x0:x1], hr[y0:y1, x0:x1]), chunk.sse, 8 * chunk.nbytes, 8 * stored_lr, lam):
             image[y0:y1, x0:x1] = chunk.decoded
-            nbytes, count = nbytes + chunk.nbytes, count + 1
+            nbytes, count = nbytes + chunk.nbytes - lr, count + 1
     return HybridImage(image, nbytes, count)

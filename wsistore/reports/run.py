@@ -78,7 +78,7 @@ class BenchOptions:
     #: the per-slide adaptation, tuned per input at the default setting as ingest tunes it and
     #: scored as ``MODEL+adapted`` with its bytes counted; None: not scored
     adapt: AdaptOptions | None = field(default_factory=default_adaptation)
-    #: lambdas of the hybrid archive (format 1.5), scored for the first SR model at every archive
+    #: lambdas of the hybrid archive (format 1.6), scored for the first SR model at every archive
     #: setting (and for ``MODEL+adapted``); None: the default sweep; empty: not scored
     hybrid_lambdas: list[float] | None = None
     #: the hybrid archive's HR codec settings; None: ingest's default
@@ -158,14 +158,14 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
                         crops[up.name] = _cut(hr, corner)
                     bar.update(1)
                     if up.name == hybrid_model:
-                        records += _hybrid_records(item, records[-1], hr, hr_chunks, lambdas, lpips, device)
+                        records += _hybrid_records(item, records[-1], hr, coded, hr_chunks, lambdas, lpips, device)
                         bar.update(hybrids)
                 if setting == DEFAULT_SETTING and options.adapt is not None:
                     adapted, image = _adapted_record(item, coded, options.chunk, options.adapt, device, lpips)
                     records.append(adapted)
                     bar.update(1)
                     if hybrid_model:
-                        records += _hybrid_records(item, adapted, image, hr_chunks, lambdas, lpips, device)
+                        records += _hybrid_records(item, adapted, image, coded, hr_chunks, lambdas, lpips, device)
                         bar.update(hybrids)
             default_bpp = next(r["bpp"] for r in records if r["input"] == item.name and r["setting"] == DEFAULT_SETTING)
             # the panel's codec: the best PSNR within 25 % of the archive's bytes, else the nearest in bytes
@@ -243,10 +243,11 @@ DEFINITIONS = {
     "bicubic": "bicubic upscaling (torch, a = -0.75) of the same LR.",
     "archive path": "the original downsampled 4x exactly as ingest does it, coded chunk by chunk with the LR codec, "
     "then upscaled by each method.",
-    "hybrid": "a hybrid archive (format 1.5): the archive path restored by the first SR model (or MODEL+adapted), "
+    "hybrid": "a hybrid archive (format 1.6): the archive path restored by the first SR model (or MODEL+adapted), "
     "with each level-0 chunk (4x the LR chunk: 1024 pixels) coded at full resolution as ingest codes it, kept where "
-    "ingest's rule keeps it (SSE_sr - SSE_hr > lambda x its bits); bytes: the archive path's (with the adaptation's "
-    "when kept) plus the kept HR chunks' as stored (4-byte crc32c each).",
+    "ingest's rule keeps it (SSE_sr - SSE_hr > lambda x (its bits - its LR chunk's bits)); bytes: the archive "
+    "path's (with the adaptation's when kept) plus the kept HR chunks' as stored (4-byte crc32c each), less their "
+    "LR chunks' (not stored).",
     "nuclei": "haematoxylin from colour deconvolution, thresholded at the original's Otsu level, blobs of at least "
     "12 square micrometres; F1 of centroids matched within 3 micrometres, and the count ratio.",
     "identical": f"identical images score PSNR {IDENTICAL_PSNR:g} dB (the cap), SSIM 1.",
@@ -289,17 +290,19 @@ def _hybrid_records(
     item: BenchInput,
     sr: dict[str, Any],
     image: np.ndarray,
+    lr: CodedLR,
     coded: list[CodedChunks],
     lambdas: list[float],
     lpips: Any,
     device: torch.device,
 ) -> list[dict[str, Any]]:
-    """The ``hybrid`` records over an archive record ``sr`` and its restored ``image``: per HR
-    codec and lambda, the chunks the rule keeps pasted over it and their bytes added."""
+    """The ``hybrid`` records over an archive record ``sr`` and its restored ``image`` (of the
+    coded ``lr``): per HR codec and lambda, the chunks the rule keeps pasted over it, their bytes
+    added and their LR chunks' taken off."""
     records = []
     for chunks in coded:
         for lam in lambdas:
-            hybrid = choose_hybrid(item.hr, image, chunks, lam)
+            hybrid = choose_hybrid(item.hr, image, chunks, lr.chunk_bytes, lam)
             nbytes, encode = sr["bytes"] + hybrid.hr_bytes, sr["encode_seconds"] + chunks.encode_seconds
             restore = sr["restore_seconds"]
             rec = _record(item, "hybrid", sr["setting"], None, hybrid.image, nbytes, encode, restore, lpips, device)
