@@ -45,9 +45,11 @@
     });
     state.viewer = viewer;
     const items = {}; // method -> TiledImage
+    let ownHash = location.hash; // the address as this page last applied or wrote it
 
     viewer.addHandler("open", function () {
         items.model = viewer.world.getItemAt(0);
+        ownHash = location.hash;
         applyHash();
         updateScaleBar();
         state.ready = true; // read by the browser tests: the view of the URL is applied
@@ -235,13 +237,19 @@
         if (!state.ready || hashTimer !== null) return;
         hashTimer = setTimeout(function () {
             hashTimer = null;
+            // an address pasted since is not overwritten: its hashchange applies it first
+            if (location.hash !== ownHash) return;
             const hash = viewHash();
             if (hash !== location.hash) history.replaceState(history.state, "", hash);
+            ownHash = location.hash;
         }, 250);
     }
     viewer.addHandler("viewport-change", writeHashSoon);
     window.addEventListener("hashchange", function () {
-        if (state.ready) applyHash(); // an address with another view pasted into this page
+        if (!state.ready) return;
+        ownHash = location.hash; // an address with another view pasted into this page
+        applyHash();
+        writeHashSoon();
     });
 
     // --- scale bar -------------------------------------------------------------------------
