@@ -12,6 +12,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import pytest
 import tifffile
@@ -107,8 +108,12 @@ def test_hybrid_metadata_and_the_lr_of_the_sr_chunks_as_in_sr_mode(pair: tuple[P
         else:
             expected = sr.read_lr(0, lr_box)
         assert np.array_equal(hybrid.read_lr(0, lr_box), expected), (r, q)
-    hr = zarr.open_array(pair[1] / HR_ARRAY, mode="r")  # stock zarr reads it
+    hr = zarr.open_array(pair[1] / HR_ARRAY, mode="r")  # stock zarr reads it, shards packed by ingest
     assert hr.shape == (3, md.height, md.width) and hr.chunks == (3, 1024, 1024)
+    for r, q in _tissue(hybrid):
+        if hybrid.is_hr(r, q):
+            x0, y0, x1, y1 = box = _hr_box(hybrid, r, q)
+            assert np.array_equal(hr[:, y0:y1, x0:x1].transpose(1, 2, 0), hybrid.hr.read(box)), (r, q)  # type: ignore[union-attr]
 
 
 def test_each_chunk_takes_the_path_the_rule_chooses(pair: tuple[Path, Path], restored: tuple[np.ndarray, ...]) -> None:
@@ -131,6 +136,8 @@ def test_each_chunk_takes_the_path_the_rule_chooses(pair: tuple[Path, Path], res
             lr_bytes = sr.manifest.arrays["0"].chunks[f"0.{r}.{q}"][0]
             if sse_sr - sse(decoded, source) > LAMBDA * 8 * (len(encoded) + 4 - lr_bytes):  # the rule, as stated
                 chosen.append((r, q))
+                stored = archive.manifest.arrays[HR_ARRAY].chunks[f"0.{r}.{q}"]  # the bytes it decided on
+                assert stored == [len(encoded) + 4, google_crc32c.value(encoded)], (r, q)
     assert 0 < len(chosen) < len(_tissue(archive))
     assert [rq for rq in _tissue(archive) if archive.is_hr(*rq)] == chosen
     md = archive.metadata

@@ -165,18 +165,25 @@ def read_shard_index(data: bytes, n_chunks: int, shard_bytes: int | None = None)
     return out
 
 
+def pack_shard(n_chunks: int, chunks: dict[int, bytes]) -> bytes:
+    """A shard of the inner chunks given at their positions (C order) as stored (checksum
+    included), packed in that order under the index; the other positions empty."""
+    index = np.full((n_chunks, 2), _EMPTY, dtype="<u8")
+    body = bytearray()
+    for i in sorted(chunks):
+        index[i] = (len(body), len(chunks[i]))
+        body += chunks[i]
+    raw = index.tobytes()
+    return bytes(body) + raw + google_crc32c.value(raw).to_bytes(4, "little")
+
+
 def without_chunks(data: bytes, n_chunks: int, positions: set[int]) -> bytes:
     """A shard's bytes with its inner chunks at ``positions`` (C order) removed: the other chunks'
     bytes unchanged, packed in order, under a new index."""
-    index = np.full((n_chunks, 2), _EMPTY, dtype="<u8")
-    body = bytearray()
-    for i, entry in enumerate(read_shard_index(data, n_chunks)):
-        if entry is not None and i not in positions:
-            offset, nbytes = entry
-            index[i] = (len(body), nbytes)
-            body += data[offset : offset + nbytes]
-    raw = index.tobytes()
-    return bytes(body) + raw + google_crc32c.value(raw).to_bytes(4, "little")
+    entries = enumerate(read_shard_index(data, n_chunks))
+    return pack_shard(
+        n_chunks, {i: data[e[0] : e[0] + e[1]] for i, e in entries if e is not None and i not in positions}
+    )
 
 
 def describe_shard(array: str, record: ArrayRecord, shard_coords: tuple[int, ...], data: bytes) -> ShardRecord:

@@ -21,8 +21,9 @@ cell is its own loss instead (format 1.5), measured once its HR shard is stored.
 chunk's source pixels are coded with the HR codec and compared, as a rate-distortion decision
 (:func:`wsistore.archive.format.hr_is_better`), with what restore makes of the stored LR (an
 :class:`Upscaler`, handed in like the :class:`Adapter`:
-:class:`wsistore.restoration.hybrid.SrPath`); the chunks that win are written to ``hr/``,
-and then (format 1.6) their LR chunks are removed from level 0's shards.
+:class:`wsistore.restoration.hybrid.SrPath`); the chunks that win are written to ``hr/``
+as the decision coded them (each HR shard packed from those bytes, not coded again), and then
+(format 1.6) their LR chunks are removed from level 0's shards.
 
 Each finished shard is journalled, so ``resume`` skips it after an interruption; so is the
 adaptation once tuned.
@@ -43,6 +44,7 @@ from typing import Any, Protocol
 
 import dask
 import dask.threaded
+import google_crc32c
 import numpy as np
 import zarr
 from dask.delayed import Delayed
@@ -83,6 +85,7 @@ from wsistore.archive.manifest import (
     chunk_id,
     chunk_modes,
     describe_shard,
+    pack_shard,
     shard_chunks,
     shard_key,
     tissue_chunks,
@@ -582,8 +585,10 @@ class _Ingest:
         record_psnr: bool,
         sources: dict[tuple[int, int], SourceLoss] | None = None,
         hr_loss: bool = False,
+        data: bytes | None = None,
     ) -> None:
-        """Write one shard, read it back, check every kept chunk (exactly when ``codec`` is
+        """Write one shard (``buffer`` through zarr, or its bytes ``data`` when its chunks are
+        coded already), read it back, check every kept chunk (exactly when ``codec`` is
         lossless), finish the loss map of its chunks (given their ``sources``, or with ``hr_loss``
         each chunk's own: RMS of the pixels given minus those stored), journal it."""
         x0, y0, x1, y1 = box
@@ -594,7 +599,10 @@ class _Ingest:
             # chunk's decoded (lossy) padding instead of the fill value, so it would encode to
             # other bytes than a run never interrupted. Start it afresh.
             self.work.remove(key)
-        array[:, y0:y1, x0:x1] = buffer.transpose(2, 0, 1)
+        if data is None:
+            array[:, y0:y1, x0:x1] = buffer.transpose(2, 0, 1)
+        else:
+            self.work.write_bytes(key, data)
         written = self.work.read_bytes(key) if self.work.exists(key) else b""
         rec = describe_shard(path, self.records[path], shard, written)
         stored = decode_shard(written, self.records[path], shard, codec, box, lambda cid: fill)  # unstored: uniform
@@ -766,8 +774,9 @@ class _Ingest:
         x0, y0 = sx * shard, sy * shard
         x1, y1 = min(x0 + shard, self.width), min(y0 + shard, self.height)
         fill = mask.fill_value
+        per = shard // chunk
         buffer = np.full((y1 - y0, x1 - x0, 3), fill, dtype=np.uint8)
-        kept = []
+        kept, stored = [], {}  # stored: each HR chunk's bytes, by its position in the shard
         for r in range(y0 // chunk, -(-y1 // chunk)):
             for q in range(x0 // chunk, -(-x1 // chunk)):
                 if not keep[r, q]:
@@ -775,11 +784,14 @@ class _Ingest:
                 box = (q * chunk, r * chunk, min((q + 1) * chunk, self.width), min((r + 1) * chunk, self.height))
                 source = self._read_level0(box)
                 lr_bytes = self.records["0"].chunks.get(chunk_id((0, r, q)), [0])[0]
-                if self._hr_wins(source, sr.read(box), chunk, fill, lr_bytes):
+                coded = self._hr_chunk_if_better(source, sr.read(box), chunk, fill, lr_bytes)
+                if coded is not None:
                     buffer[box[1] - y0 : box[3] - y0, box[0] - x0 : box[2] - x0] = source
                     kept.append((r, q, box))
+                    if not (source == fill).all():  # zarr stores no chunk of fill value only
+                        stored[(r % per) * per + q % per] = coded
                 self._progress.update()
-        if not kept or (buffer == fill).all():
+        if not stored:
             # nothing to write (zarr writes no chunk that is all fill value, and such a chunk is
             # restored as well by the generator): no shard, only a journal line for a resume
             with self._journal_lock:
@@ -796,14 +808,18 @@ class _Ingest:
             self.options.hr_codec,
             record_psnr=True,
             hr_loss=True,
+            data=pack_shard(per * per, stored),  # the chunks as coded for the decision
         )
 
-    def _hr_wins(self, source: np.ndarray, restored: np.ndarray, chunk: int, fill: int, lr_bytes: int) -> bool:
-        """Whether a chunk's HR path costs less than its SR path (:func:`code_hr_chunk`), by both
-        paths' SSE, its LR chunk's ``lr_bytes`` saved."""
-        decoded, nbytes = code_hr_chunk(source, chunk, fill, self.options.hr_codec)
+    def _hr_chunk_if_better(
+        self, source: np.ndarray, restored: np.ndarray, chunk: int, fill: int, lr_bytes: int
+    ) -> bytes | None:
+        """A chunk's HR bytes as stored (:func:`code_hr_chunk`) when its HR path costs less than
+        its SR path by both paths' SSE, its LR chunk's ``lr_bytes`` saved; else None."""
+        decoded, coded = code_hr_chunk(source, chunk, fill, self.options.hr_codec)
         sse_sr, sse_hr = sse(restored, source), sse(decoded, source)
-        return hr_is_better(sse_sr, sse_hr, 8 * nbytes, 8 * lr_bytes, self.options.hr_lambda)
+        better = hr_is_better(sse_sr, sse_hr, 8 * len(coded), 8 * lr_bytes, self.options.hr_lambda)
+        return coded if better else None
 
     def _drop_hr_lr(self) -> None:
         """Format 1.6: remove the LR chunk of every HR chunk from level 0's shards (readers derive
@@ -1044,16 +1060,18 @@ def _software(reader: str) -> dict[str, str]:
 
 def code_hr_chunk(
     source: np.ndarray, chunk: int, fill: int, codec: ImageCodec, at: tuple[int, int] = (0, 0)
-) -> tuple[np.ndarray, int]:
+) -> tuple[np.ndarray, bytes]:
     """A hybrid archive's HR chunk as zarr codes it: ``source`` (the chunk's pixels inside the
     image, at ``at = (y, x)`` in the chunk) padded with ``fill`` to ``chunk x chunk``, encoded;
-    returns the decoded pixels of ``source``'s area and the stored bytes (its crc32c included)."""
+    returns the decoded pixels of ``source``'s area and the chunk's bytes as stored (its crc32c
+    appended, as the array's :class:`Crc32cCodec` appends it)."""
     h, w = source.shape[:2]
     y, x = at
     padded = np.full((chunk, chunk, 3), fill, dtype=np.uint8)
     padded[y : y + h, x : x + w] = source
     encoded = codec.encode_image(padded)
-    return codec.decode_image(encoded)[y : y + h, x : x + w], len(encoded) + 4
+    stored = encoded + google_crc32c.value(encoded).to_bytes(4, "little")
+    return codec.decode_image(encoded)[y : y + h, x : x + w], stored
 
 
 def sse(a: np.ndarray, b: np.ndarray) -> int:

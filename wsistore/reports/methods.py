@@ -180,8 +180,8 @@ def code_hr_chunks(hr: np.ndarray, setting: str, side: int, fill: int, origin: t
             ys, xs = max(y0, 0), max(x0, 0)
             box = (ys, xs, min(y0 + side, height), min(x0 + side, width))
             source = hr[box[0] : box[2], box[1] : box[3]]
-            decoded, nbytes = code_hr_chunk(source, side, fill, codec, (ys - y0, xs - x0))
-            chunks.append(HrChunk(box, decoded, nbytes, sse(decoded, source)))
+            decoded, stored = code_hr_chunk(source, side, fill, codec, (ys - y0, xs - x0))
+            chunks.append(HrChunk(box, decoded, len(stored), sse(decoded, source)))
     return CodedChunks(setting, chunks, time.perf_counter() - start)
 
 
