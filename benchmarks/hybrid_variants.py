@@ -144,6 +144,12 @@ def _at(curve: list[tuple[float, float]], bpp: float) -> float | None:
     return float(np.interp(bpp, xs, [p[1] for p in curve])) if xs[0] <= bpp <= xs[-1] else None
 
 
+def _vs_better(sr: list[tuple[float, float]], avif: list[tuple[float, float]], bpp: float, psnr: float) -> str:
+    """``psnr`` minus the better of the pure SR and AVIF mean curves at ``bpp`` (n/a outside both)."""
+    pure = [v for v in (_at(sr, bpp), _at(avif, bpp)) if v is not None]
+    return f"{psnr - max(pure):+.3f}" if pure else "n/a"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--split", choices=("ood", "slides"), default="ood")
@@ -158,8 +164,7 @@ def main() -> None:
         print(name)
         for lam in LAMBDAS:
             bpp, psnr, share = np.mean([choose(s, lam, rates, levels, kept) for s in scored], axis=0)
-            pure = [v for v in (_at(sr, bpp), _at(avif, bpp)) if v is not None]
-            better = f"{psnr - max(pure):+.3f}" if pure else "n/a"
+            better = _vs_better(sr, avif, bpp, psnr)
             print(f"  lambda {lam:6g}: {bpp:.3f} bpp, {psnr:.3f} dB, {share:.0%} HR, vs better {better}")
     ratios = [
         o.sse / o.proxy_sse
@@ -176,8 +181,7 @@ def main() -> None:
         print(f"proxy: the loss map's SSE x {gain:g} in place of the generator's")
         for lam in LAMBDAS:
             bpp, psnr, share, wrong = np.mean([choose_by_proxy(s, lam, gain) for s in scored], axis=0)
-            pure = [v for v in (_at(sr, bpp), _at(avif, bpp)) if v is not None]
-            better = f"{psnr - max(pure):+.3f}" if pure else "n/a"
+            better = _vs_better(sr, avif, bpp, psnr)
             print(
                 f"  lambda {lam:6g}: {bpp:.3f} bpp, {psnr:.3f} dB, {share:.0%} HR, vs better {better}, "
                 f"{wrong:.0%} of chunks decided otherwise"
