@@ -158,12 +158,14 @@ def _dicomdir_files(path: Path) -> list[Path]:
 
 @dataclass
 class Instance:
-    """One checked WSI instance: its header (to the per-frame functional groups) and the
-    repairs it needs before wsidicom reads it."""
+    """One checked WSI instance: its header (to the per-frame functional groups), the repairs
+    it needs before wsidicom reads it, and, for frames whose order it leaves unsaid
+    (:func:`frame_order_unstated`), the order they are placed in (``row`` or ``column``)."""
 
     path: Path
     header: Any  # pydicom Dataset
     repairs: list[str] = field(default_factory=list)
+    frame_order: str | None = None
 
     @property
     def flavour(self) -> str:
@@ -178,8 +180,8 @@ class Instance:
 
     def open(self) -> BinaryIO:
         """A stream of the file as wsidicom should read it: the file itself, or, with
-        repairs, the original bytes behind the repaired header."""
-        if not self.repairs:
+        repairs (a frame order decided included), the original bytes behind the repaired header."""
+        if not self.repairs and self.frame_order is None:
             return self.path.open("rb")
         return io.BufferedReader(SplicedFile(self.path, *self._repaired_header()))
 
@@ -201,8 +203,11 @@ class Instance:
             if "SharedFunctionalGroupsSequence" not in ds:
                 ds.SharedFunctionalGroupsSequence = [Dataset()]
             ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence = [measures]
-        if "DimensionOrganizationType" not in ds and "PerFrameFunctionalGroupsSequence" not in ds:
+        if self.frame_order == "row":
             ds.DimensionOrganizationType = "TILED_FULL"
+        elif self.frame_order == "column":
+            ds.DimensionOrganizationType = "TILED_SPARSE"
+            ds.PerFrameFunctionalGroupsSequence = _column_positions(ds)
         if _YCBCR in self.repairs:
             ds.PhotometricInterpretation = "YBR_FULL_422"
         out = io.BytesIO()
@@ -327,8 +332,6 @@ def repairs(instance: Instance, first_frame: bytes) -> list[str]:
         found.append("no Image Type: read as a volume (pyramid level)")
     if instance.flavour == "VOLUME" and pixel_spacing(header) is None:
         found.append("no Pixel Spacing: mpp unknown")
-    if "DimensionOrganizationType" not in header and int(header.get("NumberOfFrames", 1) or 1) == _tiles(header):
-        found.append("no Dimension Organization Type: frames read as TILED_FULL (row by row)")
     syntax = str(header.file_meta.get("TransferSyntaxUID", ""))
     if (
         syntax == JPEG_BASELINE
@@ -342,6 +345,36 @@ def repairs(instance: Instance, first_frame: bytes) -> list[str]:
 def _tiles(header: Any) -> int:
     rows, cols = int(header.Rows), int(header.Columns)
     return -(-int(header.TotalPixelMatrixRows) // rows) * -(-int(header.TotalPixelMatrixColumns) // cols)
+
+
+def frame_order_unstated(header: Any) -> bool:
+    """Whether a tiled instance leaves its frames' order unsaid: one frame per tile, no
+    Dimension Organization Type and no per-frame functional groups (positions)."""
+    return (
+        "DimensionOrganizationType" not in header
+        and "PerFrameFunctionalGroupsSequence" not in header
+        and int(header.get("NumberOfFrames", 1) or 1) == _tiles(header)
+        and _tiles(header) > 1
+    )
+
+
+def _column_positions(ds: Any) -> list[Any]:
+    """Per-frame functional groups placing the frames column by column: frame ``k`` at tile
+    ``(k mod down, k div down)``, as Plane Position (Slide) items (1-based pixel positions)."""
+    from pydicom.dataset import Dataset
+
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    down = -(-int(ds.TotalPixelMatrixRows) // rows)
+    items = []
+    for frame in range(int(ds.NumberOfFrames)):
+        column, row = divmod(frame, down)
+        position = Dataset()
+        position.ColumnPositionInTotalImagePixelMatrix = column * cols + 1
+        position.RowPositionInTotalImagePixelMatrix = row * rows + 1
+        item = Dataset()
+        item.PlanePositionSlideSequence = [position]
+        items.append(item)
+    return items
 
 
 def pixel_spacing(header: Any) -> tuple[float, float] | None:
