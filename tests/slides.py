@@ -106,3 +106,100 @@ def _tiles(
             part = strip[:, x0 : x0 + tile]
             out[: part.shape[0], : part.shape[1]] = part
             yield out
+
+
+def real_image(width: int = 1000, height: int = 744, name: str = "kidney_monuseg_B0-5710") -> np.ndarray:
+    """A real H&E tile cropped to ``width`` x ``height`` (a truth image for crafted files)."""
+    return np.ascontiguousarray(load_tile(name)[:height, :width])
+
+
+def _jpeg(frame: np.ndarray) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    Image.fromarray(frame).save(out, format="JPEG", quality=95)
+    return out.getvalue()
+
+
+def write_dicom_frames(
+    path: Path,
+    image: np.ndarray,
+    tile: int = 250,
+    order: str = "column",
+    positions: bool = False,
+    shuffle_seed: int | None = None,
+) -> Path:
+    """A DICOM WSI of ``image`` in JPEG frames of ``tile`` px, stored ``order`` (``row`` or
+    ``column``) with no Dimension Organization Type, or with ``positions`` as TILED_SPARSE
+    with a Plane Position (Slide) per frame, the frames shuffled by ``shuffle_seed``. The
+    header is the shared DICOM's (its quirks included: no Image Type, no Pixel Spacing)."""
+    import warnings
+
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import generate_uid
+
+    from tests.data import DICOM_SLIDE
+
+    height, width = image.shape[:2]
+    across, down = -(-width // tile), -(-height // tile)
+    padded = np.zeros((down * tile, across * tile, 3), np.uint8)
+    padded[:height, :width] = image
+    cells = (
+        [(r, c) for c in range(across) for r in range(down)]
+        if order == "column"
+        else [(r, c) for r in range(down) for c in range(across)]
+    )
+    if shuffle_seed is not None:
+        cells = [cells[i] for i in np.random.default_rng(shuffle_seed).permutation(len(cells))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(DICOM_SLIDE)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Rows = ds.Columns = tile
+    ds.TotalPixelMatrixColumns, ds.TotalPixelMatrixRows = width, height
+    ds.NumberOfFrames = len(cells)
+    ds.PixelData = encapsulate([_jpeg(padded[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile]) for r, c in cells])
+    if positions:
+        ds.DimensionOrganizationType = "TILED_SPARSE"
+        items = []
+        for r, c in cells:
+            position = Dataset()
+            position.ColumnPositionInTotalImagePixelMatrix = c * tile + 1
+            position.RowPositionInTotalImagePixelMatrix = r * tile + 1
+            item = Dataset()
+            item.PlanePositionSlideSequence = [position]
+            items.append(item)
+        ds.PerFrameFunctionalGroupsSequence = items
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.save_as(path)
+    return path
+
+
+def write_thumbnail_first_tiff(path: Path, image: np.ndarray) -> Path:
+    """A tiled pyramidal TIFF of ``image`` whose first page is an 8x smaller stripped thumbnail."""
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(np.ascontiguousarray(image[::8, ::8]), photometric="rgb")
+        tif.write(image, photometric="rgb", tile=(256, 256), compression="jpeg", subifds=1)
+        tif.write(np.ascontiguousarray(image[::2, ::2]), photometric="rgb", tile=(256, 256), subfiletype=1)
+    return path
+
+
+def write_multi_series_ome_tiff(path: Path, image: np.ndarray, mpp: float = 0.25) -> Path:
+    """An OME-TIFF of two series: a small unnamed overview first, then ``image`` as a tiled
+    pyramid with its own physical pixel size."""
+    overview = np.ascontiguousarray(image[::6, ::6])
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(overview, photometric="rgb", metadata={"Name": "Image0", "PhysicalSizeX": 6 * mpp * 4})
+        tif.write(
+            image,
+            photometric="rgb",
+            tile=(256, 256),
+            compression="jpeg",
+            subifds=1,
+            metadata={"Name": "Image1", "PhysicalSizeX": mpp, "PhysicalSizeY": mpp},
+        )
+        tif.write(np.ascontiguousarray(image[::2, ::2]), photometric="rgb", tile=(256, 256), subfiletype=1)
+    return path

@@ -123,3 +123,39 @@ def test_an_edit_to_the_metadata_block_is_detected(archive_copy: Path) -> None:
     assert not report.ok and any("metadata block was changed" in p for p in report.problems)
     with pytest.raises(ArchiveError, match="metadata block was changed"):
         Archive.open(archive_copy)
+
+
+def test_a_second_decoder_checks_the_pixels(sample_archive: Path, slide_path: Path) -> None:
+    """The sample was read by tiffslide; OpenSlide reads the same tissue chunks again."""
+    report = verify(sample_archive, against=slide_path, progress=False)
+    assert report.ok and report.against is not None
+    assert report.against["decoders"] == ["tiffslide", "openslide"]
+    assert report.against["independent_chunks"] == 9 and report.against["independent_worst_db"] > -0.1
+
+
+def test_a_misplacement_shared_by_ingest_and_verify_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two frames swapped by the reader ingest and verify share (a bug in wsidicom's placement,
+    say): the archive matches that reading, but pydicom's frames, placed independently, do not."""
+    import numpy as np
+
+    from tests.slides import real_image, write_dicom_frames
+    from wsistore.archive.writer import IngestOptions, ingest
+    from wsistore.readers import DicomReader
+
+    source = write_dicom_frames(tmp_path / "s.dcm", real_image(1000, 1000), tile=250, order="row")
+    read = DicomReader._read
+
+    def swapped(self: DicomReader, level: int, location: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+        whole = read(self, level, (0, 0), self.level_dimensions[level]).copy()
+        a, b = whole[0:250, 0:250].copy(), whole[500:750, 750:1000].copy()
+        whole[0:250, 0:250], whole[500:750, 750:1000] = b, a
+        (x, y), (w, h) = location, size
+        return whole[y : y + h, x : x + w]
+
+    monkeypatch.setattr(DicomReader, "_read", swapped)
+    ingest(source, tmp_path / "a.zarr", IngestOptions(progress=False, workers=1))
+    report = verify(tmp_path / "a.zarr", against=source, progress=False)
+    assert report.against is not None and report.against["decoders"] == ["dicom", "pydicom"]
+    wrong = [p for p in report.problems if "pydicom's reading of the source gives" in p]
+    assert wrong and all("wrong image or misplaced tiles" in p for p in wrong)
+    assert not [p for p in report.problems if p not in wrong]  # the shared reading itself agrees

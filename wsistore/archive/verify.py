@@ -22,7 +22,7 @@ from wsistore.codecs import codec_from_config
 from wsistore.degradation import Downsample, loss_rms, read_window
 from wsistore.errors import ArchiveError, first_line
 from wsistore.progress import Progress
-from wsistore.readers import open_slide
+from wsistore.readers import SlideReader, given_frame_order, independent_reader, open_slide
 
 #: A lossy chunk matches its source when its PSNR against a fresh downsample is within
 #: this of the PSNR recorded at ingest (the downsample is exact, so only the decoder
@@ -32,6 +32,14 @@ PSNR_TOLERANCE_DB = 0.05
 LOSS_TOLERANCE = 0.01
 #: Background chunks: pixels further than this from the glass colour count as content.
 CONTENT_DELTA = 40
+#: Tissue chunks the second decoder checks (spread over the slide).
+INDEPENDENT_CHUNKS = 16
+#: The second decoder's fresh downsample matches a stored chunk when its PSNR against it is at
+#: least the one recorded at ingest (at most :data:`LOSSLESS_CEILING_DB` for lossless chunks)
+#: less this: two decoders of one lossy source (JPEG's IDCTs) differ by a grey level here and
+#: there, a wrong image or placement costs tens of dB.
+INDEPENDENT_TOLERANCE_DB = 1.0
+LOSSLESS_CEILING_DB = 50.0
 
 
 @dataclass
@@ -57,9 +65,12 @@ def verify(
     workers: int | None = None,
     progress: bool = True,
     storage_options: dict[str, Any] | None = None,
+    frame_order: str | None = None,
 ) -> VerifyReport:
     """Verify an archive (``storage_options``: a URL's filesystem options); raises
-    ArchiveError only when it cannot be opened at all."""
+    ArchiveError only when it cannot be opened at all. With ``against``, the source is read
+    as ingest read it (``reader``; a DICOM's frame order as the user named it at ingest, unless
+    ``frame_order`` names one) and, where another decoder reads the format, by that one too."""
     archive = Archive.open(url, check=False, storage_options=storage_options)
     report = VerifyReport(archive=archive.location.url)
     workers = workers or os.cpu_count() or 1
@@ -68,7 +79,7 @@ def verify(
     _decode_all(archive, report, workers, progress)
     loss = _check_loss_map(archive, report)
     if against is not None:
-        _compare_source(archive, Path(against), reader, report, workers, progress, loss)
+        _compare_source(archive, Path(against), reader, report, workers, progress, loss, frame_order)
     return report
 
 
@@ -182,15 +193,18 @@ def _compare_source(
     workers: int,
     progress: bool,
     loss: np.ndarray | None = None,
+    frame_order: str | None = None,
 ) -> None:
     """The source file is the one archived, every LR chunk matches a fresh downsample, every
     HR chunk (hybrid archives) the source's pixels, and every cell of the ``loss`` map (when
     given) a fresh computation from the source; both kinds of chunk within their codec's
-    tolerance, as ingest recorded it."""
+    tolerance, as ingest recorded it. Then a second decoder checks a sample of tissue chunks
+    (:func:`_compare_independent`)."""
     md = archive.metadata
     result: dict[str, Any] = {"source": str(source)}
     report.against = result
-    slide = open_slide(source, reader)
+    frame_order = frame_order or given_frame_order(md.source.properties)
+    slide = open_slide(source, reader, frame_order)
     try:
         sha, file_sha256 = slide.fingerprint()
         result["sha256_matches"] = sha == md.source.sha256
@@ -287,8 +301,61 @@ def _compare_source(
                 f"a dropped background chunk has {worst:.1%} of pixels far from the glass colour "
                 "(debris or faint tissue); use --keep-background at ingest to keep everything"
             )
+        _compare_independent(archive, source, slide, report, frame_order)
     finally:
         slide.close()
+
+
+def _compare_independent(
+    archive: Archive, source: Path, slide: SlideReader, report: VerifyReport, frame_order: str | None
+) -> None:
+    """A second decoder, independent of the one ingest used (:func:`independent_reader`), reads
+    up to :data:`INDEPENDENT_CHUNKS` stored tissue chunks' windows of the source; each fresh 4x
+    downsample must match the stored LR within :data:`INDEPENDENT_TOLERANCE_DB` of the PSNR
+    ingest recorded. A format only one decoder reads is said plainly."""
+    assert report.against is not None
+    result = report.against
+    result["decoders"] = [slide.name]
+    second, what = independent_reader(source, slide.name, frame_order)
+    if second is None:
+        result["independent"] = what
+        report.notes.append(
+            f"only one decoder checked the pixels: {slide.name} ({what}); a reading error shared by ingest "
+            "and verify would go unseen"
+        )
+        return
+    try:
+        md, base = archive.metadata, archive.level(0)
+        record = archive.manifest.arrays["0"]
+        stored_ids = sorted(record.chunks, key=lambda cid: chunk_coords(cid)[1:])
+        step = max(1, -(-len(stored_ids) // INDEPENDENT_CHUNKS))
+        sample = stored_ids[::step][:INDEPENDENT_CHUNKS]
+        down = Downsample(md.scale)
+        worst = float("inf")
+        for cid in sample:
+            _, r, q = chunk_coords(cid)
+            c = base.chunk
+            box = (q * c, r * c, min((q + 1) * c, base.width), min((r + 1) * c, base.height))
+            window = read_window(
+                lambda b: second.read_region((b[0], b[1]), 0, (b[2] - b[0], b[3] - b[1])),
+                down.hr_window(*box),
+                md.width,
+                md.height,
+            )
+            found = coding_psnr(down.reduce_window(window), base.read(box))
+            recorded = min(record.coding_psnr.get(cid, LOSSLESS_CEILING_DB), LOSSLESS_CEILING_DB)
+            worst = min(worst, found - recorded)
+            if found < recorded - INDEPENDENT_TOLERANCE_DB:
+                report.problems.append(
+                    f"chunk 0 row {r} col {q}: {second.name}'s reading of the source gives {found:.1f} dB against "
+                    f"the stored chunk, ingest ({slide.name}) recorded {recorded:.1f} dB: the archive may hold "
+                    "the wrong image or misplaced tiles"
+                )
+        result["decoders"].append(second.name)
+        result["independent_chunks"] = len(sample)
+        result["independent_worst_db"] = None if not sample else round(worst, 3)
+    finally:
+        second.close()
 
 
 def _differing(md: ArchiveMetadata, file_sha256: dict[str, str]) -> str:

@@ -102,7 +102,14 @@ from wsistore.geometry import Box
 from wsistore.outputs import OutputKind
 from wsistore.progress import Progress
 from wsistore.psnr import psnr_from_mse
-from wsistore.readers import SlideReader, open_slide, source_files, stored_associated_bytes
+from wsistore.readers import (
+    FRAME_ORDER_PROPERTY,
+    FRAME_ORDERS,
+    SlideReader,
+    open_slide,
+    source_files,
+    stored_associated_bytes,
+)
 from wsistore.tissue import CELL, DARKER_BY, DILATE_CELLS, SATURATED_BY, TissueMask, detect_tissue
 
 #: Side of a block of source pixels read at once when the slide's tiles are unknown or
@@ -205,6 +212,9 @@ class IngestOptions:
     overwrite: bool = False
     resume: bool = False
     reader: str = "auto"
+    #: ``row`` or ``column``: the frames of a DICOM instance that leaves their order unsaid
+    #: (None: as their seams tell; :func:`wsistore.readers.dicom.place_frames`)
+    frame_order: str | None = None
     progress: bool = True
     mpp: tuple[float, float] | None = None  # micrometres per pixel (x, y): replaces the source's, recorded as given
     #: tunes the per-slide adaptation (:class:`Adapter`); None: do not adapt
@@ -232,6 +242,8 @@ class IngestOptions:
             raise InputError(
                 f"mpp must be two sizes in micrometres per pixel, each above 0 and below 1000, got {self.mpp}"
             )
+        if self.frame_order not in (None, *FRAME_ORDERS):
+            raise InputError(f"frame order must be {' or '.join(FRAME_ORDERS)}, got {self.frame_order!r}")
         if self.mode not in MODES:
             raise InputError(f"mode must be {' or '.join(MODES)}, got {self.mode!r}")
         if self.mode == "hybrid" and self.upscaler is None:
@@ -265,7 +277,7 @@ def ingest(
     ``storage_options`` configure); see the module docstring for the steps."""
     options = options or IngestOptions()
     register_codecs()
-    slide = open_slide(slide_path, options.reader)
+    slide = open_slide(slide_path, options.reader, options.frame_order)
     try:
         return _Ingest(slide, Path(slide_path), archive, options, storage_options).run()
     finally:
@@ -412,6 +424,7 @@ class _Ingest:
             "chunk": self.options.chunk,
             "shard": self.shard,
             "keep_background": self.options.keep_background,
+            "frame_order": self.slide.properties.get(FRAME_ORDER_PROPERTY),
             "mode": self.options.mode,
             **({"hybrid": self._hybrid_settings()} if self.options.mode == "hybrid" else {}),
         }

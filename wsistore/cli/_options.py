@@ -38,6 +38,18 @@ def add_reader(p: Parser) -> None:
     )
 
 
+def add_frame_order(p: Parser) -> None:
+    """``--frame-order``: where the frames of a DICOM instance that leaves their order unsaid go."""
+    p.add_argument(
+        "--frame-order",
+        choices=("row", "column"),
+        default=None,
+        help="DICOM whose frames' order is stated nowhere (no Dimension Organization Type, no per-frame "
+        "positions): place them row by row or column by column (default: as the seams between frames tell; "
+        "refused when they do not)",
+    )
+
+
 def add_workers(p: Parser, what: str = "parallel work items") -> None:
     """``--workers``, defaulting to every core."""
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help=f"{what} (default: all cores)")

@@ -31,6 +31,7 @@ def add_parser(sub: Any) -> None:
     )
     _options.add_workers(p, "parallel shards")
     _options.add_reader(p)
+    _options.add_frame_order(p)
     p.add_argument(
         "--mpp",
         type=_options.mpp,
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         resume=args.resume,
         reader=args.reader,
+        frame_order=args.frame_order,
         progress=not args.quiet,
         mpp=args.mpp,
         adapt=_options.adaptation_from_args(args),

@@ -29,6 +29,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--against", metavar="SLIDE", help="also compare with the source slide (sha256 and pixels)")
     _options.add_reader(p)
+    _options.add_frame_order(p)
     _options.add_workers(p, "parallel shards")
     _options.add_storage_options(p)
     _options.add_json(p)
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         args.archives[0],
         against=args.against,
         reader=args.reader,
+        frame_order=args.frame_order,
         workers=args.workers,
         progress=not args.quiet,
         storage_options=args.storage_options,
@@ -89,5 +91,9 @@ def describe(report: VerifyReport) -> str:
             summary += f", {a['chunks_compared']} chunks compared with a fresh downsample"
         if "hr_chunks_compared" in a:
             summary += f" and {a['hr_chunks_compared']} full-resolution chunks with the source's pixels"
+        if "independent_chunks" in a:
+            summary += f"; {a['independent_chunks']} tissue chunks also read by a second decoder ({a['decoders'][1]})"
+        elif a.get("decoders"):
+            summary += f"; read by {a['decoders'][0]} alone"
     lines.append(("OK: " if report.ok else f"FAILED ({len(report.problems)} problems): ") + summary)
     return "\n".join(lines)

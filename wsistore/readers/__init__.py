@@ -14,7 +14,7 @@ Modules, in the order data flows through them:
 """
 
 from wsistore.readers.base import SlideReader, resolve_mpp
-from wsistore.readers.dicom import DicomFramesReader, DicomReader, given_frame_order
+from wsistore.readers.dicom import FRAME_ORDER_PROPERTY, DicomFramesReader, DicomReader, given_frame_order
 from wsistore.readers.image import (
     PLAIN_IMAGE_MAX_PIXELS,
     ArraySlide,
@@ -40,6 +40,7 @@ from wsistore.readers.registry import (
 from wsistore.readers.tiff import OpenSlideReader, TiffSlideReader, check_tiff, stored_associated_bytes
 
 __all__ = [
+    "FRAME_ORDER_PROPERTY",
     "FRAME_ORDERS",
     "PLAIN_IMAGE_MAX_PIXELS",
     "READERS",

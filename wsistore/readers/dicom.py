@@ -32,6 +32,10 @@ GIVEN = "given by the user"
 FRAME_CACHE = 64
 
 
+class FrameOrderUnknown(InputError):
+    """The frames' order is stated nowhere, the seams do not tell, and the user named none."""
+
+
 class DicomReader(SlideReader):
     """wsidicom over a DICOM WSI: one instance file, a folder of instances, or a DICOMDIR
     (:mod:`wsistore.dicom` checks and, where needed, repairs the instances first).
@@ -170,13 +174,18 @@ def place_frames(path: Path, instances: list[Any], base: Any, given: str | None 
         return {}
     probe = base if base in unstated else max(unstated, key=lambda i: i.pixels)
     decision = decide_frame_order(frame_grid(probe.header), lambda k: decode_frame(probe.path, k))
+    if given is not None and decision.order not in (None, given):
+        raise InputError(
+            f"{path}: --frame-order {given} contradicts the frames: their seams join {decision.order} by "
+            f"{decision.order} ({decision.describe()}); leave --frame-order out"
+        )
     if given is not None:
         order = given
         evidence = f"{GIVEN} (--frame-order {given}); the frames' {decision.describe()}"
     elif decision.order is not None:
         order, evidence = decision.order, f"decided from the frames: {decision.describe()}"
     else:
-        raise InputError(
+        raise FrameOrderUnknown(
             f"{path}: the order of its frames is not stated (no Dimension Organization Type, no per-frame "
             f"positions) and their seams do not tell row by row from column by column ({decision.describe()}); "
             "name it with --frame-order row|column"

@@ -13,7 +13,7 @@ from typing import Literal
 from wsistore.dicom import is_dicom_input
 from wsistore.errors import InputError, first_line
 from wsistore.readers.base import SlideReader, clean_error, quiet
-from wsistore.readers.dicom import DicomFramesReader, DicomReader
+from wsistore.readers.dicom import DicomFramesReader, DicomReader, FrameOrderUnknown
 from wsistore.readers.image import PLAIN_FORMATS, ArraySlide, ImageCodecsReader, PlainImageReader, image_format
 from wsistore.readers.placement import refusal
 from wsistore.readers.tiff import PALETTE, OpenSlideReader, TiffSlideReader, check_tiff, is_tiff
@@ -183,7 +183,7 @@ def independent_reader(path: Path, used: str, frame_order: str | None = None) ->
             if other is not None:
                 reader: SlideReader = READERS[other](path)
             elif used == "dicom":
-                reader = DicomFramesReader(path, frame_order)
+                reader = _frames_reader(path, frame_order)
             elif used == "image":
                 reader = ImageCodecsReader(path)
             else:
@@ -193,3 +193,13 @@ def independent_reader(path: Path, used: str, frame_order: str | None = None) ->
         name = other or {"dicom": "pydicom", "image": "imagecodecs"}[used]
         return None, f"{name} cannot read it ({clean_error(exc).removeprefix(f'{path}: ')})"
     return reader, reader.name
+
+
+def _frames_reader(path: Path, frame_order: str | None) -> DicomFramesReader:
+    """pydicom's frames placed as their own seams tell; in the order the user named only where
+    the seams do not tell (a named order that the seams contradict is not followed: the check
+    then fails, as it should)."""
+    try:
+        return DicomFramesReader(path)
+    except FrameOrderUnknown:
+        return DicomFramesReader(path, frame_order)
