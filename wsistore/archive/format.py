@@ -18,6 +18,8 @@ An archive is a Zarr v3 group::
                            1.4; below)
       hr/                  hybrid archives only (format 1.5; below): full-resolution level-0
                            pixels, uint8 (c, y, x), of the chunks kept at full resolution
+      restorer/            each level-0 chunk's restorer, uint8 (rows, cols): 0 the generator,
+                           1 bicubic (format 1.7; below)
 
 Every array is sharded, with a crc32c on every chunk and on every shard index.
 
@@ -69,6 +71,18 @@ the generator's output (:class:`wsistore.restoration.engine.TileRestorer`). The 
 ``hybrid`` field records the HR codec, lambda, the rule, the chunk and shard sides, the SR path
 (generator, weights and adaptation sha256, device) and, per mode, the chunks and their bytes
 (:func:`wsistore.archive.manifest.chunk_modes`, checked against the manifest on open).
+
+The restorer choice (format 1.7; written when ingest is given the SR path to measure, as the CLI
+always is): a restored slide must never be worse than plain interpolation of what the archive
+stores, so ingest compares, per tissue chunk, the SSE against the source of the generator's
+output (with the adaptation) and of bicubic's, both as restore computes them, and stores in
+``restorer/`` which restores each chunk (:data:`RESTORERS`; one cell per level-0 chunk, the
+loss map's grid, uint8, fill 255 so the array is always written, a crc32c like every array,
+listed in the manifest). A sample of chunks decides the whole slide when it agrees by a margin,
+else every chunk is measured (:mod:`wsistore.archive.restorer_choice`); the block's
+``restorers`` field records the rule, how it was applied, the chunks per restorer and the gains.
+Restore with the archive's own generator pastes bicubic over those chunks; an archive without
+the field (older formats, or not measured) is restored by the generator everywhere.
 """
 
 from __future__ import annotations
@@ -84,9 +98,9 @@ from wsistore.errors import ArchiveError
 from wsistore.outputs import read_json_file
 
 FORMAT_NAME = "wsistore"
-FORMAT_VERSION = "1.6"
+FORMAT_VERSION = "1.7"
 #: Versions this code reads.
-READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6")
+READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6", "1.7")
 #: The first version whose HR chunks have no stored LR chunk (derived on read).
 DERIVED_LR_VERSION = "1.6"
 #: Fields of the ``wsistore`` block its digest leaves out: the manifest's own hash (the digest is
@@ -105,6 +119,13 @@ ASSOCIATED_GROUP = "associated"
 HR_ARRAY = "hr"
 #: ``mode`` of an archive: every chunk restored by the generator, or each chunk's cheaper path.
 MODES = ("sr", "hybrid")
+#: What restores a level-0 chunk from its LR (format 1.7): the generator, or plain bicubic
+#: interpolation where the generator restores it worse; the values of :data:`RESTORER_ARRAY`.
+GENERATOR, BICUBIC = "generator", "bicubic"
+RESTORERS = (GENERATOR, BICUBIC)
+#: Each level-0 chunk's restorer (format 1.7): uint8, one cell per chunk, the index in
+#: :data:`RESTORERS` (0 on background and full-resolution chunks, which no restorer touches).
+RESTORER_ARRAY = "restorer"
 #: Largest HR shard side (source pixels): a shard is assembled in memory before it is written.
 HR_SHARD_MAX = 4096
 #: The hybrid decision, as recorded in the archive (:func:`hr_is_better`).
@@ -203,6 +224,9 @@ class ArchiveMetadata:
     mode: str = "sr"
     #: a hybrid archive's HR path: codec, lambda, rule, SR path and chunks and bytes per mode
     hybrid: dict[str, Any] | None = None
+    #: how each chunk's restorer was chosen (format 1.7, :mod:`wsistore.archive.restorer_choice`):
+    #: rule, method, chunks per restorer, gains; None when not chosen (every chunk the generator's)
+    restorers: dict[str, Any] | None = None
 
     @property
     def stored_adaptation(self) -> dict[str, Any] | None:

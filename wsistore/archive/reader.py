@@ -29,6 +29,8 @@ from wsistore.archive.format import (
     LOSS_ARRAY,
     MANIFEST_KEY,
     MASK_ARRAY,
+    RESTORER_ARRAY,
+    RESTORERS,
     ArchiveMetadata,
     LevelInfo,
     drops_hr_lr,
@@ -426,6 +428,24 @@ class Archive:
         """Tissue chunks and their stored bytes per mode (:func:`~wsistore.archive.manifest.chunk_modes`)."""
         return chunk_modes(self.manifest.arrays[self.metadata.levels[0].path], self.manifest.arrays.get(HR_ARRAY))
 
+    # -- restorers (format 1.7) --------------------------------------------------------------
+    def restorer_map(self) -> np.ndarray | None:
+        """Each level-0 chunk's restorer, the index in :data:`RESTORERS` (``0`` the generator,
+        ``1`` bicubic): uint8 ``(rows, cols)``, the loss map's grid; None when the archive chose
+        none (every chunk is then the generator's)."""
+        if self.metadata.restorers is None:
+            return None
+        return np.asarray(self._small(RESTORER_ARRAY).read_all(), dtype=np.uint8)
+
+    @cached_property
+    def bicubic_chunks(self) -> frozenset[tuple[int, int]]:
+        """The level-0 chunks ``(row, col)`` the archive restores by bicubic interpolation."""
+        choice = self.restorer_map()
+        if choice is None:
+            return frozenset()
+        rows, cols = np.nonzero(choice == RESTORERS.index("bicubic"))
+        return frozenset(zip(rows.tolist(), cols.tolist(), strict=True))
+
     # -- extras --------------------------------------------------------------------------
     @property
     def associated_image_names(self) -> list[str]:
@@ -550,6 +570,7 @@ class Archive:
             "mode": md.mode,
             "chunk_modes": mode_summary(self.chunk_modes()),
             "hybrid": md.hybrid,
+            "restorers": md.restorers,
         }
 
 
@@ -705,6 +726,7 @@ def _group_problems(md: ArchiveMetadata, manifest: Manifest, ome: Any) -> list[s
                 f"are not the manifest's {grid} / {written} / {grid - written}"
             )
     out += _hybrid_problems(md, manifest)
+    out += _restorer_problems(md, manifest)
     prefix = f"{ASSOCIATED_GROUP}/"
     stored = sorted(k[len(prefix) :] for k in manifest.arrays if k.startswith(prefix))
     if sorted(md.associated_images) != stored:
@@ -749,3 +771,17 @@ def _hybrid_problems(md: ArchiveMetadata, manifest: Manifest) -> list[str]:
     if md.hybrid.get("modes") != chunk_modes(base, hr):
         out.append(f"zarr.json: the chunks per mode {md.hybrid.get('modes')} are not the manifest's")
     return out
+
+
+def _restorer_problems(md: ArchiveMetadata, manifest: Manifest) -> list[str]:
+    """Where the ``restorers`` record disagrees with the manifest (format 1.7): the choice is
+    stored exactly when recorded, one cell per level-0 chunk."""
+    record = manifest.arrays.get(RESTORER_ARRAY)
+    if md.restorers is None:
+        return [f"zarr.json: a {RESTORER_ARRAY} array without its restorers record"] if record is not None else []
+    if record is None or not md.levels:
+        return [f"zarr.json: a restorers record without its {RESTORER_ARRAY} array"]
+    grid = manifest.arrays[md.levels[0].path].chunk_grid[1:]
+    if tuple(record.shape) != grid:
+        return [f"zarr.json: {RESTORER_ARRAY} is {record.shape}, the chunk grid of level 0 is {grid}"]
+    return []

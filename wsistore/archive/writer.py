@@ -36,7 +36,7 @@ import hashlib
 import math
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -55,8 +55,10 @@ from wsistore.archive.format import (
     ADAPTATION_ARRAY,
     ALIGN,
     ASSOCIATED_GROUP,
+    BICUBIC,
     DEFAULT_CHUNK,
     FORMAT_VERSION,
+    GENERATOR,
     HR_ARRAY,
     HR_RULE,
     ICC_ARRAY,
@@ -64,6 +66,8 @@ from wsistore.archive.format import (
     MANIFEST_KEY,
     MASK_ARRAY,
     MODES,
+    RESTORER_ARRAY,
+    RESTORERS,
     ArchiveMetadata,
     LevelInfo,
     SourceInfo,
@@ -93,6 +97,7 @@ from wsistore.archive.manifest import (
 )
 from wsistore.archive.partial import PartialOutput
 from wsistore.archive.reader import ArrayReader, decode_shard
+from wsistore.archive.restorer_choice import ChoicePolicy, choice_record, choose_restorers, gain_db
 from wsistore.archive.store import Location
 from wsistore.codecs import ImageCodec, JpegXlCodec, make_codec, parse_codec, register_codecs
 from wsistore.degradation import Downsample, SourceLoss, read_window
@@ -127,6 +132,10 @@ LOSS_KEY = "loss_map"
 ADAPTATION_KIND = "adaptation"
 #: Journal entry of an HR shard decided to hold no HR chunk (so nothing was written).
 EMPTY_HR_SHARD_KIND = "empty-hr-shard"
+#: Journal entry of the restorer choice (``--mode sr``), and the key of an HR shard's entry that
+#: holds its SR chunks' ``[SSE_generator, SSE_bicubic]`` (hybrid).
+RESTORER_KIND = "restorers"
+RESTORERS_KEY = "restorers"
 #: The HR codec of hybrid ingest unless told otherwise: AVIF at quality 40, 4:4:4, speed 6 (on
 #: the real slides of BENCHMARKS.md speed 8 costs 1-2 dB at equal bytes, 4:2:0 0.1-0.4 dB more).
 DEFAULT_HR_CODEC = "avif:level=40,speed=6"
@@ -163,9 +172,9 @@ class Adapter(Protocol):
 class SuperResolved(Protocol):
     """The SR path of a hybrid ingest over one stored level 0: what restore outputs."""
 
-    def read(self, box: Box) -> np.ndarray:
+    def read(self, box: Box, restorer: str = GENERATOR) -> np.ndarray:
         """The restored ``(y, x, 3)`` uint8 pixels of an in-bounds level-0 ``box``, exactly as
-        restore computes them (same generator, compute grid and LR)."""
+        restore computes them by ``restorer`` (same generator, compute grid and LR)."""
         ...
 
     def describe(self) -> dict[str, Any]:
@@ -178,9 +187,10 @@ class SuperResolved(Protocol):
 
 
 class Upscaler(Protocol):
-    """What hybrid ingest calls, once level 0 is stored and the adaptation tuned, for the SR
-    path's pixels (format 1.5). The models live in a later layer, so the writer is handed one:
-    :class:`wsistore.restoration.hybrid.SrPath`, which the CLI passes with ``--mode hybrid``."""
+    """What ingest calls, once level 0 is stored and the adaptation tuned, for the SR path's
+    pixels: to choose each chunk's restorer (format 1.7) and, in hybrid mode, its path (format
+    1.5). The models live in a later layer, so the writer is handed one:
+    :class:`wsistore.restoration.hybrid.SrPath`, which the CLI passes."""
 
     def settings(self) -> dict[str, Any]:
         """JSON of the settings: ``--resume`` continues only when they are equal."""
@@ -226,8 +236,11 @@ class IngestOptions:
     hr_codec: ImageCodec = field(default_factory=lambda: parse_codec(DEFAULT_HR_CODEC))
     #: lambda of the hybrid decision, grey levels squared per bit (:func:`hr_is_better`)
     hr_lambda: float = DEFAULT_HR_LAMBDA
-    #: the SR path a hybrid ingest measures (:class:`Upscaler`)
+    #: the SR path ingest measures (:class:`Upscaler`): each chunk's restorer is chosen (format
+    #: 1.7) when one is given, and hybrid mode needs one
     upscaler: Upscaler | None = None
+    #: how the restorer choice samples (``--mode sr``; hybrid measures every chunk)
+    restorer_policy: ChoicePolicy = field(default_factory=ChoicePolicy)
 
     def __post_init__(self) -> None:
         if self.scale not in (2, 4, 8):
@@ -320,6 +333,8 @@ class _Ingest:
         self._shard_losses: dict[str, dict[str, float]] = {}  # loss values awaiting their shard's journal line
         self.loss = np.full((-(-self.lr_height // c), -(-self.lr_width // c)), np.nan, dtype=np.float32)
         self.hr_loss = np.full_like(self.loss, np.nan)  # the HR chunks' own loss (hybrid), NaN elsewhere
+        self._shard_restorers: dict[str, dict[str, list[int]]] = {}  # hybrid: SSEs awaiting their shard's line
+        self.restorer_sse: dict[tuple[int, int], tuple[int, int]] = {}  # hybrid: SR chunks' SSEs per restorer
 
     # -- the steps ------------------------------------------------------------------------
     def run(self) -> IngestResult:
@@ -349,7 +364,9 @@ class _Ingest:
         keep = self._chunks_to_keep(mask)
         self._write_pyramid(arrays, keep, mask)
         payload, adaptation = self._adapt(group, arrays[0], mask)
-        hybrid = self._write_hr(group, arrays[0], keep, mask, payload, adaptation)
+        stored = (payload, adaptation) if payload is not None and adaptation is not None else None
+        hybrid = self._write_hr(group, arrays[0], keep, mask, stored)
+        restorers = self._choose_restorers(group, arrays[0], keep, mask, stored)
 
         associated, stripped = self._write_associated(group)
         self._write_small(group, MASK_ARRAY, mask.tissue.astype(np.uint8))
@@ -390,6 +407,7 @@ class _Ingest:
             adaptation=adaptation,
             mode=self.options.mode,
             hybrid=hybrid,
+            restorers=restorers,
         )
         # the manifest covers the metadata block (its digest), the block the manifest (its sha256)
         manifest = Manifest(arrays=self.records, metadata_sha256=metadata_digest(metadata.to_json()))
@@ -427,6 +445,7 @@ class _Ingest:
             "frame_order": self.slide.properties.get(FRAME_ORDER_PROPERTY),
             "mode": self.options.mode,
             **({"hybrid": self._hybrid_settings()} if self.options.mode == "hybrid" else {}),
+            **({"restorers": self._restorer_settings()} if self.options.upscaler is not None else {}),
         }
 
     def _hybrid_settings(self) -> dict[str, Any]:
@@ -437,12 +456,20 @@ class _Ingest:
             "sr": upscaler.settings() if upscaler is not None else None,
         }
 
+    def _restorer_settings(self) -> dict[str, Any]:
+        upscaler = self.options.upscaler
+        return {
+            "policy": self.options.restorer_policy.settings(),
+            "sr": upscaler.settings() if upscaler is not None else None,
+        }
+
     def _keep_intact_shards(self) -> int:
         """On resume, keep the journalled shards whose bytes are still intact; returns how many."""
         for data in self.dest.done(SHARD_KIND).values():
             try:
                 fields = dict(data)
                 losses = fields.pop(LOSS_KEY, {})
+                restorers = fields.pop(RESTORERS_KEY, {})
                 rec = ShardRecord(**fields)
             except (TypeError, ValueError):
                 continue
@@ -453,14 +480,26 @@ class _Ingest:
                 for cid, value in losses.items():
                     _, r, q = chunk_coords(cid)
                     target[r, q] = value
+                self._take_restorer_sse(restorers)
+        for data in self.dest.done(EMPTY_HR_SHARD_KIND).values():
+            self._take_restorer_sse((data or {}).get(RESTORERS_KEY, {}))
         return len(self.resumed)
+
+    def _take_restorer_sse(self, journalled: dict[str, list[int]]) -> None:
+        """A journalled HR shard's SR chunks' ``[SSE_generator, SSE_bicubic]``, by chunk id."""
+        for cid, (generator, bicubic) in journalled.items():
+            _, r, q = chunk_coords(cid)
+            self.restorer_sse[r, q] = (generator, bicubic)
 
     def _journal(self, rec: ShardRecord) -> None:
         """A finished shard, with its loss map values when it is a base or HR shard (one line)."""
         name = f"{rec.array}/{rec.key}"
         with self._journal_lock:
             losses = self._shard_losses.pop(name, None)
+            restorers = self._shard_restorers.pop(name, None)
             data = rec.to_json() if losses is None else {**rec.to_json(), LOSS_KEY: losses}
+            if restorers is not None:
+                data[RESTORERS_KEY] = restorers
             self.dest.journal(SHARD_KIND, name, data)
             self.records[rec.array].merge(rec)
             self.done.add((rec.array, rec.key))
@@ -727,8 +766,7 @@ class _Ingest:
         level0: zarr.Array,
         keep: np.ndarray,
         mask: TissueMask,
-        payload: bytes | None,
-        adaptation: dict[str, Any] | None,
+        stored: tuple[bytes, dict[str, Any]] | None,
     ) -> dict[str, Any] | None:
         """Hybrid mode: decide every tissue chunk's path and write the HR chunks (one task per
         HR shard not journalled yet); returns the metadata's ``hybrid`` record (None in ``sr``
@@ -742,7 +780,6 @@ class _Ingest:
             group, HR_ARRAY, self.width, self.height, mask, (hr_chunk, hr_shard), self.options.hr_codec
         )
         reader = ArrayReader(self.work, "0", level0, self.records["0"], mask.background_rgb, mask.fill_value)
-        stored = (payload, adaptation) if payload is not None and adaptation is not None else None
         sr = upscaler.open(reader, (self.width, self.height), self.options.codec, stored)
         try:
             per = hr_shard // hr_chunk
@@ -780,8 +817,9 @@ class _Ingest:
     def _hr_shard(
         self, array: zarr.Array, keep: np.ndarray, mask: TissueMask, sr: SuperResolved, sy: int, sx: int
     ) -> None:
-        """One HR shard: each tissue chunk's source pixels against what restore makes of its LR;
-        the chunks that win (:func:`hr_is_better`) written, the others left empty."""
+        """One HR shard: each tissue chunk's source pixels against what restore makes of its LR
+        by each restorer; the chunks that win against the better one (:func:`hr_is_better`)
+        written, the others left empty and their SSEs kept for the restorer choice."""
         record = self.records[HR_ARRAY]
         chunk, shard = record.chunk_shape[1], record.shard_shape[1]
         x0, y0 = sx * shard, sy * shard
@@ -790,6 +828,7 @@ class _Ingest:
         per = shard // chunk
         buffer = np.full((y1 - y0, x1 - x0, 3), fill, dtype=np.uint8)
         kept, stored = [], {}  # stored: each HR chunk's bytes, by its position in the shard
+        restorers: dict[str, list[int]] = {}  # the SR chunks' [SSE_generator, SSE_bicubic]
         for r in range(y0 // chunk, -(-y1 // chunk)):
             for q in range(x0 // chunk, -(-x1 // chunk)):
                 if not keep[r, q]:
@@ -797,8 +836,12 @@ class _Ingest:
                 box = (q * chunk, r * chunk, min((q + 1) * chunk, self.width), min((r + 1) * chunk, self.height))
                 source = self._read_level0(box)
                 lr_bytes = self.records["0"].chunks.get(chunk_id((0, r, q)), [0])[0]
-                coded = self._hr_chunk_if_better(source, sr.read(box), chunk, fill, lr_bytes)
-                if coded is not None:
+                sse_sr = (sse(sr.read(box), source), sse(sr.read(box, BICUBIC), source))
+                coded = self._hr_chunk_if_better(source, min(sse_sr), chunk, fill, lr_bytes)
+                if coded is None:
+                    restorers[chunk_id((0, r, q))] = list(sse_sr)
+                    self.restorer_sse[r, q] = sse_sr
+                else:
                     buffer[box[1] - y0 : box[3] - y0, box[0] - x0 : box[2] - x0] = source
                     kept.append((r, q, box))
                     if not (source == fill).all():  # zarr stores no chunk of fill value only
@@ -808,8 +851,10 @@ class _Ingest:
             # nothing to write (zarr writes no chunk that is all fill value, and such a chunk is
             # restored as well by the generator): no shard, only a journal line for a resume
             with self._journal_lock:
-                self.dest.journal(EMPTY_HR_SHARD_KIND, shard_key((0, sy, sx)))
+                self.dest.journal(EMPTY_HR_SHARD_KIND, shard_key((0, sy, sx)), {RESTORERS_KEY: restorers})
             return
+        with self._journal_lock:
+            self._shard_restorers[f"{HR_ARRAY}/{shard_key((0, sy, sx))}"] = restorers
         self._store_shard(
             HR_ARRAY,
             array,
@@ -825,13 +870,13 @@ class _Ingest:
         )
 
     def _hr_chunk_if_better(
-        self, source: np.ndarray, restored: np.ndarray, chunk: int, fill: int, lr_bytes: int
+        self, source: np.ndarray, sse_sr: int, chunk: int, fill: int, lr_bytes: int
     ) -> bytes | None:
         """A chunk's HR bytes as stored (:func:`code_hr_chunk`) when its HR path costs less than
-        its SR path by both paths' SSE, its LR chunk's ``lr_bytes`` saved; else None."""
+        its SR path (``sse_sr``: restored by its better restorer) by both paths' SSE, its LR
+        chunk's ``lr_bytes`` saved; else None."""
         decoded, coded = code_hr_chunk(source, chunk, fill, self.options.hr_codec)
-        sse_sr, sse_hr = sse(restored, source), sse(decoded, source)
-        better = hr_is_better(sse_sr, sse_hr, 8 * len(coded), 8 * lr_bytes, self.options.hr_lambda)
+        better = hr_is_better(sse_sr, sse(decoded, source), 8 * len(coded), 8 * lr_bytes, self.options.hr_lambda)
         return coded if better else None
 
     def _drop_hr_lr(self) -> None:
@@ -856,6 +901,80 @@ class _Ingest:
             kept = [chunk_coords(cid) for cid in [*rec.chunks, *rec.uniform]]
             self._shard_losses[f"0/{rec.key}"] = {chunk_id(c): float(self.loss[c[1], c[2]]) for c in kept}
             self._journal(rec)
+
+    # -- restorer choice (format 1.7) ------------------------------------------------------
+    def _choose_restorers(
+        self,
+        group: zarr.Group,
+        level0: zarr.Array,
+        keep: np.ndarray,
+        mask: TissueMask,
+        stored: tuple[bytes, dict[str, Any]] | None,
+    ) -> dict[str, Any] | None:
+        """Choose each tissue chunk's restorer (:mod:`wsistore.archive.restorer_choice`; hybrid
+        ingest measured its SR chunks already), store the choice in ``restorer/`` and return
+        its record (None without an upscaler: every chunk is then the generator's)."""
+        upscaler = self.options.upscaler
+        if upscaler is None:
+            return None
+        if self.options.mode == "hybrid":
+            cells = sorted(self.restorer_sse)
+            bicubic = {c for c in cells if self.restorer_sse[c][1] < self.restorer_sse[c][0]}
+            gains = [gain_db(*self.restorer_sse[c]) for c in cells]
+            record = choice_record("per chunk: every SR chunk measured (hybrid)", cells, bicubic, gains, None)
+        else:
+            bicubic, record = self._restorer_choice(level0, keep, mask, stored, upscaler)
+        choice = np.zeros(keep.shape, dtype=np.uint8)
+        for r, q in bicubic:
+            choice[r, q] = RESTORERS.index(BICUBIC)
+        self._write_small(group, RESTORER_ARRAY, choice)  # fill 255, never a restorer: always written
+        return record
+
+    def _restorer_choice(
+        self,
+        level0: zarr.Array,
+        keep: np.ndarray,
+        mask: TissueMask,
+        stored: tuple[bytes, dict[str, Any]] | None,
+        upscaler: Upscaler,
+    ) -> tuple[set[tuple[int, int]], dict[str, Any]]:
+        """``--mode sr``: the chunks to restore by bicubic and the record, from a sample of the
+        tissue chunks or all of them (:func:`choose_restorers`); on resume, as journalled."""
+        settings = self._restorer_settings()
+        for data in self.dest.done(RESTORER_KIND).values():
+            if data.get("settings") == settings:
+                return {(r, q) for r, q in data["bicubic"]}, data["record"]
+        cells = [(int(r), int(q)) for r, q in zip(*np.nonzero(keep))]
+        reader = ArrayReader(self.work, "0", level0, self.records["0"], mask.background_rgb, mask.fill_value)
+        sr = upscaler.open(reader, (self.width, self.height), self.options.codec, stored)
+        scale, c = self.options.scale, self.options.chunk
+
+        def sse_pair(cell: tuple[int, int]) -> tuple[int, int]:
+            r, q = cell
+            box = (
+                q * c * scale,
+                r * c * scale,
+                min((q + 1) * c * scale, self.width),
+                min((r + 1) * c * scale, self.height),
+            )
+            source = self._read_level0(box)
+            return sse(sr.read(box), source), sse(sr.read(box, BICUBIC), source)
+
+        try:
+            with (
+                ThreadPoolExecutor(self.options.workers) as pool,
+                Progress(len(cells), "restorer", "chunk", self.options.progress) as bar,
+            ):
+
+                def measure(some: Iterable[tuple[int, int]]) -> dict[tuple[int, int], tuple[float, float]]:
+                    some = list(some)
+                    return dict(zip(some, bar.over(pool.map(sse_pair, some)), strict=True))
+
+                bicubic, record = choose_restorers(cells, measure, self.options.restorer_policy)
+        finally:
+            sr.close()
+        self.dest.journal(RESTORER_KIND, "0", {"settings": settings, "bicubic": sorted(bicubic), "record": record})
+        return bicubic, record
 
     # -- small arrays ----------------------------------------------------------------------
     def _write_associated(self, group: zarr.Group) -> tuple[list[str], list[str]]:

@@ -80,6 +80,7 @@ def describe(info: dict[str, Any]) -> str:
         ),
         ("codec", f"{codec['name']} ({settings})"),
         ("mode", _mode(info)),
+        ("restorers", _restorers(info.get("restorers"))),
         ("archive loss", _loss(info.get("loss_map"), info.get("mode") == "hybrid")),
         ("adaptation", _options.adaptation_text(info.get("adaptation"))),
         ("created", info["created"]),
@@ -91,7 +92,7 @@ def _mode(info: dict[str, Any]) -> str:
     """``sr``, or a hybrid archive's chunks and bytes per mode, its HR codec and lambda."""
     modes, hybrid = info["chunk_modes"], info.get("hybrid")
     if info["mode"] != "hybrid" or hybrid is None:
-        return f"sr (all {modes['sr']['chunks']} tissue chunks restored by the generator)"
+        return f"sr (all {modes['sr']['chunks']} tissue chunks restored from the LR)"
     sr, hr = modes["sr"], modes["hr"]
     codec = hybrid["hr_codec"]
     settings = ", ".join(f"{k}={v}" for k, v in codec.get("configuration", {}).items())
@@ -101,6 +102,22 @@ def _mode(info: dict[str, Any]) -> str:
         f"hybrid: {sr['chunks']} chunks SR ({sr['share']:.1%}, {size(sr['bytes'])} LR), {hr['chunks']} full "
         f"resolution ({hr['share']:.1%}, {size(hr['bytes'])} HR{kept}); "
         f"HR {codec['name']} ({settings}), lambda {hybrid['lambda']:g}"
+    )
+
+
+def _restorers(record: dict[str, Any] | None) -> str:
+    """Chunks per restorer (format 1.7) and how they were chosen."""
+    if record is None:
+        return "the generator everywhere (no choice recorded: format before 1.7, or ingest not asked to measure)"
+    chunks, gains = record["chunks"], record.get("gain_db")
+    measured = (
+        f"; generator over bicubic {gains['min']:+.2f} to {gains['max']:+.2f} dB (median {gains['median']:+.2f}) "
+        f"on {record['measured']} chunks measured"
+        if gains
+        else ""
+    )
+    return (
+        f"{chunks['generator']} chunks by the generator, {chunks['bicubic']} by bicubic ({record['method']}{measured})"
     )
 
 

@@ -104,16 +104,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _hybrid_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``IngestOptions`` fields that ``--mode``, ``--hr-codec`` and ``--lambda`` set."""
+    """The ``IngestOptions`` fields that ``--mode``, ``--hr-codec`` and ``--lambda`` set, and the
+    SR path that chooses each chunk's restorer (and, in hybrid mode, its path)."""
+    from wsistore.codecs import parse_codec
     from wsistore.errors import InputError
+    from wsistore.restoration.hybrid import SrPath
 
     if args.mode != "hybrid":
         if args.hr_codec is not None or args.hr_lambda is not None:
             raise InputError("--hr-codec and --lambda apply to --mode hybrid")
-        return {}
-    from wsistore.codecs import parse_codec
-    from wsistore.restoration.hybrid import SrPath
-
+        return {"upscaler": SrPath()}
     fields: dict[str, Any] = {"mode": "hybrid", "upscaler": SrPath()}
     if args.hr_codec is not None:
         fields["hr_codec"] = parse_codec(args.hr_codec)

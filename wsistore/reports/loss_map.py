@@ -80,6 +80,7 @@ def loss_figure(archive: Archive, path: str | os.PathLike[str], opacity: float =
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     target = Path(path)
     check_not_input(target, [archive.location.url])
@@ -113,6 +114,15 @@ def loss_figure(archive: Archive, path: str | os.PathLike[str], opacity: float =
     ax.set_xlabel("source pixels")
     bar = fig.colorbar(shown, ax=ax, fraction=0.04, pad=0.02)
     bar.set_label("RMS, source minus bicubic of the archive (grey levels)", fontsize=8)
+    bicubic = sorted(archive.bicubic_chunks)
+    for r, q in bicubic:  # format 1.7: the chunks restored by bicubic, hatched
+        ax.add_patch(
+            Rectangle((q * cell, r * cell), cell, cell, fill=False, hatch="///", edgecolor="white", linewidth=0.5)
+        )
+    if bicubic:
+        patch = Rectangle((0, 0), 1, 1, fill=False, hatch="///", edgecolor="black", linewidth=0.5)
+        label = f"restored by bicubic ({len(bicubic)} chunks): the generator restores them worse"
+        ax.legend([patch], [label], loc="upper left", bbox_to_anchor=(0, -0.12), fontsize=7, frameon=False)
     with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".wsistore-", suffix=".png", delete=False) as tmp:
         try:
             fig.savefig(tmp, format="png", bbox_inches="tight", metadata={"Software": LOSS_MAP_SOFTWARE})
@@ -130,4 +140,5 @@ def loss_figure(archive: Archive, path: str | os.PathLike[str], opacity: float =
         "tissue_cells": int(tissue.size),
         "median_rms": float(np.median(tissue)) if tissue.size else None,
         "max_rms": float(tissue.max()) if tissue.size else None,
+        "bicubic_cells": len(bicubic),
     }

@@ -22,6 +22,12 @@ A hybrid archive (format 1.5) stores some level-0 chunks at full resolution: a t
 their decoded pixels, cropped to the slide, over the generator's output, and a tile whose
 chunks are all background or full resolution never reaches the generator. The HR chunks are
 fixed pixels, so every tile size still gives crops of one whole image.
+
+An archive that chose each chunk's restorer (format 1.7) names the chunks that bicubic
+interpolation restores better than the generator: restored with the archive's own generator
+(no model named), a tile pastes bicubic over those chunks, computed from the same window, and a
+tile with no chunk for the generator never reaches it. Bicubic reaches 2 LR pixels, within
+every halo, so the pixels do not depend on the tile either.
 """
 
 from __future__ import annotations
@@ -37,7 +43,9 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+import torch
 
+from wsistore.archive.format import BICUBIC
 from wsistore.archive.reader import Archive, ChunkState
 from wsistore.degradation import read_window
 from wsistore.errors import ArchiveError, InputError
@@ -71,6 +79,9 @@ class RestoreSpec:
     adaptation: str | None = None
     #: fp32, int8 or auto (:mod:`wsistore.restoration.int8`)
     precision: str = DEFAULT_PRECISION
+    #: restore the chunks the archive chose bicubic for by bicubic (format 1.7): with its own
+    #: generator, not with a model named
+    restorers: bool = False
 
 
 class TileRestorer:
@@ -101,6 +112,8 @@ class TileRestorer:
         )
         self.hr = archive.hr
         self._hr_chunks: SingleFlightCache[tuple[int, int]] = SingleFlightCache(MIN_LR_CACHE_BYTES)
+        self.bicubic_chunks = archive.bicubic_chunks if spec is not None and spec.restorers else frozenset()
+        self.bicubic = runner_for(BICUBIC, spec.device) if self.bicubic_chunks and spec is not None else None
 
     @property
     def generator(self) -> LoadedGenerator:
@@ -116,15 +129,36 @@ class TileRestorer:
         """The HR pixels of compute tile ``(row, col)``, ``(y, x, 3)`` uint8."""
         g = self.grid
         x0, y0, x1, y1 = g.hr_box(row, col)
-        chunks = self.lr.chunks_in(g.core(row, col))
-        if all(self.lr.chunk_state(r, q) == ChunkState.BACKGROUND or self.archive.is_hr(r, q) for r, q in chunks):
+        restored = [
+            (r, q)
+            for r, q in self.lr.chunks_in(g.core(row, col))
+            if self.lr.chunk_state(r, q) != ChunkState.BACKGROUND and not self.archive.is_hr(r, q)
+        ]
+        bicubic = [rq for rq in restored if rq in self.bicubic_chunks]
+        if len(bicubic) < len(restored):
+            out = upscale_tile(self.runner, g, self.read_lr, row, col)
+        else:
             out = np.empty((y1 - y0, x1 - x0, 3), dtype=np.uint8)
             out[:] = self.glass
-        else:
-            out = upscale_tile(self.runner, g, self.read_lr, row, col)
-            self._paint_background(out, row, col)
+        if bicubic and self.bicubic is not None:
+            pixels = upscale_tile(self.bicubic, g, self.read_lr, row, col)
+            for target in self._chunk_areas(row, col, bicubic):
+                out[target] = pixels[target]
+        self._paint_background(out, row, col)
         self._paste_hr(out, row, col)
         return out
+
+    def _chunk_areas(self, row: int, col: int, chunks: list[tuple[int, int]]) -> list[tuple[slice, slice]]:
+        """Where each level-0 chunk ``(r, q)`` under tile ``(row, col)`` lies in the tile's output."""
+        s = self.grid.scale
+        tx0, ty0, tx1, ty1 = self.grid.hr_box(row, col)
+        ch, cw = self.lr.chunk_hw
+        areas = []
+        for r, q in chunks:
+            x0, y0 = max(q * cw * s, tx0), max(r * ch * s, ty0)
+            x1, y1 = min((q + 1) * cw * s, tx1), min((r + 1) * ch * s, ty1)
+            areas.append((slice(y0 - ty0, y1 - ty0), slice(x0 - tx0, x1 - tx0)))
+        return areas
 
     def read_lr(self, box: Box) -> np.ndarray:
         """LR level-0 pixels of an in-bounds ``box``, assembled from cached, validated chunks."""
@@ -145,15 +179,10 @@ class TileRestorer:
         return self.archive.read_lr(0, box)
 
     def _paint_background(self, out: np.ndarray, row: int, col: int) -> None:
-        g, s = self.grid, self.grid.scale
-        tx0, ty0, tx1, ty1 = g.hr_box(row, col)
-        ch, cw = self.lr.chunk_hw
-        for r, q in self.lr.chunks_in(g.core(row, col)):
-            if self.lr.chunk_state(r, q) != ChunkState.BACKGROUND:
-                continue
-            x0, y0 = max(q * cw * s, tx0), max(r * ch * s, ty0)
-            x1, y1 = min((q + 1) * cw * s, tx1), min((r + 1) * ch * s, ty1)
-            out[y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0] = self.glass
+        chunks = self.lr.chunks_in(self.grid.core(row, col))
+        background = [(r, q) for r, q in chunks if self.lr.chunk_state(r, q) == ChunkState.BACKGROUND]
+        for target in self._chunk_areas(row, col, background):
+            out[target] = self.glass
 
     def _paste_hr(self, out: np.ndarray, row: int, col: int) -> None:
         """Paste the full-resolution chunks (hybrid archives) under the tile over ``out``."""
@@ -179,7 +208,8 @@ class TileRestorer:
         )
 
     def close(self) -> None:
-        """Stop the runner if this restorer owns it; the process's shared runners stay."""
+        """Stop the runner if this restorer owns it; the process's shared runners (bicubic's
+        among them) stay."""
         if self.owns_runner:
             self.runner.close()
 
@@ -201,11 +231,14 @@ class TileRestorer:
             "source_sha256": self.archive.metadata.source.sha256,
             # hybrid archives only (format 1.5): some level-0 chunks are stored pixels, not SR
             **({"mode": "hybrid"} if self.hr is not None else {}),
+            # format 1.7: the chunks the archive chose bicubic for, restored so
+            **({"bicubic_chunks": len(self.bicubic_chunks)} if self.bicubic_chunks else {}),
         }
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
         g, url, manifest = self.generator, self.archive.location.url, self.archive.metadata.manifest_sha256
-        return (url, manifest, g.name, g.weights_sha256, g.adaptation_sha256, self.grid, self.runner.precision)
+        grid, precision, bicubic = self.grid, self.runner.precision, bool(self.bicubic_chunks)
+        return (url, manifest, g.name, g.weights_sha256, g.adaptation_sha256, grid, precision, bicubic)
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self.spec is None:
@@ -217,6 +250,13 @@ def compute_grid(runner: GeneratorRunner, lr_width: int, lr_height: int, width: 
     """The canonical compute grid of ``runner`` over an LR image restored to ``width`` x ``height``."""
     halo = halo_for(runner.receptive_field)
     return ComputeGrid(lr_width, lr_height, width, height, runner.scale, choose_tile(halo, runner.device.type), halo)
+
+
+def bicubic_runner(device: torch.device) -> GeneratorRunner:
+    """A runner of plain bicubic interpolation (fp32), for the chunks an archive restores by
+    bicubic: run on the generator's compute grid, its windows give the same pixels as any
+    other (bicubic reaches 2 LR pixels, every halo is wider)."""
+    return GeneratorRunner(load_generator(BICUBIC, device), device)
 
 
 def upscale_tile(
@@ -339,6 +379,7 @@ def make_restorer(
         json.dumps(archive.location.storage_options, sort_keys=True),
         record["sha256"] if record else None,
         precision,
+        restorers=model is None,
     )
     return restorer_for(spec, archive)
 

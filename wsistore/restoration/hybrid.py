@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from wsistore.archive.format import BICUBIC, GENERATOR
 from wsistore.archive.reader import ArrayReader
 from wsistore.codecs import ImageCodec
 from wsistore.errors import InputError
@@ -25,7 +26,7 @@ from wsistore.models import adaptation
 from wsistore.models.device import resolve_device
 from wsistore.models.weights import default_model, load_generator
 from wsistore.restoration.cache import SingleFlightCache
-from wsistore.restoration.engine import assemble, compute_grid, upscale_tile
+from wsistore.restoration.engine import assemble, bicubic_runner, compute_grid, upscale_tile
 from wsistore.restoration.int8 import DEFAULT_PRECISION
 from wsistore.restoration.runner import GeneratorRunner
 
@@ -64,27 +65,35 @@ class SrPath:
         if -(-width // runner.scale) != level0.width or -(-height // runner.scale) != level0.height:
             runner.close()
             raise InputError(
-                f"hybrid ingest measures the SR path with {generator.name}, which upscales {runner.scale}x: "
-                "use --scale 4"
+                f"ingest measures the SR path with {generator.name}, which upscales {runner.scale}x: use --scale 4"
             )
-        return RestoredLevel0(runner, level0, width, height)
+        return RestoredLevel0(runner, bicubic_runner(device), level0, width, height)
 
 
 class RestoredLevel0:
-    """Restored boxes of one stored level 0, computed tile by tile on the canonical grid."""
+    """Restored boxes of one stored level 0, computed tile by tile on the canonical grid: by
+    the generator, or by bicubic interpolation over the same windows (as restore pastes a
+    chunk whose archive chose bicubic)."""
 
-    def __init__(self, runner: GeneratorRunner, level0: ArrayReader, width: int, height: int) -> None:
+    def __init__(
+        self, runner: GeneratorRunner, bicubic: GeneratorRunner, level0: ArrayReader, width: int, height: int
+    ) -> None:
         self.runner = runner
+        self.runners = {GENERATOR: runner, BICUBIC: bicubic}
         self.grid = compute_grid(runner, level0.width, level0.height, width, height)
         self._level0 = level0
-        self._tiles: SingleFlightCache[tuple[int, int]] = SingleFlightCache(TILE_CACHE_BYTES)
+        self._tiles: SingleFlightCache[tuple[str, int, int]] = SingleFlightCache(TILE_CACHE_BYTES)
 
-    def read(self, box: Box) -> np.ndarray:
-        """The restored ``(y, x, 3)`` uint8 pixels of an in-bounds level-0 ``box``."""
-        return assemble(self.grid, box, self._tile)
+    def read(self, box: Box, restorer: str = GENERATOR) -> np.ndarray:
+        """The restored ``(y, x, 3)`` uint8 pixels of an in-bounds level-0 ``box``, by ``restorer``
+        (:data:`~wsistore.archive.format.RESTORERS`)."""
+        return assemble(self.grid, box, lambda rc: self._tile(restorer, *rc))
 
-    def _tile(self, rc: tuple[int, int]) -> np.ndarray:
-        return self._tiles.get(rc, lambda: upscale_tile(self.runner, self.grid, self._level0.read, *rc))
+    def _tile(self, restorer: str, row: int, col: int) -> np.ndarray:
+        runner = self.runners[restorer]
+        return self._tiles.get(
+            (restorer, row, col), lambda: upscale_tile(runner, self.grid, self._level0.read, row, col)
+        )
 
     def describe(self) -> dict[str, Any]:
         """The generator (name, weights and adaptation sha256), device, precision and grid."""
@@ -97,5 +106,6 @@ class RestoredLevel0:
         }
 
     def close(self) -> None:
-        """Stop the generator's thread."""
-        self.runner.close()
+        """Stop the runners' threads."""
+        for runner in self.runners.values():
+            runner.close()

@@ -11,8 +11,9 @@ Routes (every error is a 4xx with a one-line ``text/plain`` body, never a traceb
 - ``/slides/{name}/loss-map.png``: the loss map as an RGBA heat map, one 16-pixel cell per
   level-0 chunk (:mod:`wsistore.reports.loss_map`); 404 for an archive without one.
 - ``/slides/{name}/chunk-modes.png``: the same grid with each chunk stored at full resolution
-  (format 1.5, ``--mode hybrid``) in :data:`HR_RGBA` and every other cell transparent; 404 for an
-  archive that is not hybrid. Both are :class:`Overlay` pictures, summarised in the slide's JSON.
+  (format 1.5, ``--mode hybrid``) in :data:`HR_RGBA`, each chunk the archive restores by bicubic
+  (format 1.7) in :data:`BICUBIC_RGBA`, and every other cell transparent; 404 for an archive with
+  neither. Both are :class:`Overlay` pictures, summarised in the slide's JSON.
 - ``/static/...``: the viewer's script, style and OpenSeadragon.
 - ``/slides/{name}.dzi``: the DeepZoom descriptor (XML, as OpenSlide's DeepZoom server gives).
 - ``/slides/{name}.json``: the slide's summary, its version and the tile URL template.
@@ -82,6 +83,8 @@ LOSS_OPACITY = 0.5
 #: The colour of a chunk stored at full resolution in the chunk-modes overlay, and its opacity.
 HR_RGBA = (0, 200, 255, 255)
 HR_OPACITY = 0.45
+#: The colour of a chunk the archive restores by bicubic (format 1.7) in the same overlay.
+BICUBIC_RGBA = (255, 60, 200, 255)
 IMMUTABLE = "public, max-age=31536000, immutable"
 METHODS = ("model", "bicubic")
 FORMATS = {"jpeg": ("JPEG", "image/jpeg"), "jpg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png")}
@@ -112,7 +115,7 @@ class Overlay:
 #: why an archive has none.
 OVERLAYS = {
     "loss-map": "has no loss map (archive format before 1.2)",
-    "chunk-modes": "is not a hybrid archive (no chunks stored at full resolution)",
+    "chunk-modes": "has no chunk stored at full resolution nor restored by bicubic",
 }
 
 
@@ -144,10 +147,10 @@ class ServedSlide:
     @cached_property
     def overlays(self) -> dict[str, Overlay]:
         """The overlays (:data:`OVERLAYS`) this archive has, made once."""
-        loss, hr = self.loss, self.archive.hr_map()
+        loss, hr, bicubic = self.loss, self.archive.hr_map(), self.archive.bicubic_chunks
         made = {
             "loss-map": _loss_overlay(loss) if loss is not None else None,
-            "chunk-modes": _modes_overlay(self.archive, hr, self.info["chunk_modes"]) if hr is not None else None,
+            "chunk-modes": _modes_overlay(self.archive, hr, bicubic) if hr is not None or bicubic else None,
         }
         return {kind: overlay for kind, overlay in made.items() if overlay is not None}
 
@@ -511,20 +514,33 @@ def _loss_overlay(loss: np.ndarray) -> Overlay:
     return Overlay(heat_map(loss, cell_px=1), LOSS_OPACITY, {"vmax": LOSS_VMAX, "legend": legend(), "values": values})
 
 
-def _modes_overlay(archive: Archive, hr: np.ndarray, modes: dict[str, dict[str, Any]]) -> Overlay:
+def _modes_overlay(archive: Archive, hr: np.ndarray | None, bicubic: frozenset[tuple[int, int]]) -> Overlay:
     """The chunks stored at full resolution (``hr``, :meth:`Archive.hr_map`) in :data:`HR_RGBA`,
-    the rest transparent; each chunk's mode (``hr``, ``sr``, None on background) and the counts."""
-    colours = np.zeros((*hr.shape, 4), dtype=np.uint8)
-    colours[hr] = HR_RGBA
+    those restored by ``bicubic`` (:attr:`Archive.bicubic_chunks`) in :data:`BICUBIC_RGBA`, the
+    rest transparent; each chunk's mode (``hr``, ``sr``: the generator, ``bicubic``, None on
+    background) and the counts."""
     base = archive.level(0)
+    rows, cols = -(-base.height // base.chunk), -(-base.width // base.chunk)
+    full = hr if hr is not None else np.zeros((rows, cols), dtype=bool)
 
     def mode(r: int, q: int) -> str | None:
-        return "hr" if hr[r, q] else None if base.chunk_state(r, q) == ChunkState.BACKGROUND else "sr"
+        if full[r, q]:
+            return "hr"
+        if base.chunk_state(r, q) == ChunkState.BACKGROUND:
+            return None
+        return "bicubic" if (r, q) in bicubic else "sr"
 
+    values = [[mode(r, q) for q in range(cols)] for r in range(rows)]
+    colours = np.zeros((rows, cols, 4), dtype=np.uint8)
+    for r, row in enumerate(values):
+        for q, value in enumerate(row):
+            if value in ("hr", "bicubic"):
+                colours[r, q] = HR_RGBA if value == "hr" else BICUBIC_RGBA
     fields = {
         "colour": "#{:02x}{:02x}{:02x}".format(*HR_RGBA[:3]),
-        "chunks": {m: modes[m]["chunks"] for m in ("sr", "hr")},
-        "values": [[mode(r, q) for q in range(hr.shape[1])] for r in range(hr.shape[0])],
+        "bicubic_colour": "#{:02x}{:02x}{:02x}".format(*BICUBIC_RGBA[:3]),
+        "chunks": {m: sum(row.count(m) for row in values) for m in ("sr", "hr", "bicubic")},
+        "values": values,
     }
     return Overlay(colours, HR_OPACITY, fields)
 
@@ -545,14 +561,21 @@ def _viewer_html(served: ServedSlide) -> str:
         '<span id="scale-note">no mpp: no scale</span></div>'
     )
     modes = served.overlays.get("chunk-modes")
-    # the chunks stored at full resolution: a toggle for hybrid archives only
-    hr_toggle = (
-        f'\n  <label id="hr-label"><input type="checkbox" id="hr-toggle"> <span class="swatch" '
-        f'style="background:{modes.fields["colour"]}"></span> full resolution '
-        f"({modes.fields['chunks']['hr']} of {sum(modes.fields['chunks'].values())} chunks)</label>"
-        if modes
-        else ""
-    )
+    # the chunks stored at full resolution or restored by bicubic: a toggle where there are any
+    hr_toggle = ""
+    if modes:
+        chunks, total = modes.fields["chunks"], sum(modes.fields["chunks"].values())
+        kinds = [
+            f'<span class="swatch" style="background:{modes.fields[colour]}"></span> {label} '
+            f"({chunks[kind]} of {total} chunks)"
+            for kind, colour, label in (
+                ("hr", "colour", "full resolution"),
+                ("bicubic", "bicubic_colour", "restored by bicubic"),
+            )
+            if chunks[kind]
+        ]
+        hr_toggle = f'\n  <label id="hr-label"><input type="checkbox" id="hr-toggle"> {"; ".join(kinds)}</label>'
+
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{name} - wsistore</title>
 <link rel="icon" href="data:,"><link rel="stylesheet" href="/static/viewer.css"></head>

@@ -155,6 +155,11 @@
     }
 
     const loss = summary.loss_map, modes = summary.chunk_modes;
+    const MODE_TEXT = {
+        hr: "stored at full resolution",
+        sr: "restored by the model",
+        bicubic: "restored by bicubic (the model restores it worse)",
+    };
     const overlays = [overlay(loss, "loss-toggle", "loss"), overlay(modes, "hr-toggle", "hr")].filter(Boolean);
     if (!loss) {
         document.getElementById("loss-label").title = "this archive has no loss map (format before 1.2)";
@@ -181,7 +186,7 @@
                 const parts = [];
                 if (value === null || mode === null) parts.push("background (not stored)");
                 else {
-                    if (mode) parts.push(mode === "hr" ? "stored at full resolution" : "restored by the model");
+                    if (mode) parts.push(MODE_TEXT[mode]);
                     if (typeof value === "number") parts.push("archive loss here: " + value.toFixed(1) + " grey levels RMS");
                 }
                 document.getElementById("readout").textContent = parts.join("; ");
