@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from wsistore.models.weights import load_generator, lr_setting, read_card, save_generator  # noqa: E402
+from wsistore.restoration.int8 import CALIBRATION_FILE, CALIBRATION_SHA256  # noqa: E402
 from wsistore.training.shards import read_manifest  # noqa: E402
 
 WEIGHTS = ROOT / "wsistore" / "weights"
@@ -52,6 +53,12 @@ def stage_timing(run: Path, card: dict[str, Any], threads: int, note: str = CPU_
         "note": f"wall time from the run's start to this checkpoint, validation included; {note}",
     }
 
+
+#: The card's line on the int8 path (compact generators only).
+INT8_CALIBRATION = (
+    f"- int8 (`--precision int8`, `auto` on CPUs with VNNI): activation ranges calibrated on `{CALIBRATION_FILE}` "
+    f"(sha256 `{CALIBRATION_SHA256[:12]}...`; its card `int8-calibration.md`), once per weights and adaptation"
+)
 
 METRICS = ("psnr", "ssim", "ms_ssim", "haarpsi", "gmsd", "lpips", "nuclei_f1")
 
@@ -152,6 +159,7 @@ def model_card_markdown(name: str, card: dict[str, Any], digest: str) -> str:
         f"- file: `{name}.safetensors` (fp16), sha256 `{digest}`",
         f"- architecture: `{card['architecture']}` {json.dumps(card['config'])}; {card['parameters']:,} parameters; "
         f"receptive field {card['receptive_field']} LR px; scale {card['scale']}",
+        *([INT8_CALIBRATION] if card["architecture"] == "compact" else []),
         f"- recipe: `{card['config_file']}`, stage `{card['stage']}` ({card['stage_kind']}), "
         f"global step {card['step']} "
         f"(steps per stage: {json.dumps(card['steps_done'])})",

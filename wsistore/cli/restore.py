@@ -105,10 +105,11 @@ def summary(result: RestoreResult) -> str:
     weights = f", weights sha256 {gen['weights_sha256'][:12]}..." if gen["weights_sha256"] else ""
     if gen.get("adaptation_sha256"):
         weights += f", the archive's adaptation {gen['adaptation_sha256'][:12]}..."
+    precision = result.precision + (f" ({result.fallback})" if result.fallback else "")
     resumed = f", {result.rows_resumed} rows resumed" if result.rows_resumed else ""
     return (
         f"wrote {result.output}: {result.width} x {result.height} px, {len(result.levels)} levels, "
-        f"generator {gen['name']}{weights}; {result.tiles_total} compute tiles "
+        f"generator {gen['name']}{weights}, {precision}; {result.tiles_total} compute tiles "
         f"({result.tiles_background} background) in {result.seconds:.1f} s "
         f"({result.megapixels_per_second:.2f} MP/s){resumed}"
     )

@@ -6,10 +6,10 @@ Two OpenVINO models per generator:
 - **the network** (head, residual blocks and tail convolution, everything but the pixel shuffle
   and the skip), exported to ONNX and statically quantised in QDQ format by ONNX Runtime's
   quantiser: per-channel int8 weights, uint8 activations, min/max ranges calibrated once on
-  fixed LR (regions of the embedded sample slide, downsampled and coded with the default codec
-  exactly as ingest stores them). OpenVINO runs its convolutions in int8 (AMX or VNNI) and the
-  steps between them (PReLU, the residual additions) in bf16 where the CPU has it, fp32
-  otherwise;
+  fixed LR shipped with the weights (``int8-calibration.png``: regions of the sample slide,
+  downsampled and coded with the default codec exactly as ingest stores them). OpenVINO runs
+  its convolutions in int8 (AMX or VNNI) and the steps between them (PReLU, the residual
+  additions) in bf16 where the CPU has it, fp32 otherwise;
 - **the finish**, in fp32: the bicubic skip as a fixed 5 x 5 convolution to the ``s^2`` phases
   (:func:`wsistore.degradation.bicubic_phase_taps`), added to the network's output, then the
   pixel shuffle and the rounding to uint8.
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from wsistore.errors import InputError, held_back
+from wsistore.errors import InputError, WsistoreError, held_back
 from wsistore.models.weights import INTERPOLATIONS, LoadedGenerator
 
 #: ``--precision`` values: ``auto`` is int8 for compact generators on CPUs with VNNI (AVX-512
@@ -52,9 +52,12 @@ PRECISIONS = ("fp32", "int8", "auto")
 DEFAULT_PRECISION = "auto"
 #: Bump when export or calibration changes: cached models of an older recipe are not reused.
 RECIPE = 2
-#: Calibration: regions of the sample slide (HR px side, count) and the ops quantised.
-CALIBRATION_SIDE = 512
-CALIBRATION_REGIONS = 6
+#: Calibration LR, package data beside the weights (made by ``pipelines/int8_calibration.py``,
+#: described in its card ``int8-calibration.md``): square uint8 RGB regions stacked top to
+#: bottom in one lossless PNG, and its sha256.
+CALIBRATION_FILE = "int8-calibration.png"
+CALIBRATION_SHA256 = "34c7b6899bbff8650bf5be863e5c34145197a610fc603d5e176ceee75eb4936c"
+#: The ops quantised.
 QUANTISED_OPS = ("Conv",)
 #: oneDNN ISA limits without int8 dot products: its AVX2 int8 convolutions multiply pairs into
 #: saturating 16-bit sums, which ruins this model (26 dB against the VNNI result), so int8
@@ -83,42 +86,40 @@ def module_available(name: str) -> bool:
 
 
 def int8_problem(generator: LoadedGenerator | None, device: torch.device) -> str | None:
-    """Why ``generator`` cannot run in int8 on ``device``, or None when it can."""
+    """Why ``generator`` cannot run in int8 on ``device``, as a clause ("int8 needs ..."), or
+    None when it can."""
     from wsistore.models.compact import CompactNet
 
     if device.type != "cpu":
-        return f"--precision int8 runs on the CPU; this restore runs on {device.type} (use --device cpu)"
+        return f"int8 runs on the CPU, not {device.type}: use --device cpu"
     if generator is not None and generator.card.get("architecture", generator.name) in INTERPOLATIONS:
-        return "--precision int8 applies to learned generators, not interpolation"
+        return "int8 applies to learned generators, not interpolation"
     if generator is not None and not (isinstance(generator.model, CompactNet) and generator.model.bicubic_skip):
-        return f"--precision int8 supports the compact generators; {generator.name} is not one"
+        return f"int8 supports only the compact generators, not {generator.name}"
     for module in ("onnxruntime", "openvino"):
         if not module_available(module):
-            return f"--precision int8 needs {module}: pip install {module}"
+            return f"int8 needs {module}: pip install {module}"
     if not has_vnni():
-        return "--precision int8 needs a CPU with VNNI (AVX-512 VNNI, AVX-VNNI or AMX); this one has none"
-    try:
-        from wsistore.sample import sample_slide_path
-
-        sample_slide_path()
-    except InputError as exc:
-        return f"--precision int8 calibrates on the sample slide: {exc}"
+        return "int8 needs a CPU with AVX-512 VNNI, AVX-VNNI or AMX"
     return None
 
 
-def resolve_precision(precision: str, device: torch.device, generator: LoadedGenerator | None = None) -> str:
-    """``fp32`` or ``int8`` for ``precision`` on ``device`` with ``generator``: auto is int8 where
-    it can run and the CPU has VNNI; int8 where it cannot is an error."""
+def resolve_precision(
+    precision: str, device: torch.device, generator: LoadedGenerator | None = None
+) -> tuple[str, str | None]:
+    """``fp32`` or ``int8`` for ``precision`` on ``device`` with ``generator``, and why where
+    auto chose fp32 (:func:`int8_problem`; None otherwise): auto is int8 where it can run;
+    int8 where it cannot is an error."""
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "fp32":
-        return precision
+        return precision, None
     problem = int8_problem(generator, device)
     if precision == "auto":
-        return "int8" if problem is None else "fp32"
+        return ("int8", None) if problem is None else ("fp32", problem)
     if problem is not None:
-        raise InputError(problem)
-    return precision
+        raise InputError(f"--precision {problem}")
+    return precision, None
 
 
 class _Network(nn.Module):
@@ -157,9 +158,7 @@ def network(generator: LoadedGenerator) -> nn.Module:
     """The exportable network of a compact generator (:class:`_Network`)."""
     import copy
 
-    problem = int8_problem(generator, torch.device("cpu"))
-    if problem is not None:
-        raise InputError(problem)
+    resolve_precision("int8", torch.device("cpu"), generator)  # an error where int8 cannot run
     return _Network(copy.deepcopy(generator.model).cpu().float().eval()).eval()
 
 
@@ -182,24 +181,22 @@ def export_onnx(module: nn.Module) -> bytes:
 
 
 def calibration_lr() -> list[np.ndarray]:
-    """Fixed calibration LR, ``(1, 3, h, w)`` fp32 in [0, 1]: regions of the sample slide as the
-    default archive stores them (downsampled, then AVIF-coded on the chunk grid)."""
-    from wsistore.codecs import make_codec
-    from wsistore.degradation import degrade
-    from wsistore.readers import open_input
-    from wsistore.sample import sample_slide_path
+    """Fixed calibration LR, ``(1, 3, h, w)`` fp32 in [0, 1]: the regions of the shipped
+    ``int8-calibration.png``, its sha256 checked."""
+    from importlib import resources
 
-    side, codec = CALIBRATION_SIDE, make_codec()
-    out = []
-    with open_input(sample_slide_path()) as slide:
-        width, height = slide.dimensions
-        for i in range(CALIBRATION_REGIONS):
-            x = (width - side) * (i % 3) // 2
-            y = (height - side) * (i // 3) // max(1, (CALIBRATION_REGIONS - 1) // 3)
-            hr = np.ascontiguousarray(slide.read_region((x, y), 0, (side, side))[..., :3])
-            lr = degrade(hr, codec)
-            out.append(np.ascontiguousarray(lr.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255.0))
-    return out
+    from PIL import Image
+
+    data = resources.files("wsistore.weights").joinpath(CALIBRATION_FILE).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != CALIBRATION_SHA256:
+        raise WsistoreError(
+            f"{CALIBRATION_FILE} fails its checksum (sha256 {digest[:12]}..., expected {CALIBRATION_SHA256[:12]}...): "
+            "reinstall wsistore"
+        )
+    lr = np.asarray(Image.open(io.BytesIO(data)))
+    regions = np.split(lr, lr.shape[0] // lr.shape[1])
+    return [np.ascontiguousarray(r.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255.0) for r in regions]
 
 
 def quantise(onnx_model: bytes, calibration: list[np.ndarray]) -> bytes:

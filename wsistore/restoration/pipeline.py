@@ -138,6 +138,8 @@ class RestoreResult:
     height: int
     levels: list[tuple[int, int]]
     generator: dict[str, Any]
+    precision: str  # fp32, bf16 (CUDA) or int8
+    fallback: str | None  # why auto ran fp32 on the CPU (GeneratorRunner.fallback)
     tiles_total: int
     tiles_background: int
     rows_resumed: int
@@ -234,6 +236,8 @@ def _restore(
         height=h,
         levels=[(lv.width, lv.height) for lv in levels],
         generator=restorer.generator.describe(),
+        precision=restorer.runner.precision,
+        fallback=restorer.runner.fallback,
         tiles_total=len(tiles),
         tiles_background=background,
         rows_resumed=len(done),

@@ -14,6 +14,7 @@ in OpenVINO (:mod:`wsistore.restoration.int8`).
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from concurrent.futures import Future
@@ -30,6 +31,7 @@ from wsistore.restoration.int8 import Int8Network, resolve_precision
 #: Seconds the model thread waits for more windows to fill a GPU batch.
 BATCH_LINGER_S = 0.005
 DEFAULT_CUDA_BATCH = 8
+log = logging.getLogger("wsistore.restoration")
 
 
 @dataclass
@@ -51,7 +53,8 @@ class GeneratorRunner:
         precision: str = "fp32",
     ) -> None:
         """``precision``: fp32 (bf16 on CUDA), int8 (CPU) or auto (:func:`resolve_precision`);
-        restore, serve and on-demand reads pass ``DEFAULT_PRECISION``, so they agree."""
+        restore, serve and on-demand reads pass ``DEFAULT_PRECISION``, so they agree.
+        ``fallback`` says why auto runs a learned generator in fp32 on the CPU (else None)."""
         self.generator = generator
         self.device = device
         self.cuda = device.type == "cuda"
@@ -60,7 +63,11 @@ class GeneratorRunner:
         self.batch = 1 if not self.cuda else (batch or DEFAULT_CUDA_BATCH)
         learned = generator.card.get("architecture", generator.name) not in INTERPOLATIONS
         self.bf16 = self.cuda and learned
-        self.int8 = Int8Network(generator) if resolve_precision(precision, device, generator) == "int8" else None
+        resolved, why = resolve_precision(precision, device, generator)
+        self.fallback = why if learned and not self.cuda else None
+        if self.fallback:  # serve logs it; restore's summary line says it
+            log.info("generator %s runs fp32 (%s)", generator.name, self.fallback)
+        self.int8 = Int8Network(generator) if resolved == "int8" else None
         model = generator.model.to(device).eval()
         self.channels_last = learned
         if self.cuda:
