@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from wsistore.dicom import is_dicom_input
 from wsistore.errors import InputError, first_line
-from wsistore.outputs import OutputKind, check_not_input, check_replaceable, occupied, relation, work_path
+from wsistore.outputs import OutputKind, check_not_input, check_replaceable, occupied, relation
 from wsistore.progress import Progress
 from wsistore.readers import SLIDE_SUFFIXES, is_archive
 
@@ -189,8 +189,9 @@ class IngestJob:
         return _guarded(self._run, task)
 
     def _run(self, task: Task, start: float) -> SlideResult:
+        from wsistore.archive.partial import nothing_to_resume
         from wsistore.archive.reader import Archive
-        from wsistore.archive.writer import ingest
+        from wsistore.archive.writer import INGEST_OUTPUT, ingest
 
         bytes_in = Path(task.source).stat().st_size
         out = Path(task.output)
@@ -199,9 +200,8 @@ class IngestJob:
             if source.bytes != bytes_in:
                 raise InputError(f"{out} archives a different file ({source.bytes} bytes, not {bytes_in})")
             return _row(task, start, bytes_in, size_of(out), SKIPPED)
-        partial = work_path(out)
-        options = replace(self.options, resume=self.resume and partial.is_dir(), progress=False)
-        ingest(task.source, out, options)
+        resume = self.resume and not nothing_to_resume(out, INGEST_OUTPUT, self.options.overwrite)
+        ingest(task.source, out, replace(self.options, resume=resume, progress=False))
         return _row(task, start, bytes_in, size_of(out))
 
 
@@ -240,15 +240,15 @@ class RestoreJob:
         return _guarded(self._run, task)
 
     def _run(self, task: Task, start: float) -> SlideResult:
-        from wsistore.restoration.pipeline import restore
+        from wsistore.archive.partial import nothing_to_resume
+        from wsistore.restoration.pipeline import RESTORE_OUTPUT, restore
 
         bytes_in = size_of(task.source)
         out = Path(task.output)
         if self.resume and out.exists() and not self.options.overwrite:
             return _row(task, start, bytes_in, size_of(out), SKIPPED)
-        partial = work_path(out)
-        options = replace(self.options, resume=self.resume and partial.exists(), progress=False)
-        restore(task.source, out, options)
+        resume = self.resume and not nothing_to_resume(out, RESTORE_OUTPUT, self.options.overwrite)
+        restore(task.source, out, replace(self.options, resume=resume, progress=False))
         return _row(task, start, bytes_in, size_of(out))
 
 

@@ -9,8 +9,8 @@ compare with the reference: archives byte for byte except the ``created`` timest
 restored TIFFs pixel for pixel (and byte for byte), training runs' weights, optimizer
 states and logs exactly. Then ``verify`` (archives), a full read (TIFFs) or the weights'
 checksum and loading (runs) must pass. A kill landing before anything resumable was
-written is answered "nothing to resume"; the run is then started again without
-``--resume`` and counted as ``restarted``.
+written makes ``--resume`` start afresh (it says "nothing to resume ... starting afresh");
+such a run is counted as ``restarted``.
 
 ENOSPC is a real full disk (a small tmpfs) where this process may mount one, otherwise
 an injected one (every file write of the child raises ``OSError(ENOSPC)`` after a byte
@@ -77,7 +77,6 @@ class Operation:
     check: Callable[[Path], str]  # output -> "" when verify/read passes, else why not
     in_place: bool = False  # a training run folder: written in place, no OUT.partial
     resume_flags: tuple[str, ...] = ("--resume",)
-    fresh_flags: tuple[str, ...] = ()
 
 
 def partial_of(out: Path) -> Path:
@@ -137,7 +136,6 @@ def train_op(patches: Path) -> Operation:
         compare=compare_runs,
         check=check_run,
         in_place=True,
-        fresh_flags=("--overwrite",),
     )
 
 
@@ -364,9 +362,8 @@ def kill_campaign(op: Operation, work: Path, seed: int = 0, kills: int = 24) -> 
             _remove(out.parent)
             continue
         resumed = run(op.argv(out) + list(op.resume_flags))
-        if resumed.returncode and "nothing to resume" in resumed.stderr:
+        if "starting afresh" in resumed.stderr:
             result["restarted"] += 1
-            resumed = run(op.argv(out) + list(op.fresh_flags))
         if resumed.returncode:
             result["mismatches"].append(f"{label}: resume failed: {_rc_line(resumed)}")
             continue
@@ -487,8 +484,6 @@ def enospc_case(op: Operation, work: Path, budget: int, mount: bool) -> dict[str
         if mount and proc.returncode:
             subprocess.run(["mount", "-o", "remount,size=256m", str(base)], check=True, capture_output=True)
             resumed = run(op.argv(out) + list(op.resume_flags))
-            if resumed.returncode and "nothing to resume" in resumed.stderr:
-                resumed = run(op.argv(out) + list(op.fresh_flags))
             reference = work / f"{op.name}-reference"
             if resumed.returncode:
                 result["resumed"] = f"failed: {_rc_line(resumed)}"

@@ -169,6 +169,18 @@ def small_reference(slide_path: Path, tmp_path_factory: pytest.TempPathFactory) 
     return out
 
 
+def test_resume_with_nothing_uploaded_starts_afresh(
+    s3: S3, slide_path: Path, small_reference: Path, tmp_path: Path
+) -> None:
+    url = s3.url("never-started.zarr")  # killed before its settings object was written
+    result = cli("ingest", str(slide_path), url, *SMALL, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [f"wsistore: nothing to resume at {url}: starting afresh"]
+    assert _same_as(s3, "never-started.zarr", small_reference, tmp_path) == []
+    again = cli("ingest", str(slide_path), url, *SMALL, "--resume")  # a complete archive: refused, as before
+    assert again.returncode == 2 and "holds no interrupted run" in one_line(again)
+
+
 def test_an_upload_killed_midway_is_refused_then_resumes(
     s3: S3, slide_path: Path, small_reference: Path, tmp_path: Path
 ) -> None:

@@ -84,8 +84,6 @@ def test_output_and_option_problems(sample_archive: Path, tmp_path: Path, capsys
     out.write_bytes(b"an earlier result")
     code, err = restore_cli(capsys, str(sample_archive), str(out), "--model", "bicubic")
     assert code == 4 and "--overwrite" in err and out.read_bytes() == b"an earlier result"
-    code, err = restore_cli(capsys, str(sample_archive), str(tmp_path / "n.tif"), "--resume")
-    assert code == 2 and "nothing to resume" in err
     code, err = restore_cli(capsys, str(sample_archive), str(tmp_path / "n.tif"), "--region", "2000,0,500,100")
     assert code == 2 and "not inside the slide (2220 x 2967)" in err
     code, err = restore_cli(capsys, str(sample_archive), str(tmp_path / "n"), "--format", "zarr", "--quality", "80")

@@ -460,6 +460,29 @@ def test_run_errors_are_one_line(prepared: Path, tmp_path: Path, capsys: pytest.
     )
 
 
+def test_resume_with_no_saved_state_starts_afresh(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run killed before its first state (its config and checkpoint folder written): ``--resume``
+    starts it afresh, says so, and trains what a fresh run trains; a finished run is not retrained."""
+    from safetensors.torch import load_file
+
+    techcyte = str(ROOT / "pipelines" / "techcyte.toml")
+    argv = ["train", "run", techcyte, "--smoke", "--quiet", "--data", str(prepared), "--set", "stages.1.steps=0"]
+    fresh, killed = tmp_path / "fresh", tmp_path / "killed"
+    assert main([*argv, "--out", str(fresh)]) == 0
+    (killed / "checkpoints").mkdir(parents=True)
+    (killed / "config.json").write_text("{}")
+    capsys.readouterr()
+    assert main([*argv, "--out", str(killed), "--resume"]) == 0
+    assert capsys.readouterr().err.splitlines() == [f"wsistore: nothing to resume at {killed}: starting afresh"]
+    a, b = load_file(fresh / "final.safetensors"), load_file(killed / "final.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    (killed / "state.pt").unlink(missing_ok=True)  # a finished run with no state: nothing to resume, as before
+    assert main([*argv, "--out", str(killed), "--resume"]) == 2
+    assert "nothing to resume (state.pt missing)" in capsys.readouterr().err
+
+
 def test_run_path_needs_no_zarr_or_imagecodecs(prepared: Path, tmp_path: Path) -> None:
     """The GPU training machine may have only torch, numpy and safetensors."""
     blocked = [

@@ -105,6 +105,23 @@ def unfinished(location: Location, name: str) -> bool:
     return location.exists(settings_key(name))
 
 
+def nothing_to_resume(
+    url: str | os.PathLike[str], kind: OutputKind, overwrite: bool, storage_options: dict[str, Any] | None = None
+) -> bool:
+    """Whether a run of ``kind`` asked to resume at ``url`` finds nothing to go on from (a run
+    killed before it recorded its settings) and so may start afresh: locally, a work folder of
+    ours without a settings file (or none), and no output at ``url`` that only ``overwrite`` may
+    replace; remotely (written in place), nothing at ``url``. Anything else is
+    :meth:`PartialOutput.prepare`'s to resume or refuse."""
+    final = Location.parse(url, storage_options)
+    if not final.is_local:
+        return not final.exists()
+    if occupied(final.path) and not overwrite:
+        return False
+    work = work_path(final.path)
+    return not (work / settings_key(kind.name)).is_file() and not _not_ours(work, kind, os.fspath(work))
+
+
 class OutputBusyError(OutputExistsError):
     """Another process is writing the same output."""
 
@@ -327,25 +344,31 @@ def _unlock(lock: tuple[tuple[int, int], object]) -> None:
 
 
 def _check_work_folder(work: Path, kind: OutputKind, shown: str) -> None:
-    """Refuse a work folder (``shown`` as the user's path names it) that holds anything but an
-    interrupted run of ``kind``, or what is left of an old output of ``kind`` that a landing
-    replaced."""
+    """Refuse a work folder (``shown`` as the user's path names it) that is not ours
+    (:func:`_not_ours`)."""
+    why = _not_ours(work, kind, shown)
+    if why:
+        raise OutputExistsError(f"{shown} {why}")
+
+
+def _not_ours(work: Path, kind: OutputKind, shown: str) -> str:
+    """Why the work folder ``work`` is not a run of ``kind``'s to use, "" where it is: nothing
+    there, an interrupted run of ``kind``, or what is left of an old output of ``kind`` that a
+    landing replaced."""
     if not occupied(work):
-        return
+        return ""
     if work.is_symlink() or not work.is_dir():
-        raise OutputExistsError(f"{shown} is in the way: it is {describe(work)}, where wsistore keeps its work folder")
+        return f"is in the way: it is {describe(work)}, where wsistore keeps its work folder"
     try:
         names = {child.name for child in work.iterdir()}
     except OSError as exc:
         raise InputError(f"cannot read the work folder {shown}: {exc.strerror or exc}") from None
     marker = settings_key(kind.name)  # or its ".tmp", where a full disk tore the run's first write
     if marker in names or f"{marker}.tmp" in names or kind.recognise(work):
-        return
+        return ""
     others = [other for other in KNOWN_RUNS if settings_key(other) in names]
     what = f"an interrupted {others[0]}, not {kind.name}" if others else describe(work)
-    raise OutputExistsError(
-        f"{shown} is {what}; wsistore keeps its work folder there and replaces only its own (move it away)"
-    )
+    return f"is {what}; wsistore keeps its work folder there and replaces only its own (move it away)"
 
 
 def _remove_torn(work: Path) -> None:

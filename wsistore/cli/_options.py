@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import math
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,7 +101,20 @@ def add_overwrite(p: Parser, what: str) -> None:
 def add_overwrite_resume(p: Parser, what: str) -> None:
     """``--overwrite`` and ``--resume`` of a command that writes ``what``."""
     add_overwrite(p, what)
-    p.add_argument("--resume", action="store_true", help=f"continue an interrupted {what}")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"continue an interrupted {what}; where it left nothing to continue, start afresh (and say so)",
+    )
+
+
+def resume_or_afresh(resume: bool, out: object, nothing_to_resume: Callable[[], bool]) -> bool:
+    """``--resume``, unless ``nothing_to_resume()`` (a run killed before it left anything to
+    continue): that run starts afresh, and says so in one line on stderr."""
+    if resume and nothing_to_resume():
+        print(f"wsistore: nothing to resume at {out}: starting afresh", file=sys.stderr)
+        return False
+    return resume
 
 
 def storage_options(text: str) -> dict[str, Any]:

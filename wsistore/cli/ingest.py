@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +78,8 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read a slide, downsample it, and write a verifiable Zarr v3 archive."""
-    from wsistore.archive.writer import IngestOptions, ingest
+    from wsistore.archive.partial import nothing_to_resume
+    from wsistore.archive.writer import INGEST_OUTPUT, IngestOptions, ingest
 
     options = IngestOptions(
         scale=args.scale,
@@ -97,8 +100,11 @@ def run(args: argparse.Namespace) -> int:
     )
     if _options.wants_batch(args, args.paths):
         return _batch(args, options)
+    source, out = args.paths
+    fresh = functools.partial(nothing_to_resume, out, INGEST_OUTPUT, args.overwrite, args.storage_options)
+    options = dataclasses.replace(options, resume=_options.resume_or_afresh(args.resume, out, fresh))
     start = time.perf_counter()
-    result = ingest(args.paths[0], args.paths[1], options, args.storage_options)
+    result = ingest(source, out, options, args.storage_options)
     print(summary(result, time.perf_counter() - start))
     return 0
 

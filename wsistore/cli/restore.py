@@ -6,6 +6,8 @@ per archive, ``DIR/<stem>.tif`` (``.ome.zarr`` with ``--format zarr``, ``.dicom`
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 from typing import TYPE_CHECKING, Any
 
 from wsistore.cli import _options
@@ -64,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     """Rebuild full resolution from an archive with a super-resolution generator, as a
     generic pyramidal BigTIFF (OpenSlide, tiffslide, QuPath), OME-Zarr (napari) or DICOM WSI
     (PACS, OpenSlide 4, QuPath)."""
-    from wsistore.restoration.pipeline import RestoreOptions, restore
+    from wsistore.archive.partial import nothing_to_resume
+    from wsistore.restoration.pipeline import RESTORE_OUTPUT, RestoreOptions, restore
 
     options = RestoreOptions(
         model=args.model,
@@ -85,7 +88,11 @@ def run(args: argparse.Namespace) -> int:
     )
     if _options.wants_batch(args, args.paths):
         return _batch(args, options)
-    print(summary(restore(args.paths[0], args.paths[1], options, storage_options=args.storage_options)))
+    source, out = args.paths
+    if "://" not in out:  # restore refuses a URL, resumed or not
+        fresh = functools.partial(nothing_to_resume, out, RESTORE_OUTPUT, args.overwrite)
+        options = dataclasses.replace(options, resume=_options.resume_or_afresh(args.resume, out, fresh))
+    print(summary(restore(source, out, options, storage_options=args.storage_options)))
     return 0
 
 

@@ -202,9 +202,9 @@ def run_recipe(args: argparse.Namespace) -> int:
         if value is not None:
             overrides.insert(0, f"{key}={json.dumps(value)}")
     config = load_config(args.config, overrides, smoke=args.smoke)
-    result = Trainer(config, config_file=args.config, progress=not args.quiet).run(
-        resume=args.resume, overwrite=args.overwrite
-    )
+    trainer = Trainer(config, config_file=args.config, progress=not args.quiet)
+    resume = _options.resume_or_afresh(args.resume, config.out, trainer.nothing_to_resume)
+    result = trainer.run(resume=resume, overwrite=args.overwrite or resume != args.resume)
     final = result.validations[-1]["val"] if result.validations else {}
     base = result.baseline
     nan = float("nan")

@@ -9,11 +9,14 @@ import html
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from wsistore.reports.metrics import METRICS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: Bits per pixel at which every curve is compared.
 MATCH_BPP = (0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
@@ -162,9 +165,7 @@ def _best(
 
 # -- plots ------------------------------------------------------------------------------------
 def plot_curves(rows: list[dict[str, Any]], source_bpp: float | None, out_dir: Path) -> dict[str, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """One rate-distortion plot per metric any row has (:func:`rd_figure`), as PNGs in ``out_dir``."""
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -172,30 +173,43 @@ def plot_curves(rows: list[dict[str, Any]], source_bpp: float | None, out_dir: P
     for metric in PLOT_METRICS:
         if all(r["metrics"].get(metric) is None for r in rows):
             continue
-        fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
-        for curve in sorted({r["curve"] for r in rows if r["family"] != "source"}):
-            pts = sorted(
-                (r["bpp"], r["metrics"][metric])
-                for r in rows
-                if r["curve"] == curve and r["metrics"].get(metric) is not None
-            )
-            if not pts:
-                continue
-            style = {"archive": "-o", "hybrid": "-.^"}.get(curve.partition(" ")[0], "--s")
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, ms=3.5, lw=1.4, label=curve)
-        if source_bpp:
-            ax.axvline(source_bpp, color="grey", lw=1, ls=":", label=f"source file ({source_bpp:.2f} bpp)")
-        ax.set_xscale("log")
-        ax.set_xlabel("bits per source pixel (log)")
-        ax.set_ylabel(f"{metric} ({'higher' if METRICS[metric].higher_is_better else 'lower'} is better)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=6.5, ncol=2)
-        fig.tight_layout()
+        fig = rd_figure(rows, metric, source_bpp)
         path = out_dir / f"rd_{metric}.png"
         fig.savefig(path)
         plt.close(fig)
         files[metric] = path
     return files
+
+
+def rd_figure(rows: list[dict[str, Any]], metric: str, source_bpp: float | None) -> Figure:
+    """``metric`` against bits per pixel, a line per curve; the legend right of the axes, the
+    figure as tall as the legend needs (so it never covers a curve nor leaves the figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = sorted({r["curve"] for r in rows if r["family"] != "source"})
+    height = max(4.8, 1.0 + 0.13 * (len(curves) + 1))  # 6.5-point legend rows
+    fig, ax = plt.subplots(figsize=(11.5, height), dpi=110, layout="constrained")
+    for curve in curves:
+        pts = sorted(
+            (r["bpp"], r["metrics"][metric])
+            for r in rows
+            if r["curve"] == curve and r["metrics"].get(metric) is not None
+        )
+        if not pts:
+            continue
+        style = {"archive": "-o", "hybrid": "-.^"}.get(curve.partition(" ")[0], "--s")
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, ms=3.5, lw=1.4, label=curve)
+    if source_bpp:
+        ax.axvline(source_bpp, color="grey", lw=1, ls=":", label=f"source file ({source_bpp:.2f} bpp)")
+    ax.set_xscale("log")
+    ax.set_xlabel("bits per source pixel (log)")
+    ax.set_ylabel(f"{metric} ({'higher' if METRICS[metric].higher_is_better else 'lower'} is better)")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.legend(loc="outside right upper", fontsize=6.5)
+    return fig
 
 
 # -- documents -----------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from wsistore.reports.methods import (
     code_hr_chunks,
 )
 from wsistore.reports.metrics import Lpips, evaluate
+from wsistore.reports.panels import choose_crop, cut, display_stretch, save_panel
 from wsistore.reports.report import aggregate, plot_curves, write_html, write_markdown
 from wsistore.restoration.engine import runner_for, upscale_image
 from wsistore.restoration.int8 import DEFAULT_PRECISION
@@ -53,7 +54,6 @@ from wsistore.training.adapt import AdaptationSource, AdaptOptions, default_adap
 DEFAULT_SETTING = "avif:level=75,speed=8"
 #: ``results.json``'s schema: what marks a report bench wrote.
 SCHEMA = "wsistore-bench/1"
-CROP = 160
 
 
 @dataclass
@@ -133,8 +133,8 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
     with Progress(total, "bench", "run", options.progress) as bar:
         for item in inputs:
             crops: dict[str, np.ndarray] = {}
-            corner = _crop_corner(item)
-            crops["original"] = _cut(item.hr, corner)
+            corner = choose_crop(item.hr)
+            crops["original"] = cut(item.hr, corner)
             records.append(
                 _record(
                     item, "source", "source as stored", None, item.hr, _source_bytes(item), 0.0, None, lpips, device
@@ -155,7 +155,7 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
                     )
                     records.append(rec | {"precision": runner.precision})
                     if setting == DEFAULT_SETTING:
-                        crops[up.name] = _cut(hr, corner)
+                        crops[up.name] = cut(hr, corner)
                     bar.update(1)
                     if up.name == hybrid_model:
                         records += _hybrid_records(item, records[-1], hr, coded, hr_chunks, lambdas, lpips, device)
@@ -188,15 +188,16 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
                 near = abs(math.log(rec["bpp"] / default_bpp)) <= math.log(1.25)
                 score = rec["metrics"]["psnr"] if near else -abs(math.log(rec["bpp"] / default_bpp))
                 if best is None or (near, score) > best[:2]:
-                    best = (near, score, f"{setting} ({rec['bpp']:.2f} bpp)", _cut(coded_hr.image, corner))
+                    best = (near, score, f"{setting} ({rec['bpp']:.2f} bpp)", cut(coded_hr.image, corner))
                 bar.update(1)
             if best is not None:
                 crops[best[2]] = best[3]
-            panels[item.name] = _save_panel(
+            panels[item.name] = save_panel(
                 crops,
                 out / "crops" / f"{_slug(item.name)}-panel.png",
                 f"{item.name}: archive {DEFAULT_SETTING} ({default_bpp:.2f} bpp) "
                 "vs the best codec at about the same bytes",
+                display_stretch(item.hr, crops["original"]),
             )
 
     results = {
@@ -385,43 +386,6 @@ def _costs(records: list[dict[str, Any]], device: torch.device) -> list[str]:
             per = f"{secs / gp:.0f} {'GPU' if device.type == 'cuda' else 'CPU'}-seconds per gigapixel"
             lines.append(f"restore with {name} on {_device_name(device)}: {secs:.2f} s for {gp * 1e3:.1f} MP ({per})")
     return lines
-
-
-def _crop_corner(item: BenchInput) -> tuple[int, int]:
-    """A tissue-rich CROP x CROP window (most haematoxylin-dark pixels)."""
-    h, w = item.hr.shape[:2]
-    best, score = (0, 0), -1.0
-    dark = (item.hr.astype(np.int16).sum(axis=2) < 360) & item.mask
-    for y in range(0, max(1, h - CROP), CROP // 2):
-        for x in range(0, max(1, w - CROP), CROP // 2):
-            s = float(dark[y : y + CROP, x : x + CROP].mean())
-            if s > score:
-                best, score = (y, x), s
-    return best
-
-
-def _cut(image: np.ndarray, corner: tuple[int, int]) -> np.ndarray:
-    y, x = corner
-    return image[y : y + CROP, x : x + CROP].copy()
-
-
-def _save_panel(crops: dict[str, np.ndarray], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, len(crops), figsize=(2.2 * len(crops), 2.6), dpi=110)
-    for ax, (label, image) in zip(np.atleast_1d(axes), crops.items()):
-        ax.imshow(image, interpolation="nearest")
-        ax.set_title(label, fontsize=7)
-        ax.axis("off")
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def _slug(name: str, limit: int = 80) -> str:

@@ -50,6 +50,8 @@ from wsistore.training.state import (
 
 METRICS_LOG = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
+#: The finished run's weights.
+FINAL = "final.safetensors"
 #: seed offset of the autoencoder (discriminators: ``adversaries.SEED_OFFSETS``), so adding
 #: a model never changes another's initialisation
 _SEED_AUTOENCODER = 2
@@ -184,9 +186,15 @@ class Trainer:
             self.elapsed += time.perf_counter() - start
         return self._finish(start, start_step)
 
+    def nothing_to_resume(self) -> bool:
+        """Whether the output folder holds neither a saved state nor a finished run (a run
+        killed before its first state): :meth:`run` may start afresh there, with ``overwrite``
+        replacing what that run left."""
+        return not (self.out / STATE_FILE).is_file() and not (self.out / FINAL).is_file()
+
     # -- set-up ------------------------------------------------------------------------------
     def _start(self, overwrite: bool) -> None:
-        owned = [STATE_FILE, METRICS_LOG, CHECKPOINTS, "final.safetensors", "final.safetensors.sha256", "run.json"]
+        owned = [STATE_FILE, METRICS_LOG, CHECKPOINTS, FINAL, f"{FINAL}.sha256", "run.json"]
         owned += ["config.json", "autoencoder.safetensors"]
         if self.out.exists() and any((self.out / name).exists() for name in owned):
             if not overwrite:
@@ -442,10 +450,10 @@ class Trainer:
         last = next((p for p in reversed(self.phases) if p.trains_generator), self.phases[-1])
         metrics = self.validations[-1]["val"] if self.validations else {}
         self.phase_index, self.phase_step = len(self.phases), 0
-        digest = self._save_weights(self.out / "final.safetensors", last, metrics)
-        (self.out / "final.safetensors.sha256").write_text(f"{digest}  final.safetensors\n")
+        digest = self._save_weights(self.out / FINAL, last, metrics)
+        (self.out / f"{FINAL}.sha256").write_text(f"{digest}  {FINAL}\n")
         result = self._result(True, start, start_step)
-        final = {"file": "final.safetensors", "sha256": digest, **metrics}
+        final = {"file": FINAL, "sha256": digest, **metrics}
         summary = dataclasses.asdict(result) | {"out": str(result.out), "final": final}
         (self.out / "run.json").write_text(json.dumps(summary, indent=1))
         return result
