@@ -52,13 +52,15 @@ ARCHIVE_RATES = ["avif:level=60,speed=8", "avif:level=75,speed=8", "avif:level=8
 HR_RATES = [f"avif:level={q},speed=6" for q in (0, 5, 12, 20, 30, 45, 60)]
 
 
-#: Real slides of ../shared that no model trained on, one per scanner format (each scored on
-#: its most tissue-rich 2048 px square, as bench crops slides).
+#: Real slides of ../shared that no model trained on, one per scanner format that the readers
+#: decode (each scored on its most tissue-rich 2048 px square, as bench crops slides). The Olympus
+#: VSI is not among them: its image is in .ets files no reader here decodes, and it is refused
+#: (before issue 36 its overview was read as the slide); the TRITC NDPI stands in.
 REAL_SLIDES = [
     SLIDE,
     SHARED / "slides" / "kidney_tcga-5P-A9K0-monusac-1_aperio-jp2k.svs",
     DICOM_SLIDE,
-    SHARED / "slides" / "vsi" / "vsi-ets-test-jpg2k.vsi",
+    SHARED / "slides" / "fluor_hamamatsu-test3-TRITC.ndpi",
     SHARED / "slides" / "fluor_hamamatsu-test3-DAPI.ndpi",
 ]
 

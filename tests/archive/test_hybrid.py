@@ -83,7 +83,10 @@ def test_the_rule() -> None:
 def test_hybrid_metadata_and_the_lr_of_the_sr_chunks_as_in_sr_mode(pair: tuple[Path, Path]) -> None:
     sr, hybrid = Archive.open(pair[0]), Archive.open(pair[1])
     md = hybrid.metadata
-    assert md.format_version == "1.6" and md.mode == "hybrid" and sr.metadata.mode == "sr"
+    assert md.format_version == "1.7" and md.mode == "hybrid" and sr.metadata.mode == "sr"
+    # each SR chunk's restorer is chosen in the same pass (the generator wins all three on H&E)
+    assert md.restorers is not None and md.restorers["method"] == "per chunk: every SR chunk measured (hybrid)"
+    assert md.restorers["chunks"] == {"generator": 3, "bicubic": 0} and md.restorers["measured"] == 3
     assert sr.hr is None and sr.metadata.hybrid is None and HR_ARRAY not in sr.manifest.arrays
     assert md.hybrid is not None and md.hybrid["lambda"] == LAMBDA and "SSE_sr - SSE_hr > lambda" in md.hybrid["rule"]
     assert md.hybrid["hr_codec"] == HYBRID_OPTIONS.hr_codec.to_dict()
@@ -295,7 +298,7 @@ def test_info_shows_chunks_and_bytes_per_mode(pair: tuple[Path, Path]) -> None:
     shown = run("info", str(pair[1]), "--json")
     assert shown.returncode == 0, shown.stderr
     info = json.loads(shown.stdout)
-    assert info["mode"] == "hybrid" and info["format_version"] == "1.6"
+    assert info["mode"] == "hybrid" and info["format_version"] == "1.7"
     modes = info["chunk_modes"]
     assert (modes["sr"]["chunks"], modes["hr"]["chunks"]) == (3, 6)
     assert modes["sr"]["share"] == pytest.approx(1 / 3) and modes["hr"]["share"] == pytest.approx(2 / 3)

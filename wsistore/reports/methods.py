@@ -5,9 +5,10 @@
   (``nearest`` = the seeds' i-HR, ``bicubic``, and every SR model);
 * **full-resolution codecs**: JPEG, JPEG-XL, AVIF, WebP and JPEG 2000 on the original,
   coded in 1024-pixel tiles as a tiled TIFF or archive would store them;
-* **hybrid archive** (format 1.6): the archive path restored by the generator, with each
-  level-0 chunk whose HR chunk wins the archive's rule (:func:`hr_is_better`) pasted over it,
-  HR chunks coded as ingest codes them (:func:`wsistore.archive.writer.code_hr_chunk`), and
+* **hybrid archive** (format 1.7): the archive path restored as restore does, each level-0
+  chunk by the better of the generator and bicubic (the archive's restorer choice), with each
+  chunk whose HR chunk wins the archive's rule (:func:`hr_is_better`) against that pasted over
+  it, HR chunks coded as ingest codes them (:func:`wsistore.archive.writer.code_hr_chunk`), and
   their LR chunks' bytes not counted (the archive does not store them).
 
 Bytes are the encoded chunk/tile bytes of the base image (pyramid levels and container
@@ -195,18 +196,29 @@ class HybridImage:
 
 
 def choose_hybrid(
-    hr: np.ndarray, sr: np.ndarray, coded: CodedChunks, lr_bytes: dict[tuple[int, int], int], lam: float, scale: int = 4
+    hr: np.ndarray,
+    sr: np.ndarray,
+    coded: CodedChunks,
+    lr_bytes: dict[tuple[int, int], int],
+    lam: float,
+    scale: int = 4,
+    bicubic: np.ndarray | None = None,
 ) -> HybridImage:
-    """Per chunk, the archive's rule between ``sr`` (restore's output of the archive's LR, whose
-    chunks' bytes are ``lr_bytes``, :attr:`CodedLR.chunk_bytes`) and the coded HR chunk, both
-    against the original ``hr``, at ``lam``; ``hr_bytes`` is the HR chunks' bytes less the LR
-    chunks they replace (format 1.6 does not store those)."""
+    """Per chunk, the archive's rule between the SR path and the coded HR chunk, both against the
+    original ``hr``, at ``lam``: the SR path is ``sr`` (the generator's output of the archive's
+    LR, whose chunks' bytes are ``lr_bytes``, :attr:`CodedLR.chunk_bytes`) or, where it is closer,
+    ``bicubic`` of the same LR (the restorer choice, format 1.7); ``hr_bytes`` is the HR chunks'
+    bytes less the LR chunks they replace (format 1.6 does not store those)."""
     image, nbytes, count = sr.copy(), 0, 0
     for chunk in coded.chunks:
         y0, x0, y1, x1 = chunk.box
+        area, truth = (slice(y0, y1), slice(x0, x1)), hr[y0:y1, x0:x1]
+        sse_sr = sse(sr[area], truth)
+        if bicubic is not None and sse(bicubic[area], truth) < sse_sr:
+            image[area], sse_sr = bicubic[area], sse(bicubic[area], truth)
         lr = lr_bytes.get((y0 // scale, x0 // scale), 0)
         stored_lr = lr + 4 if lr else 0  # as the archive stores it, its crc32c included
-        if hr_is_better(sse(sr[y0:y1, x0:x1], hr[y0:y1, x0:x1]), chunk.sse, 8 * chunk.nbytes, 8 * stored_lr, lam):
-            image[y0:y1, x0:x1] = chunk.decoded
+        if hr_is_better(sse_sr, chunk.sse, 8 * chunk.nbytes, 8 * stored_lr, lam):
+            image[area] = chunk.decoded
             nbytes, count = nbytes + chunk.nbytes - lr, count + 1
     return HybridImage(image, nbytes, count)

@@ -145,6 +145,7 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
             hr_chunks = [code_hr_chunks(item.hr, s, side, item.fill, origin) for s in hybrid_codecs if hybrid_model]
             for setting in archive_sweep:
                 coded = code_archive_lr(item.hr, setting, options.chunk, item.fill, item.lr_origin)
+                bicubic: np.ndarray | None = None  # this setting's bicubic image (runners: bicubic first)
                 for runner in runners:
                     start = time.perf_counter()
                     hr = upscale_image(coded.lr, runner, item.hr.shape[:2])
@@ -157,15 +158,21 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
                     if setting == DEFAULT_SETTING:
                         crops[up.name] = cut(hr, corner)
                     bar.update(1)
+                    if up.name == "bicubic":
+                        bicubic = hr
                     if up.name == hybrid_model:
-                        records += _hybrid_records(item, records[-1], hr, coded, hr_chunks, lambdas, lpips, device)
+                        records += _hybrid_records(
+                            item, records[-1], hr, bicubic, coded, hr_chunks, lambdas, lpips, device
+                        )
                         bar.update(hybrids)
                 if setting == DEFAULT_SETTING and options.adapt is not None:
                     adapted, image = _adapted_record(item, coded, options.chunk, options.adapt, device, lpips)
                     records.append(adapted)
                     bar.update(1)
                     if hybrid_model:
-                        records += _hybrid_records(item, adapted, image, coded, hr_chunks, lambdas, lpips, device)
+                        records += _hybrid_records(
+                            item, adapted, image, bicubic, coded, hr_chunks, lambdas, lpips, device
+                        )
                         bar.update(hybrids)
             default_bpp = next(r["bpp"] for r in records if r["input"] == item.name and r["setting"] == DEFAULT_SETTING)
             # the panel's codec: the best PSNR within 25 % of the archive's bytes, else the nearest in bytes
@@ -291,6 +298,7 @@ def _hybrid_records(
     item: BenchInput,
     sr: dict[str, Any],
     image: np.ndarray,
+    bicubic: np.ndarray | None,
     lr: CodedLR,
     coded: list[CodedChunks],
     lambdas: list[float],
@@ -298,12 +306,13 @@ def _hybrid_records(
     device: torch.device,
 ) -> list[dict[str, Any]]:
     """The ``hybrid`` records over an archive record ``sr`` and its restored ``image`` (of the
-    coded ``lr``): per HR codec and lambda, the chunks the rule keeps pasted over it, their bytes
+    coded ``lr``; ``bicubic`` where that restores a chunk better, as the archive's restorer
+    choice does): per HR codec and lambda, the chunks the rule keeps pasted over it, their bytes
     added and their LR chunks' taken off."""
     records = []
     for chunks in coded:
         for lam in lambdas:
-            hybrid = choose_hybrid(item.hr, image, chunks, lr.chunk_bytes, lam)
+            hybrid = choose_hybrid(item.hr, image, chunks, lr.chunk_bytes, lam, bicubic=bicubic)
             nbytes, encode = sr["bytes"] + hybrid.hr_bytes, sr["encode_seconds"] + chunks.encode_seconds
             restore = sr["restore_seconds"]
             rec = _record(item, "hybrid", sr["setting"], None, hybrid.image, nbytes, encode, restore, lpips, device)
