@@ -32,6 +32,9 @@ def napari_display() -> Iterator[str]:
         pytest.skip(missing)
     with virtual_display() as display:
         yield display
+        import napari
+
+        napari.Viewer.close_all()  # before the display goes (a failed test may leave one open)
 
 
 @pytest.fixture

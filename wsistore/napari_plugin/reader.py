@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,8 @@ from wsistore.restoration.ondemand import RestoredSlide, open_restored
 
 #: What napari's reader functions return: (data, layer keyword arguments, layer type).
 LayerData = tuple[Any, dict[str, Any], str]
+#: Least time between the end of one refresh of a layer and the start of the next (seconds).
+REFRESH_GAP_S = 0.1
 
 
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
@@ -125,16 +128,19 @@ def archive_layers(
 
 
 def _qt_callbacks() -> tuple[Callable[[ProgressiveLevel], None], Callable[[str], None]]:
-    """``on_ready``: refresh, on napari's GUI thread, the layers that show a level (at most one
-    refresh waiting at a time); ``on_error``: napari's error notification."""
+    """``on_ready``: refresh, on napari's GUI thread, the layers that show a level: at most one
+    refresh waiting, and at least :data:`REFRESH_GAP_S` after the last one ended, so that the
+    GUI runs between two repaints however fast tiles land; ``on_error``: napari's error
+    notification."""
     import napari
     from napari.utils.notifications import show_error
+    from qtpy.QtCore import QTimer
     from superqt.utils import ensure_main_thread
 
     waiting: set[int] = set()
+    ended: dict[int, float] = {}
     lock = threading.Lock()
 
-    @ensure_main_thread
     def refresh(level: ProgressiveLevel) -> None:
         with lock:
             waiting.discard(id(level))
@@ -142,13 +148,19 @@ def _qt_callbacks() -> tuple[Callable[[ProgressiveLevel], None], Callable[[str],
         for layer in viewer.layers if viewer is not None else []:
             if getattr(layer, "multiscale", False) and layer.data[0] is level:
                 layer.refresh()
+        ended[id(level)] = time.monotonic()
+
+    @ensure_main_thread
+    def schedule(level: ProgressiveLevel) -> None:
+        wait = ended.get(id(level), 0.0) + REFRESH_GAP_S - time.monotonic()
+        QTimer.singleShot(max(0, round(1000 * wait)), lambda: refresh(level))
 
     def on_ready(level: ProgressiveLevel) -> None:
         with lock:
             if id(level) in waiting:
                 return
             waiting.add(id(level))
-        refresh(level)
+        schedule(level)
 
     notify = ensure_main_thread(show_error)
 
