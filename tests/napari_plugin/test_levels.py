@@ -118,3 +118,21 @@ def test_a_stored_level_is_the_stored_pixels(sample_archive: Path) -> None:
     assert level.shape == (371, 278, 3) and level.chunks == ((256, 115), (256, 22), (3,))
     assert np.array_equal(level[:, :], archive.read_lr(1, (0, 0, 278, 371)))
     assert np.array_equal(level[300:10:-3, 250], archive.read_lr(1, (250, 0, 251, 371))[300:10:-3, 0])
+
+
+def test_a_hybrid_archive_shows_its_stored_full_resolution_chunks(hybrid_pair: tuple[Path, Path]) -> None:
+    hybrid = hybrid_pair[1]
+    archive = Archive.open(hybrid)
+    hr = archive.hr_map()
+    assert hr is not None and hr.any()
+    r, q = (int(v) for v in np.argwhere(hr)[0])
+    with wsistore.open(hybrid) as slide:  # the archive's own generator, as the plugin opens it
+        level = ProgressiveLevel(slide)
+        level[:, :]
+        assert level.wait_idle(300) and not level.errors
+        restored = level[:, :]
+        assert np.array_equal(restored, np.asarray(slide.read_region((0, 0), 0, slide.dimensions))[..., :3])
+        box = (q * 1024, r * 1024, min((q + 1) * 1024, slide.dimensions[0]), min((r + 1) * 1024, slide.dimensions[1]))
+        assert archive.hr is not None
+        assert np.array_equal(restored[box[1] : box[3], box[0] : box[2]], archive.hr.read(box))  # as stored
+        level.close()

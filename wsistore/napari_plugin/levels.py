@@ -105,6 +105,8 @@ class StoredLevel(_Level):
     def chunk(self, row: int, col: int) -> np.ndarray:
         """The pixels of chunk ``(row, col)``, decoded and checked once (painted if damaged)."""
         box = _chunk_box(self.reader.chunk, row, col, self.shape)
+        if (row, col) in self._failed:
+            return _damaged(box)
         try:
             return self._chunks.get((row, col), lambda: self.reader.read(box))
         except Exception as exc:  # reported, and painted: never a silent guess

@@ -11,8 +11,9 @@ notification. The archive's loss map, when it has one, comes as a second, hidden
 over the same extent (one cell per level-0 chunk, grey levels RMS on the fixed scale of
 ``wsistore info --loss-map``).
 
-napari and Qt are imported only inside the functions that talk to the GUI, and only napari
-imports this module (through the ``napari.manifest`` entry point).
+napari and Qt are imported only inside the functions that talk to the GUI, the restoring side
+only once an archive is read (napari asks :func:`get_reader` about every folder it opens), and
+only napari imports this module (through the ``napari.manifest`` entry point).
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wsistore.archive.partial import unfinished
 from wsistore.archive.store import Location
 from wsistore.errors import WsistoreError
-from wsistore.napari_plugin.levels import ProgressiveLevel, StoredLevel
-from wsistore.reports.loss_map import COLORMAP, LOSS_VMAX, cell_size
-from wsistore.restoration.ondemand import RestoredSlide, open_restored
+
+if TYPE_CHECKING:  # the restoring side (torch) is imported when an archive is read, not when napari asks
+    from wsistore.napari_plugin.levels import ProgressiveLevel
+    from wsistore.restoration.ondemand import RestoredSlide
 
 #: What napari's reader functions return: (data, layer keyword arguments, layer type).
 LayerData = tuple[Any, dict[str, Any], str]
@@ -61,6 +63,8 @@ def is_archive(path: str | os.PathLike[str]) -> bool:
 
 def read_archive(path: str | list[str]) -> list[LayerData]:
     """The layers of the archive at ``path``: the restored slide, then its loss map (hidden)."""
+    from wsistore.restoration.ondemand import open_restored
+
     slide = open_restored(path if isinstance(path, str) else path[0])
     return archive_layers(slide, _qt_callbacks())
 
@@ -71,6 +75,9 @@ def archive_layers(
 ) -> list[LayerData]:
     """The layer data of ``slide``: the multiscale image (level 0 progressive, with
     ``callbacks`` = (on_ready, on_error)), then the loss map when the archive has one."""
+    from wsistore.napari_plugin.levels import ProgressiveLevel, StoredLevel
+    from wsistore.reports.loss_map import COLORMAP, LOSS_VMAX, cell_size
+
     archive = slide.archive
     md = archive.metadata
     on_ready, on_error = callbacks or (None, None)
