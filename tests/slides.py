@@ -128,10 +128,12 @@ def write_dicom_frames(
     order: str = "column",
     positions: bool = False,
     shuffle_seed: int | None = None,
+    organisation: str | None = "TILED_SPARSE",
 ) -> Path:
     """A DICOM WSI of ``image`` in JPEG frames of ``tile`` px, stored ``order`` (``row`` or
-    ``column``) with no Dimension Organization Type, or with ``positions`` as TILED_SPARSE
-    with a Plane Position (Slide) per frame, the frames shuffled by ``shuffle_seed``. The
+    ``column``) with no Dimension Organization Type, or with ``positions`` a Plane Position
+    (Slide) per frame (Dimension Organization Type ``organisation``, None: not stated), the
+    frames shuffled by ``shuffle_seed``. The
     header is the shared DICOM's (its quirks included: no Image Type, no Pixel Spacing)."""
     import warnings
 
@@ -162,7 +164,8 @@ def write_dicom_frames(
     ds.NumberOfFrames = len(cells)
     ds.PixelData = encapsulate([_jpeg(padded[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile]) for r, c in cells])
     if positions:
-        ds.DimensionOrganizationType = "TILED_SPARSE"
+        if organisation is not None:
+            ds.DimensionOrganizationType = organisation
         items = []
         for r, c in cells:
             position = Dataset()

@@ -66,9 +66,14 @@ def test_a_named_order_that_the_seams_contradict_is_refused(tmp_path: Path) -> N
         open_slide(path, frame_order="row")
 
 
-def test_sparse_frames_in_any_order_go_to_their_positions(tmp_path: Path) -> None:
+@pytest.mark.parametrize("organisation", ["TILED_SPARSE", None])
+def test_sparse_frames_in_any_order_go_to_their_positions(tmp_path: Path, organisation: str | None) -> None:
+    """Per-frame positions place the frames, whether or not the instance names its organisation
+    (positions with no Dimension Organization Type, as Orthanc's own WSI converter writes)."""
     truth = real_image()
-    path = write_dicom_frames(tmp_path / "sparse.dcm", truth, positions=True, shuffle_seed=5)
+    path = write_dicom_frames(tmp_path / "sparse.dcm", truth, positions=True, shuffle_seed=5, organisation=organisation)
+    with open_slide(path) as slide:
+        assert "wsistore.dicom-frame-order" not in slide.properties  # stated by the file: nothing decided
     assert _psnr(_whole(path), truth) > 38
     with DicomFramesReader(path) as frames:
         assert _psnr(frames.read_region((0, 0), 0, frames.dimensions), truth) > 38

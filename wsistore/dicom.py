@@ -166,6 +166,8 @@ class Instance:
     header: Any  # pydicom Dataset
     repairs: list[str] = field(default_factory=list)
     frame_order: str | None = None
+    #: whether per-frame functional groups follow the header (read up to them: one item per frame)
+    per_frame_groups: bool = False
 
     @property
     def flavour(self) -> str:
@@ -231,6 +233,8 @@ def check_instance(path: Path, alone: bool) -> Instance | None:
             header = read_partial(f, stop_when=lambda tag, vr, length: tag >= _PER_FRAME_TAG)
             header.decode()
             ended = f.tell() >= size
+            group, element = (int.from_bytes(b, "little") for b in (f.read(2), f.read(2)))
+            per_frame = (group << 16 | element) == _PER_FRAME_TAG
     except Exception as exc:
         reason = "file is truncated" if isinstance(exc, EOFError) or "end of file" in str(exc).lower() else None
         raise InputError(f"{path}: damaged or truncated DICOM ({reason or first_line(exc)})") from None
@@ -246,7 +250,7 @@ def check_instance(path: Path, alone: bool) -> Instance | None:
     if missing:
         raise InputError(f"{path}: damaged or truncated DICOM (no {', '.join(missing)} in its header)")
     _check_pixels(path, header)
-    instance = Instance(path, header)
+    instance = Instance(path, header, per_frame_groups=per_frame)
     instance.repairs = repairs(instance, _frame_data(path, header, size))
     return instance
 
@@ -347,11 +351,13 @@ def _tiles(header: Any) -> int:
     return -(-int(header.TotalPixelMatrixRows) // rows) * -(-int(header.TotalPixelMatrixColumns) // cols)
 
 
-def frame_order_unstated(header: Any) -> bool:
+def frame_order_unstated(header: Any, per_frame_groups: bool = False) -> bool:
     """Whether a tiled instance leaves its frames' order unsaid: one frame per tile, no
-    Dimension Organization Type and no per-frame functional groups (positions)."""
+    Dimension Organization Type and no per-frame functional groups (positions; ``header`` may
+    stop before them, ``per_frame_groups`` then says whether they follow)."""
     return (
         "DimensionOrganizationType" not in header
+        and not per_frame_groups
         and "PerFrameFunctionalGroupsSequence" not in header
         and int(header.get("NumberOfFrames", 1) or 1) == _tiles(header)
         and _tiles(header) > 1

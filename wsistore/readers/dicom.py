@@ -169,7 +169,7 @@ def place_frames(path: Path, instances: list[Any], base: Any, given: str | None 
 
     if given is not None and given not in FRAME_ORDERS:
         raise InputError(f"frame order must be {' or '.join(FRAME_ORDERS)}, got {given!r}")
-    unstated = [i for i in instances if frame_order_unstated(i.header)]
+    unstated = [i for i in instances if frame_order_unstated(i.header, i.per_frame_groups)]
     if not unstated:
         return {}
     probe = base if base in unstated else max(unstated, key=lambda i: i.pixels)
