@@ -78,6 +78,16 @@ class RestoredSlide(AbstractSlide):
     def associated_images(self) -> Mapping[str, Image.Image]:
         return _AssociatedImages(self._archive)
 
+    @property
+    def archive(self) -> Archive:
+        """The archive it restores."""
+        return self._archive
+
+    def provenance(self) -> dict[str, Any]:
+        """What makes its level-0 pixels (the generator, its weights, the precision ...), as
+        restore records it."""
+        return self._restorer.provenance()
+
     def get_best_level_for_downsample(self, downsample: float) -> int:
         """The coarsest level whose downsample is at most ``downsample`` (OpenSlide's rule)."""
         best = 0

@@ -30,6 +30,9 @@ Routes (every error is a 4xx with a one-line ``text/plain`` body, never a traceb
   ``Cache-Control: no-cache`` with the same version-bearing ETag: a client revalidates (a 304
   while the archive and model are unchanged) and never keeps a tile past a model change.
 - ``/slides/{name}/associated/{image}.png``: label, macro ... unless stripped at ingest.
+- ``/dicomweb/...``: every archive as a DICOM series over DICOMweb (QIDO-RS, WADO-RS metadata,
+  frames and retrieve; :mod:`wsistore.serve.dicomweb`), its frames made under the same bound
+  and through the same restored-tile cache as the DeepZoom tiles.
 
 At most ``max_tiles`` tiles are made at once (a capacity limiter: a burst of requests waits
 instead of holding every tile in memory); concurrent requests for one compute tile compute it
@@ -71,6 +74,7 @@ from wsistore.models.weights import LoadedGenerator
 from wsistore.reports.loss_map import LOSS_VMAX, cell_size, cells_picture, heat_map, legend
 from wsistore.restoration.int8 import DEFAULT_PRECISION
 from wsistore.restoration.ondemand import DEFAULT_CACHE_BYTES, RestoredSlide, open_restored
+from wsistore.serve import dicomweb
 
 log = logging.getLogger("wsistore.serve")
 
@@ -380,6 +384,7 @@ def build_app(slides: Sequence[ServedSlide], max_tiles: int | None = None) -> St
         Route("/slides/{name}/associated/{image}.png", associated),
         Route("/slides/{name}/{version}/{level}/{tile}", tile),
         Route("/slides/{name}_files/{level}/{tile}", dzi_tile),
+        Mount("/dicomweb", app=dicomweb.build(slides, limiter)),
         Mount("/static", app=StaticFiles(packages=[("wsistore.serve", "static")]), name="static"),
     ]
     exception_handlers: dict[Any, Any] = {HttpError: _http_error, Exception: _internal_error}
