@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wsistore.errors import InputError, WsistoreError, first_line
+from wsistore.errors import InputError, WsistoreError, first_line, held_back
 
 SCHEMES = ("dicomweb+http", "dicomweb+https")
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
@@ -134,6 +134,11 @@ def session() -> Any:
     return s
 
 
+def _quiet() -> contextlib.AbstractContextManager[None]:
+    """The clients' warnings and log lines held back (UIDs longer than their VR allows ...)."""
+    return held_back(("pydicom", "wsidicom", "dicomweb_client"))
+
+
 class _Lost(Exception):
     """A response cut short (retried)."""
 
@@ -157,8 +162,9 @@ def _http_error(url: DicomWebUrl, what: str, exc: BaseException) -> WsistoreErro
         if response.status_code == 404:
             return InputError(f"{url.root}: {what} not found ({status}); check the DICOMweb root and the UIDs")
         return InputError(f"{url.host} answered {status} for {what}")
-    if isinstance(exc, _Lost):
-        return WsistoreError(f"{url.host} dropped the connection during {what} ({exc}), {ATTEMPTS} times")
+    if isinstance(exc, (_Lost, requests.exceptions.ChunkedEncodingError)):
+        detail = str(exc) if isinstance(exc, _Lost) else "the answer ended before its length"
+        return WsistoreError(f"{url.host} dropped the connection during {what} ({detail}), {ATTEMPTS} times")
     return WsistoreError(f"{what} on {url.host} failed: {first_line(exc)}")
 
 
@@ -215,7 +221,8 @@ def fetched_series(text: str, near: str | os.PathLike[str] | None = None) -> Ite
     folder = Path(tempfile.mkdtemp(prefix=".wsistore-dicomweb-", dir=parent))
     try:
         fetched = FetchedSeries(url, folder)
-        _fetch(fetched, session())
+        with _quiet():
+            _fetch(fetched, session())
         yield fetched
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -422,8 +429,11 @@ def store_series(text: str, files: list[Path]) -> StowReport:
     url = DicomWebUrl.parse(text)
     http = session()
     report = StowReport(str(url))
+    series: dict[tuple[str, str], list[Stored]] = {}
     for path in files:
-        uid = str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
+        with _quiet():
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[*_UIDS])
+        uid = str(ds.SOPInstanceUID)
 
         def send(path: Path = path) -> Any:
             boundary = uuid.uuid4().hex
@@ -449,7 +459,33 @@ def store_series(text: str, files: list[Path]) -> StowReport:
             report.instances.append(Stored(uid, path.name, "refused", first_line(exc)))
             continue
         report.instances.append(_stow_outcome(uid, path.name, response))
+        series.setdefault((str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)), []).append(report.instances[-1])
+    for (study, uid), sent in series.items():
+        _confirm(url, http, study, uid, sent)
     return report
+
+
+#: What a STOW-RS report needs of each file.
+_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+def _confirm(url: DicomWebUrl, http: Any, study: str, series: str, sent: list[Stored]) -> None:
+    """Search the series (QIDO-RS) for the instances the server said it stored: one it does
+    not hold is refused (a server may answer success for an instance it filtered out)."""
+
+    def search() -> Any:
+        target = f"{url.root}/studies/{study}/series/{series}/instances"
+        response = http.get(target, headers={"Accept": "application/dicom+json"}, timeout=TIMEOUT)
+        response.raise_for_status()
+        return response.json() if response.content else []
+
+    held = {
+        str(a.get("00080018", {}).get("Value", [""])[0]) for a in _retrying(url, f"a search of series {series}", search)
+    }
+    for stored in sent:
+        if stored.status == "stored" and stored.uid not in held:
+            stored.status = "refused"
+            stored.reason = "the server answered success, but a search of the series does not find it"
 
 
 def _stow_outcome(uid: str, name: str, response: Any) -> Stored:
