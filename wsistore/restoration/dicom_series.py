@@ -523,7 +523,8 @@ def restored_series(
         instances.append(SeriesInstance(ds, frames, level))
 
     volume = _base_dataset(archive, metadata, ImageType.VOLUME, derivation)
-    for index, frames in enumerate(pyramid(level0, stored)):
+    levels_made = pyramid(level0, stored)
+    for index, frames in enumerate(levels_made):
         add(ImageType.VOLUME, frames, index, deepcopy(volume))
     whole = level0.size == (archive.metadata.width, archive.metadata.height)
     jpeg = DicomCodec("jpeg", codec.quality if codec.name == "jpeg" else DEFAULT_JPEG_QUALITY)
@@ -532,13 +533,26 @@ def restored_series(
             continue  # a thumbnail shows the whole slide: left out of a region's series
         pixels = archive.associated_image(name)
         thumb = None
-        if flavour == "THUMBNAIL":  # a view of the volume: it states its pixel spacing
-            scale = archive.metadata.width / pixels.shape[1]
-            thumb = (spacing[0] * scale, spacing[1] * scale)
+        if flavour == "THUMBNAIL":  # a view of the volume at one of its levels' size and spacing
+            pixels, thumb = _at_nearest_level(pixels, levels_made)
         kind = ImageType[flavour]
         frames = ImageFrames(jpeg, pixels, thumb)
         add(kind, frames, None, _base_dataset(archive, metadata, kind, derivation))
     return instances
+
+
+def _at_nearest_level(image: np.ndarray, levels: Sequence[Frames]) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """The thumbnail resized to the size of the pyramid level nearest to its own, and that
+    level's pixel spacing. Viewers built on dicom-microscopy-viewer (OHIF's microscopy mode,
+    Slim) put a thumbnail into the pyramid unless a level has its resolution; one between two
+    levels gives two levels the same zoom, and they draw nothing."""
+    width = image.shape[1]
+    level = min(levels, key=lambda f: abs(np.log(f.size[0] / width)))
+    if (image.shape[1], image.shape[0]) != level.size:
+        image = np.asarray(
+            Image.fromarray(np.ascontiguousarray(image[..., :3])).resize(level.size, Image.Resampling.LANCZOS)
+        )
+    return image, level.spacing
 
 
 # -- Part 10 ----------------------------------------------------------------------------------
