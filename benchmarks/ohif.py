@@ -1,8 +1,9 @@
 """OHIF's prebuilt viewer (``@ohif/app`` from npm, its microscopy mode compiled in), served
 locally and pointed at ``wsistore serve``'s DICOMweb: for the browser test and for users.
 
-``python -m benchmarks.ohif fetch`` puts the package's ``dist/`` in :func:`default_dir` with
-npm's own client (``npm pack``; nothing else is downloaded, and nothing at run time: the app
+``python -m benchmarks.ohif fetch`` (any Python 3.11: it imports nothing beyond the standard
+library) puts the package's ``dist/`` in :func:`default_dir` with npm's own client (``npm pack``;
+nothing else is downloaded, and nothing at run time: the app
 then loads everything from the local server). :func:`app` serves that folder with an
 ``app-config.js`` of its own whose one data source is the DICOMweb root it is given, and the
 app's page for every path it routes itself (``/microscopy?StudyInstanceUIDs=...``).
@@ -18,11 +19,7 @@ import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
-
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import FileResponse, Response
-from starlette.routing import Route
+from typing import Any
 
 VERSION = "3.13.2"
 PACKAGE = f"@ohif/app@{VERSION}"
@@ -98,8 +95,13 @@ def app_config(dicomweb: str) -> str:
     return f"window.config = {json.dumps(config, indent=2)};\n"
 
 
-def app(dist: Path, dicomweb: str) -> Starlette:
-    """The viewer over ``dist`` with its data source at ``dicomweb``."""
+def app(dist: Path, dicomweb: str) -> Any:
+    """The viewer over ``dist`` with its data source at ``dicomweb`` (a Starlette app)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, Response
+    from starlette.routing import Route
+
     config = app_config(dicomweb)
     root = dist.resolve()
 

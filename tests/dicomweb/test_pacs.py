@@ -11,6 +11,7 @@ way the issue's first trial uploaded it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pydicom
 import pytest
 
 from tests.data import DICOM_SLIDE
-from tests.dicomweb.conftest import PROXY_PORT, Pacs, cli, error_line, leftovers
+from tests.dicomweb.conftest import PROXY_PORT, Pacs, cli, error_line, in_process, leftovers
 from tests.dicomweb.faults import DroppingProxy
 from wsistore.dicomweb import store_series
 from wsistore.restoration.pipeline import RestoreOptions, restore
@@ -54,7 +55,12 @@ def uploaded(pacs: Pacs, sample_archive: Path, tmp_path_factory: pytest.TempPath
 
 @pytest.mark.parametrize("name", ["dicom", "svs"])
 def test_round_trip_through_the_pacs(
-    name: str, pacs: Pacs, uploaded: dict[str, Any], credentials: dict[str, str], tmp_path: Path
+    name: str,
+    pacs: Pacs,
+    uploaded: dict[str, Any],
+    credentials: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     study, series, files = uploaded[name]
     source = pacs.source(study, series)
@@ -62,12 +68,12 @@ def test_round_trip_through_the_pacs(
 
     ingested = cli("ingest", source, str(archive), "--workers", "2", "--quiet", env=credentials)
     assert ingested.returncode == 0, ingested.stderr
-    info = cli("info", str(archive), "--json")
-    recorded = __import__("json").loads(info.stdout)
+    info = in_process(capsys, "info", str(archive), "--json")
+    recorded = json.loads(info.stdout)
     assert recorded["source"].startswith(f"dicomweb+http://127.0.0.1:8042/dicom-web?study={study}")
     assert ".wsistore-dicomweb-" not in "".join(leftovers(tmp_path))  # the fetched copy is gone
 
-    verified = cli("verify", str(archive), "--against", source, "--quiet", env=credentials)
+    verified = in_process(capsys, "verify", str(archive), "--against", source, "--quiet")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "source matches (sha256)" in verified.stdout and "second decoder (pydicom)" in verified.stdout
 
@@ -90,13 +96,18 @@ def test_round_trip_through_the_pacs(
 
 
 def test_bad_sources_are_one_line_and_leave_nothing(
-    pacs: Pacs, uploaded: dict[str, Any], credentials: dict[str, str], tmp_path: Path
+    pacs: Pacs,
+    uploaded: dict[str, Any],
+    credentials: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     study, series, _ = uploaded["dicom"]
     out = tmp_path / "out.zarr"
 
-    def fails(source: str, env: dict[str, str] = credentials) -> str:
-        result = cli("ingest", source, str(out), "--quiet", env=env)
+    def fails(source: str) -> str:
+        result = in_process(capsys, "ingest", source, str(out), "--quiet")
         assert result.returncode == 2, result.stderr
         assert leftovers(tmp_path) == []  # no archive, no partial one, no fetched copy
         return error_line(result)
@@ -104,41 +115,45 @@ def test_bad_sources_are_one_line_and_leave_nothing(
     assert "connection refused" in fails(pacs.source(study, series, port=9))
     wrong_root = pacs.source(study, series).replace("/dicom-web", "/no-such-root")
     assert "not found (404" in fails(wrong_root)
-    assert "refused the credentials (401" in fails(
-        pacs.source(study, series), credentials | {"WSISTORE_DICOMWEB_PASSWORD": "wrong"}
-    )
-    missing = fails(pacs.source(study, "1.2.3.4"))
-    assert "no series 1.2.3.4" in missing
+    monkeypatch.setenv("WSISTORE_DICOMWEB_PASSWORD", "wrong")
+    assert "refused the credentials (401" in fails(pacs.source(study, series))
+    monkeypatch.setenv("WSISTORE_DICOMWEB_PASSWORD", credentials["WSISTORE_DICOMWEB_PASSWORD"])
+    assert "no series 1.2.3.4" in fails(pacs.source(study, "1.2.3.4"))
     with_password = pacs.source(study, series).replace("127.0.0.1", "user:secret@127.0.0.1")
     assert "credentials never go on the command line" in fails(with_password)
 
     ct = Path(pydicom.data.get_testdata_file("CT_small.dcm"))  # type: ignore[arg-type]
     assert store_series(pacs.stow, [ct]).ok
     ct_study, ct_series = _uids(ct)
-    assert "is not a whole-slide image: it holds 1 instance(s) of CT Image Storage" in fails(
-        pacs.source(ct_study, ct_series)
-    )
+    not_wsi = fails(pacs.source(ct_study, ct_series))
+    assert "is not a whole-slide image: it holds 1 instance(s) of CT Image Storage" in not_wsi
 
 
 def test_a_connection_dropped_mid_series(
-    pacs: Pacs, uploaded: dict[str, Any], credentials: dict[str, str], tmp_path: Path
+    pacs: Pacs,
+    uploaded: dict[str, Any],
+    credentials: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr("wsistore.dicomweb.BACKOFF", 0.05)
     study, series, files = uploaded["svs"]
     assert len(files) > 2
     out = tmp_path / "out.zarr"
     through_proxy = pacs.source(study, series, port=PROXY_PORT)
     with DroppingProxy(PROXY_PORT, 8042, cut_from=2, times=None) as proxy:
-        result = cli("ingest", through_proxy, str(out), "--quiet", env=credentials)
+        result = in_process(capsys, "ingest", through_proxy, str(out), "--quiet")
     assert result.returncode == 1, result.stderr
     line = error_line(result)
     assert "dropped the connection during instance" in line and f"(2 of {len(files)})" in line and "3 times" in line
     assert proxy.dropped == 3 and leftovers(tmp_path) == []  # never a partial archive, nor the fetched part
 
     with DroppingProxy(PROXY_PORT, 8042, cut_from=2, times=1) as proxy:  # dropped once: fetched again
-        result = cli("ingest", through_proxy, str(out), "--workers", "2", "--quiet", env=credentials)
+        result = in_process(capsys, "ingest", through_proxy, str(out), "--workers", "2", "--quiet")
     assert result.returncode == 0, result.stderr
     assert proxy.dropped == 1
-    verified = cli("verify", str(out), "--against", pacs.source(study, series), "--quiet", env=credentials)
+    verified = in_process(capsys, "verify", str(out), "--against", pacs.source(study, series), "--quiet")
     assert verified.returncode == 0 and "source matches (sha256)" in verified.stdout, verified.stdout
 
 
