@@ -1,4 +1,4 @@
-"""A network namespace with loopback alone: what the DICOMweb tests run Orthanc in.
+"""A network namespace with loopback alone: what the DICOMweb tests and benchmarks run Orthanc in.
 
 Orthanc 1.10 cannot bind to one address, so it listens on every address of a namespace whose
 only interface is ``lo``: nothing outside the machine, nor outside the namespace, reaches it.
@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -103,4 +104,9 @@ def _remove_stale() -> None:
     for path in _RUN.glob(f"{PREFIX}*"):
         pid = path.name.removeprefix(PREFIX)
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            # what that run started there (its Orthanc) ends with it, by process id
+            found = subprocess.run(["ip", "netns", "pids", path.name], capture_output=True, text=True, check=False)
+            for left in found.stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(left), signal.SIGKILL)
             subprocess.run(["ip", "netns", "delete", path.name], check=False, capture_output=True)

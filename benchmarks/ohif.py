@@ -119,8 +119,17 @@ def app(dist: Path, dicomweb: str) -> Any:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("fetch", "where"))
+    parser.add_argument("command", choices=("fetch", "where", "serve"))
+    parser.add_argument("--dicomweb", default="http://127.0.0.1:8000/dicomweb", help="serve: the DICOMweb root")
+    parser.add_argument("--port", type=int, default=3000, help="serve: the port on 127.0.0.1")
     args = parser.parse_args()
+    if args.command == "serve":
+        import uvicorn
+
+        dist = installed() or fetch()
+        print(f"OHIF at http://127.0.0.1:{args.port}/ (data: {args.dicomweb})")
+        uvicorn.run(app(dist, args.dicomweb), host="127.0.0.1", port=args.port, log_level="warning")
+        return
     print(fetch() if args.command == "fetch" else (installed() or "not fetched"))
 
 

@@ -152,6 +152,8 @@ def test_qido_matching(sample_archive: Path) -> None:
         assert len(_json(srv, "/instances?limit=2&offset=6")) == 1
         root = _value(_json(srv, "/studies")[0], "00081190")
         assert root == f"{srv.url}/dicomweb/studies/{study}"
+        summary = json.loads(srv.get(f"/slides/{srv.slide.name}.json").body)
+        assert summary["dicomweb"] == {"study": study, "series": series, "root": "/dicomweb"}
 
 
 @pytest.mark.parametrize(

@@ -178,24 +178,6 @@ def padded(pixels: np.ndarray, tile: tuple[int, int]) -> np.ndarray:
     return np.pad(pixels, ((0, th - h), (0, tw - w), (0, 0)), mode="edge")
 
 
-class CodedFrames(Frames):
-    """Frames that exist coded only (restore's spooled level 0), read by ``source``."""
-
-    def __init__(
-        self,
-        codec: DicomCodec,
-        tile: int,
-        size: tuple[int, int],
-        spacing: tuple[float, float],
-        source: Callable[[int, int], bytes],
-    ) -> None:
-        super().__init__(codec, (tile, tile), size, spacing)
-        self.source = source
-
-    def pixels(self, x: int, y: int) -> np.ndarray:
-        return self.decoded(x, y)
-
-
 class ReadFrames(Frames):
     """A level read region by region: ``read(box)`` gives the level's RGB pixels of ``box``."""
 

@@ -23,13 +23,14 @@ import numpy as np
 
 from wsistore.archive.reader import Archive
 from wsistore.dicom import is_dicom_file
+from wsistore.geometry import Box
 from wsistore.restoration.dicom_series import (
     CODECS,
     DERIVATION_TITLE,
     JPEG2000_PSNR,
-    CodedFrames,
     DicomCodec,
     Frames,
+    ReadFrames,
     level0_spacing,
     restored_series,
     write_part10,
@@ -67,7 +68,14 @@ class DicomWsiWriter(SpooledLevel0[DicomCodec]):
                 f.seek(offsets[y][x])
                 return f.read(offsets[y][x + 1] - offsets[y][x])
 
-        frames = CodedFrames(self.codec, self.tile, (level0.width, level0.height), level0_spacing(archive), spooled)
+        def read(box: Box) -> np.ndarray:  # a spooled frame, decoded (boxes are whole frames)
+            return self.codec.decode(spooled(box[0] // self.tile, box[1] // self.tile))[
+                : box[3] - box[1], : box[2] - box[0]
+            ]
+
+        size = (level0.width, level0.height)
+        frames = ReadFrames(self.codec, self.tile, size, level0_spacing(archive), read)
+        frames.source = spooled
         created = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
         instances = restored_series(archive, provenance, frames, levels, created)
         (work / LEVELS_DIR).mkdir()

@@ -16,7 +16,8 @@ Routes (every error is a 4xx with a one-line ``text/plain`` body, never a traceb
   neither. Both are :class:`Overlay` pictures, summarised in the slide's JSON.
 - ``/static/...``: the viewer's script, style and OpenSeadragon.
 - ``/slides/{name}.dzi``: the DeepZoom descriptor (XML, as OpenSlide's DeepZoom server gives).
-- ``/slides/{name}.json``: the slide's summary, its version and the tile URL template.
+- ``/slides/{name}.json``: the slide's summary, its version, the tile URL template and its
+  DICOMweb study and series.
 - ``/slides/{name}/{version}/{level}/{col}_{row}.{jpeg|png}[?method=bicubic]``: a DeepZoom
   tile. ``version`` is ``{manifest sha256[:16]}-{model sha256[:16]}`` (the model's name when it
   has no weights); a tile URL names one immutable image, so it is served
@@ -480,6 +481,8 @@ def _summary(served: ServedSlide) -> dict[str, Any]:
         },
         "associated": {n: f"/slides/{served.name}/associated/{n}.png" for n in info["associated_images"]},
         "viewer": f"/slides/{served.name}",
+        "dicomweb": dict(zip(("study", "series"), dicomweb.DicomWebSeries(served.name, served.slide).uids()))
+        | {"root": "/dicomweb"},
         "loss_map": _overlay_summary(served, "loss-map"),
         "chunk_modes": _overlay_summary(served, "chunk-modes"),
         "info": info,

@@ -56,6 +56,7 @@ from wsistore.restoration.dicom_series import (
     DicomCodec,
     ReadFrames,
     SeriesInstance,
+    SeriesUids,
     level0_spacing,
     part10_chunks,
     part10_header,
@@ -72,20 +73,9 @@ DICOM_JSON = "application/dicom+json"
 UNCOMPRESSED = "1.2.840.10008.1.2.1"
 IMMUTABLE = "public, max-age=31536000, immutable"
 #: The attributes of a study and of a series (QIDO-RS records; PS3.18 tables 10.6.3-3 and -4).
-STUDY_KEYWORDS = (
-    "StudyDate",
-    "StudyTime",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-    "PatientName",
-    "PatientID",
-    "IssuerOfPatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "PatientAge",
-    "StudyInstanceUID",
-    "StudyID",
-    "StudyDescription",
+STUDY_KEYWORDS = tuple(
+    "StudyDate StudyTime AccessionNumber ReferringPhysicianName PatientName PatientID IssuerOfPatientID "
+    "PatientBirthDate PatientSex PatientAge StudyInstanceUID StudyID StudyDescription".split()
 )
 SERIES_KEYWORDS = ("Modality", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription")
 #: An instance's attributes in a QIDO-RS answer unless ``includefield`` asks for more.
@@ -132,11 +122,22 @@ class DicomWebSeries:
                 self._made = self._make()
             return self._made
 
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """What restore would record for the whole slide with the served model."""
+        md = self.slide.archive.metadata
+        return self.slide.provenance() | {"region": [0, 0, md.width, md.height], "wsistore_version": __version__}
+
+    def uids(self) -> tuple[str, str]:
+        """The study's and the series' UIDs, without making the instances."""
+        uids = SeriesUids(self.slide.archive, self.provenance, CODEC, FRAME_SIZE)
+        return str(uids.of_source("study", "StudyInstanceUID")), str(uids.of_series("series"))
+
     def _make(self) -> list[SeriesInstance]:
         archive = self.slide.archive
         md = archive.metadata
         region = (0, 0, md.width, md.height)
-        provenance = self.slide.provenance() | {"region": list(region), "wsistore_version": __version__}
+        provenance = self.provenance
         levels = output_levels(archive, region, 2, FRAME_SIZE)
         level0 = ReadFrames(CODEC, FRAME_SIZE, (md.width, md.height), level0_spacing(archive), self._level0)
         made = restored_series(archive, provenance, level0, levels, _created(md.created))
