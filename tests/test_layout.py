@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("restoration",),
     ("reports",),
     ("serve",),
+    ("napari_plugin",),
     ("batch",),
     ("cli",),
 ]
@@ -77,6 +78,22 @@ def test_only_the_cli_builds_parsers() -> None:
     assert not offenders, offenders
 
 
+GUI_PACKAGES = ("napari", "npe2", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "superqt", "vispy", "magicgui")
+
+
+def test_only_the_napari_plugin_imports_napari_or_qt() -> None:
+    offenders = []
+    for module, path in _modules():
+        if module.startswith("wsistore.napari_plugin"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            offenders += [f"{module}:{node.lineno}" for n in names if n.split(".")[0] in GUI_PACKAGES]
+    assert not offenders, offenders
+
+
 def test_the_top_level_names_load_lazily_and_are_the_library_functions() -> None:
     import subprocess
     import sys
@@ -88,5 +105,7 @@ def test_the_top_level_names_load_lazily_and_are_the_library_functions() -> None
         "from wsistore.restoration.pipeline import restore\n"
         "assert wsistore.ingest is ingest and wsistore.restore is restore\n"
         "assert callable(wsistore.open) and callable(wsistore.verify) and wsistore.Archive.open\n"
+        "import wsistore.restoration.ondemand, wsistore.serve.app, wsistore.cli\n"
+        f"assert not [m for m in sys.modules if m.split('.')[0] in {GUI_PACKAGES!r}], 'napari or Qt imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

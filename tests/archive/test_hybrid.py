@@ -38,8 +38,8 @@ from wsistore.restoration.pipeline import RestoreOptions, restore
 #: On the sample slide this lambda makes 6 of the 9 chunks HR (AVIF 40, 4:4:4, speed 6).
 LAMBDA = 600.0
 #: Shards of 2 x 2 LR chunks, so HR shards of 2 x 2 HR chunks: 4 HR shards over the 3 x 3 grid.
-SR_OPTIONS = IngestOptions(chunk=256, shard=512, workers=2, progress=False)
-HYBRID_OPTIONS = replace(SR_OPTIONS, mode="hybrid", upscaler=SrPath(), hr_lambda=LAMBDA)
+SR_OPTIONS = IngestOptions(chunk=256, shard=512, workers=2, progress=False, upscaler=SrPath())
+HYBRID_OPTIONS = replace(SR_OPTIONS, mode="hybrid", hr_lambda=LAMBDA)
 #: Restores of these tests: lossless, on the CPU, with the archive's default generator.
 RESTORE = RestoreOptions(device="cpu", lossless=True, progress=False, workers=2, tile=256)
 
@@ -311,7 +311,7 @@ def test_info_shows_chunks_and_bytes_per_mode(pair: tuple[Path, Path]) -> None:
     sr = json.loads(run("info", str(pair[0]), "--json").stdout)
     assert sr["mode"] == "sr" and sr["chunk_modes"]["hr"]["chunks"] == 0 and sr["hybrid"] is None
     sr_text = run("info", str(pair[0])).stdout
-    assert "sr (all 9 tissue chunks restored by the generator)" in sr_text and "minus the HR chunk" not in sr_text
+    assert "sr (all 9 tissue chunks restored from the LR)" in sr_text and "minus the HR chunk" not in sr_text
 
 
 def test_same_bytes_whatever_the_workers_and_across_resume(

@@ -1,7 +1,9 @@
 """Memory stays bounded as slides grow: a 20,480 x 20,480 pyramidal JPEG TIFF built from
 the real tiles is ingested in a fresh process whose peak RSS must stay under
 :data:`PEAK_RSS_BOUND_MB` (measured: ~370 MB for 420 MP and ~410 MB for 944 MP with 2
-workers and 2048-pixel shards; the bound is generous on purpose, see BENCHMARKS.md)."""
+workers and 2048-pixel shards before format 1.7; the restorer choice loads the generator, torch
+and OpenVINO, a fixed ~1 GB more that does not grow with the slide: 1.6 GB for 420 MP; the
+bound is generous on purpose, see BENCHMARKS.md)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from benchmarks.make_slide import mosaic_layout
 from benchmarks.measure import PEAK_RSS_SNIPPET
 from tests.slides import write_mosaic_slide
 
-PEAK_RSS_BOUND_MB = 1024
+PEAK_RSS_BOUND_MB = 2048
 
 _MEASURE = (
     PEAK_RSS_SNIPPET

@@ -26,6 +26,7 @@ from wsistore.archive.store import Location
 from wsistore.archive.verify import verify
 from wsistore.archive.writer import IngestOptions, ingest
 from wsistore.errors import ArchiveError, OutputExistsError
+from wsistore.restoration.hybrid import SrPath
 from wsistore.restoration.pipeline import RestoreOptions, restore
 
 #: Small shards, so that an ingest uploads many objects one after another (kill windows).
@@ -207,7 +208,7 @@ def test_an_upload_killed_midway_is_refused_then_resumes(
     assert Archive.open(url).info()["chunks_written"] == Archive.open(small_reference).info()["chunks_written"]
 
     # --overwrite never deletes a complete archive on object storage (no atomic swap there)
-    options = IngestOptions(chunk=128, shard=128, workers=1, overwrite=True, progress=False)
+    options = IngestOptions(chunk=128, shard=128, workers=1, overwrite=True, progress=False, upscaler=SrPath())
     with pytest.raises(OutputExistsError, match="cannot swap a new output in atomically"):
         ingest(slide_path, url, options, storage_options={"endpoint_url": s3.endpoint})
     assert _same_as(s3, name, small_reference, tmp_path / "kept") == []
@@ -218,7 +219,7 @@ def test_overwrite_replaces_only_an_interrupted_upload(
 ) -> None:
     """An upload cut short just after it began (only its settings object written) is ours to
     replace with --overwrite; a prefix holding anything else is refused."""
-    options = IngestOptions(chunk=128, shard=128, workers=1, overwrite=True, progress=False)
+    options = IngestOptions(chunk=128, shard=128, workers=1, overwrite=True, progress=False, upscaler=SrPath())
     endpoint = {"endpoint_url": s3.endpoint}
     Location.parse(s3.url("interrupted.zarr"), endpoint).write_bytes(settings_key("ingest"), b"{}")
     ingest(slide_path, s3.url("interrupted.zarr"), options, storage_options=endpoint)

@@ -13,11 +13,13 @@ from tests.data import SHARED, SLIDE
 from tests.restoration.conftest import tiny_edsr  # noqa: F401  (the restore tests' tiny seeded EDSR)
 from wsistore.archive.writer import IngestOptions
 from wsistore.batch import IngestJob, Task, plan, run_batch
+from wsistore.restoration.hybrid import SrPath
 
 #: The batch: four real slides, small enough for a CPU test run.
 SLIDES = [SHARED / "slides" / f"kidney_tcga-5P-A9K0-monusac-{i}_aperio-jp2k.svs" for i in (1, 2, 3)] + [SLIDE]
-#: Ingest settings of every batch test: one thread per slide.
-OPTIONS = IngestOptions(workers=1, progress=False)
+#: Ingest settings of every batch test: one thread per slide, each chunk's restorer chosen (as
+#: the CLI does).
+OPTIONS = IngestOptions(workers=1, progress=False, upscaler=SrPath())
 
 
 def ingest_tasks(out_dir: Path) -> list[Task]:

@@ -241,7 +241,7 @@ def test_chunk_modes_picture_and_its_place(hybrid_pair: tuple[Path, Path]) -> No
         page = srv.get("/slides/hybrid").body.decode()
         archive = srv.slide.archive
     assert 'id="hr-toggle"' in page and "full resolution (6 of 9 chunks)" in page
-    assert modes["url"] == "/slides/hybrid/chunk-modes.png" and modes["chunks"] == {"sr": 3, "hr": 6}
+    assert modes["url"] == "/slides/hybrid/chunk-modes.png" and modes["chunks"] == {"sr": 3, "hr": 6, "bicubic": 0}
     for key in ("cell", "cell_px", "world_width"):  # the loss map's place
         assert modes[key] == loss[key], key
     assert modes["colour"] == "#00c8ff" and 0 < modes["opacity"] < 1
@@ -267,7 +267,7 @@ def test_an_sr_archive_has_no_chunk_modes(sample_archive: Path) -> None:
     with running(sample_archive, "bicubic") as srv:
         assert json.loads(srv.get("/slides/sample.json").body)["chunk_modes"] is None
         missing = srv.get("/slides/sample/chunk-modes.png")
-        assert missing.status == 404 and b"not a hybrid archive" in missing.body
+        assert missing.status == 404 and b"no chunk stored at full resolution nor restored by bicubic" in missing.body
         page = srv.get("/slides/sample").body.decode()
     assert "hr-toggle" not in page and 'id="loss-toggle"' in page
 

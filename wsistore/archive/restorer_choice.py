@@ -6,17 +6,20 @@ it stores. Ingest holds the source, so it measures, per tissue chunk, the SSE ag
 source of what restore would output there by each restorer (:data:`RESTORER_RULE`), and
 stores the choice in ``restorer/`` (:data:`~wsistore.archive.format.RESTORER_ARRAY`).
 
-Measuring every chunk costs about a restore. On most slides one restorer wins everywhere by a
-clear margin (on H&E the generator, on fluorescence far from its training data bicubic), so
-the decision starts from a sample spread over the tissue (:class:`ChoicePolicy`): when every
-sampled chunk agrees by at least ``margin_db``, the whole slide takes that restorer; otherwise
-every chunk is measured and decided on its own. Hybrid ingest measures every chunk anyway.
+Measuring every chunk costs about a restore. On chunks with content one restorer usually wins
+everywhere by a clear margin (on H&E the generator, on fluorescence far from its training data
+bicubic), so the decision starts from a sample spread over them (:class:`ChoicePolicy`): when
+every sampled chunk agrees by at least ``margin_db``, all of them take that restorer; otherwise
+every chunk is measured and decided on its own. Near-flat chunks (glass kept by the tissue
+mask's margin, the faintest tissue: the archive's loss map under ``flat_rms``) are where the two
+restorers come close and either may win, so each of those is measured. Hybrid ingest measures
+every chunk anyway.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -42,12 +45,17 @@ class ChoicePolicy:
     sample: int = 16
     #: every sampled chunk's gain (dB, generator over bicubic) beyond +-this: one restorer for all
     margin_db: float = 0.3
+    #: chunks whose loss map (RMS of bicubic of the stored chunk against the source, grey levels)
+    #: is under this are near-flat: each is measured
+    flat_rms: float = 2.0
 
     def __post_init__(self) -> None:
         if self.sample < 1:
             raise InputError(f"the restorer choice samples at least one chunk, got {self.sample}")
         if not self.margin_db >= 0:
             raise InputError(f"the restorer choice margin must be at least 0 dB, got {self.margin_db}")
+        if not self.flat_rms >= 0:
+            raise InputError(f"the restorer choice's flat threshold must be at least 0, got {self.flat_rms}")
 
     def settings(self) -> dict[str, Any]:
         """These settings as JSON (what an interrupted ingest's journal must match)."""
@@ -77,24 +85,33 @@ def choose_restorers(
     cells: list[Cell],
     measure: Callable[[Iterable[Cell]], dict[Cell, tuple[float, float]]],
     policy: ChoicePolicy,
+    flat: Collection[Cell] = (),
 ) -> tuple[set[Cell], dict[str, Any]]:
     """The cells (of the tissue ``cells``) to restore by bicubic, and the record of how they were
-    chosen. ``measure(cells)`` returns each cell's ``(SSE_generator, SSE_bicubic)``."""
+    chosen. ``measure(cells)`` returns each cell's ``(SSE_generator, SSE_bicubic)``; the ``flat``
+    cells (near-flat: :attr:`ChoicePolicy.flat_rms`) are each measured, the others sampled."""
     ordered = sorted(cells)
-    sample = spread(ordered, policy.sample)
-    measured = measure(sample)
+    near_flat = [c for c in ordered if c in flat]
+    content = [c for c in ordered if c not in flat]
+    sample = spread(content, policy.sample)
+    measured = measure([*sample, *near_flat])
     gains = [gain_db(*measured[c]) for c in sample]
     if gains and min(gains) >= policy.margin_db:
-        how = f"per slide: the generator won all {len(sample)} sampled chunks by at least {policy.margin_db} dB"
-        bicubic: set[Cell] = set()
+        how = f"chunks with content: the generator won all {len(sample)} sampled by at least {policy.margin_db} dB"
+        bicubic = set()
     elif gains and max(gains) <= -policy.margin_db:
-        how = f"per slide: bicubic won all {len(sample)} sampled chunks by at least {policy.margin_db} dB"
-        bicubic = set(ordered)
+        how = f"chunks with content: bicubic won all {len(sample)} sampled by at least {policy.margin_db} dB"
+        bicubic = set(content)
     else:
-        rest = [c for c in ordered if c not in measured]
-        measured |= measure(rest)
-        how = "per chunk: every chunk measured (the sampled chunks did not agree)" if gains else "no tissue chunk"
-        bicubic = {c for c in ordered if measured[c][1] < measured[c][0]}
+        measured |= measure([c for c in content if c not in measured])
+        how = (
+            "chunks with content: each measured (the sampled ones did not agree)"
+            if content
+            else "no chunk with content"
+        )
+        bicubic = {c for c in content if measured[c][1] < measured[c][0]}
+    bicubic |= {c for c in near_flat if measured[c][1] < measured[c][0]}
+    how += f"; {len(near_flat)} near-flat chunks (loss under {policy.flat_rms:g} grey levels RMS) each measured"
     return bicubic, choice_record(how, ordered, bicubic, [gain_db(*v) for v in measured.values()], policy)
 
 

@@ -980,7 +980,9 @@ class _Ingest:
                     some = list(some)
                     return dict(zip(some, bar.over(pool.map(sse_pair, some)), strict=True))
 
-                bicubic, record = choose_restorers(cells, measure, self.options.restorer_policy)
+                policy = self.options.restorer_policy
+                flat = {c for c in cells if self.loss[c] < policy.flat_rms}  # NaN (none): not flat
+                bicubic, record = choose_restorers(cells, measure, policy, flat)
         finally:
             sr.close()
         self.dest.journal(RESTORER_KIND, "0", {"settings": settings, "bicubic": sorted(bicubic), "record": record})

@@ -53,6 +53,14 @@ class SingleFlightCache(Generic[K]):
         future.set_result(value)
         return value
 
+    def peek(self, key: K) -> np.ndarray | None:
+        """The value of ``key`` if it is cached (marked recently used), else None; never computes."""
+        with self._lock:
+            value = self._values.get(key)
+            if value is not None:
+                self._values.move_to_end(key)
+            return value
+
     def clear(self) -> None:
         with self._lock:
             self._values.clear()

@@ -297,24 +297,54 @@ def upscale_image(lr: np.ndarray, runner: GeneratorRunner, size: tuple[int, int]
     return assemble(grid, (0, 0, w, h), tile)
 
 
-def level0_array(restorer: TileRestorer) -> da.Array:
-    """The restored level 0 as a lazy ``(y, x, 3)`` uint8 Dask array, one block per compute tile."""
-    g = restorer.grid
+class CachedTiles:
+    """A restorer's compute tiles, each restored once and kept in a byte-bounded LRU cache
+    (thread-safe: concurrent requests for a tile wait for one computation). Pickles as the
+    restorer and the capacity, so another process gets its own, empty, cache."""
+
+    def __init__(self, restorer: TileRestorer, capacity_bytes: int) -> None:
+        self.restorer = restorer
+        self.grid = restorer.grid
+        self._cache: SingleFlightCache[tuple[int, int]] = SingleFlightCache(capacity_bytes)
+
+    def tile(self, row: int, col: int) -> np.ndarray:
+        """The HR pixels of compute tile ``(row, col)`` (read-only), restored on first use."""
+        return self._cache.get((row, col), partial(self.restorer.tile, row, col))
+
+    def cached(self, row: int, col: int) -> np.ndarray | None:
+        """The tile's pixels if they are cached, else None; never restores."""
+        return self._cache.peek((row, col))
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        return self.restorer.__dask_tokenize__()  # the same pixels as the restorer's
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CachedTiles, (self.restorer, self._cache.capacity_bytes))
+
+
+def level0_array(tiles: TileRestorer | CachedTiles) -> da.Array:
+    """The restored level 0 as a lazy ``(y, x, 3)`` uint8 Dask array, one block per compute
+    tile, each block ``tiles.tile(row, col)`` (a restorer, or its tiles through a cache)."""
+    g = tiles.grid
     t = g.hr_tile
     rows = tuple(min(t, g.height - r * t) for r in range(g.rows))
     cols = tuple(min(t, g.width - c * t) for c in range(g.cols))
     return da.map_blocks(
         _restore_block,
-        restorer,
+        tiles,
         chunks=(rows, cols, (3,)),
         dtype=np.uint8,
         meta=np.empty((0, 0, 0), dtype=np.uint8),
-        name="wsistore-restore-" + da.core.tokenize(restorer),
+        name="wsistore-restore-" + da.core.tokenize(tiles),
     )
 
 
-def _restore_block(restorer: TileRestorer, block_id: tuple[int, int, int]) -> np.ndarray:
-    return restorer.tile(block_id[0], block_id[1])
+def _restore_block(tiles: TileRestorer | CachedTiles, block_id: tuple[int, int, int]) -> np.ndarray:
+    pixels = tiles.tile(block_id[0], block_id[1])
+    return pixels if pixels.flags.writeable else pixels.copy()  # a cached tile is shared: blocks are the caller's
 
 
 # -- one restorer / one model per process ----------------------------------------------------

@@ -5,6 +5,10 @@ compute grid (so it equals the same region of a full restore) and kept in a thre
 LRU cache that computes each tile once however many threads ask for it. Levels 1, 2 ...
 are the archive's stored LR pyramid (4x, 8x ... downsample): thumbnails and DeepZoom
 overviews never run the generator. Calls share nothing mutable but that cache.
+
+:meth:`RestoredSlide.to_dask` gives each level as a lazy Dask array for any dask-aware tool
+(napari, xarray, scikit-image): level 0 one block per compute tile through the same cache,
+the stored levels one block per archive chunk.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import dask.array as da
 import numpy as np
 from openslide import PROPERTY_NAME_BACKGROUND_COLOR, AbstractSlide
 from PIL import Image
@@ -22,8 +27,8 @@ from wsistore.archive.reader import Archive
 from wsistore.errors import WsistoreError
 from wsistore.geometry import Box
 from wsistore.models.weights import LoadedGenerator
-from wsistore.restoration.cache import SingleFlightCache
-from wsistore.restoration.engine import TileRestorer, assemble, make_restorer
+from wsistore.restoration.engine import CachedTiles, TileRestorer, assemble, level0_array, make_restorer
+from wsistore.restoration.grid import ComputeGrid
 from wsistore.restoration.int8 import DEFAULT_PRECISION
 
 DEFAULT_CACHE_BYTES = 512 << 20
@@ -40,7 +45,7 @@ class RestoredSlide(AbstractSlide):
         self._restorer = restorer
         self._archive = restorer.archive
         self._profile = self._archive.icc_profile
-        self._tiles: SingleFlightCache[tuple[int, int]] = SingleFlightCache(cache_bytes)
+        self._tiles = CachedTiles(restorer, cache_bytes)
         self._pool = ThreadPoolExecutor(workers or os.cpu_count() or 1, thread_name_prefix="wsistore-ondemand")
         self._closed = False
         md = self._archive.metadata
@@ -80,13 +85,13 @@ class RestoredSlide(AbstractSlide):
 
     @property
     def archive(self) -> Archive:
-        """The archive it restores."""
+        """The archive this slide restores."""
         return self._archive
 
-    def provenance(self) -> dict[str, Any]:
-        """What makes its level-0 pixels (the generator, its weights, the precision ...), as
-        restore records it."""
-        return self._restorer.provenance()
+    @property
+    def grid(self) -> ComputeGrid:
+        """Level 0's compute grid: the tiles :meth:`tile` restores (``grid.tiles_in(box)``)."""
+        return self._restorer.grid
 
     def get_best_level_for_downsample(self, downsample: float) -> int:
         """The coarsest level whose downsample is at most ``downsample`` (OpenSlide's rule)."""
@@ -120,6 +125,33 @@ class RestoredSlide(AbstractSlide):
             image.info["icc_profile"] = self._profile
         return image
 
+    def provenance(self) -> dict[str, Any]:
+        """What makes level 0's pixels: generator (name, weights and adaptation sha256),
+        precision, device, compute grid, archive and source (recorded in every restore)."""
+        return self._restorer.provenance()
+
+    def tile(self, row: int, col: int) -> np.ndarray:
+        """Compute tile ``(row, col)`` of level 0, ``(y, x, 3)`` uint8 (read-only), restored once
+        and cached; its place is ``grid.hr_box(row, col)``."""
+        self._check_open()
+        return self._tiles.tile(row, col)
+
+    def cached_tile(self, row: int, col: int) -> np.ndarray | None:
+        """Compute tile ``(row, col)`` if it is in the cache, else None: never restores, never waits."""
+        return self._tiles.cached(row, col)
+
+    def to_dask(self, level: int = 0) -> da.Array:
+        """Level ``level`` as a lazy ``(y, x, 3)`` uint8 Dask array, the pixels :meth:`read_region`
+        returns there (without alpha). Level 0 is restored on demand, one block per compute tile,
+        through this slide's cache: computed in full it equals ``wsistore restore``'s level 0.
+        Levels 1, 2 ... are the stored pyramid, one block per archive chunk, read and checked
+        when computed (a damaged chunk raises its :class:`~wsistore.errors.ArchiveError`). The
+        array pickles (dask.distributed): a worker opens the archive and loads the model itself."""
+        self._check_open()
+        if not 0 <= level < self.level_count:
+            raise ValueError(f"level {level} outside 0..{self.level_count - 1}")
+        return level0_array(self._tiles) if level == 0 else stored_array(self._restorer, level - 1)
+
     def get_thumbnail(self, size: tuple[int, int]) -> Image.Image:
         """An RGB thumbnail from the stored LR pyramid (never super-resolved)."""
         downsample = max(dim / thumb for dim, thumb in zip(self.dimensions, size, strict=True))
@@ -147,7 +179,7 @@ class RestoredSlide(AbstractSlide):
             raise ValueError("the slide is closed")
 
     def _tile(self, rc: tuple[int, int]) -> np.ndarray:
-        return self._tiles.get(rc, lambda: self._restorer.tile(*rc))
+        return self._tiles.tile(*rc)
 
     def _level0(self, box: Box) -> np.ndarray:
         return assemble(self._restorer.grid, box, self._tile, self._pool)
@@ -193,6 +225,33 @@ class RestoredSlide(AbstractSlide):
                 f"openslide.level[{level}].tile-height": str(side),
             }
         return dict(sorted(props.items()))
+
+
+def stored_array(restorer: TileRestorer, index: int) -> da.Array:
+    """Stored pyramid level ``index`` (0 = the LR base) of ``restorer``'s archive as a lazy
+    ``(y, x, 3)`` uint8 Dask array, one block per archive chunk; the restorer carries the
+    archive to other processes (it pickles as its archive URL and model)."""
+    lr = restorer.archive.level(index)
+    ch, cw = lr.chunk_hw
+    rows = tuple(min(ch, lr.height - y) for y in range(0, lr.height, ch))
+    cols = tuple(min(cw, lr.width - x) for x in range(0, lr.width, cw))
+    md = restorer.archive.metadata
+    return da.map_blocks(
+        _stored_block,
+        restorer,
+        index,
+        chunks=(rows, cols, (3,)),
+        dtype=np.uint8,
+        meta=np.empty((0, 0, 0), dtype=np.uint8),
+        name=f"wsistore-stored-{index}-" + da.core.tokenize(restorer.archive.location.url, md.manifest_sha256),
+    )
+
+
+def _stored_block(restorer: TileRestorer, index: int, block_id: tuple[int, int, int]) -> np.ndarray:
+    lr = restorer.archive.level(index)
+    ch, cw = lr.chunk_hw
+    y0, x0 = block_id[0] * ch, block_id[1] * cw
+    return restorer.archive.read_lr(index, (x0, y0, min(x0 + cw, lr.width), min(y0 + ch, lr.height)))
 
 
 class _AssociatedImages(Mapping[str, Image.Image]):
