@@ -37,6 +37,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import anyio
@@ -128,10 +129,15 @@ class DicomWebSeries:
         md = self.slide.archive.metadata
         return self.slide.provenance() | {"region": [0, 0, md.width, md.height], "wsistore_version": __version__}
 
-    def uids(self) -> tuple[str, str]:
-        """The study's and the series' UIDs, without making the instances."""
+    @cached_property
+    def _uids(self) -> tuple[str, str]:
         uids = SeriesUids(self.slide.archive, self.provenance, CODEC, FRAME_SIZE)
         return str(uids.of_source("study", "StudyInstanceUID")), str(uids.of_series("series"))
+
+    def uids(self) -> tuple[str, str]:
+        """The study's and the series' UIDs, without making the instances (what finding a
+        series by its UIDs needs)."""
+        return self._uids
 
     def _make(self) -> list[SeriesInstance]:
         archive = self.slide.archive
@@ -167,11 +173,11 @@ class DicomWebSeries:
 
     @property
     def study_uid(self) -> str:
-        return str(self.first.StudyInstanceUID)
+        return self.uids()[0]
 
     @property
     def series_uid(self) -> str:
-        return str(self.first.SeriesInstanceUID)
+        return self.uids()[1]
 
     def instance(self, uid: str) -> SeriesInstance:
         for instance in self.instances:
