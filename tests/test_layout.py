@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "wsistore"
 #: The data flow, ground floor first: a module may import from its own layer and below.
 LAYERS: list[tuple[str, ...]] = [
     ("_version", "errors", "checksums", "geometry", "progress", "psnr", "weights"),
-    ("readers", "dicom", "sample", "outputs"),
+    ("readers", "dicom", "dicomweb", "sample", "outputs"),
     ("tissue", "codecs"),
     ("degradation", "partial"),
     ("archive",),

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wsistore.dicom import is_dicom_input
+from wsistore.dicomweb import is_dicomweb_url
 from wsistore.errors import InputError, first_line
 from wsistore.outputs import OutputKind, check_not_input, check_replaceable, occupied, relation
 from wsistore.progress import Progress
@@ -95,6 +96,8 @@ def expand_inputs(items: Sequence[str], archives: bool = False) -> list[Path]:
 
 
 def _expand(item: str, archives: bool) -> list[Path]:
+    if is_dicomweb_url(item):
+        raise InputError(f"{item}: a series on a DICOMweb server is ingested on its own (ingest URL ARCHIVE)")
     if item.startswith("@") or Path(item).suffix.lower() in LIST_SUFFIXES:
         listing = Path(item.removeprefix("@"))
         try:

@@ -98,7 +98,7 @@ def test_tiff_sourced_output_opens_with_wsidicom_and_openslide(svs_restores: tup
     assert is_restored_dicom(out)
     with WsiDicom.open(out) as slide:
         sizes = [(level.size.width, level.size.height) for level in slide.levels]
-        assert sizes == [(2220, 2967), (1110, 1484), (555, 742), (278, 371)]  # dyadic, /2 added by wsidicom
+        assert sizes == [(2220, 2967), (1110, 1484), (555, 742), (278, 371)]  # dyadic, /2 made from level 0
         assert slide.mpp.width == pytest.approx(0.499)
         assert slide.labels is not None and slide.overviews is not None
     level0 = dicom_level0(out)
@@ -218,7 +218,28 @@ def test_overwrite_replaces_only_a_dicom_output_restore_wrote(sample_archive: Pa
     out = tmp_path / "out.dicom"
     restore(sample_archive, out, options)
     first = {ds.SOPInstanceUID for ds in headers(out)}
+    inode = out.stat().st_ino
     with pytest.raises(OutputExistsError, match="already exists"):
         restore(sample_archive, out, options)
     restore(sample_archive, out, replace(options, overwrite=True))
-    assert first.isdisjoint(ds.SOPInstanceUID for ds in headers(out))
+    assert out.stat().st_ino != inode  # a new folder swapped in ...
+    assert {ds.SOPInstanceUID for ds in headers(out)} == first  # ... of the same instances: UIDs are derived
+
+
+def test_part10_offset_tables(svs_restores: tuple[Path, Path]) -> None:
+    """Frame offsets past 4 GiB do not fit a Basic Offset Table: the header then carries an
+    Extended Offset Table (and an empty BOT); a stream's header has an empty BOT."""
+    import io
+
+    from wsistore.restoration.dicom_series import ImageFrames, SeriesInstance, part10_header
+
+    written = headers(svs_restores[0])[0]
+    instance = SeriesInstance(written, ImageFrames(DicomCodec(), np.zeros((8, 8, 3), np.uint8)), None)
+    for lengths, bot, extended in (([100, 102], 8, False), ([5 << 30, 10], 0, True), (None, 0, False)):
+        header = part10_header(instance, lengths)
+        ds = pydicom.dcmread(io.BytesIO(header), stop_before_pixels=True)
+        assert ("ExtendedOffsetTable" in ds) == extended
+        item = header[header.rindex(b"\xfe\xff\x00\xe0") :]
+        assert int.from_bytes(item[4:8], "little") == bot  # the Basic Offset Table's length
+        if extended:
+            assert np.frombuffer(ds.ExtendedOffsetTable, "<u8").tolist() == [0, (5 << 30) + 8]

@@ -20,6 +20,7 @@ from wsistore.archive.reader import Archive, ChunkState
 from wsistore.archive.writer import coding_psnr, rms
 from wsistore.codecs import codec_from_config
 from wsistore.degradation import Downsample, loss_rms, read_window
+from wsistore.dicomweb import fetched_series, is_dicomweb_url
 from wsistore.errors import ArchiveError, first_line
 from wsistore.progress import Progress
 from wsistore.readers import SlideReader, given_frame_order, independent_reader, open_slide
@@ -78,7 +79,12 @@ def verify(
     _check_arrays(archive, report)
     _decode_all(archive, report, workers, progress)
     loss = _check_loss_map(archive, report)
-    if against is not None:
+    if against is not None and is_dicomweb_url(against):  # fetched again, compared as a DICOM folder
+        with fetched_series(os.fspath(against)) as fetched:
+            _compare_source(
+                archive, fetched.folder, reader, report, workers, progress, loss, frame_order, str(fetched.url)
+            )
+    elif against is not None:
         _compare_source(archive, Path(against), reader, report, workers, progress, loss, frame_order)
     return report
 
@@ -194,14 +200,16 @@ def _compare_source(
     progress: bool,
     loss: np.ndarray | None = None,
     frame_order: str | None = None,
+    shown: str | None = None,
 ) -> None:
     """The source file is the one archived, every LR chunk matches a fresh downsample, every
     HR chunk (hybrid archives) the source's pixels, and every cell of the ``loss`` map (when
     given) a fresh computation from the source; both kinds of chunk within their codec's
     tolerance, as ingest recorded it. Then a second decoder checks a sample of tissue chunks
-    (:func:`_compare_independent`)."""
+    (:func:`_compare_independent`). ``shown``: the source's name in the report, where ``source``
+    is a copy of it (a series fetched from a DICOMweb URL)."""
     md = archive.metadata
-    result: dict[str, Any] = {"source": str(source)}
+    result: dict[str, Any] = {"source": shown or str(source)}
     report.against = result
     frame_order = frame_order or given_frame_order(md.source.properties)
     slide = open_slide(source, reader, frame_order)
@@ -210,11 +218,11 @@ def _compare_source(
         result["sha256_matches"] = sha == md.source.sha256
         if not result["sha256_matches"]:
             report.problems.append(
-                f"{source.name} is not the archived source (sha256 differs{_differing(md, file_sha256)})"
+                f"{shown or source.name} is not the archived source (sha256 differs{_differing(md, file_sha256)})"
             )
         if slide.dimensions != (md.width, md.height):
             report.problems.append(
-                f"{source.name} is {slide.dimensions}, the archive's source was {(md.width, md.height)}"
+                f"{shown or source.name} is {slide.dimensions}, the archive's source was {(md.width, md.height)}"
             )
             return
         base = archive.level(0)

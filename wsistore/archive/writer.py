@@ -102,6 +102,7 @@ from wsistore.archive.store import Location
 from wsistore.codecs import ImageCodec, JpegXlCodec, make_codec, parse_codec, register_codecs
 from wsistore.degradation import Downsample, SourceLoss, read_window
 from wsistore.dicom import identifying
+from wsistore.dicomweb import fetched_series, is_dicomweb_url
 from wsistore.errors import ArchiveError, InputError, WsistoreError, first_line, storage_errors
 from wsistore.geometry import Box
 from wsistore.outputs import OutputKind
@@ -241,6 +242,11 @@ class IngestOptions:
     upscaler: Upscaler | None = None
     #: how the restorer choice samples (``--mode sr``; hybrid measures every chunk)
     restorer_policy: ChoicePolicy = field(default_factory=ChoicePolicy)
+    #: the source as the user named it, where the files read are a copy of it (a series fetched
+    #: from a DICOMweb URL), and that copy's identity (what ``--resume`` compares, in place of
+    #: the file's name and time)
+    source_name: str | None = None
+    source_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.scale not in (2, 4, 8):
@@ -289,6 +295,10 @@ def ingest(
     """Archive ``slide_path`` at ``archive`` (a directory or an fsspec URL, whose filesystem
     ``storage_options`` configure); see the module docstring for the steps."""
     options = options or IngestOptions()
+    if is_dicomweb_url(slide_path):  # a series on a DICOMweb server: fetched, then read as a DICOM folder
+        with fetched_series(os.fspath(slide_path), near=archive) as fetched:
+            named = replace(options, source_name=str(fetched.url), source_id=fetched.identity)
+            return ingest(fetched.folder, archive, named, storage_options)
     register_codecs()
     slide = open_slide(slide_path, options.reader, options.frame_order)
     try:
@@ -434,9 +444,9 @@ class _Ingest:
         stat = self.slide_path.stat()
         return {
             "format_version": FORMAT_VERSION,
-            "source": self.slide_path.name,
+            "source": self.options.source_name or self.slide_path.name,
             "source_bytes": self._source_bytes(),
-            "source_mtime": stat.st_mtime,
+            "source_mtime": self.options.source_id or stat.st_mtime,
             "scale": self.options.scale,
             "codec": self.options.codec.to_dict(),
             "chunk": self.options.chunk,
@@ -1050,7 +1060,7 @@ class _Ingest:
         mpp = self.options.mpp or slide.mpp
         mpp_source = MPP_GIVEN if self.options.mpp else slide.mpp_source
         return SourceInfo(
-            file_name=self.slide_path.name,
+            file_name=self.options.source_name or self.slide_path.name,
             bytes=self._source_bytes(),
             sha256=sha256,
             reader=slide.name,

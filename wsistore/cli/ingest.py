@@ -22,8 +22,9 @@ def add_parser(sub: Any) -> None:
         "paths",
         nargs="+",
         metavar="PATH",
-        help="SLIDE ARCHIVE: a slide file (SVS, NDPI, MRXS, generic/OME TIFF, ...) and the archive to create "
-        f"(directory or fsspec URL); with --output-dir: {_options.INPUTS_HELP}",
+        help="SLIDE ARCHIVE: a slide file (SVS, NDPI, MRXS, generic/OME TIFF, DICOM, ...) or a series on a "
+        "DICOMweb server (dicomweb+http://HOST:PORT/ROOT?study=UID&series=UID; credentials from the environment) "
+        f"and the archive to create (directory or fsspec URL); with --output-dir: {_options.INPUTS_HELP}",
     )
     _options.add_codec_options(p)
     p.add_argument("--scale", type=int, default=4, help="downsample factor (default 4)")

@@ -26,8 +26,9 @@ def add_parser(sub: Any) -> None:
         nargs="+",
         metavar="PATH",
         help="ARCHIVE OUT: the archive to restore (directory or fsspec URL) and the output, a .tif file or a "
-        "directory with --format zarr or dicom; with --output-dir: archives, folders of archives, globs or lists "
-        "(@FILE or a .txt file)",
+        "directory with --format zarr or dicom, or with --format dicom a DICOMweb server's root "
+        "(dicomweb+http://HOST:PORT/ROOT: the series is sent by STOW-RS; credentials from the environment); "
+        "with --output-dir: archives, folders of archives, globs or lists (@FILE or a .txt file)",
     )
     _options.add_model(p)
     p.add_argument(
@@ -65,8 +66,9 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Rebuild full resolution from an archive with a super-resolution generator, as a
     generic pyramidal BigTIFF (OpenSlide, tiffslide, QuPath), OME-Zarr (napari) or DICOM WSI
-    (PACS, OpenSlide 4, QuPath)."""
+    (PACS, OpenSlide 4, QuPath), written to a folder or sent to a PACS by STOW-RS."""
     from wsistore.archive.partial import nothing_to_resume
+    from wsistore.dicomweb import StowError
     from wsistore.restoration.pipeline import RESTORE_OUTPUT, RestoreOptions, restore
 
     options = RestoreOptions(
@@ -89,10 +91,17 @@ def run(args: argparse.Namespace) -> int:
     if _options.wants_batch(args, args.paths):
         return _batch(args, options)
     source, out = args.paths
-    if "://" not in out:  # restore refuses a URL, resumed or not
+    if "://" not in out:  # URLs: object storage is refused, a DICOMweb server takes the series whole
         fresh = functools.partial(nothing_to_resume, out, RESTORE_OUTPUT, args.overwrite)
         options = dataclasses.replace(options, resume=_options.resume_or_afresh(args.resume, out, fresh))
-    print(summary(restore(source, out, options, storage_options=args.storage_options)))
+    try:
+        result = restore(source, out, options, storage_options=args.storage_options)
+    except StowError as exc:  # the report first: what the server holds now
+        print("\n".join(exc.report.lines()))
+        raise
+    print(summary(result))
+    if result.stored is not None:
+        print("\n".join(result.stored.lines()))
     return 0
 
 

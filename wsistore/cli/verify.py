@@ -27,7 +27,12 @@ def add_parser(sub: Any) -> None:
         metavar="ARCHIVE",
         help="an archive; several, folders of archives, globs or lists (@FILE or a .txt file) make a batch",
     )
-    p.add_argument("--against", metavar="SLIDE", help="also compare with the source slide (sha256 and pixels)")
+    p.add_argument(
+        "--against",
+        metavar="SLIDE",
+        help="also compare with the source slide (sha256 and pixels): a file or folder, or the DICOMweb URL it was "
+        "ingested from",
+    )
     _options.add_reader(p)
     _options.add_frame_order(p)
     _options.add_workers(p, "parallel shards")

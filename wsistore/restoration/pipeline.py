@@ -9,6 +9,7 @@ levels -> write the metadata -> rename into place.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import numpy as np
 from wsistore._version import __version__
 from wsistore.archive.partial import PartialOutput
 from wsistore.archive.reader import Archive
+from wsistore.dicomweb import DicomWebUrl, StowError, StowReport, is_dicomweb_url, probe, store_series
 from wsistore.errors import InputError, WsistoreError, first_line
 from wsistore.geometry import Region
 from wsistore.models.weights import LoadedGenerator
@@ -144,6 +146,8 @@ class RestoreResult:
     tiles_background: int
     rows_resumed: int
     seconds: float
+    #: a DICOMweb output: what the server stored and refused
+    stored: StowReport | None = None
 
     @property
     def megapixels_per_second(self) -> float:
@@ -157,12 +161,15 @@ def restore(
     generator: LoadedGenerator | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> RestoreResult:
-    """Restore ``archive`` (or ``options.region`` of it) to ``out``, a local path.
+    """Restore ``archive`` (or ``options.region`` of it) to ``out``, a local path, or (format
+    dicom) a DICOMweb server's root ``dicomweb+http(s)://HOST/ROOT`` to send the series to.
 
     ``generator`` replaces ``options.model`` with a generator already in memory;
     ``storage_options`` configure the filesystem of an archive URL.
     """
     options = options or RestoreOptions()
+    if is_dicomweb_url(out):
+        return _restore_to_dicomweb(archive, os.fspath(out), options, generator, storage_options)
     start = time.perf_counter()
     model = generator or options.model
     opened = Archive.open(archive, storage_options=storage_options)
@@ -199,6 +206,35 @@ def restore(
         ) from exc
     finally:
         output.release()
+
+
+def _restore_to_dicomweb(
+    archive: str | os.PathLike[str],
+    url: str,
+    options: RestoreOptions,
+    generator: LoadedGenerator | None,
+    storage_options: dict[str, Any] | None,
+) -> RestoreResult:
+    """Restore as DICOM into a temporary folder and send the series to the DICOMweb server
+    ``url`` by STOW-RS; :class:`StowError` (with the report) when any instance is not stored."""
+    target = DicomWebUrl.parse(url)
+    if target.study or target.series:
+        raise InputError(f"{url}: a STOW-RS target is the server's DICOMweb root, without study or series")
+    if options.format != "dicom":
+        raise InputError("a DICOMweb output takes --format dicom")
+    if options.resume or options.overwrite:
+        raise InputError(
+            "--resume and --overwrite apply to files; to a DICOMweb server the series is sent whole again, "
+            "its instances keep their UIDs"
+        )
+    probe(target)  # before minutes of restoring: the server is there and takes the credentials
+    with tempfile.TemporaryDirectory(prefix="wsistore-stow-") as folder:
+        result = restore(archive, Path(folder) / "series.dicom", options, generator, storage_options)
+        report = store_series(str(target), sorted(Path(result.output).glob("*.dcm")))
+    result.output, result.stored = str(target), report
+    if not report.ok:
+        raise StowError(report)
+    return result
 
 
 def _restore(

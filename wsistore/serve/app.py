@@ -16,7 +16,8 @@ Routes (every error is a 4xx with a one-line ``text/plain`` body, never a traceb
   neither. Both are :class:`Overlay` pictures, summarised in the slide's JSON.
 - ``/static/...``: the viewer's script, style and OpenSeadragon.
 - ``/slides/{name}.dzi``: the DeepZoom descriptor (XML, as OpenSlide's DeepZoom server gives).
-- ``/slides/{name}.json``: the slide's summary, its version and the tile URL template.
+- ``/slides/{name}.json``: the slide's summary, its version, the tile URL template and its
+  DICOMweb study and series.
 - ``/slides/{name}/{version}/{level}/{col}_{row}.{jpeg|png}[?method=bicubic]``: a DeepZoom
   tile. ``version`` is ``{manifest sha256[:16]}-{model sha256[:16]}`` (the model's name when it
   has no weights); a tile URL names one immutable image, so it is served
@@ -30,6 +31,9 @@ Routes (every error is a 4xx with a one-line ``text/plain`` body, never a traceb
   ``Cache-Control: no-cache`` with the same version-bearing ETag: a client revalidates (a 304
   while the archive and model are unchanged) and never keeps a tile past a model change.
 - ``/slides/{name}/associated/{image}.png``: label, macro ... unless stripped at ingest.
+- ``/dicomweb/...``: every archive as a DICOM series over DICOMweb (QIDO-RS, WADO-RS metadata,
+  frames and retrieve; :mod:`wsistore.serve.dicomweb`), its frames made under the same bound
+  and through the same restored-tile cache as the DeepZoom tiles.
 
 At most ``max_tiles`` tiles are made at once (a capacity limiter: a burst of requests waits
 instead of holding every tile in memory); concurrent requests for one compute tile compute it
@@ -71,6 +75,7 @@ from wsistore.models.weights import LoadedGenerator
 from wsistore.reports.loss_map import LOSS_VMAX, cell_size, cells_picture, heat_map, legend
 from wsistore.restoration.int8 import DEFAULT_PRECISION
 from wsistore.restoration.ondemand import DEFAULT_CACHE_BYTES, RestoredSlide, open_restored
+from wsistore.serve import dicomweb
 
 log = logging.getLogger("wsistore.serve")
 
@@ -380,6 +385,7 @@ def build_app(slides: Sequence[ServedSlide], max_tiles: int | None = None) -> St
         Route("/slides/{name}/associated/{image}.png", associated),
         Route("/slides/{name}/{version}/{level}/{tile}", tile),
         Route("/slides/{name}_files/{level}/{tile}", dzi_tile),
+        Mount("/dicomweb", app=dicomweb.build(slides, limiter)),
         Mount("/static", app=StaticFiles(packages=[("wsistore.serve", "static")]), name="static"),
     ]
     exception_handlers: dict[Any, Any] = {HttpError: _http_error, Exception: _internal_error}
@@ -475,6 +481,8 @@ def _summary(served: ServedSlide) -> dict[str, Any]:
         },
         "associated": {n: f"/slides/{served.name}/associated/{n}.png" for n in info["associated_images"]},
         "viewer": f"/slides/{served.name}",
+        "dicomweb": dict(zip(("study", "series"), dicomweb.DicomWebSeries(served.name, served.slide).uids()))
+        | {"root": "/dicomweb"},
         "loss_map": _overlay_summary(served, "loss-map"),
         "chunk_modes": _overlay_summary(served, "chunk-modes"),
         "info": info,
