@@ -156,6 +156,11 @@ class ArrayReader:
             return ChunkState.UNIFORM
         return ChunkState.DERIVED if cid in self._derived else ChunkState.BACKGROUND
 
+    def chunk_box(self, row: int, col: int) -> Box:
+        """The box ``(x0, y0, x1, y1)`` of chunk ``(row, col)``, cut to the array."""
+        c = self.chunk
+        return col * c, row * c, min((col + 1) * c, self.width), min((row + 1) * c, self.height)
+
     def chunks_in(self, box: Box) -> list[tuple[int, int]]:
         x0, y0, x1, y1 = box
         ch, cw = self.chunk_hw

@@ -22,6 +22,7 @@ from wsistore.codecs import codec_from_config
 from wsistore.degradation import Downsample, loss_rms, read_window
 from wsistore.dicomweb import fetched_series, is_dicomweb_url
 from wsistore.errors import ArchiveError, first_line
+from wsistore.geometry import Box
 from wsistore.progress import Progress
 from wsistore.readers import SlideReader, given_frame_order, independent_reader, open_slide
 
@@ -237,14 +238,8 @@ def _compare_source(
 
         def compare(rq: tuple[int, int]) -> tuple[str | None, float | None]:
             r, q = rq
-            c = base.chunk
-            box = (q * c, r * c, min((q + 1) * c, base.width), min((r + 1) * c, base.height))
-            window = read_window(
-                lambda b: slide.read_region((b[0], b[1]), 0, (b[2] - b[0], b[3] - b[1])),
-                down.hr_window(*box),
-                md.width,
-                md.height,
-            )
+            box = base.chunk_box(r, q)
+            window = _source_window(slide, down, box, md)
             fresh = down.reduce_window(window)
             state = base.chunk_state(r, q)
             if state == ChunkState.BACKGROUND:
@@ -342,15 +337,8 @@ def _compare_independent(
         worst = float("inf")
         for cid in sample:
             _, r, q = chunk_coords(cid)
-            c = base.chunk
-            box = (q * c, r * c, min((q + 1) * c, base.width), min((r + 1) * c, base.height))
-            window = read_window(
-                lambda b: second.read_region((b[0], b[1]), 0, (b[2] - b[0], b[3] - b[1])),
-                down.hr_window(*box),
-                md.width,
-                md.height,
-            )
-            found = coding_psnr(down.reduce_window(window), base.read(box))
+            box = base.chunk_box(r, q)
+            found = coding_psnr(down.reduce_window(_source_window(second, down, box, md)), base.read(box))
             recorded = min(record.coding_psnr.get(cid, LOSSLESS_CEILING_DB), LOSSLESS_CEILING_DB)
             worst = min(worst, found - recorded)
             if found < recorded - INDEPENDENT_TOLERANCE_DB:
@@ -364,6 +352,17 @@ def _compare_independent(
         result["independent_worst_db"] = None if not sample else round(worst, 3)
     finally:
         second.close()
+
+
+def _source_window(slide: SlideReader, down: Downsample, box: Box, md: ArchiveMetadata) -> np.ndarray:
+    """The source pixels that level-0 ``box``'s fresh downsample reads (its window, extended past
+    the slide's border as ingest does)."""
+    return read_window(
+        lambda b: slide.read_region((b[0], b[1]), 0, (b[2] - b[0], b[3] - b[1])),
+        down.hr_window(*box),
+        md.width,
+        md.height,
+    )
 
 
 def _differing(md: ArchiveMetadata, file_sha256: dict[str, str]) -> str:

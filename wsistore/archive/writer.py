@@ -147,6 +147,10 @@ DEFAULT_HR_CODEC = "avif:level=40,speed=6"
 DEFAULT_HR_LAMBDA = 900.0
 
 
+#: A stored adaptation: its bytes and its record (:attr:`ArchiveMetadata.adaptation`), or None.
+Stored = tuple[bytes, dict[str, Any]] | None
+
+
 class Adapter(Protocol):
     """What ingest calls, once the pyramid is stored, to tune the per-slide adaptation of the
     generator (format 1.4). The models live in a later layer, so the writer is handed one:
@@ -197,13 +201,7 @@ class Upscaler(Protocol):
         """JSON of the settings: ``--resume`` continues only when they are equal."""
         ...
 
-    def open(
-        self,
-        level0: ArrayReader,
-        size: tuple[int, int],
-        codec: ImageCodec,
-        stored: tuple[bytes, dict[str, Any]] | None,
-    ) -> SuperResolved:
+    def open(self, level0: ArrayReader, size: tuple[int, int], codec: ImageCodec, stored: Stored) -> SuperResolved:
         """The SR path over ``level0`` restored to ``size = (width, height)``; ``codec`` is level
         0's, ``stored`` the stored adaptation's bytes and record (None when none is stored)."""
         ...
@@ -374,9 +372,10 @@ class _Ingest:
         keep = self._chunks_to_keep(mask)
         self._write_pyramid(arrays, keep, mask)
         payload, adaptation = self._adapt(group, arrays[0], mask)
-        stored = (payload, adaptation) if payload is not None and adaptation is not None else None
+        stored: Stored = (payload, adaptation) if payload is not None and adaptation is not None else None
         hybrid = self._write_hr(group, arrays[0], keep, mask, stored)
-        restorers = self._choose_restorers(group, arrays[0], keep, mask, stored)
+        level0 = ArrayReader(self.work, "0", arrays[0], self.records["0"], mask.background_rgb, mask.fill_value)
+        restorers = self._choose_restorers(group, level0, keep, stored)
 
         associated, stripped = self._write_associated(group)
         self._write_small(group, MASK_ARRAY, mask.tissue.astype(np.uint8))
@@ -731,17 +730,8 @@ class _Ingest:
             for r in range(y0 // c, -(-y1 // c))
             for q in range(x0 // c, -(-x1 // c))
         ]
-        self._store_shard(
-            path,
-            array,
-            (0, sy, sx),
-            buffer,
-            (x0, y0, x1, y1),
-            kept,
-            mask.fill_value,
-            self.options.codec,
-            record_psnr=False,
-        )
+        shard, box = (0, sy, sx), (x0, y0, x1, y1)
+        self._store_shard(path, array, shard, buffer, box, kept, mask.fill_value, self.options.codec, False)
 
     # -- adaptation ------------------------------------------------------------------------
     def _adapt(
@@ -776,7 +766,7 @@ class _Ingest:
         level0: zarr.Array,
         keep: np.ndarray,
         mask: TissueMask,
-        stored: tuple[bytes, dict[str, Any]] | None,
+        stored: Stored,
     ) -> dict[str, Any] | None:
         """Hybrid mode: decide every tissue chunk's path and write the HR chunks (one task per
         HR shard not journalled yet); returns the metadata's ``hybrid`` record (None in ``sr``
@@ -865,18 +855,10 @@ class _Ingest:
             return
         with self._journal_lock:
             self._shard_restorers[f"{HR_ARRAY}/{shard_key((0, sy, sx))}"] = restorers
+        data = pack_shard(per * per, stored)  # the chunks as coded for the decision
+        where, box = (0, sy, sx), (x0, y0, x1, y1)
         self._store_shard(
-            HR_ARRAY,
-            array,
-            (0, sy, sx),
-            buffer,
-            (x0, y0, x1, y1),
-            kept,
-            fill,
-            self.options.hr_codec,
-            record_psnr=True,
-            hr_loss=True,
-            data=pack_shard(per * per, stored),  # the chunks as coded for the decision
+            HR_ARRAY, array, where, buffer, box, kept, fill, self.options.hr_codec, True, None, True, data
         )
 
     def _hr_chunk_if_better(
@@ -914,12 +896,7 @@ class _Ingest:
 
     # -- restorer choice (format 1.7) ------------------------------------------------------
     def _choose_restorers(
-        self,
-        group: zarr.Group,
-        level0: zarr.Array,
-        keep: np.ndarray,
-        mask: TissueMask,
-        stored: tuple[bytes, dict[str, Any]] | None,
+        self, group: zarr.Group, level0: ArrayReader, keep: np.ndarray, stored: Stored
     ) -> dict[str, Any] | None:
         """Choose each tissue chunk's restorer (:mod:`wsistore.archive.restorer_choice`; hybrid
         ingest measured its SR chunks already), store the choice in ``restorer/`` and return
@@ -933,7 +910,7 @@ class _Ingest:
             gains = [gain_db(*self.restorer_sse[c]) for c in cells]
             record = choice_record("per chunk: every SR chunk measured (hybrid)", cells, bicubic, gains, None)
         else:
-            bicubic, record = self._restorer_choice(level0, keep, mask, stored, upscaler)
+            bicubic, record = self._restorer_choice(level0, keep, stored, upscaler)
         choice = np.zeros(keep.shape, dtype=np.uint8)
         for r, q in bicubic:
             choice[r, q] = RESTORERS.index(BICUBIC)
@@ -941,12 +918,7 @@ class _Ingest:
         return record
 
     def _restorer_choice(
-        self,
-        level0: zarr.Array,
-        keep: np.ndarray,
-        mask: TissueMask,
-        stored: tuple[bytes, dict[str, Any]] | None,
-        upscaler: Upscaler,
+        self, level0: ArrayReader, keep: np.ndarray, stored: Stored, upscaler: Upscaler
     ) -> tuple[set[tuple[int, int]], dict[str, Any]]:
         """``--mode sr``: the chunks to restore by bicubic and the record, from a sample of the
         tissue chunks or all of them (:func:`choose_restorers`); on resume, as journalled."""
@@ -955,8 +927,7 @@ class _Ingest:
             if data.get("settings") == settings:
                 return {(r, q) for r, q in data["bicubic"]}, data["record"]
         cells = [(int(r), int(q)) for r, q in zip(*np.nonzero(keep))]
-        reader = ArrayReader(self.work, "0", level0, self.records["0"], mask.background_rgb, mask.fill_value)
-        sr = upscaler.open(reader, (self.width, self.height), self.options.codec, stored)
+        sr = upscaler.open(level0, (self.width, self.height), self.options.codec, stored)
         scale, c = self.options.scale, self.options.chunk
 
         def sse_pair(cell: tuple[int, int]) -> tuple[int, int]:

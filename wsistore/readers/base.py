@@ -159,6 +159,30 @@ class SlideReader(ABC):
         return f"{type(self).__name__}({str(self.path)!r})"
 
 
+class SingleLevelReader(SlideReader):
+    """A slide of one level, with no associated images, ICC profile or vendor properties unless a
+    subclass says otherwise (arrays, plain images, a DICOM's frames placed by hand)."""
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return (1.0,)
+
+    @property
+    def properties(self) -> Mapping[str, str]:
+        return {}
+
+    @property
+    def icc_profile(self) -> bytes | None:
+        return None
+
+    @property
+    def associated_image_names(self) -> tuple[str, ...]:
+        return ()
+
+    def associated_image(self, name: str) -> np.ndarray:
+        raise KeyError(name)
+
+
 def decoded(path: Path, name: str, read: Callable[[], Any]) -> np.ndarray:
     """The associated image ``name`` that ``read`` decodes, as RGB; a decoding error is one line."""
     try:

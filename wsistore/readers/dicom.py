@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from wsistore.errors import InputError, first_line
-from wsistore.readers.base import SlideReader, decoded, positive_float, quiet, read_within, to_rgb
+from wsistore.readers.base import SingleLevelReader, SlideReader, decoded, positive_float, quiet, read_within, to_rgb
 from wsistore.readers.placement import FRAME_ORDERS, FrameGrid, FrameOrder, decide_frame_order
 
 #: Properties that record how frames of an unstated order were placed.
@@ -228,7 +228,7 @@ def given_frame_order(properties: Mapping[str, str]) -> str | None:
     return None
 
 
-class DicomFramesReader(SlideReader):
+class DicomFramesReader(SingleLevelReader):
     """The base instance of a DICOM WSI as pydicom decodes its frames, each placed where this
     class computes (not wsidicom): row by row for TILED_FULL, at its Plane Position (Slide) for
     per-frame positions in any order, else in the order :func:`place_frames` decides. Level 0
@@ -276,25 +276,6 @@ class DicomFramesReader(SlideReader):
     @property
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
         return (self._grid.size,)
-
-    @property
-    def level_downsamples(self) -> tuple[float, ...]:
-        return (1.0,)
-
-    @property
-    def properties(self) -> Mapping[str, str]:
-        return {}
-
-    @property
-    def icc_profile(self) -> bytes | None:
-        return None
-
-    @property
-    def associated_image_names(self) -> tuple[str, ...]:
-        return ()
-
-    def associated_image(self, name: str) -> np.ndarray:
-        raise KeyError(name)
 
     def _read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         return read_within(self._read, location, size, self._grid.size)

@@ -14,11 +14,11 @@ import numpy as np
 from PIL import Image
 
 from wsistore.errors import InputError, first_line
-from wsistore.readers.base import SlideReader, to_rgb
+from wsistore.readers.base import SingleLevelReader, to_rgb
 from wsistore.readers.tiff import is_tiff
 
 
-class ArraySlide(SlideReader):
+class ArraySlide(SingleLevelReader):
     """An in-memory RGB image seen as a one-level slide (tiles, crops, tests)."""
 
     name = "array"
@@ -32,26 +32,11 @@ class ArraySlide(SlideReader):
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
         return ((self._image.shape[1], self._image.shape[0]),)
 
-    @property
-    def level_downsamples(self) -> tuple[float, ...]:
-        return (1.0,)
-
     @cached_property
     def properties(self) -> Mapping[str, str]:
         if self._mpp is None:
             return {}
         return {"openslide.mpp-x": str(self._mpp), "openslide.mpp-y": str(self._mpp), "openslide.vendor": "array"}
-
-    @property
-    def icc_profile(self) -> bytes | None:
-        return None
-
-    @property
-    def associated_image_names(self) -> tuple[str, ...]:
-        return ()
-
-    def associated_image(self, name: str) -> np.ndarray:
-        raise KeyError(name)
 
     def _read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         (x, y), (w, h) = location, size

@@ -19,6 +19,7 @@ import numpy as np
 
 from wsistore.archive.format import BICUBIC, GENERATOR
 from wsistore.archive.reader import ArrayReader
+from wsistore.archive.writer import Stored
 from wsistore.codecs import ImageCodec
 from wsistore.errors import InputError
 from wsistore.geometry import Box
@@ -44,13 +45,7 @@ class SrPath:
         """These settings as JSON (what an interrupted ingest's journal must match)."""
         return asdict(self)
 
-    def open(
-        self,
-        level0: ArrayReader,
-        size: tuple[int, int],
-        codec: ImageCodec,
-        stored: tuple[bytes, dict[str, Any]] | None,
-    ) -> RestoredLevel0:
+    def open(self, level0: ArrayReader, size: tuple[int, int], codec: ImageCodec, stored: Stored) -> RestoredLevel0:
         """The SR path over ``level0`` restored to ``size = (width, height)``: the stored
         adaptation (``stored``: its bytes and record) on its base, else the default generator for
         ``codec``, as restore chooses them."""
