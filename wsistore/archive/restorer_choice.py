@@ -111,7 +111,8 @@ def choose_restorers(
         )
         bicubic = {c for c in content if measured[c][1] < measured[c][0]}
     bicubic |= {c for c in near_flat if measured[c][1] < measured[c][0]}
-    how += f"; {len(near_flat)} near-flat chunks (loss under {policy.flat_rms:g} grey levels RMS) each measured"
+    n = len(near_flat)
+    how += f"; {n} near-flat chunk{'s' * (n != 1)} (loss under {policy.flat_rms:g} grey levels RMS) each measured"
     return bicubic, choice_record(how, ordered, bicubic, [gain_db(*v) for v in measured.values()], policy)
 
 

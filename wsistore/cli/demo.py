@@ -20,11 +20,12 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Ingest the embedded sample slide (a real Aperio SVS) with its per-slide adaptation,
-    describe the archive, verify it against the source, and restore it to a
-    full-resolution pyramidal TIFF."""
+    """Ingest the embedded sample slide (a real Aperio SVS) with its per-slide adaptation and
+    each chunk's restorer chosen, as ``wsistore ingest`` does, describe the archive, verify it
+    against the source, and restore it to a full-resolution pyramidal TIFF."""
     import wsistore
     from wsistore.archive.writer import IngestOptions
+    from wsistore.restoration.hybrid import SrPath
     from wsistore.restoration.pipeline import RestoreOptions
     from wsistore.sample import sample_slide_path
 
@@ -35,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"== ingest {slide}")
     start = time.perf_counter()
-    written = wsistore.ingest(slide, archive, IngestOptions(overwrite=True, adapt=_options.adaptation_from_args(args)))
+    options = IngestOptions(overwrite=True, adapt=_options.adaptation_from_args(args), upscaler=SrPath())
+    written = wsistore.ingest(slide, archive, options)
     print(ingest.summary(written, time.perf_counter() - start))
 
     print(f"== info {archive}")
