@@ -1,5 +1,6 @@
-"""Hybrid archives (format 1.6, ``ingest --mode hybrid``): per level-0 chunk the LR path or a
-full-resolution (HR) chunk, whichever the rate-distortion rule says costs less, the SR path's
+"""Hybrid archives (format 1.6 on, ``ingest --mode hybrid``): per level-0 chunk the LR path or a
+full-resolution (HR) chunk, whichever the rate-distortion rule says costs less (one HR setting
+here), the SR path's
 distortion being what restore really outputs, an HR chunk's LR chunk not stored but derived from
 it; restored, read on demand, verified and described with both kinds of chunk; ``--mode sr``,
 format 1.5 hybrids (LR kept) and older archives as before."""
@@ -23,11 +24,13 @@ from tests.cli.test_cli import assert_one_line_error, run
 from tests.data import SLIDE
 from tests.s3 import S3
 from wsistore.archive import writer
-from wsistore.archive.format import HR_ARRAY, MANIFEST_KEY, hr_is_better, metadata_digest
+from wsistore.archive.format import HR_ARRAY, MANIFEST_KEY, metadata_digest
+from wsistore.archive.hybrid_choice import SR, Option, best
 from wsistore.archive.manifest import ArrayRecord, chunk_modes
 from wsistore.archive.reader import Archive
 from wsistore.archive.verify import verify
 from wsistore.archive.writer import IngestOptions, ingest, sse
+from wsistore.codecs import parse_codec
 from wsistore.degradation import Downsample
 from wsistore.errors import ArchiveError, InputError
 from wsistore.models.weights import LoadedGenerator
@@ -37,9 +40,11 @@ from wsistore.restoration.pipeline import RestoreOptions, restore
 
 #: On the sample slide this lambda makes 6 of the 9 chunks HR (AVIF 40, 4:4:4, speed 6).
 LAMBDA = 600.0
-#: Shards of 2 x 2 LR chunks, so HR shards of 2 x 2 HR chunks: 4 HR shards over the 3 x 3 grid.
+#: Shards of 2 x 2 LR chunks, so HR shards of 2 x 2 HR chunks: 4 HR shards over the 3 x 3 grid;
+#: hybrid with one HR setting (the two-option rule: tests/archive/test_equal_slopes.py has several).
 SR_OPTIONS = IngestOptions(chunk=256, shard=512, workers=2, progress=False, upscaler=SrPath())
-HYBRID_OPTIONS = replace(SR_OPTIONS, mode="hybrid", hr_lambda=LAMBDA)
+HR_CODEC = parse_codec("avif:level=40,speed=6")
+HYBRID_OPTIONS = replace(SR_OPTIONS, mode="hybrid", hr_lambda=LAMBDA, hr_codecs=(HR_CODEC,))
 #: Restores of these tests: lossless, on the CPU, with the archive's default generator.
 RESTORE = RestoreOptions(device="cpu", lossless=True, progress=False, workers=2, tile=256)
 
@@ -72,10 +77,15 @@ def _tissue(archive: Archive) -> list[tuple[int, int]]:
 
 
 def test_the_rule() -> None:
-    assert hr_is_better(sse_sr=1000, sse_hr=10, bits_hr=10, bits_lr=0, lam=98.9)
-    assert not hr_is_better(sse_sr=1000, sse_hr=10, bits_hr=10, bits_lr=0, lam=99)  # more than lambda per bit
-    assert hr_is_better(sse_sr=1000, sse_hr=10, bits_hr=14, bits_lr=4, lam=98.9)  # the LR chunk's bits saved
-    assert not hr_is_better(sse_sr=10, sse_hr=20, bits_hr=1, bits_lr=0, lam=0)  # never when HR is further away
+    """With one HR setting: HR iff SSE_sr - SSE_hr > lambda x (bits_hr - bits_lr)."""
+
+    def hr(sse_sr: float, sse_hr: float, bytes_hr: int, bytes_lr: int, lam: float) -> bool:
+        return best([Option(SR, sse_sr, bytes_lr), Option("hr", sse_hr, bytes_hr)], lam).path == "hr"
+
+    assert hr(1000, 10, bytes_hr=10, bytes_lr=0, lam=990 / 80 - 0.1)
+    assert not hr(1000, 10, bytes_hr=10, bytes_lr=0, lam=990 / 80 + 0.1)  # more than lambda per bit
+    assert hr(1000, 10, bytes_hr=14, bytes_lr=4, lam=990 / 80 - 0.1)  # the LR chunk's bits saved
+    assert not hr(10, 20, bytes_hr=1, bytes_lr=1, lam=0)  # never when HR is further away
     black, white = np.zeros((1024, 1024, 3), np.uint8), np.full((1024, 1024, 3), 255, np.uint8)
     assert sse(black, white) == sse(white, black) == 3 * 1024 * 1024 * 255**2  # no overflow
 
@@ -83,13 +93,13 @@ def test_the_rule() -> None:
 def test_hybrid_metadata_and_the_lr_of_the_sr_chunks_as_in_sr_mode(pair: tuple[Path, Path]) -> None:
     sr, hybrid = Archive.open(pair[0]), Archive.open(pair[1])
     md = hybrid.metadata
-    assert md.format_version == "1.7" and md.mode == "hybrid" and sr.metadata.mode == "sr"
+    assert md.format_version == "1.8" and md.mode == "hybrid" and sr.metadata.mode == "sr"
     # each SR chunk's restorer is chosen in the same pass (the generator wins all three on H&E)
     assert md.restorers is not None and md.restorers["method"] == "per chunk: every SR chunk measured (hybrid)"
     assert md.restorers["chunks"] == {"generator": 3, "bicubic": 0} and md.restorers["measured"] == 3
     assert sr.hr is None and sr.metadata.hybrid is None and HR_ARRAY not in sr.manifest.arrays
     assert md.hybrid is not None and md.hybrid["lambda"] == LAMBDA and "SSE_sr - SSE_hr > lambda" in md.hybrid["rule"]
-    assert md.hybrid["hr_codec"] == HYBRID_OPTIONS.hr_codec.to_dict()
+    assert md.hybrid["hr_codec"] == HR_CODEC.to_dict() and md.hybrid["hr_codecs"] == [HR_CODEC.to_dict()]
     assert md.hybrid["hr_chunk"] == 1024 and md.hybrid["hr_shard"] == 2048
     assert md.hybrid["sr"]["generator"]["name"] == "compact-l1-gpu" and md.hybrid["sr"]["device"] == "cpu"
     modes = md.hybrid["modes"]
@@ -124,7 +134,7 @@ def test_each_chunk_takes_the_path_the_rule_chooses(pair: tuple[Path, Path], res
     HR codec (padded to the chunk as zarr pads it), the source read afresh, the LR chunk's bytes
     (the sr archive's) saved."""
     archive, sr = Archive.open(pair[1]), Archive.open(pair[0])
-    codec, fill = HYBRID_OPTIONS.hr_codec, archive.metadata.fill_value
+    codec, fill = HR_CODEC, archive.metadata.fill_value
     sr_restore = restored[0]
     with open_slide(SLIDE) as slide:
         chosen = []
@@ -298,7 +308,7 @@ def test_info_shows_chunks_and_bytes_per_mode(pair: tuple[Path, Path]) -> None:
     shown = run("info", str(pair[1]), "--json")
     assert shown.returncode == 0, shown.stderr
     info = json.loads(shown.stdout)
-    assert info["mode"] == "hybrid" and info["format_version"] == "1.7"
+    assert info["mode"] == "hybrid" and info["format_version"] == "1.8"
     modes = info["chunk_modes"]
     assert (modes["sr"]["chunks"], modes["hr"]["chunks"]) == (3, 6)
     assert modes["sr"]["share"] == pytest.approx(1 / 3) and modes["hr"]["share"] == pytest.approx(2 / 3)

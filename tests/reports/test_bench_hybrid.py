@@ -18,7 +18,7 @@ from tests.archive.test_adaptation import QUICK_ADAPT
 from tests.archive.test_hybrid import HYBRID_OPTIONS, LAMBDA
 from tests.data import SLIDE
 from wsistore.archive.reader import Archive
-from wsistore.archive.writer import DEFAULT_HR_CODEC, DEFAULT_HR_LAMBDA, ingest
+from wsistore.archive.writer import DEFAULT_HR_LAMBDA, ingest
 from wsistore.codecs import parse_codec
 from wsistore.models.weights import default_model
 from wsistore.readers import open_slide
@@ -30,6 +30,8 @@ from wsistore.restoration.engine import runner_for, upscale_image
 #: LR chunks of 64 pixels, so HR chunks of 256: a 1000-pixel tile holds 16 of them.
 CHUNK = 64
 LAMBDAS = [0.0, DEFAULT_HR_LAMBDA, math.inf]
+#: The one HR setting of tests/archive/test_hybrid.py's archives.
+HR_SETTING = "avif:level=40,speed=6"
 SETTINGS = [DEFAULT_SETTING, "avif:level=60,speed=8"]
 
 
@@ -41,10 +43,10 @@ def test_chunks_are_coded_as_ingest_codes_them(tile: np.ndarray) -> None:
     """On the archive's grid (here offset by the crop): each chunk's pixels inside the image padded
     with the fill value to the full chunk, where they lie in it; bytes as stored (crc32c added)."""
     hr, side, fill, origin = tile[:300, :420], 128, 240, (40, 100)
-    coded = code_hr_chunks(hr, DEFAULT_HR_CODEC, side, fill, origin)
+    coded = code_hr_chunks(hr, HR_SETTING, side, fill, origin)
     assert [c.box[:2] for c in coded.chunks] == [(y, x) for y in (0, 88, 216) for x in (0, 28, 156, 284, 412)]
     covered = np.zeros(hr.shape[:2], dtype=int)
-    codec = parse_codec(DEFAULT_HR_CODEC)
+    codec = parse_codec(HR_SETTING)
     for chunk in coded.chunks:
         y0, x0, y1, x1 = chunk.box
         covered[y0:y1, x0:x1] += 1
@@ -64,8 +66,8 @@ def test_the_rule_per_chunk(tile: np.ndarray) -> None:
     hr = tile[:512, :768]
     sr = np.repeat(np.repeat(hr[::4, ::4], 4, 0), 4, 1)  # a stand-in SR path, poor in places
     sr[:256, :256] = hr[:256, :256]  # and perfect in one chunk: SR must win there
-    coded = code_hr_chunks(hr, DEFAULT_HR_CODEC, 256, 240)
-    free = choose_hybrid(hr, sr, coded, {}, 0.0)
+    coded = code_hr_chunks(hr, HR_SETTING, 256, 240)
+    free = choose_hybrid(hr, sr, [coded], {}, 0.0)
     wins = [
         c
         for c in coded.chunks
@@ -77,16 +79,16 @@ def test_the_rule_per_chunk(tile: np.ndarray) -> None:
     for c in wins:
         expected[c.box[0] : c.box[2], c.box[1] : c.box[3]] = c.decoded
     assert np.array_equal(free.image, expected)
-    never = choose_hybrid(hr, sr, coded, {}, math.inf)
+    never = choose_hybrid(hr, sr, [coded], {}, math.inf)
     assert np.array_equal(never.image, sr) and never.hr_bytes == never.hr_chunks == 0
-    counts = [choose_hybrid(hr, sr, coded, {}, lam).hr_chunks for lam in (0.0, 300.0, 3000.0, 1e9)]
+    counts = [choose_hybrid(hr, sr, [coded], {}, lam).hr_chunks for lam in (0.0, 300.0, 3000.0, 1e9)]
     assert counts == sorted(counts, reverse=True) and counts[-1] == 0
     # the LR chunks an HR chunk replaces are not stored: their bytes come off, and count for HR
     lr_bytes = {(c.box[0] // 4, c.box[1] // 4): c.nbytes // 4 for c in coded.chunks}
-    saved = choose_hybrid(hr, sr, coded, lr_bytes, 0.0)
+    saved = choose_hybrid(hr, sr, [coded], lr_bytes, 0.0)
     assert saved.hr_chunks == free.hr_chunks and saved.hr_bytes == sum(c.nbytes - c.nbytes // 4 for c in wins)
     lam = 3000.0
-    assert choose_hybrid(hr, sr, coded, lr_bytes, lam).hr_chunks >= choose_hybrid(hr, sr, coded, {}, lam).hr_chunks
+    assert choose_hybrid(hr, sr, [coded], lr_bytes, lam).hr_chunks >= choose_hybrid(hr, sr, [coded], {}, lam).hr_chunks
 
 
 def test_the_chunks_and_bytes_hybrid_ingest_stores(tmp_path: Path) -> None:
@@ -95,13 +97,13 @@ def test_the_chunks_and_bytes_hybrid_ingest_stores(tmp_path: Path) -> None:
     ingest(SLIDE, tmp_path / "hybrid.zarr", HYBRID_OPTIONS)
     archive = Archive.open(tmp_path / "hybrid.zarr")
     md = archive.metadata
-    assert md.hybrid is not None and HYBRID_OPTIONS.hr_codec == parse_codec(DEFAULT_HR_CODEC)
+    assert md.hybrid is not None and HYBRID_OPTIONS.hr_codecs == (parse_codec(HR_SETTING),)
     with open_slide(SLIDE) as slide:
         hr = slide.read_region((0, 0), 0, (md.width, md.height))
     coded = code_archive_lr(hr, DEFAULT_SETTING, HYBRID_OPTIONS.chunk, md.fill_value)
     sr = upscale_image(coded.lr, runner_for(default_model(coded.codec), "cpu"), hr.shape[:2])
-    chunks = code_hr_chunks(hr, DEFAULT_HR_CODEC, 4 * HYBRID_OPTIONS.chunk, md.fill_value)
-    hybrid = choose_hybrid(hr, sr, chunks, coded.chunk_bytes, LAMBDA)
+    chunks = code_hr_chunks(hr, HR_SETTING, 4 * HYBRID_OPTIONS.chunk, md.fill_value)
+    hybrid = choose_hybrid(hr, sr, [chunks], coded.chunk_bytes, LAMBDA)
     kept = [
         c.box[:2]
         for c in chunks.chunks
@@ -124,6 +126,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory, tile: np.ndarray) -> tuple[P
         out=folder / "report",
         archive_codecs=list(SETTINGS),
         hr_codecs=["avif:level=20,speed=8", "avif:level=45,speed=8"],
+        hybrid_codecs=[HR_SETTING],
         progress=False,
         chunk=CHUNK,
         adapt=QUICK_ADAPT,
@@ -149,7 +152,7 @@ def test_hybrid_records_over_the_sr_path(bench: tuple[Path, dict[str, Any]]) -> 
             if a["family"] == "archive" and (a["upscaler"], a["setting"]) == (r["upscaler"], r["setting"])
         )
         info = r["hybrid"]
-        assert info["hr_codec"] == DEFAULT_HR_CODEC and info["chunks"] == 16 and info["sr_bytes"] == sr["bytes"]
+        assert info["hr_codec"] == HR_SETTING and info["chunks"] == 16 and info["sr_bytes"] == sr["bytes"]
         assert r["bytes"] == sr["bytes"] + info["hr_bytes"] and (info["hr_bytes"] > 0) == (info["hr_chunks"] > 0)
         if info["lambda"] == math.inf:
             assert info["hr_chunks"] == 0 and r["metrics"] == sr["metrics"]

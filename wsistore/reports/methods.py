@@ -5,11 +5,12 @@
   (``nearest`` = the seeds' i-HR, ``bicubic``, and every SR model);
 * **full-resolution codecs**: JPEG, JPEG-XL, AVIF, WebP and JPEG 2000 on the original,
   coded in 1024-pixel tiles as a tiled TIFF or archive would store them;
-* **hybrid archive** (format 1.7): the archive path restored as restore does, each level-0
-  chunk by the better of the generator and bicubic (the archive's restorer choice), with each
-  chunk whose HR chunk wins the archive's rule (:func:`hr_is_better`) against that pasted over
-  it, HR chunks coded as ingest codes them (:func:`wsistore.archive.writer.code_hr_chunk`), and
-  their LR chunks' bytes not counted (the archive does not store them).
+* **hybrid archive** (format 1.8): the archive path restored as restore does, each level-0
+  chunk by the better of the generator and bicubic (the archive's restorer choice), and each
+  chunk whose HR chunk at one of the HR settings costs less at the record's lambda
+  (:mod:`wsistore.archive.hybrid_choice`, as ingest decides) pasted over it, HR chunks coded as
+  ingest codes them (:func:`wsistore.archive.writer.code_hr_chunk`), and their LR chunks' bytes
+  not counted (the archive does not store them).
 
 Bytes are the encoded chunk/tile bytes of the base image (pyramid levels and container
 overhead excluded for every method alike).
@@ -18,12 +19,13 @@ overhead excluded for every method alike).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from wsistore.archive.format import hr_is_better
-from wsistore.archive.writer import DEFAULT_HR_CODEC, DEFAULT_HR_LAMBDA, code_hr_chunk, sse
+from wsistore.archive.hybrid_choice import SR, Option, best
+from wsistore.archive.writer import DEFAULT_HR_CODECS, DEFAULT_HR_LAMBDA, code_hr_chunk, sse
 from wsistore.codecs import ImageCodec, parse_codec
 from wsistore.degradation import Downsample, encode_on_grid
 
@@ -92,7 +94,7 @@ QUICK_HR_SWEEP = (
 #: The hybrid archive's lambdas (ingest's default in the middle) and HR codecs.
 HYBRID_LAMBDAS = (DEFAULT_HR_LAMBDA / 3, DEFAULT_HR_LAMBDA, 3 * DEFAULT_HR_LAMBDA)
 QUICK_HYBRID_LAMBDAS = (DEFAULT_HR_LAMBDA,)
-HYBRID_HR_SWEEP = (DEFAULT_HR_CODEC,)
+HYBRID_HR_SWEEP = DEFAULT_HR_CODECS
 
 
 @dataclass
@@ -198,27 +200,30 @@ class HybridImage:
 def choose_hybrid(
     hr: np.ndarray,
     sr: np.ndarray,
-    coded: CodedChunks,
+    coded: Sequence[CodedChunks],
     lr_bytes: dict[tuple[int, int], int],
     lam: float,
     scale: int = 4,
     bicubic: np.ndarray | None = None,
 ) -> HybridImage:
-    """Per chunk, the archive's rule between the SR path and the coded HR chunk, both against the
-    original ``hr``, at ``lam``: the SR path is ``sr`` (the generator's output of the archive's
-    LR, whose chunks' bytes are ``lr_bytes``, :attr:`CodedLR.chunk_bytes`) or, where it is closer,
-    ``bicubic`` of the same LR (the restorer choice, format 1.7); ``hr_bytes`` is the HR chunks'
-    bytes less the LR chunks they replace (format 1.6 does not store those)."""
+    """Per chunk, the hybrid decision (:mod:`wsistore.archive.hybrid_choice`) among the SR path and
+    the chunk coded at each HR setting of ``coded``, against the original ``hr``, at ``lam``: the
+    SR path is ``sr`` (the generator's output of the archive's LR, whose chunks' bytes are
+    ``lr_bytes``, :attr:`CodedLR.chunk_bytes`) or, where it is closer, ``bicubic`` of the same LR
+    (the restorer choice, format 1.7); ``hr_bytes`` is the HR chunks' bytes less the LR chunks
+    they replace (format 1.6 does not store those)."""
     image, nbytes, count = sr.copy(), 0, 0
-    for chunk in coded.chunks:
-        y0, x0, y1, x1 = chunk.box
+    for chunks in zip(*(c.chunks for c in coded), strict=True):
+        y0, x0, y1, x1 = chunks[0].box
         area, truth = (slice(y0, y1), slice(x0, x1)), hr[y0:y1, x0:x1]
         sse_sr = sse(sr[area], truth)
         if bicubic is not None and sse(bicubic[area], truth) < sse_sr:
             image[area], sse_sr = bicubic[area], sse(bicubic[area], truth)
         lr = lr_bytes.get((y0 // scale, x0 // scale), 0)
-        stored_lr = lr + 4 if lr else 0  # as the archive stores it, its crc32c included
-        if hr_is_better(sse_sr, chunk.sse, 8 * chunk.nbytes, 8 * stored_lr, lam):
-            image[area] = chunk.decoded
-            nbytes, count = nbytes + chunk.nbytes - lr, count + 1
+        options = [Option(SR, sse_sr, lr + 4 if lr else 0)]  # the LR as stored: its crc32c included
+        options += [Option(c.setting, chunk.sse, chunk.nbytes) for c, chunk in zip(coded, chunks, strict=True)]
+        chosen = best(options, lam)
+        if chosen.path != SR:
+            image[area] = chunks[options.index(chosen) - 1].decoded
+            nbytes, count = nbytes + chosen.nbytes - lr, count + 1
     return HybridImage(image, nbytes, count)

@@ -118,7 +118,7 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
     hybrid_codecs = list(options.hybrid_codecs or HYBRID_HR_SWEEP) if lambdas else []
     # the hybrid's SR path: the first SR model (by default the default generator, as ingest measures it)
     hybrid_model = next((n for n in names if n not in ("nearest", "bicubic")), None) if hybrid_codecs else None
-    hybrids = len(lambdas) * len(hybrid_codecs) if hybrid_model else 0
+    hybrids = len(lambdas) if hybrid_model else 0
     lpips, lpips_reason = _lpips(options.lpips_weights)
     crop = 1024 if options.quick and options.region is None else options.crop
     inputs = list(load_inputs(options.inputs, crop, options.region))
@@ -307,23 +307,19 @@ def _hybrid_records(
 ) -> list[dict[str, Any]]:
     """The ``hybrid`` records over an archive record ``sr`` and its restored ``image`` (of the
     coded ``lr``; ``bicubic`` where that restores a chunk better, as the archive's restorer
-    choice does): per HR codec and lambda, the chunks the rule keeps pasted over it, their bytes
-    added and their LR chunks' taken off."""
+    choice does): per lambda, each chunk's least-cost option among the SR path and the HR chunk
+    at every setting of ``coded`` (:mod:`wsistore.archive.hybrid_choice`, as ingest decides),
+    the HR chunks' bytes added and their LR chunks' taken off."""
     records = []
-    for chunks in coded:
-        for lam in lambdas:
-            hybrid = choose_hybrid(item.hr, image, chunks, lr.chunk_bytes, lam, bicubic=bicubic)
-            nbytes, encode = sr["bytes"] + hybrid.hr_bytes, sr["encode_seconds"] + chunks.encode_seconds
-            restore = sr["restore_seconds"]
-            rec = _record(item, "hybrid", sr["setting"], None, hybrid.image, nbytes, encode, restore, lpips, device)
-            same = {k: sr[k] for k in ("upscaler", "weights_sha256", "device", "precision")}
-            info = {
-                "hr_codec": chunks.setting,
-                "lambda": lam,
-                "hr_chunks": hybrid.hr_chunks,
-                "chunks": len(chunks.chunks),
-            }
-            records.append(rec | same | {"hybrid": info | {"hr_bytes": hybrid.hr_bytes, "sr_bytes": sr["bytes"]}})
+    settings = "+".join(c.setting for c in coded)
+    encode = sr["encode_seconds"] + sum(c.encode_seconds for c in coded)
+    for lam in lambdas:
+        hybrid = choose_hybrid(item.hr, image, coded, lr.chunk_bytes, lam, bicubic=bicubic)
+        nbytes, restore = sr["bytes"] + hybrid.hr_bytes, sr["restore_seconds"]
+        rec = _record(item, "hybrid", sr["setting"], None, hybrid.image, nbytes, encode, restore, lpips, device)
+        same = {k: sr[k] for k in ("upscaler", "weights_sha256", "device", "precision")}
+        info = {"hr_codec": settings, "lambda": lam, "hr_chunks": hybrid.hr_chunks, "chunks": len(coded[0].chunks)}
+        records.append(rec | same | {"hybrid": info | {"hr_bytes": hybrid.hr_bytes, "sr_bytes": sr["bytes"]}})
     return records
 
 
