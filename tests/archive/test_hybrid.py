@@ -98,7 +98,7 @@ def test_hybrid_metadata_and_the_lr_of_the_sr_chunks_as_in_sr_mode(pair: tuple[P
     assert md.restorers is not None and md.restorers["method"] == "per chunk: every SR chunk measured (hybrid)"
     assert md.restorers["chunks"] == {"generator": 3, "bicubic": 0} and md.restorers["measured"] == 3
     assert sr.hr is None and sr.metadata.hybrid is None and HR_ARRAY not in sr.manifest.arrays
-    assert md.hybrid is not None and md.hybrid["lambda"] == LAMBDA and "SSE_sr - SSE_hr > lambda" in md.hybrid["rule"]
+    assert md.hybrid is not None and md.hybrid["lambda"] == LAMBDA and "least SSE + lambda * bits" in md.hybrid["rule"]
     assert md.hybrid["hr_codec"] == HR_CODEC.to_dict() and md.hybrid["hr_codecs"] == [HR_CODEC.to_dict()]
     assert md.hybrid["hr_chunk"] == 1024 and md.hybrid["hr_shard"] == 2048
     assert md.hybrid["sr"]["generator"]["name"] == "compact-l1-gpu" and md.hybrid["sr"]["device"] == "cpu"
@@ -448,10 +448,18 @@ def test_an_hr_array_in_an_sr_archive_is_refused(tmp_path: Path, pair: tuple[Pat
 def test_the_cli_ingests_hybrid_and_refuses_hybrid_options_in_sr_mode(tmp_path: Path) -> None:
     out = tmp_path / "cli.zarr"
     args = ("--workers", "2", "--chunk", "256", "--shard", "512", "--quiet")
-    result = run("ingest", str(SLIDE), str(out), "--mode", "hybrid", "--lambda", str(LAMBDA), *args)
+    one = ("--hr-codec", "avif:level=40,speed=6")
+    result = run("ingest", str(SLIDE), str(out), "--mode", "hybrid", "--lambda", str(LAMBDA), *one, *args)
     assert result.returncode == 0, result.stderr
     assert "6 at full resolution (hybrid)" in result.stdout
     assert Archive.open(out).metadata.hybrid["modes"]["hr"]["chunks"] == 6  # type: ignore[index]
+    # the default: four AVIF levels weighed per chunk
+    result = run("ingest", str(SLIDE), str(tmp_path / "d.zarr"), "--mode", "hybrid", *args)
+    hybrid = Archive.open(tmp_path / "d.zarr").metadata.hybrid
+    assert result.returncode == 0 and hybrid is not None and len(hybrid["hr_codecs"]) == 4
+    assert sum(hybrid["options"].values()) == 9 and "HR " in run("info", str(tmp_path / "d.zarr")).stdout
+    both = run("ingest", str(SLIDE), str(tmp_path / "x.zarr"), "--mode", "hybrid", "--lambda", "5", "--target-bpp", "1")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
     assert_one_line_error(
         run("ingest", str(SLIDE), str(tmp_path / "x.zarr"), "--lambda", "5", *args), 2, "--mode hybrid"
     )
