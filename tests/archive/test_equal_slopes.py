@@ -13,9 +13,18 @@ import pytest
 from tests.archive.test_hybrid import SR_OPTIONS
 from tests.data import SLIDE
 from wsistore.archive.format import HR_ARRAY
-from wsistore.archive.hybrid_choice import SR, Option, best, choose, lambda_for_bytes, total_bytes
+from wsistore.archive.hybrid_choice import (
+    AVIF_LR_SLOPES,
+    SR,
+    Option,
+    best,
+    choose,
+    lambda_for_bytes,
+    matched_lambda,
+    total_bytes,
+)
 from wsistore.archive.reader import Archive
-from wsistore.archive.writer import ingest
+from wsistore.archive.writer import DEFAULT_HR_LAMBDA, ingest
 from wsistore.codecs import parse_codec
 from wsistore.errors import InputError
 
@@ -55,6 +64,17 @@ def test_lambda_for_a_byte_budget() -> None:
         assert total_bytes(CHUNKS, lam) <= budget
         assert total_bytes(CHUNKS, lam * 0.99) > budget or lam == 1e-3  # the least lambda within it
     assert total_bytes(CHUNKS, lambda_for_bytes(CHUNKS, 10)) == 320  # below the cheapest: the cheapest
+
+
+def test_lambda_matched_to_the_lr_quality() -> None:
+    """The measured slopes at their AVIF qualities, log-linear between them, held beyond; a lower
+    LR quality has a steeper slope; other LR codecs take the default quality's."""
+    for quality, slope in AVIF_LR_SLOPES:
+        assert matched_lambda(parse_codec("avif", quality)) == slope
+    assert DEFAULT_HR_LAMBDA == matched_lambda(parse_codec("avif")) == 900
+    assert matched_lambda(parse_codec("avif", 30)) == 2700 and matched_lambda(parse_codec("avif", 99)) == 300
+    assert 900 < matched_lambda(parse_codec("avif", 70)) < 2700
+    assert matched_lambda(parse_codec("jpegxl")) == DEFAULT_HR_LAMBDA
 
 
 @pytest.mark.slow

@@ -40,8 +40,9 @@ def _sse(a: np.ndarray, b: np.ndarray) -> int:
 
 
 def test_chunks_are_coded_as_ingest_codes_them(tile: np.ndarray) -> None:
-    """On the archive's grid (here offset by the crop): each chunk's pixels inside the image padded
-    with the fill value to the full chunk, where they lie in it; bytes as stored (crc32c added)."""
+    """On the archive's grid (here offset by the crop): a chunk that starts at its corner coded at
+    its extent inside the image (format 1.8), any other padded with the fill value to the full
+    chunk, where it lies in it; bytes as stored (crc32c added)."""
     hr, side, fill, origin = tile[:300, :420], 128, 240, (40, 100)
     coded = code_hr_chunks(hr, HR_SETTING, side, fill, origin)
     assert [c.box[:2] for c in coded.chunks] == [(y, x) for y in (0, 88, 216) for x in (0, 28, 156, 284, 412)]
@@ -51,8 +52,11 @@ def test_chunks_are_coded_as_ingest_codes_them(tile: np.ndarray) -> None:
         y0, x0, y1, x1 = chunk.box
         covered[y0:y1, x0:x1] += 1
         at = ((y0 + origin[0]) % side, (x0 + origin[1]) % side)
-        padded = np.full((side, side, 3), fill, dtype=np.uint8)
-        padded[at[0] : at[0] + y1 - y0, at[1] : at[1] + x1 - x0] = hr[y0:y1, x0:x1]
+        if at == (0, 0):
+            padded = np.ascontiguousarray(hr[y0:y1, x0:x1])
+        else:
+            padded = np.full((side, side, 3), fill, dtype=np.uint8)
+            padded[at[0] : at[0] + y1 - y0, at[1] : at[1] + x1 - x0] = hr[y0:y1, x0:x1]
         data = codec.encode_image(padded)
         decoded = codec.decode_image(data)[at[0] : at[0] + y1 - y0, at[1] : at[1] + x1 - x0]
         assert chunk.nbytes == len(data) + 4 and np.array_equal(chunk.decoded, decoded)
@@ -110,7 +114,7 @@ def test_the_chunks_and_bytes_hybrid_ingest_stores(tmp_path: Path) -> None:
         if np.array_equal(hybrid.image[c.box[0] : c.box[2], c.box[1] : c.box[3]], c.decoded)
     ]
     assert kept == [(c.box[0], c.box[1]) for c in chunks.chunks if archive.is_hr(c.box[0] // 1024, c.box[1] // 1024)]
-    assert hybrid.hr_chunks == len(kept) == md.hybrid["modes"]["hr"]["chunks"] == 6
+    assert hybrid.hr_chunks == len(kept) == md.hybrid["modes"]["hr"]["chunks"] == 7
     lr_bytes = sum(coded.chunk_bytes[y // 4, x // 4] for y, x in kept)  # not stored (format 1.6)
     assert md.hybrid["modes"]["hr"]["lr_bytes"] == 0
     assert hybrid.hr_bytes == md.hybrid["modes"]["hr"]["bytes"] - lr_bytes

@@ -58,7 +58,9 @@ path's the SSE of the decoded HR chunk; its rate the HR chunk's stored bytes. Th
 the array ``hr/``: the source's size, uint8 (c, y, x), chunk side ``scale x chunk`` (so HR chunk
 ``(row, col)`` covers LR chunk ``(row, col)``), shards of :func:`hr_shard_side`, a transpose to
 (y, x, c), the HR codec (format 1.8: the first of its settings; each chunk is coded at one of
-them, which its decoder does not need to know) and a crc32c per chunk like every image array, the level's fill value;
+them, which its decoder does not need to know; an HR chunk at the slide's right or bottom edge is coded
+at its extent inside the slide, as a codec on the whole image codes its last tiles, and the codec's
+zarr decoder pads it with the fill value) and a crc32c per chunk like every image array, the level's fill value;
 only the chosen chunks are written (a chunk not written is an SR chunk), each with its coding
 PSNR against the source in the manifest (what ``verify --against`` checks). The LR pyramid stays
 complete. In format 1.5 every tissue chunk keeps its LR chunk, HR or not. From format 1.6 the LR
@@ -136,8 +138,8 @@ HR_RULE = (
     "path (SSE of restore's output by the chunk's restorer; bits = 8 x its LR chunk's stored bytes) and its HR "
     "chunk at each HR setting (SSE of the decoded HR chunk; bits = 8 x its stored bytes; an HR chunk's LR chunk "
     "is not stored, derived from the HR chunk on read); SSE over the chunk's pixels inside the slide and its 3 "
-    "channels, in grey levels squared, against the source; bytes with their crc32c; lambda given, or the "
-    "smallest whose choice stores at most the target rate's bytes"
+    "channels, in grey levels squared, against the source; bytes with their crc32c; lambda given, or matched to "
+    "the SR path's slope at the LR codec's quality, or the smallest whose choice stores at most the target rate's bytes"
 )
 #: Chunk sides must be multiples of this (LR pixels).
 ALIGN = 16

@@ -10,8 +10,10 @@ the SR path with full-resolution chunks at one fixed setting no longer sits at t
 slopes of their rate-distortion curves. Storing every chunk at one setting is one of the
 combinations, so the choice at its own rate is never worse (in SSE) than that.
 
-``lambda`` is given, or found by bisection over the chunks' measured options so that the chosen
-options' bytes meet a target (:func:`lambda_for_bytes`).
+``lambda`` is given, or matched to the slope of the LR's own rate-distortion curve at its
+quality (:func:`matched_lambda`: a bit spent on full resolution must buy what a bit spent on the
+LR would), or found by bisection over the chunks' measured options so that the chosen options'
+bytes meet a target (:func:`lambda_for_bytes`).
 """
 
 from __future__ import annotations
@@ -21,11 +23,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
+
+from wsistore.codecs import AvifCodec, ImageCodec
+
 #: The SR path's name among a chunk's options.
 SR = "sr"
 #: Bisection bounds and steps of the lambda search (grey levels squared of SSE per bit).
 LAMBDA_RANGE = (1e-3, 1e9)
 SEARCH_STEPS = 80
+
+#: The SR path's slope (grey levels squared of SSE per bit) at AVIF LR qualities, for the default
+#: generator: -dSSE/dbits of restore's output between neighbouring LR qualities, measured on the
+#: out-of-distribution tiles and the real slides of BENCHMARKS.md ("Equal slopes"), rounded to the
+#: lambdas measured there. :func:`matched_lambda` interpolates log-linearly between them.
+AVIF_LR_SLOPES = ((60, 2700.0), (75, 900.0), (85, 300.0))
 
 Key = TypeVar("Key")
 
@@ -59,6 +71,15 @@ def choose(chunks: Mapping[Key, Sequence[Option]], lam: float) -> dict[Key, Opti
 def total_bytes(chunks: Mapping[Key, Sequence[Option]], lam: float) -> int:
     """The bytes the chunks store when each takes its option at ``lam``."""
     return sum(option.nbytes for option in choose(chunks, lam).values())
+
+
+def matched_lambda(codec: ImageCodec) -> float:
+    """lambda at the slope of the SR path's curve at ``codec``'s quality: for AVIF, interpolated
+    log-linearly in quality between :data:`AVIF_LR_SLOPES` (held at its ends); for other LR codecs,
+    whose slopes were not measured, the AVIF default quality's."""
+    qualities, slopes = zip(*AVIF_LR_SLOPES, strict=True)
+    quality = getattr(codec, "level", 75) if isinstance(codec, AvifCodec) else 75
+    return float(round(math.exp(np.interp(quality, qualities, np.log(slopes)))))
 
 
 def lambda_for_bytes(chunks: Mapping[Key, Sequence[Option]], target: float) -> float:

@@ -81,7 +81,7 @@ from wsistore.archive.format import (
     metadata_digest,
     ome_multiscales,
 )
-from wsistore.archive.hybrid_choice import SR, Option, choose, lambda_for_bytes
+from wsistore.archive.hybrid_choice import SR, Option, choose, lambda_for_bytes, matched_lambda
 from wsistore.archive.manifest import (
     ArrayRecord,
     Manifest,
@@ -100,7 +100,7 @@ from wsistore.archive.partial import PartialOutput
 from wsistore.archive.reader import ArrayReader, decode_shard
 from wsistore.archive.restorer_choice import ChoicePolicy, choice_record, choose_restorers, gain_db
 from wsistore.archive.store import Location
-from wsistore.codecs import ImageCodec, JpegXlCodec, make_codec, parse_codec, register_codecs
+from wsistore.codecs import DEFAULT_CODEC, ImageCodec, JpegXlCodec, make_codec, parse_codec, register_codecs
 from wsistore.degradation import Downsample, SourceLoss, read_window
 from wsistore.dicom import identifying
 from wsistore.dicomweb import fetched_series, is_dicomweb_url
@@ -144,11 +144,10 @@ HR_OPTIONS_KIND = "hr-options"
 #: (on the real slides of BENCHMARKS.md speed 8 costs 1-2 dB at equal bytes, 4:2:0 0.1-0.4 dB
 #: more), at four quality levels spanning the useful range (BENCHMARKS.md, "Equal slopes").
 DEFAULT_HR_CODECS = ("avif:level=12,speed=6", "avif:level=20,speed=6", "avif:level=30,speed=6", "avif:level=45,speed=6")
-#: lambda of the hybrid decision unless told otherwise, in grey levels squared of SSE per bit
-#: (:data:`wsistore.archive.format.HR_RULE`): what a bit spent on the LR buys instead, at AVIF's
-#: slope near the archive's rates (13.7 dB per bit per source pixel, the adaptation's rule) and
-#: the default generator's 28.4 dB: 3 x MSE x ln(10) / 10 x 13.7 = 890 for MSE = 94, rounded.
-DEFAULT_HR_LAMBDA = 900.0
+#: lambda of the hybrid decision at the default LR codec (AVIF quality 75), in grey levels squared
+#: of SSE per bit (:data:`wsistore.archive.format.HR_RULE`): the SR path's slope there
+#: (:func:`wsistore.archive.hybrid_choice.matched_lambda`).
+DEFAULT_HR_LAMBDA = matched_lambda(parse_codec(DEFAULT_CODEC))
 
 
 #: A stored adaptation: its bytes and its record (:attr:`ArchiveMetadata.adaptation`), or None.
@@ -240,8 +239,9 @@ class IngestOptions:
     hr_codecs: tuple[ImageCodec, ...] = field(
         default_factory=lambda: tuple(parse_codec(text) for text in DEFAULT_HR_CODECS)
     )
-    #: lambda of the hybrid decision, grey levels squared per bit (:mod:`wsistore.archive.hybrid_choice`)
-    hr_lambda: float = DEFAULT_HR_LAMBDA
+    #: lambda of the hybrid decision, grey levels squared per bit (:mod:`wsistore.archive.hybrid_choice`);
+    #: None: matched to the LR codec's slope at its quality
+    hr_lambda: float | None = None
     #: the level-0 rate a hybrid archive aims at, bits per source pixel: its lambda is then found
     #: (the bytes chosen at most this); None: ``hr_lambda``
     hr_target_bpp: float | None = None
@@ -275,7 +275,7 @@ class IngestOptions:
             raise InputError(f"mode must be {' or '.join(MODES)}, got {self.mode!r}")
         if self.mode == "hybrid" and self.upscaler is None:
             raise InputError("mode hybrid needs an upscaler (the SR path it measures)")
-        if not 0 <= self.hr_lambda < float("inf"):
+        if self.hr_lambda is not None and not 0 <= self.hr_lambda < float("inf"):
             raise InputError(f"the hybrid lambda must be a number at least 0, got {self.hr_lambda}")
         if self.hr_target_bpp is not None and not 0 < self.hr_target_bpp < 24:
             raise InputError(f"the hybrid target must be above 0 and below 24 bits per pixel, got {self.hr_target_bpp}")
@@ -817,11 +817,12 @@ class _Ingest:
             sr.close()
         options = self._journalled_hr_options()
         target = self.options.hr_target_bpp
-        lam = (
-            self.options.hr_lambda
-            if target is None
-            else lambda_for_bytes(options, target * self.width * self.height / 8)
-        )
+        if target is not None:
+            lam, chosen_by = lambda_for_bytes(options, target * self.width * self.height / 8), "target"
+        elif self.options.hr_lambda is not None:
+            lam, chosen_by = self.options.hr_lambda, "given"
+        else:
+            lam, chosen_by = matched_lambda(self.options.codec), "the LR's slope"
         chosen = choose(options, lam)
         self.hr_cells = {cell for cell, option in chosen.items() if option.path != SR}
         empty = set(self.dest.done(EMPTY_HR_SHARD_KIND))
@@ -838,6 +839,7 @@ class _Ingest:
             "hr_codec": settings[0],
             "hr_codecs": settings,
             "lambda": lam,
+            "lambda_from": chosen_by,
             "target_bpp": target,
             "rule": HR_RULE,
             "hr_chunk": hr_chunk,
@@ -1262,15 +1264,20 @@ def _software(reader: str) -> dict[str, str]:
 def code_hr_chunk(
     source: np.ndarray, chunk: int, fill: int, codec: ImageCodec, at: tuple[int, int] = (0, 0)
 ) -> tuple[np.ndarray, bytes]:
-    """A hybrid archive's HR chunk as zarr codes it: ``source`` (the chunk's pixels inside the
-    image, at ``at = (y, x)`` in the chunk) padded with ``fill`` to ``chunk x chunk``, encoded;
-    returns the decoded pixels of ``source``'s area and the chunk's bytes as stored (its crc32c
-    appended, as the array's :class:`Crc32cCodec` appends it)."""
+    """A hybrid archive's HR chunk as stored: ``source`` (the chunk's pixels inside the image, at
+    ``at = (y, x)`` in the chunk) encoded at its own size when it starts at the chunk's corner
+    (format 1.8: an edge chunk is coded at its extent inside the image, as a codec on the whole
+    image codes its last tiles; the codec's zarr decoder pads it), else padded with ``fill`` to
+    ``chunk x chunk``; returns the decoded pixels of ``source``'s area and the chunk's bytes as
+    stored (its crc32c appended, as the array's :class:`Crc32cCodec` appends it)."""
     h, w = source.shape[:2]
     y, x = at
-    padded = np.full((chunk, chunk, 3), fill, dtype=np.uint8)
-    padded[y : y + h, x : x + w] = source
-    encoded = codec.encode_image(padded)
+    if at == (0, 0):
+        image = np.ascontiguousarray(source)
+    else:
+        image = np.full((chunk, chunk, 3), fill, dtype=np.uint8)
+        image[y : y + h, x : x + w] = source
+    encoded = codec.encode_image(image)
     stored = encoded + google_crc32c.value(encoded).to_bytes(4, "little")
     return codec.decode_image(encoded)[y : y + h, x : x + w], stored
 

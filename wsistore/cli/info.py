@@ -96,6 +96,8 @@ def _mode(info: dict[str, Any]) -> str:
     size = _options.size
     kept = f" + {size(hr['lr_bytes'])} LR kept" if hr["lr_bytes"] else ""  # format 1.5 kept the LR chunks
     target = f" (found for {hybrid['target_bpp']:g} bpp)" if hybrid.get("target_bpp") else ""
+    if hybrid.get("lambda_from") == "the LR's slope":  # format 1.8: no --lambda, no target
+        target = " (the LR's slope)"
     used = hybrid.get("options")  # format 1.8: the chunks per option
     settings = (
         ", ".join(f"{n} at {path}" for path, n in used.items() if path != "sr" and n)

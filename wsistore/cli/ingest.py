@@ -51,8 +51,8 @@ def add_parser(sub: Any) -> None:
         "--mode",
         choices=("sr", "hybrid"),
         default="sr",
-        help="sr (default): every chunk LR, restored by the generator; hybrid: each level-0 chunk also at full "
-        "resolution where that costs less (SSE_sr - SSE_hr > lambda x (bits_hr - bits_lr); format 1.6)",
+        help="sr (default): every chunk LR, restored by the generator; hybrid: each level-0 chunk stored as its LR "
+        "or at full resolution, whichever of its options costs least SSE + lambda x bits (format 1.8)",
     )
     p.add_argument(
         "--hr-codec",
@@ -70,8 +70,8 @@ def add_parser(sub: Any) -> None:
         type=_options.non_negative_float,
         default=None,
         metavar="L",
-        help="hybrid: grey levels squared of SSE a bit must save, the same for every chunk and option (default 900; "
-        "0: each chunk's closest option)",
+        help="hybrid: grey levels squared of SSE a bit must save, the same for every chunk and option (default: the "
+        "LR's own slope at its quality, 900 at AVIF 75; 0: each chunk's closest option)",
     )
     rate.add_argument(
         "--target-bpp",

@@ -251,9 +251,10 @@ DEFINITIONS = {
     "bicubic": "bicubic upscaling (torch, a = -0.75) of the same LR.",
     "archive path": "the original downsampled 4x exactly as ingest does it, coded chunk by chunk with the LR codec, "
     "then upscaled by each method.",
-    "hybrid": "a hybrid archive (format 1.6): the archive path restored by the first SR model (or MODEL+adapted), "
-    "with each level-0 chunk (4x the LR chunk: 1024 pixels) coded at full resolution as ingest codes it, kept where "
-    "ingest's rule keeps it (SSE_sr - SSE_hr > lambda x (its bits - its LR chunk's bits)); bytes: the archive "
+    "hybrid": "a hybrid archive (format 1.8): the archive path restored by the first SR model (or MODEL+adapted), "
+    "with each level-0 chunk (4x the LR chunk: 1024 pixels) coded at full resolution at each HR setting as ingest "
+    "codes it; each chunk takes the option of least SSE + lambda x bits (the SR path: its LR chunk's bits; an HR "
+    "setting: its HR chunk's bits, the LR chunk's saved), one lambda per curve; bytes: the archive "
     "path's (with the adaptation's when kept) plus the kept HR chunks' as stored (4-byte crc32c each), less their "
     "LR chunks' (not stored).",
     "nuclei": "haematoxylin from colour deconvolution, thresholded at the original's Otsu level, blobs of at least "
