@@ -134,7 +134,7 @@ def test_each_chunk_takes_the_path_the_rule_chooses(pair: tuple[Path, Path], res
     HR codec (an edge chunk at its extent inside the slide: format 1.8), the source read afresh,
     the LR chunk's bytes (the sr archive's) saved."""
     archive, sr = Archive.open(pair[1]), Archive.open(pair[0])
-    codec, fill = HR_CODEC, archive.metadata.fill_value
+    codec = HR_CODEC
     sr_restore = restored[0]
     with open_slide(SLIDE) as slide:
         chosen = []
