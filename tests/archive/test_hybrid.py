@@ -24,12 +24,12 @@ from tests.cli.test_cli import assert_one_line_error, run
 from tests.data import SLIDE
 from tests.s3 import S3
 from wsistore.archive import writer
-from wsistore.archive.format import HR_ARRAY, MANIFEST_KEY, metadata_digest
+from wsistore.archive.format import ADAPTATION_ARRAY, HR_ARRAY, MANIFEST_KEY, metadata_digest
 from wsistore.archive.hybrid_choice import SR, Option, best
 from wsistore.archive.manifest import ArrayRecord, chunk_modes
 from wsistore.archive.reader import Archive
 from wsistore.archive.verify import verify
-from wsistore.archive.writer import DEFAULT_HR_LAMBDA, IngestOptions, ingest, sse
+from wsistore.archive.writer import DEFAULT_HR_LAMBDA, UNUSED_ADAPTATION, IngestOptions, ingest, sse
 from wsistore.codecs import parse_codec
 from wsistore.degradation import Downsample
 from wsistore.errors import ArchiveError, InputError
@@ -521,6 +521,22 @@ def test_the_sr_path_is_restores_own_output_with_the_adaptation(tmp_path: Path) 
                 assert np.array_equal(restored, expected), (r, q)
     finally:
         sr.close()
+
+
+def test_an_adaptation_no_chunk_uses_is_not_stored(tmp_path: Path) -> None:
+    """Every chunk at full resolution (lambda 0, a near-lossless HR setting): the adaptation its
+    rule kept would restore nothing, so its bytes are not stored, and the record says why."""
+    from tests.archive.test_adaptation import QUICK_ADAPT
+
+    out = tmp_path / "all-hr.zarr"
+    near_lossless = (parse_codec("avif:level=90,speed=8"),)
+    ingest(SLIDE, out, replace(HYBRID_OPTIONS, adapt=QUICK_ADAPT, hr_lambda=0.0, hr_codecs=near_lossless))
+    archive = Archive.open(out)
+    record, hybrid = archive.metadata.adaptation, archive.metadata.hybrid
+    assert hybrid is not None and hybrid["modes"]["sr"]["chunks"] == 0
+    assert record is not None and not record["kept"] and record["reason"] == UNUSED_ADAPTATION
+    assert archive.adaptation() is None and ADAPTATION_ARRAY not in archive.manifest.arrays
+    assert verify(out, progress=False).ok
 
 
 def test_serve_gives_the_restored_pixels_with_the_hr_chunks(

@@ -140,6 +140,8 @@ RESTORER_KIND = "restorers"
 RESTORERS_KEY = "restorers"
 #: Journal entry of an HR shard's area measured: each tissue chunk's options (hybrid).
 HR_OPTIONS_KIND = "hr-options"
+#: Why an adaptation its rule kept is not stored.
+UNUSED_ADAPTATION = "no chunk is restored by the generator (each at full resolution or by bicubic)"
 #: The HR settings hybrid ingest weighs each chunk at unless told otherwise: AVIF 4:4:4 at speed 6
 #: (on the real slides of BENCHMARKS.md speed 8 costs 1-2 dB at equal bytes, 4:2:0 0.1-0.4 dB
 #: more), at four quality levels spanning the useful range (BENCHMARKS.md, "Equal slopes").
@@ -394,11 +396,18 @@ class _Ingest:
 
         keep = self._chunks_to_keep(mask)
         self._write_pyramid(arrays, keep, mask)
-        payload, adaptation = self._adapt(group, arrays[0], mask)
+        payload, adaptation = self._adapt(arrays[0], mask)
         stored: Stored = (payload, adaptation) if payload is not None and adaptation is not None else None
         hybrid = self._write_hr(group, arrays[0], keep, mask, stored)
         level0 = ArrayReader(self.work, "0", arrays[0], self.records["0"], mask.background_rgb, mask.fill_value)
         restorers = self._choose_restorers(group, level0, keep, stored)
+        unused = restorers is not None and not restorers["chunks"][GENERATOR]
+        if payload is not None and adaptation is not None and unused:
+            # kept by its rule, but no chunk is restored by the generator: its bytes would buy nothing
+            adaptation = adaptation | {"kept": False, "reason": UNUSED_ADAPTATION}
+            payload = None
+        if payload is not None:
+            self._write_small(group, ADAPTATION_ARRAY, np.frombuffer(payload, dtype=np.uint8), fill_value=0)
 
         associated, stripped = self._write_associated(group)
         self._write_small(group, MASK_ARRAY, mask.tissue.astype(np.uint8))
@@ -751,13 +760,11 @@ class _Ingest:
         self._store_shard(path, array, shard, buffer, box, kept, mask.fill_value, self.options.codec, False)
 
     # -- adaptation ------------------------------------------------------------------------
-    def _adapt(
-        self, group: zarr.Group, level0: zarr.Array, mask: TissueMask
-    ) -> tuple[bytes | None, dict[str, Any] | None]:
+    def _adapt(self, level0: zarr.Array, mask: TissueMask) -> tuple[bytes | None, dict[str, Any] | None]:
         """Tune the per-slide adaptation on the stored level 0 (or, on resume, take the one
-        journalled with the same settings), store its bytes when the rule keeps it, and
-        return them (None when not stored) and its record for the metadata (None when not
-        adapting)."""
+        journalled with the same settings) and return its bytes when the rule keeps it (None
+        when not; stored once the chunks' restorers are known) and its record for the metadata
+        (None when not adapting)."""
         adapter = self.options.adapt
         if adapter is None:
             return None, None
@@ -772,8 +779,6 @@ class _Ingest:
                     reader, self.slide, self.options.scale, self.options.codec, bar.update
                 )
             self.dest.journal(ADAPTATION_KIND, "0", {"settings": settings, "payload": payload.hex(), "info": info})
-        if info["kept"]:
-            self._write_small(group, ADAPTATION_ARRAY, np.frombuffer(payload, dtype=np.uint8), fill_value=0)
         return (payload if info["kept"] else None), dict(info)
 
     # -- hybrid: full-resolution chunks --------------------------------------------------------
@@ -893,7 +898,7 @@ class _Ingest:
             lr_bytes = self.records["0"].chunks.get(cid, [0])[0]
             options = [[SR, min(sse_sr), lr_bytes]]
             for path, codec in zip(self._hr_paths(), self.options.hr_codecs, strict=True):
-                decoded, coded = code_hr_chunk(source, chunk, mask.fill_value, codec)
+                decoded, coded = code_hr_chunk(source, codec)
                 options.append([path, sse(decoded, source), len(coded)])
             found[cid] = options
             self._progress.update()
@@ -937,7 +942,7 @@ class _Ingest:
             if option.path == SR:
                 continue
             source = self._read_level0(box)
-            _, coded = code_hr_chunk(source, chunk, fill, codecs[option.path])
+            _, coded = code_hr_chunk(source, codecs[option.path])
             if len(coded) != option.nbytes:
                 raise ArchiveError(
                     f"HR chunk row {r} col {q} coded to {len(coded)} bytes, {option.nbytes} when measured: "
@@ -1261,25 +1266,15 @@ def _software(reader: str) -> dict[str, str]:
     }
 
 
-def code_hr_chunk(
-    source: np.ndarray, chunk: int, fill: int, codec: ImageCodec, at: tuple[int, int] = (0, 0)
-) -> tuple[np.ndarray, bytes]:
-    """A hybrid archive's HR chunk as stored: ``source`` (the chunk's pixels inside the image, at
-    ``at = (y, x)`` in the chunk) encoded at its own size when it starts at the chunk's corner
-    (format 1.8: an edge chunk is coded at its extent inside the image, as a codec on the whole
-    image codes its last tiles; the codec's zarr decoder pads it), else padded with ``fill`` to
-    ``chunk x chunk``; returns the decoded pixels of ``source``'s area and the chunk's bytes as
-    stored (its crc32c appended, as the array's :class:`Crc32cCodec` appends it)."""
-    h, w = source.shape[:2]
-    y, x = at
-    if at == (0, 0):
-        image = np.ascontiguousarray(source)
-    else:
-        image = np.full((chunk, chunk, 3), fill, dtype=np.uint8)
-        image[y : y + h, x : x + w] = source
-    encoded = codec.encode_image(image)
+def code_hr_chunk(source: np.ndarray, codec: ImageCodec) -> tuple[np.ndarray, bytes]:
+    """A hybrid archive's HR chunk as stored: ``source`` (the chunk's pixels inside the image)
+    encoded at its own size (format 1.8: an edge chunk is coded at its extent inside the image,
+    as a codec on the whole image codes its last tiles; the codec's zarr decoder pads it);
+    returns the decoded pixels and the chunk's bytes as stored (its crc32c appended, as the
+    array's :class:`Crc32cCodec` appends it)."""
+    encoded = codec.encode_image(np.ascontiguousarray(source))
     stored = encoded + google_crc32c.value(encoded).to_bytes(4, "little")
-    return codec.decode_image(encoded)[y : y + h, x : x + w], stored
+    return codec.decode_image(encoded), stored
 
 
 def sse(a: np.ndarray, b: np.ndarray) -> int:

@@ -134,14 +134,19 @@ class CodedHR:
     decode_seconds: float
 
 
-def code_full_resolution(hr: np.ndarray, setting: str) -> CodedHR:
-    """Code ``hr`` in :data:`HR_TILE` tiles with a standard codec (timed)."""
+def code_full_resolution(hr: np.ndarray, setting: str, origin: tuple[int, int] = (0, 0)) -> CodedHR:
+    """Code ``hr`` with a standard codec in :data:`HR_TILE` tiles on the archive's level-0 grid
+    (``hr`` at ``origin = (y, x)`` on it: the tiles are the hybrid archive's HR chunks, each cut
+    to ``hr``, so that both are compared on the same blocks), timed."""
     codec = parse_codec(setting)
     start = time.perf_counter()
     encoded = []
-    for y in range(0, hr.shape[0], HR_TILE):
-        for x in range(0, hr.shape[1], HR_TILE):
-            encoded.append((y, x, codec.encode_image(np.ascontiguousarray(hr[y : y + HR_TILE, x : x + HR_TILE]))))
+    oy, ox = origin
+    for y in range(-(oy % HR_TILE), hr.shape[0], HR_TILE):
+        for x in range(-(ox % HR_TILE), hr.shape[1], HR_TILE):
+            y0, x0 = max(y, 0), max(x, 0)
+            tile = np.ascontiguousarray(hr[y0 : y + HR_TILE, x0 : x + HR_TILE])
+            encoded.append((y0, x0, codec.encode_image(tile)))
     encode_s = time.perf_counter() - start
     start = time.perf_counter()
     out = np.empty_like(hr)
@@ -170,9 +175,11 @@ class CodedChunks:
     encode_seconds: float
 
 
-def code_hr_chunks(hr: np.ndarray, setting: str, side: int, fill: int, origin: tuple[int, int] = (0, 0)) -> CodedChunks:
+def code_hr_chunks(hr: np.ndarray, setting: str, side: int, origin: tuple[int, int] = (0, 0)) -> CodedChunks:
     """Code each chunk of ``hr`` on the archive's level-0 grid (chunk ``side`` HR pixels, ``hr``
-    at ``origin = (y, x)`` on it) as hybrid ingest codes an HR chunk (timed)."""
+    at ``origin = (y, x)`` on it) as hybrid ingest codes an HR chunk, each cut to ``hr`` (the
+    region is the image: a chunk it cuts is coded at its extent, as ingest codes an edge chunk),
+    timed."""
     codec = parse_codec(setting)
     start = time.perf_counter()
     chunks = []
@@ -183,7 +190,7 @@ def code_hr_chunks(hr: np.ndarray, setting: str, side: int, fill: int, origin: t
             ys, xs = max(y0, 0), max(x0, 0)
             box = (ys, xs, min(y0 + side, height), min(x0 + side, width))
             source = hr[box[0] : box[2], box[1] : box[3]]
-            decoded, stored = code_hr_chunk(source, side, fill, codec, (ys - y0, xs - x0))
+            decoded, stored = code_hr_chunk(source, codec)
             chunks.append(HrChunk(box, decoded, len(stored), sse(decoded, source)))
     return CodedChunks(setting, chunks, time.perf_counter() - start)
 
@@ -195,6 +202,8 @@ class HybridImage:
     image: np.ndarray
     hr_bytes: int
     hr_chunks: int
+    #: SR chunks restored by the generator (the others by bicubic): none, and an adaptation is not stored
+    generator_chunks: int
 
 
 def choose_hybrid(
@@ -212,13 +221,13 @@ def choose_hybrid(
     ``lr_bytes``, :attr:`CodedLR.chunk_bytes`) or, where it is closer, ``bicubic`` of the same LR
     (the restorer choice, format 1.7); ``hr_bytes`` is the HR chunks' bytes less the LR chunks
     they replace (format 1.6 does not store those)."""
-    image, nbytes, count = sr.copy(), 0, 0
+    image, nbytes, count, generator = sr.copy(), 0, 0, 0
     for chunks in zip(*(c.chunks for c in coded), strict=True):
         y0, x0, y1, x1 = chunks[0].box
         area, truth = (slice(y0, y1), slice(x0, x1)), hr[y0:y1, x0:x1]
-        sse_sr = sse(sr[area], truth)
+        sse_sr, by_generator = sse(sr[area], truth), True
         if bicubic is not None and sse(bicubic[area], truth) < sse_sr:
-            image[area], sse_sr = bicubic[area], sse(bicubic[area], truth)
+            image[area], sse_sr, by_generator = bicubic[area], sse(bicubic[area], truth), False
         lr = lr_bytes.get((y0 // scale, x0 // scale), 0)
         options = [Option(SR, sse_sr, lr + 4 if lr else 0)]  # the LR as stored: its crc32c included
         options += [Option(c.setting, chunk.sse, chunk.nbytes) for c, chunk in zip(coded, chunks, strict=True)]
@@ -226,4 +235,6 @@ def choose_hybrid(
         if chosen.path != SR:
             image[area] = chunks[options.index(chosen) - 1].decoded
             nbytes, count = nbytes + chosen.nbytes - lr, count + 1
-    return HybridImage(image, nbytes, count)
+        else:
+            generator += by_generator
+    return HybridImage(image, nbytes, count, generator)

@@ -142,7 +142,7 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
             )
             bar.update(1)
             side, origin = 4 * options.chunk, (4 * item.lr_origin[0], 4 * item.lr_origin[1])  # bench's scale is 4
-            hr_chunks = [code_hr_chunks(item.hr, s, side, item.fill, origin) for s in hybrid_codecs if hybrid_model]
+            hr_chunks = [code_hr_chunks(item.hr, s, side, origin) for s in hybrid_codecs if hybrid_model]
             for setting in archive_sweep:
                 coded = code_archive_lr(item.hr, setting, options.chunk, item.fill, item.lr_origin)
                 bicubic: np.ndarray | None = None  # this setting's bicubic image (runners: bicubic first)
@@ -178,7 +178,7 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
             # the panel's codec: the best PSNR within 25 % of the archive's bytes, else the nearest in bytes
             best: tuple[bool, float, str, np.ndarray] | None = None
             for setting in hr_sweep:
-                coded_hr = code_full_resolution(item.hr, setting)
+                coded_hr = code_full_resolution(item.hr, setting, origin)
                 rec = _record(
                     item,
                     "hr_codec",
@@ -243,7 +243,8 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
 
 DEFINITIONS = {
     "bits per pixel": "8 x stored bytes / number of original pixels (HR pixels of the tile or slide region). "
-    "Archive path: the encoded LR chunks on the archive's own 256-pixel grid; codecs: the encoded 1024-pixel tiles. "
+    "Archive path: the encoded LR chunks on the archive's own 256-pixel grid; codecs: the encoded 1024-pixel tiles "
+    "on the archive's level-0 grid (its HR chunks). "
     "Pyramid levels and container overhead are excluded for every method alike.",
     "tissue only": "every method is scored on the same tissue mask (wsistore's tissue rule on the original); "
     "PSNR/SSIM over tissue pixels, MS-SSIM/HaarPSI/GMSD/LPIPS over 256-pixel patches that are at least 90% tissue.",
@@ -316,10 +317,13 @@ def _hybrid_records(
     encode = sr["encode_seconds"] + sum(c.encode_seconds for c in coded)
     for lam in lambdas:
         hybrid = choose_hybrid(item.hr, image, coded, lr.chunk_bytes, lam, bicubic=bicubic)
-        nbytes, restore = sr["bytes"] + hybrid.hr_bytes, sr["restore_seconds"]
+        # no chunk restored by the generator: no adaptation stored (ingest drops it)
+        unused = 0 if hybrid.generator_chunks else sr.get("adaptation", {}).get("bytes_added", 0)
+        nbytes, restore = sr["bytes"] + hybrid.hr_bytes - unused, sr["restore_seconds"]
         rec = _record(item, "hybrid", sr["setting"], None, hybrid.image, nbytes, encode, restore, lpips, device)
         same = {k: sr[k] for k in ("upscaler", "weights_sha256", "device", "precision")}
         info = {"hr_codec": settings, "lambda": lam, "hr_chunks": hybrid.hr_chunks, "chunks": len(coded[0].chunks)}
+        info |= {"generator_chunks": hybrid.generator_chunks, "adaptation_bytes_dropped": unused}
         records.append(rec | same | {"hybrid": info | {"hr_bytes": hybrid.hr_bytes, "sr_bytes": sr["bytes"]}})
     return records
 
