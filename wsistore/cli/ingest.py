@@ -64,24 +64,25 @@ def add_parser(sub: Any) -> None:
         "avif:level=45,speed=6)",
     )
     rate = p.add_mutually_exclusive_group()
-    rate.add_argument(
-        "--lambda",
-        dest="hr_lambda",
-        type=_options.non_negative_float,
-        default=None,
-        metavar="L",
-        help="hybrid: grey levels squared of SSE a bit must save, the same for every chunk and option (default: the "
-        "LR's own slope at its quality, 900 at AVIF 75; 0: each chunk's closest option)",
-    )
-    rate.add_argument(
-        "--target-bpp",
-        dest="hr_target_bpp",
-        type=_options.positive_float,
-        default=None,
-        metavar="B",
-        help="hybrid: the level-0 rate to meet, bits per source pixel (LR of the SR chunks and the HR chunks): "
-        "lambda is found for it",
-    )
+    for flag, field, kind, metavar, text in (
+        (
+            "--lambda",
+            "hr_lambda",
+            _options.non_negative_float,
+            "L",
+            "hybrid: grey levels squared of SSE a bit must save, the same for every chunk and option (default: the "
+            "LR's own slope at its quality, 900 at AVIF 75; 0: each chunk's closest option)",
+        ),
+        (
+            "--target-bpp",
+            "hr_target_bpp",
+            _options.positive_float,
+            "B",
+            "hybrid: the level-0 rate to meet, bits per source pixel (LR of the SR chunks and the HR chunks): "
+            "lambda is found for it",
+        ),
+    ):
+        rate.add_argument(flag, dest=field, type=kind, default=None, metavar=metavar, help=text)
     _options.add_storage_options(p)
     _options.add_overwrite_resume(p, "archive")
     _options.add_quiet(p)
