@@ -20,6 +20,7 @@ import numpy as np
 
 from wsistore.archive.hybrid_choice import matched_lambda
 from wsistore.codecs import parse_codec
+from wsistore.reports.run import DEFAULT_SETTING
 
 METRICS = ("psnr", "ssim")
 
@@ -98,6 +99,23 @@ def main() -> None:
         values = [r[key] for r in rows if r[key] is not None]
         if values:
             print(f"{key}: mean {np.mean(values):+.3f} dB, min {min(values):+.3f} dB over {len(values)} points")
+    for setting in sorted({r["setting"] for r in rows}):
+        for upscaler in sorted({r["upscaler"] for r in rows}):
+            at = [r for r in rows if (r["setting"], r["upscaler"]) == (setting, upscaler)]
+            diffs = [r["vs_avif_psnr"] for r in at if r["vs_avif_psnr"] is not None]
+            ssim = [r["vs_avif_ssim"] for r in at if r["vs_avif_ssim"] is not None]
+            if diffs:
+                print(
+                    f"{setting} {upscaler}: mean bpp {np.mean([r['bpp'] for r in at]):.3f}, vs AVIF mean "
+                    f"{np.mean(diffs):+.3f} dB (min {min(diffs):+.3f}), SSIM {np.mean(ssim):+.4f} over {len(diffs)}"
+                )
+    # the gain over the better pure design at the default point (LR q75, ingest's adaptation)
+    default = [r for r in rows if r["setting"] == DEFAULT_SETTING and r["upscaler"].endswith("+adapted")]
+    gains = [min(v for v in (r["vs_avif_psnr"], r["vs_sr_psnr"]) if v is not None) for r in default]
+    for r, gain in zip(default, gains, strict=True):
+        print(f"default point, {r['input']}: {gain:+.3f} dB over the better pure design")
+    if gains:
+        print(f"default point: mean {np.mean(gains):+.3f} dB over the better pure design ({len(gains)} inputs)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
 
