@@ -1,5 +1,6 @@
-"""Hybrid archives (format 1.6, ``ingest --mode hybrid``): per level-0 chunk the LR path or a
-full-resolution (HR) chunk, whichever the rate-distortion rule says costs less, the SR path's
+"""Hybrid archives (format 1.6 on, ``ingest --mode hybrid``): per level-0 chunk the LR path or a
+full-resolution (HR) chunk, whichever the rate-distortion rule says costs less (one HR setting
+here), the SR path's
 distortion being what restore really outputs, an HR chunk's LR chunk not stored but derived from
 it; restored, read on demand, verified and described with both kinds of chunk; ``--mode sr``,
 format 1.5 hybrids (LR kept) and older archives as before."""
@@ -23,11 +24,13 @@ from tests.cli.test_cli import assert_one_line_error, run
 from tests.data import SLIDE
 from tests.s3 import S3
 from wsistore.archive import writer
-from wsistore.archive.format import HR_ARRAY, MANIFEST_KEY, hr_is_better, metadata_digest
+from wsistore.archive.format import ADAPTATION_ARRAY, HR_ARRAY, MANIFEST_KEY, metadata_digest
+from wsistore.archive.hybrid_choice import SR, Option, best
 from wsistore.archive.manifest import ArrayRecord, chunk_modes
 from wsistore.archive.reader import Archive
 from wsistore.archive.verify import verify
-from wsistore.archive.writer import IngestOptions, ingest, sse
+from wsistore.archive.writer import DEFAULT_HR_LAMBDA, UNUSED_ADAPTATION, IngestOptions, ingest, sse
+from wsistore.codecs import parse_codec
 from wsistore.degradation import Downsample
 from wsistore.errors import ArchiveError, InputError
 from wsistore.models.weights import LoadedGenerator
@@ -37,9 +40,11 @@ from wsistore.restoration.pipeline import RestoreOptions, restore
 
 #: On the sample slide this lambda makes 6 of the 9 chunks HR (AVIF 40, 4:4:4, speed 6).
 LAMBDA = 600.0
-#: Shards of 2 x 2 LR chunks, so HR shards of 2 x 2 HR chunks: 4 HR shards over the 3 x 3 grid.
+#: Shards of 2 x 2 LR chunks, so HR shards of 2 x 2 HR chunks: 4 HR shards over the 3 x 3 grid;
+#: hybrid with one HR setting (the two-option rule: tests/archive/test_equal_slopes.py has several).
 SR_OPTIONS = IngestOptions(chunk=256, shard=512, workers=2, progress=False, upscaler=SrPath())
-HYBRID_OPTIONS = replace(SR_OPTIONS, mode="hybrid", hr_lambda=LAMBDA)
+HR_CODEC = parse_codec("avif:level=40,speed=6")
+HYBRID_OPTIONS = replace(SR_OPTIONS, mode="hybrid", hr_lambda=LAMBDA, hr_codecs=(HR_CODEC,))
 #: Restores of these tests: lossless, on the CPU, with the archive's default generator.
 RESTORE = RestoreOptions(device="cpu", lossless=True, progress=False, workers=2, tile=256)
 
@@ -72,10 +77,15 @@ def _tissue(archive: Archive) -> list[tuple[int, int]]:
 
 
 def test_the_rule() -> None:
-    assert hr_is_better(sse_sr=1000, sse_hr=10, bits_hr=10, bits_lr=0, lam=98.9)
-    assert not hr_is_better(sse_sr=1000, sse_hr=10, bits_hr=10, bits_lr=0, lam=99)  # more than lambda per bit
-    assert hr_is_better(sse_sr=1000, sse_hr=10, bits_hr=14, bits_lr=4, lam=98.9)  # the LR chunk's bits saved
-    assert not hr_is_better(sse_sr=10, sse_hr=20, bits_hr=1, bits_lr=0, lam=0)  # never when HR is further away
+    """With one HR setting: HR iff SSE_sr - SSE_hr > lambda x (bits_hr - bits_lr)."""
+
+    def hr(sse_sr: float, sse_hr: float, bytes_hr: int, bytes_lr: int, lam: float) -> bool:
+        return best([Option(SR, sse_sr, bytes_lr), Option("hr", sse_hr, bytes_hr)], lam).path == "hr"
+
+    assert hr(1000, 10, bytes_hr=10, bytes_lr=0, lam=990 / 80 - 0.1)
+    assert not hr(1000, 10, bytes_hr=10, bytes_lr=0, lam=990 / 80 + 0.1)  # more than lambda per bit
+    assert hr(1000, 10, bytes_hr=14, bytes_lr=4, lam=990 / 80 - 0.1)  # the LR chunk's bits saved
+    assert not hr(10, 20, bytes_hr=1, bytes_lr=1, lam=0)  # never when HR is further away
     black, white = np.zeros((1024, 1024, 3), np.uint8), np.full((1024, 1024, 3), 255, np.uint8)
     assert sse(black, white) == sse(white, black) == 3 * 1024 * 1024 * 255**2  # no overflow
 
@@ -83,17 +93,17 @@ def test_the_rule() -> None:
 def test_hybrid_metadata_and_the_lr_of_the_sr_chunks_as_in_sr_mode(pair: tuple[Path, Path]) -> None:
     sr, hybrid = Archive.open(pair[0]), Archive.open(pair[1])
     md = hybrid.metadata
-    assert md.format_version == "1.7" and md.mode == "hybrid" and sr.metadata.mode == "sr"
-    # each SR chunk's restorer is chosen in the same pass (the generator wins all three on H&E)
+    assert md.format_version == "1.8" and md.mode == "hybrid" and sr.metadata.mode == "sr"
+    # each SR chunk's restorer is chosen in the same pass (the generator wins both on H&E)
     assert md.restorers is not None and md.restorers["method"] == "per chunk: every SR chunk measured (hybrid)"
-    assert md.restorers["chunks"] == {"generator": 3, "bicubic": 0} and md.restorers["measured"] == 3
+    assert md.restorers["chunks"] == {"generator": 2, "bicubic": 0} and md.restorers["measured"] == 2
     assert sr.hr is None and sr.metadata.hybrid is None and HR_ARRAY not in sr.manifest.arrays
-    assert md.hybrid is not None and md.hybrid["lambda"] == LAMBDA and "SSE_sr - SSE_hr > lambda" in md.hybrid["rule"]
-    assert md.hybrid["hr_codec"] == HYBRID_OPTIONS.hr_codec.to_dict()
+    assert md.hybrid is not None and md.hybrid["lambda"] == LAMBDA and "least SSE + lambda * bits" in md.hybrid["rule"]
+    assert md.hybrid["hr_codec"] == HR_CODEC.to_dict() and md.hybrid["hr_codecs"] == [HR_CODEC.to_dict()]
     assert md.hybrid["hr_chunk"] == 1024 and md.hybrid["hr_shard"] == 2048
     assert md.hybrid["sr"]["generator"]["name"] == "compact-l1-gpu" and md.hybrid["sr"]["device"] == "cpu"
     modes = md.hybrid["modes"]
-    assert modes["sr"]["chunks"] == 3 and modes["hr"]["chunks"] == 6
+    assert modes["sr"]["chunks"] == 2 and modes["hr"]["chunks"] == 7
     assert modes["hr"]["bytes"] == sum(size for size, _ in hybrid.manifest.arrays[HR_ARRAY].chunks.values())
     assert modes["hr"]["lr_bytes"] == 0 and md.tissue.chunks_written == 9
     # the coarse levels are the sr archive's, byte for byte; level 0 its chunks less the HR chunks'
@@ -101,7 +111,7 @@ def test_hybrid_metadata_and_the_lr_of_the_sr_chunks_as_in_sr_mode(pair: tuple[P
         assert hybrid.manifest.arrays[level.path].shards == sr.manifest.arrays[level.path].shards
     base, sr_base = hybrid.manifest.arrays["0"], sr.manifest.arrays["0"]
     hr_ids = set(hybrid.manifest.arrays[HR_ARRAY].chunks)
-    assert base.chunks == {k: v for k, v in sr_base.chunks.items() if k not in hr_ids} and len(base.chunks) == 3
+    assert base.chunks == {k: v for k, v in sr_base.chunks.items() if k not in hr_ids} and len(base.chunks) == 2
     assert base.coding_psnr == {k: v for k, v in sr_base.coding_psnr.items() if k not in hr_ids}
     for r, q in _tissue(hybrid):
         lr_box = (256 * q, 256 * r, min(256 * (q + 1), md.levels[0].width), min(256 * (r + 1), md.levels[0].height))
@@ -121,20 +131,19 @@ def test_hybrid_metadata_and_the_lr_of_the_sr_chunks_as_in_sr_mode(pair: tuple[P
 
 def test_each_chunk_takes_the_path_the_rule_chooses(pair: tuple[Path, Path], restored: tuple[np.ndarray, ...]) -> None:
     """Recomputed from scratch: SR = the sr archive's full restore, HR = the source coded by the
-    HR codec (padded to the chunk as zarr pads it), the source read afresh, the LR chunk's bytes
-    (the sr archive's) saved."""
+    HR codec (an edge chunk at its extent inside the slide: format 1.8), the source read afresh,
+    the LR chunk's bytes (the sr archive's) saved."""
     archive, sr = Archive.open(pair[1]), Archive.open(pair[0])
-    codec, fill = HYBRID_OPTIONS.hr_codec, archive.metadata.fill_value
+    codec = HR_CODEC
     sr_restore = restored[0]
     with open_slide(SLIDE) as slide:
         chosen = []
         for r, q in _tissue(archive):
             x0, y0, x1, y1 = _hr_box(archive, r, q)
             source = slide.read_region((x0, y0), 0, (x1 - x0, y1 - y0))
-            padded = np.full((1024, 1024, 3), fill, dtype=np.uint8)
-            padded[: y1 - y0, : x1 - x0] = source
-            encoded = codec.encode_image(padded)
-            decoded = codec.decode_image(encoded)[: y1 - y0, : x1 - x0]
+            encoded = codec.encode_image(np.ascontiguousarray(source))
+            decoded = codec.decode_image(encoded)
+            assert decoded.shape == source.shape
             sse_sr = sse(sr_restore[y0:y1, x0:x1], source)
             lr_bytes = sr.manifest.arrays["0"].chunks[f"0.{r}.{q}"][0]
             if sse_sr - sse(decoded, source) > LAMBDA * 8 * (len(encoded) + 4 - lr_bytes):  # the rule, as stated
@@ -204,7 +213,7 @@ def test_verify_checks_the_hr_chunks_against_the_source(tmp_path: Path, pair: tu
     report = verify(pair[1], against=SLIDE, progress=False)
     assert report.ok, report.problems
     assert report.chunks == verify(pair[0], progress=False).chunks  # 6 HR chunks decoded instead of their LR
-    assert report.against is not None and report.against["hr_chunks_compared"] == 6
+    assert report.against is not None and report.against["hr_chunks_compared"] == 7
     copy = tmp_path / "copy.zarr"
     shutil.copytree(pair[1], copy)
     archive = Archive.open(copy)
@@ -229,7 +238,7 @@ def test_the_loss_map_holds_each_chunks_stored_path_loss(pair: tuple[Path, Path]
     assert loss is not None and sr_loss is not None and hybrid.hr is not None
     assert np.array_equal(np.isnan(loss), np.isnan(sr_loss))
     hr = [rq for rq in _tissue(hybrid) if hybrid.is_hr(*rq)]
-    assert len(hr) == 6
+    assert len(hr) == 7
     with open_slide(SLIDE) as slide:
         for r, q in _tissue(hybrid):
             if (r, q) not in hr:
@@ -298,14 +307,14 @@ def test_info_shows_chunks_and_bytes_per_mode(pair: tuple[Path, Path]) -> None:
     shown = run("info", str(pair[1]), "--json")
     assert shown.returncode == 0, shown.stderr
     info = json.loads(shown.stdout)
-    assert info["mode"] == "hybrid" and info["format_version"] == "1.7"
+    assert info["mode"] == "hybrid" and info["format_version"] == "1.8"
     modes = info["chunk_modes"]
-    assert (modes["sr"]["chunks"], modes["hr"]["chunks"]) == (3, 6)
-    assert modes["sr"]["share"] == pytest.approx(1 / 3) and modes["hr"]["share"] == pytest.approx(2 / 3)
+    assert (modes["sr"]["chunks"], modes["hr"]["chunks"]) == (2, 7)
+    assert modes["sr"]["share"] == pytest.approx(2 / 9) and modes["hr"]["share"] == pytest.approx(7 / 9)
     assert modes["hr"]["bytes"] > 0 and modes["hr"]["lr_bytes"] == 0 and modes["sr"]["bytes"] > 0
     assert info["image_bytes"] == info["pyramid_bytes"] + info["hr_bytes"] and info["hr_bytes"] > modes["hr"]["bytes"]
     text = run("info", str(pair[1])).stdout
-    assert "hybrid: 3 chunks SR (33.3%" in text and "6 full resolution (66.7%" in text and "lambda 600" in text
+    assert "hybrid: 2 chunks SR (22.2%" in text and "7 full resolution (77.8%" in text and "lambda 600" in text
     assert "; with the full-resolution chunks " in text
     assert "bicubic of the archive (minus the HR chunk where stored at full resolution) over 9" in text
     sr = json.loads(run("info", str(pair[0]), "--json").stdout)
@@ -438,10 +447,19 @@ def test_an_hr_array_in_an_sr_archive_is_refused(tmp_path: Path, pair: tuple[Pat
 def test_the_cli_ingests_hybrid_and_refuses_hybrid_options_in_sr_mode(tmp_path: Path) -> None:
     out = tmp_path / "cli.zarr"
     args = ("--workers", "2", "--chunk", "256", "--shard", "512", "--quiet")
-    result = run("ingest", str(SLIDE), str(out), "--mode", "hybrid", "--lambda", str(LAMBDA), *args)
+    one = ("--hr-codec", "avif:level=40,speed=6")
+    result = run("ingest", str(SLIDE), str(out), "--mode", "hybrid", "--lambda", str(LAMBDA), *one, *args)
     assert result.returncode == 0, result.stderr
-    assert "6 at full resolution (hybrid)" in result.stdout
-    assert Archive.open(out).metadata.hybrid["modes"]["hr"]["chunks"] == 6  # type: ignore[index]
+    assert "7 at full resolution (hybrid)" in result.stdout
+    assert Archive.open(out).metadata.hybrid["modes"]["hr"]["chunks"] == 7  # type: ignore[index]
+    # the default: four AVIF levels weighed per chunk
+    result = run("ingest", str(SLIDE), str(tmp_path / "d.zarr"), "--mode", "hybrid", *args)
+    hybrid = Archive.open(tmp_path / "d.zarr").metadata.hybrid
+    assert result.returncode == 0 and hybrid is not None and len(hybrid["hr_codecs"]) == 4
+    assert hybrid["lambda"] == DEFAULT_HR_LAMBDA and hybrid["lambda_from"] == "the LR's slope"
+    assert sum(hybrid["options"].values()) == 9 and "HR " in run("info", str(tmp_path / "d.zarr")).stdout
+    both = run("ingest", str(SLIDE), str(tmp_path / "x.zarr"), "--mode", "hybrid", "--lambda", "5", "--target-bpp", "1")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
     assert_one_line_error(
         run("ingest", str(SLIDE), str(tmp_path / "x.zarr"), "--lambda", "5", *args), 2, "--mode hybrid"
     )
@@ -503,6 +521,22 @@ def test_the_sr_path_is_restores_own_output_with_the_adaptation(tmp_path: Path) 
                 assert np.array_equal(restored, expected), (r, q)
     finally:
         sr.close()
+
+
+def test_an_adaptation_no_chunk_uses_is_not_stored(tmp_path: Path) -> None:
+    """Every chunk at full resolution (lambda 0, a near-lossless HR setting): the adaptation its
+    rule kept would restore nothing, so its bytes are not stored, and the record says why."""
+    from tests.archive.test_adaptation import QUICK_ADAPT
+
+    out = tmp_path / "all-hr.zarr"
+    near_lossless = (parse_codec("avif:level=90,speed=8"),)
+    ingest(SLIDE, out, replace(HYBRID_OPTIONS, adapt=QUICK_ADAPT, hr_lambda=0.0, hr_codecs=near_lossless))
+    archive = Archive.open(out)
+    record, hybrid = archive.metadata.adaptation, archive.metadata.hybrid
+    assert hybrid is not None and hybrid["modes"]["sr"]["chunks"] == 0
+    assert record is not None and not record["kept"] and record["reason"] == UNUSED_ADAPTATION
+    assert archive.adaptation() is None and ADAPTATION_ARRAY not in archive.manifest.arrays
+    assert verify(out, progress=False).ok
 
 
 def test_serve_gives_the_restored_pixels_with_the_hr_chunks(

@@ -76,7 +76,7 @@ def test_the_dapi_slide_is_restored_by_bicubic_everywhere(dapi_archive: Path) ->
     all; the restore is then bicubic's, pixel for pixel, and never worse than it."""
     archive = Archive.open(dapi_archive)
     record = archive.metadata.restorers
-    assert archive.metadata.format_version == "1.7" and record is not None
+    assert archive.metadata.format_version == "1.8" and record is not None
     assert record["chunks"] == {"generator": 0, "bicubic": 20} and record["gain_db"]["max"] < 0
     assert record["method"].startswith("chunks with content: bicubic won all 16 sampled by at least 0.3 dB")
     assert len(archive.bicubic_chunks) == 20 and RESTORER_ARRAY in archive.manifest.arrays

@@ -142,14 +142,15 @@ def test_a_connection_dropped_mid_series(
     assert len(files) > 2
     out = tmp_path / "out.zarr"
     through_proxy = pacs.source(study, series, port=PROXY_PORT)
-    with DroppingProxy(PROXY_PORT, 8042, cut_from=2, times=None) as proxy:
+    # cut each answer after 2 kB: short of every instance, whichever the second is (UIDs order them)
+    with DroppingProxy(PROXY_PORT, 8042, cut_from=2, keep=2_000, times=None) as proxy:
         result = in_process(capsys, "ingest", through_proxy, str(out), "--quiet")
     assert result.returncode == 1, result.stderr
     line = error_line(result)
     assert "dropped the connection during instance" in line and f"(2 of {len(files)})" in line and "3 times" in line
     assert proxy.dropped == 3 and leftovers(tmp_path) == []  # never a partial archive, nor the fetched part
 
-    with DroppingProxy(PROXY_PORT, 8042, cut_from=2, times=1) as proxy:  # dropped once: fetched again
+    with DroppingProxy(PROXY_PORT, 8042, cut_from=2, keep=2_000, times=1) as proxy:  # dropped once: fetched again
         result = in_process(capsys, "ingest", through_proxy, str(out), "--workers", "2", "--quiet")
     assert result.returncode == 0, result.stderr
     assert proxy.dropped == 1

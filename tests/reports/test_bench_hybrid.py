@@ -18,11 +18,17 @@ from tests.archive.test_adaptation import QUICK_ADAPT
 from tests.archive.test_hybrid import HYBRID_OPTIONS, LAMBDA
 from tests.data import SLIDE
 from wsistore.archive.reader import Archive
-from wsistore.archive.writer import DEFAULT_HR_CODEC, DEFAULT_HR_LAMBDA, ingest
+from wsistore.archive.writer import DEFAULT_HR_LAMBDA, ingest
 from wsistore.codecs import parse_codec
 from wsistore.models.weights import default_model
 from wsistore.readers import open_slide
-from wsistore.reports.methods import HYBRID_LAMBDAS, choose_hybrid, code_archive_lr, code_hr_chunks
+from wsistore.reports.methods import (
+    HYBRID_LAMBDAS,
+    choose_hybrid,
+    code_archive_lr,
+    code_full_resolution,
+    code_hr_chunks,
+)
 from wsistore.reports.report import aggregate, curve_name
 from wsistore.reports.run import DEFAULT_SETTING, BenchOptions, run_bench
 from wsistore.restoration.engine import runner_for, upscale_image
@@ -30,6 +36,8 @@ from wsistore.restoration.engine import runner_for, upscale_image
 #: LR chunks of 64 pixels, so HR chunks of 256: a 1000-pixel tile holds 16 of them.
 CHUNK = 64
 LAMBDAS = [0.0, DEFAULT_HR_LAMBDA, math.inf]
+#: The one HR setting of tests/archive/test_hybrid.py's archives.
+HR_SETTING = "avif:level=40,speed=6"
 SETTINGS = [DEFAULT_SETTING, "avif:level=60,speed=8"]
 
 
@@ -38,24 +46,26 @@ def _sse(a: np.ndarray, b: np.ndarray) -> int:
 
 
 def test_chunks_are_coded_as_ingest_codes_them(tile: np.ndarray) -> None:
-    """On the archive's grid (here offset by the crop): each chunk's pixels inside the image padded
-    with the fill value to the full chunk, where they lie in it; bytes as stored (crc32c added)."""
-    hr, side, fill, origin = tile[:300, :420], 128, 240, (40, 100)
-    coded = code_hr_chunks(hr, DEFAULT_HR_CODEC, side, fill, origin)
+    """On the archive's grid (here offset by the crop): each chunk's pixels inside the region,
+    coded at their extent as ingest codes an edge chunk (format 1.8); bytes as stored (crc32c
+    added). The full-resolution codecs are tiled on the same grid."""
+    hr, side, origin = tile[:300, :420], 128, (40, 100)
+    coded = code_hr_chunks(hr, HR_SETTING, side, origin)
     assert [c.box[:2] for c in coded.chunks] == [(y, x) for y in (0, 88, 216) for x in (0, 28, 156, 284, 412)]
     covered = np.zeros(hr.shape[:2], dtype=int)
-    codec = parse_codec(DEFAULT_HR_CODEC)
+    codec = parse_codec(HR_SETTING)
     for chunk in coded.chunks:
         y0, x0, y1, x1 = chunk.box
         covered[y0:y1, x0:x1] += 1
-        at = ((y0 + origin[0]) % side, (x0 + origin[1]) % side)
-        padded = np.full((side, side, 3), fill, dtype=np.uint8)
-        padded[at[0] : at[0] + y1 - y0, at[1] : at[1] + x1 - x0] = hr[y0:y1, x0:x1]
-        data = codec.encode_image(padded)
-        decoded = codec.decode_image(data)[at[0] : at[0] + y1 - y0, at[1] : at[1] + x1 - x0]
+        data = codec.encode_image(np.ascontiguousarray(hr[y0:y1, x0:x1]))
+        decoded = codec.decode_image(data)
         assert chunk.nbytes == len(data) + 4 and np.array_equal(chunk.decoded, decoded)
         assert chunk.sse == _sse(decoded, hr[y0:y1, x0:x1])
     assert (covered == 1).all()
+    tiled = code_full_resolution(tile[:600, :900], HR_SETTING, (1000, 24))  # HR_TILE 1024
+    assert tiled.nbytes == sum(
+        len(codec.encode_image(np.ascontiguousarray(tile[ys, :900]))) for ys in (slice(0, 24), slice(24, 600))
+    )
 
 
 def test_the_rule_per_chunk(tile: np.ndarray) -> None:
@@ -64,8 +74,8 @@ def test_the_rule_per_chunk(tile: np.ndarray) -> None:
     hr = tile[:512, :768]
     sr = np.repeat(np.repeat(hr[::4, ::4], 4, 0), 4, 1)  # a stand-in SR path, poor in places
     sr[:256, :256] = hr[:256, :256]  # and perfect in one chunk: SR must win there
-    coded = code_hr_chunks(hr, DEFAULT_HR_CODEC, 256, 240)
-    free = choose_hybrid(hr, sr, coded, {}, 0.0)
+    coded = code_hr_chunks(hr, HR_SETTING, 256)
+    free = choose_hybrid(hr, sr, [coded], {}, 0.0)
     wins = [
         c
         for c in coded.chunks
@@ -77,16 +87,16 @@ def test_the_rule_per_chunk(tile: np.ndarray) -> None:
     for c in wins:
         expected[c.box[0] : c.box[2], c.box[1] : c.box[3]] = c.decoded
     assert np.array_equal(free.image, expected)
-    never = choose_hybrid(hr, sr, coded, {}, math.inf)
+    never = choose_hybrid(hr, sr, [coded], {}, math.inf)
     assert np.array_equal(never.image, sr) and never.hr_bytes == never.hr_chunks == 0
-    counts = [choose_hybrid(hr, sr, coded, {}, lam).hr_chunks for lam in (0.0, 300.0, 3000.0, 1e9)]
+    counts = [choose_hybrid(hr, sr, [coded], {}, lam).hr_chunks for lam in (0.0, 300.0, 3000.0, 1e9)]
     assert counts == sorted(counts, reverse=True) and counts[-1] == 0
     # the LR chunks an HR chunk replaces are not stored: their bytes come off, and count for HR
     lr_bytes = {(c.box[0] // 4, c.box[1] // 4): c.nbytes // 4 for c in coded.chunks}
-    saved = choose_hybrid(hr, sr, coded, lr_bytes, 0.0)
+    saved = choose_hybrid(hr, sr, [coded], lr_bytes, 0.0)
     assert saved.hr_chunks == free.hr_chunks and saved.hr_bytes == sum(c.nbytes - c.nbytes // 4 for c in wins)
     lam = 3000.0
-    assert choose_hybrid(hr, sr, coded, lr_bytes, lam).hr_chunks >= choose_hybrid(hr, sr, coded, {}, lam).hr_chunks
+    assert choose_hybrid(hr, sr, [coded], lr_bytes, lam).hr_chunks >= choose_hybrid(hr, sr, [coded], {}, lam).hr_chunks
 
 
 def test_the_chunks_and_bytes_hybrid_ingest_stores(tmp_path: Path) -> None:
@@ -95,20 +105,20 @@ def test_the_chunks_and_bytes_hybrid_ingest_stores(tmp_path: Path) -> None:
     ingest(SLIDE, tmp_path / "hybrid.zarr", HYBRID_OPTIONS)
     archive = Archive.open(tmp_path / "hybrid.zarr")
     md = archive.metadata
-    assert md.hybrid is not None and HYBRID_OPTIONS.hr_codec == parse_codec(DEFAULT_HR_CODEC)
+    assert md.hybrid is not None and HYBRID_OPTIONS.hr_codecs == (parse_codec(HR_SETTING),)
     with open_slide(SLIDE) as slide:
         hr = slide.read_region((0, 0), 0, (md.width, md.height))
     coded = code_archive_lr(hr, DEFAULT_SETTING, HYBRID_OPTIONS.chunk, md.fill_value)
     sr = upscale_image(coded.lr, runner_for(default_model(coded.codec), "cpu"), hr.shape[:2])
-    chunks = code_hr_chunks(hr, DEFAULT_HR_CODEC, 4 * HYBRID_OPTIONS.chunk, md.fill_value)
-    hybrid = choose_hybrid(hr, sr, chunks, coded.chunk_bytes, LAMBDA)
+    chunks = code_hr_chunks(hr, HR_SETTING, 4 * HYBRID_OPTIONS.chunk)
+    hybrid = choose_hybrid(hr, sr, [chunks], coded.chunk_bytes, LAMBDA)
     kept = [
         c.box[:2]
         for c in chunks.chunks
         if np.array_equal(hybrid.image[c.box[0] : c.box[2], c.box[1] : c.box[3]], c.decoded)
     ]
     assert kept == [(c.box[0], c.box[1]) for c in chunks.chunks if archive.is_hr(c.box[0] // 1024, c.box[1] // 1024)]
-    assert hybrid.hr_chunks == len(kept) == md.hybrid["modes"]["hr"]["chunks"] == 6
+    assert hybrid.hr_chunks == len(kept) == md.hybrid["modes"]["hr"]["chunks"] == 7
     lr_bytes = sum(coded.chunk_bytes[y // 4, x // 4] for y, x in kept)  # not stored (format 1.6)
     assert md.hybrid["modes"]["hr"]["lr_bytes"] == 0
     assert hybrid.hr_bytes == md.hybrid["modes"]["hr"]["bytes"] - lr_bytes
@@ -124,6 +134,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory, tile: np.ndarray) -> tuple[P
         out=folder / "report",
         archive_codecs=list(SETTINGS),
         hr_codecs=["avif:level=20,speed=8", "avif:level=45,speed=8"],
+        hybrid_codecs=[HR_SETTING],
         progress=False,
         chunk=CHUNK,
         adapt=QUICK_ADAPT,
@@ -134,7 +145,8 @@ def bench(tmp_path_factory: pytest.TempPathFactory, tile: np.ndarray) -> tuple[P
 
 def test_hybrid_records_over_the_sr_path(bench: tuple[Path, dict[str, Any]]) -> None:
     """One record per LR setting and lambda for the default generator (and its adaptation), its
-    bytes the SR path's plus the HR chunks'; lambda = inf is the SR path itself."""
+    bytes the SR path's plus the HR chunks' (less the adaptation's where no chunk restores by the
+    generator); lambda = inf is the SR path itself."""
     records = bench[1]["records"]
     hybrid = [r for r in records if r["family"] == "hybrid"]
     model = default_model()
@@ -149,8 +161,11 @@ def test_hybrid_records_over_the_sr_path(bench: tuple[Path, dict[str, Any]]) -> 
             if a["family"] == "archive" and (a["upscaler"], a["setting"]) == (r["upscaler"], r["setting"])
         )
         info = r["hybrid"]
-        assert info["hr_codec"] == DEFAULT_HR_CODEC and info["chunks"] == 16 and info["sr_bytes"] == sr["bytes"]
-        assert r["bytes"] == sr["bytes"] + info["hr_bytes"] and (info["hr_bytes"] > 0) == (info["hr_chunks"] > 0)
+        assert info["hr_codec"] == HR_SETTING and info["chunks"] == 16 and info["sr_bytes"] == sr["bytes"]
+        dropped = info["adaptation_bytes_dropped"]  # an adaptation no chunk uses is not stored
+        assert dropped == (0 if info["generator_chunks"] else sr.get("adaptation", {}).get("bytes_added", 0))
+        assert r["bytes"] == sr["bytes"] + info["hr_bytes"] - dropped
+        assert (info["hr_bytes"] > 0) == (info["hr_chunks"] > 0)
         if info["lambda"] == math.inf:
             assert info["hr_chunks"] == 0 and r["metrics"] == sr["metrics"]
         if info["lambda"] == 0:  # the HR codec at level 40 beats a 4x SR path somewhere on a real tile

@@ -240,8 +240,8 @@ def test_chunk_modes_picture_and_its_place(hybrid_pair: tuple[Path, Path]) -> No
         assert reply.headers["etag"] != srv.get("/slides/hybrid/loss-map.png").headers["etag"]
         page = srv.get("/slides/hybrid").body.decode()
         archive = srv.slide.archive
-    assert 'id="hr-toggle"' in page and "full resolution (6 of 9 chunks)" in page
-    assert modes["url"] == "/slides/hybrid/chunk-modes.png" and modes["chunks"] == {"sr": 3, "hr": 6, "bicubic": 0}
+    assert 'id="hr-toggle"' in page and "full resolution (7 of 9 chunks)" in page
+    assert modes["url"] == "/slides/hybrid/chunk-modes.png" and modes["chunks"] == {"sr": 2, "hr": 7, "bicubic": 0}
     for key in ("cell", "cell_px", "world_width"):  # the loss map's place
         assert modes[key] == loss[key], key
     assert modes["colour"] == "#00c8ff" and 0 < modes["opacity"] < 1
@@ -250,7 +250,7 @@ def test_chunk_modes_picture_and_its_place(hybrid_pair: tuple[Path, Path]) -> No
         ["hr" if archive.is_hr(r, q) else "sr" if base.chunk_state(r, q) != "background" else None for q in range(3)]
         for r in range(3)
     ]
-    assert modes["values"] == expected and sum(row.count("hr") for row in expected) == 6
+    assert modes["values"] == expected and sum(row.count("hr") for row in expected) == 7
     picture = np.asarray(Image.open(io.BytesIO(reply.body)))
     cell = modes["cell_px"]
     assert picture.shape == (-(-2967 * cell // 1024), -(-2220 * cell // 1024), 4)  # the loss map's shape

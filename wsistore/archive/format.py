@@ -49,14 +49,18 @@ model is named. It is None when none was stored (then the field may still record
 
 Hybrid archives (format 1.5; ``mode`` is ``hybrid``, else ``sr``): per level-0 chunk, ingest
 chooses between the SR path (the LR chunk, restored by the generator) and the HR path (the
-chunk's full-resolution pixels, coded with the ``hr_codec``) as a rate-distortion decision,
-:func:`hr_is_better` (:data:`HR_RULE`): the SR path's distortion is the SSE against the source
+chunk's full-resolution pixels, coded with the HR codec; from format 1.8 at whichever of a few
+settings costs least) as a rate-distortion decision (:data:`HR_RULE`,
+:mod:`wsistore.archive.hybrid_choice`): the SR path's distortion is the SSE against the source
 of what restore outputs for the chunk (the default generator for the LR codec, with the
 adaptation when one is stored, on the canonical compute grid over level 0 as stored), the HR
 path's the SSE of the decoded HR chunk; its rate the HR chunk's stored bytes. The HR chunks are
 the array ``hr/``: the source's size, uint8 (c, y, x), chunk side ``scale x chunk`` (so HR chunk
 ``(row, col)`` covers LR chunk ``(row, col)``), shards of :func:`hr_shard_side`, a transpose to
-(y, x, c), the HR codec and a crc32c per chunk like every image array, the level's fill value;
+(y, x, c), the HR codec (format 1.8: the first of its settings; each chunk is coded at one of
+them, which its decoder does not need to know; an HR chunk at the slide's right or bottom edge is coded
+at its extent inside the slide, as a codec on the whole image codes its last tiles, and the codec's
+zarr decoder pads it with the fill value) and a crc32c per chunk like every image array, the level's fill value;
 only the chosen chunks are written (a chunk not written is an SR chunk), each with its coding
 PSNR against the source in the manifest (what ``verify --against`` checks). The LR pyramid stays
 complete. In format 1.5 every tissue chunk keeps its LR chunk, HR or not. From format 1.6 the LR
@@ -98,9 +102,9 @@ from wsistore.errors import ArchiveError
 from wsistore.outputs import read_json_file
 
 FORMAT_NAME = "wsistore"
-FORMAT_VERSION = "1.7"
+FORMAT_VERSION = "1.8"
 #: Versions this code reads.
-READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6", "1.7")
+READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6", "1.7", "1.8")
 #: The first version whose HR chunks have no stored LR chunk (derived on read).
 DERIVED_LR_VERSION = "1.6"
 #: Fields of the ``wsistore`` block its digest leaves out: the manifest's own hash (the digest is
@@ -128,12 +132,14 @@ RESTORERS = (GENERATOR, BICUBIC)
 RESTORER_ARRAY = "restorer"
 #: Largest HR shard side (source pixels): a shard is assembled in memory before it is written.
 HR_SHARD_MAX = 4096
-#: The hybrid decision, as recorded in the archive (:func:`hr_is_better`).
+#: The hybrid decision, as recorded in the archive (format 1.8; :mod:`wsistore.archive.hybrid_choice`).
 HR_RULE = (
-    "HR iff SSE_sr - SSE_hr > lambda * (bits_hr - bits_lr); SSE over the chunk's pixels inside the slide and "
-    "its 3 channels, in grey levels squared, against the source; SSE_sr of the generator's output as restore "
-    "computes it, SSE_hr of the decoded HR chunk; bits_hr and bits_lr = 8 x the HR and LR chunks' stored "
-    "bytes (crc32c included); an HR chunk's LR chunk is not stored (derived from the HR chunk on read)"
+    "each chunk takes, of its options, the one of least SSE + lambda * bits, one lambda for the slide: its SR "
+    "path (SSE of restore's output by the chunk's restorer; bits = 8 x its LR chunk's stored bytes) and its HR "
+    "chunk at each HR setting (SSE of the decoded HR chunk; bits = 8 x its stored bytes; an HR chunk's LR chunk "
+    "is not stored, derived from the HR chunk on read); SSE over the chunk's pixels inside the slide and its 3 "
+    "channels, in grey levels squared, against the source; bytes with their crc32c; lambda given, or matched to "
+    "the SR path's slope at the LR codec's quality, or the smallest whose choice stores at most the target rate's bytes"
 )
 #: Chunk sides must be multiples of this (LR pixels).
 ALIGN = 16
@@ -291,12 +297,6 @@ def file_sha256_properties(file_sha256: dict[str, str]) -> dict[str, str]:
 def recorded_file_sha256(properties: dict[str, str]) -> dict[str, str]:
     """The per-file sha256s :func:`file_sha256_properties` recorded, by file name."""
     return {k[len(FILE_SHA256_PREFIX) : -1]: v for k, v in properties.items() if k.startswith(FILE_SHA256_PREFIX)}
-
-
-def hr_is_better(sse_sr: float, sse_hr: float, bits_hr: int, bits_lr: int, lam: float) -> bool:
-    """The hybrid decision (:data:`HR_RULE`): whether a chunk is stored at full resolution (its
-    HR chunk's ``bits_hr`` paid, its LR chunk's ``bits_lr`` saved)."""
-    return sse_sr - sse_hr > lam * (bits_hr - bits_lr)
 
 
 def drops_hr_lr(format_version: str) -> bool:

@@ -17,12 +17,13 @@ While a base shard is read, each chunk's source pixels are summarised for the lo
 shard is stored: one value per level-0 chunk, without keeping the source pixels. An HR chunk's
 cell is its own loss instead (format 1.5), measured once its HR shard is stored.
 
-``mode="hybrid"`` (format 1.5) adds one pass after the adaptation: per HR shard, each tissue
-chunk's source pixels are coded with the HR codec and compared, as a rate-distortion decision
-(:func:`wsistore.archive.format.hr_is_better`), with what restore makes of the stored LR (an
-:class:`Upscaler`, handed in like the :class:`Adapter`:
-:class:`wsistore.restoration.hybrid.SrPath`); the chunks that win are written to ``hr/``
-as the decision coded them (each HR shard packed from those bytes, not coded again), and then
+``mode="hybrid"`` adds two passes after the adaptation. The first measures, per HR shard's area,
+each tissue chunk's options: what restore makes of its stored LR (an :class:`Upscaler`, handed
+in like the :class:`Adapter`: :class:`wsistore.restoration.hybrid.SrPath`; the better of the
+generator and bicubic) and its source pixels coded at each HR setting. One lambda for the slide
+(given, or found for a target rate) then picks each chunk's least-cost option
+(:mod:`wsistore.archive.hybrid_choice`, format 1.8), and the second pass writes the HR chunks to
+``hr/`` (each coded again at its setting, to the bytes measured, and packed), after which
 (format 1.6) their LR chunks are removed from level 0's shards.
 
 Each finished shard is journalled, so ``resume`` skips it after an interruption; so is the
@@ -74,13 +75,13 @@ from wsistore.archive.format import (
     TissueSummary,
     choose_shard,
     file_sha256_properties,
-    hr_is_better,
     hr_shard_side,
     is_wsistore_archive,
     level_sizes,
     metadata_digest,
     ome_multiscales,
 )
+from wsistore.archive.hybrid_choice import SR, Option, choose, lambda_for_bytes, matched_lambda
 from wsistore.archive.manifest import (
     ArrayRecord,
     Manifest,
@@ -99,7 +100,7 @@ from wsistore.archive.partial import PartialOutput
 from wsistore.archive.reader import ArrayReader, decode_shard
 from wsistore.archive.restorer_choice import ChoicePolicy, choice_record, choose_restorers, gain_db
 from wsistore.archive.store import Location
-from wsistore.codecs import ImageCodec, JpegXlCodec, make_codec, parse_codec, register_codecs
+from wsistore.codecs import DEFAULT_CODEC, ImageCodec, JpegXlCodec, make_codec, parse_codec, register_codecs
 from wsistore.degradation import Downsample, SourceLoss, read_window
 from wsistore.dicom import identifying
 from wsistore.dicomweb import fetched_series, is_dicomweb_url
@@ -133,18 +134,22 @@ LOSS_KEY = "loss_map"
 ADAPTATION_KIND = "adaptation"
 #: Journal entry of an HR shard decided to hold no HR chunk (so nothing was written).
 EMPTY_HR_SHARD_KIND = "empty-hr-shard"
-#: Journal entry of the restorer choice (``--mode sr``), and the key of an HR shard's entry that
-#: holds its SR chunks' ``[SSE_generator, SSE_bicubic]`` (hybrid).
+#: Journal entry of the restorer choice (``--mode sr``), and the key of a hybrid measurement's
+#: entry that holds its chunks' ``[SSE_generator, SSE_bicubic]``.
 RESTORER_KIND = "restorers"
 RESTORERS_KEY = "restorers"
-#: The HR codec of hybrid ingest unless told otherwise: AVIF at quality 40, 4:4:4, speed 6 (on
-#: the real slides of BENCHMARKS.md speed 8 costs 1-2 dB at equal bytes, 4:2:0 0.1-0.4 dB more).
-DEFAULT_HR_CODEC = "avif:level=40,speed=6"
-#: lambda of the hybrid decision unless told otherwise, in grey levels squared of SSE per bit
-#: (:data:`wsistore.archive.format.HR_RULE`): what a bit spent on the LR buys instead, at AVIF's
-#: slope near the archive's rates (13.7 dB per bit per source pixel, the adaptation's rule) and
-#: the default generator's 28.4 dB: 3 x MSE x ln(10) / 10 x 13.7 = 890 for MSE = 94, rounded.
-DEFAULT_HR_LAMBDA = 900.0
+#: Journal entry of an HR shard's area measured: each tissue chunk's options (hybrid).
+HR_OPTIONS_KIND = "hr-options"
+#: Why an adaptation its rule kept is not stored.
+UNUSED_ADAPTATION = "no chunk is restored by the generator (each at full resolution or by bicubic)"
+#: The HR settings hybrid ingest weighs each chunk at unless told otherwise: AVIF 4:4:4 at speed 6
+#: (on the real slides of BENCHMARKS.md speed 8 costs 1-2 dB at equal bytes, 4:2:0 0.1-0.4 dB
+#: more), at four quality levels spanning the useful range (BENCHMARKS.md, "Equal slopes").
+DEFAULT_HR_CODECS = ("avif:level=12,speed=6", "avif:level=20,speed=6", "avif:level=30,speed=6", "avif:level=45,speed=6")
+#: lambda of the hybrid decision at the default LR codec (AVIF quality 75), in grey levels squared
+#: of SSE per bit (:data:`wsistore.archive.format.HR_RULE`): the SR path's slope there
+#: (:func:`wsistore.archive.hybrid_choice.matched_lambda`).
+DEFAULT_HR_LAMBDA = matched_lambda(parse_codec(DEFAULT_CODEC))
 
 
 #: A stored adaptation: its bytes and its record (:attr:`ArchiveMetadata.adaptation`), or None.
@@ -231,10 +236,17 @@ class IngestOptions:
     #: ``sr`` (every chunk restored by the generator) or ``hybrid`` (format 1.5: each chunk's
     #: cheaper path; needs ``upscaler``)
     mode: str = "sr"
-    #: the codec of a hybrid archive's full-resolution chunks
-    hr_codec: ImageCodec = field(default_factory=lambda: parse_codec(DEFAULT_HR_CODEC))
-    #: lambda of the hybrid decision, grey levels squared per bit (:func:`hr_is_better`)
-    hr_lambda: float = DEFAULT_HR_LAMBDA
+    #: the settings of a hybrid archive's full-resolution chunks each chunk is weighed at: one
+    #: codec, its quality level apart (decoding does not depend on it)
+    hr_codecs: tuple[ImageCodec, ...] = field(
+        default_factory=lambda: tuple(parse_codec(text) for text in DEFAULT_HR_CODECS)
+    )
+    #: lambda of the hybrid decision, grey levels squared per bit (:mod:`wsistore.archive.hybrid_choice`);
+    #: None: matched to the LR codec's slope at its quality
+    hr_lambda: float | None = None
+    #: the level-0 rate a hybrid archive aims at, bits per source pixel: its lambda is then found
+    #: (the bytes chosen at most this); None: ``hr_lambda``
+    hr_target_bpp: float | None = None
     #: the SR path ingest measures (:class:`Upscaler`): each chunk's restorer is chosen (format
     #: 1.7) when one is given, and hybrid mode needs one
     upscaler: Upscaler | None = None
@@ -265,8 +277,21 @@ class IngestOptions:
             raise InputError(f"mode must be {' or '.join(MODES)}, got {self.mode!r}")
         if self.mode == "hybrid" and self.upscaler is None:
             raise InputError("mode hybrid needs an upscaler (the SR path it measures)")
-        if not 0 <= self.hr_lambda < float("inf"):
+        if self.hr_lambda is not None and not 0 <= self.hr_lambda < float("inf"):
             raise InputError(f"the hybrid lambda must be a number at least 0, got {self.hr_lambda}")
+        if self.hr_target_bpp is not None and not 0 < self.hr_target_bpp < 24:
+            raise InputError(f"the hybrid target must be above 0 and below 24 bits per pixel, got {self.hr_target_bpp}")
+        if not self.hr_codecs:
+            raise InputError("hybrid mode needs at least one HR codec setting")
+        first = self.hr_codecs[0]
+        for codec in self.hr_codecs:
+            key = codec.quality_key
+            same = {k: v for k, v in codec.config().items() if k != key}
+            if type(codec) is not type(first) or same != {k: v for k, v in first.config().items() if k != key}:
+                raise InputError(
+                    f"the HR settings must be one codec at several {key or 'quality'} values, got "
+                    f"{first.describe()} and {codec.describe()}"
+                )
 
 
 @dataclass
@@ -341,8 +366,8 @@ class _Ingest:
         self._shard_losses: dict[str, dict[str, float]] = {}  # loss values awaiting their shard's journal line
         self.loss = np.full((-(-self.lr_height // c), -(-self.lr_width // c)), np.nan, dtype=np.float32)
         self.hr_loss = np.full_like(self.loss, np.nan)  # the HR chunks' own loss (hybrid), NaN elsewhere
-        self._shard_restorers: dict[str, dict[str, list[int]]] = {}  # hybrid: SSEs awaiting their shard's line
-        self.restorer_sse: dict[tuple[int, int], tuple[int, int]] = {}  # hybrid: SR chunks' SSEs per restorer
+        self.restorer_sse: dict[tuple[int, int], tuple[int, int]] = {}  # hybrid: chunks' SSEs per restorer
+        self.hr_cells: set[tuple[int, int]] = set()  # hybrid: the chunks stored at full resolution
 
     # -- the steps ------------------------------------------------------------------------
     def run(self) -> IngestResult:
@@ -371,11 +396,18 @@ class _Ingest:
 
         keep = self._chunks_to_keep(mask)
         self._write_pyramid(arrays, keep, mask)
-        payload, adaptation = self._adapt(group, arrays[0], mask)
+        payload, adaptation = self._adapt(arrays[0], mask)
         stored: Stored = (payload, adaptation) if payload is not None and adaptation is not None else None
         hybrid = self._write_hr(group, arrays[0], keep, mask, stored)
         level0 = ArrayReader(self.work, "0", arrays[0], self.records["0"], mask.background_rgb, mask.fill_value)
         restorers = self._choose_restorers(group, level0, keep, stored)
+        unused = restorers is not None and not restorers["chunks"][GENERATOR]
+        if payload is not None and adaptation is not None and unused:
+            # kept by its rule, but no chunk is restored by the generator: its bytes would buy nothing
+            adaptation = adaptation | {"kept": False, "reason": UNUSED_ADAPTATION}
+            payload = None
+        if payload is not None:
+            self._write_small(group, ADAPTATION_ARRAY, np.frombuffer(payload, dtype=np.uint8), fill_value=0)
 
         associated, stripped = self._write_associated(group)
         self._write_small(group, MASK_ARRAY, mask.tissue.astype(np.uint8))
@@ -460,8 +492,9 @@ class _Ingest:
     def _hybrid_settings(self) -> dict[str, Any]:
         upscaler = self.options.upscaler
         return {
-            "hr_codec": self.options.hr_codec.to_dict(),
+            "hr_codecs": [codec.to_dict() for codec in self.options.hr_codecs],
             "lambda": self.options.hr_lambda,
+            "target_bpp": self.options.hr_target_bpp,
             "sr": upscaler.settings() if upscaler is not None else None,
         }
 
@@ -478,7 +511,6 @@ class _Ingest:
             try:
                 fields = dict(data)
                 losses = fields.pop(LOSS_KEY, {})
-                restorers = fields.pop(RESTORERS_KEY, {})
                 rec = ShardRecord(**fields)
             except (TypeError, ValueError):
                 continue
@@ -489,13 +521,10 @@ class _Ingest:
                 for cid, value in losses.items():
                     _, r, q = chunk_coords(cid)
                     target[r, q] = value
-                self._take_restorer_sse(restorers)
-        for data in self.dest.done(EMPTY_HR_SHARD_KIND).values():
-            self._take_restorer_sse((data or {}).get(RESTORERS_KEY, {}))
         return len(self.resumed)
 
     def _take_restorer_sse(self, journalled: dict[str, list[int]]) -> None:
-        """A journalled HR shard's SR chunks' ``[SSE_generator, SSE_bicubic]``, by chunk id."""
+        """A journalled hybrid measurement's ``[SSE_generator, SSE_bicubic]``, by chunk id."""
         for cid, (generator, bicubic) in journalled.items():
             _, r, q = chunk_coords(cid)
             self.restorer_sse[r, q] = (generator, bicubic)
@@ -505,10 +534,7 @@ class _Ingest:
         name = f"{rec.array}/{rec.key}"
         with self._journal_lock:
             losses = self._shard_losses.pop(name, None)
-            restorers = self._shard_restorers.pop(name, None)
             data = rec.to_json() if losses is None else {**rec.to_json(), LOSS_KEY: losses}
-            if restorers is not None:
-                data[RESTORERS_KEY] = restorers
             self.dest.journal(SHARD_KIND, name, data)
             self.records[rec.array].merge(rec)
             self.done.add((rec.array, rec.key))
@@ -734,13 +760,11 @@ class _Ingest:
         self._store_shard(path, array, shard, buffer, box, kept, mask.fill_value, self.options.codec, False)
 
     # -- adaptation ------------------------------------------------------------------------
-    def _adapt(
-        self, group: zarr.Group, level0: zarr.Array, mask: TissueMask
-    ) -> tuple[bytes | None, dict[str, Any] | None]:
+    def _adapt(self, level0: zarr.Array, mask: TissueMask) -> tuple[bytes | None, dict[str, Any] | None]:
         """Tune the per-slide adaptation on the stored level 0 (or, on resume, take the one
-        journalled with the same settings), store its bytes when the rule keeps it, and
-        return them (None when not stored) and its record for the metadata (None when not
-        adapting)."""
+        journalled with the same settings) and return its bytes when the rule keeps it (None
+        when not; stored once the chunks' restorers are known) and its record for the metadata
+        (None when not adapting)."""
         adapter = self.options.adapt
         if adapter is None:
             return None, None
@@ -755,8 +779,6 @@ class _Ingest:
                     reader, self.slide, self.options.scale, self.options.codec, bar.update
                 )
             self.dest.journal(ADAPTATION_KIND, "0", {"settings": settings, "payload": payload.hex(), "info": info})
-        if info["kept"]:
-            self._write_small(group, ADAPTATION_ARRAY, np.frombuffer(payload, dtype=np.uint8), fill_value=0)
         return (payload if info["kept"] else None), dict(info)
 
     # -- hybrid: full-resolution chunks --------------------------------------------------------
@@ -768,108 +790,179 @@ class _Ingest:
         mask: TissueMask,
         stored: Stored,
     ) -> dict[str, Any] | None:
-        """Hybrid mode: decide every tissue chunk's path and write the HR chunks (one task per
-        HR shard not journalled yet); returns the metadata's ``hybrid`` record (None in ``sr``
-        mode)."""
+        """Hybrid mode: measure every tissue chunk's options (one task per HR shard's area not
+        journalled yet), choose each chunk's option at one lambda (given, or found for the
+        target rate: :mod:`wsistore.archive.hybrid_choice`), write the HR chunks; returns the
+        metadata's ``hybrid`` record (None in ``sr`` mode)."""
         upscaler = self.options.upscaler
         if self.options.mode != "hybrid" or upscaler is None:
             return None
         scale, c = self.options.scale, self.options.chunk
         hr_chunk, hr_shard = scale * c, hr_shard_side(c, self.shard, scale)
-        array = self._image_array(
-            group, HR_ARRAY, self.width, self.height, mask, (hr_chunk, hr_shard), self.options.hr_codec
-        )
+        codecs = self.options.hr_codecs
+        array = self._image_array(group, HR_ARRAY, self.width, self.height, mask, (hr_chunk, hr_shard), codecs[0])
+        per = hr_shard // hr_chunk
+        areas = [
+            (sy, sx)
+            for sy in range(-(-keep.shape[0] // per))
+            for sx in range(-(-keep.shape[1] // per))
+            if keep[sy * per : (sy + 1) * per, sx * per : (sx + 1) * per].any()
+        ]
         reader = ArrayReader(self.work, "0", level0, self.records["0"], mask.background_rgb, mask.fill_value)
         sr = upscaler.open(reader, (self.width, self.height), self.options.codec, stored)
         try:
-            per = hr_shard // hr_chunk
-            empty = set(self.dest.done(EMPTY_HR_SHARD_KIND))
-            shards = []
-            for sy in range(-(-keep.shape[0] // per)):
-                for sx in range(-(-keep.shape[1] // per)):
-                    count = int(keep[sy * per : (sy + 1) * per, sx * per : (sx + 1) * per].sum())
-                    key = shard_key((0, sy, sx))
-                    if count and (HR_ARRAY, key) not in self.done and key not in empty:
-                        shards.append((count, sy, sx))
-            tasks = [
-                dask.delayed(self._hr_shard, pure=False)(
-                    array, keep, mask, sr, sy, sx, dask_key_name=f"hr-shard-{sy:06d}-{sx:06d}"
-                )
-                for _, sy, sx in shards
-            ]
-            self._progress = Progress(sum(n for n, _, _ in shards), "hybrid", "chunk", self.options.progress)
-            with self._progress:
-                dask.compute(*tasks, scheduler=dask.threaded.get, num_workers=self.options.workers)
+            self._hr_stage(
+                "hybrid",
+                [a for a in areas if shard_key((0, *a)) not in self.dest.done(HR_OPTIONS_KIND)],
+                keep,
+                lambda sy, sx: self._measure_hr(keep, mask, sr, hr_chunk, hr_shard, sy, sx),
+            )
             described = sr.describe()
         finally:
             sr.close()
+        options = self._journalled_hr_options()
+        target = self.options.hr_target_bpp
+        if target is not None:
+            lam, chosen_by = lambda_for_bytes(options, target * self.width * self.height / 8), "target"
+        elif self.options.hr_lambda is not None:
+            lam, chosen_by = self.options.hr_lambda, "given"
+        else:
+            lam, chosen_by = matched_lambda(self.options.codec), "the LR's slope"
+        chosen = choose(options, lam)
+        self.hr_cells = {cell for cell, option in chosen.items() if option.path != SR}
+        empty = set(self.dest.done(EMPTY_HR_SHARD_KIND))
+        todo = [
+            (sy, sx)
+            for sy, sx in areas
+            if (HR_ARRAY, shard_key((0, sy, sx))) not in self.done and shard_key((0, sy, sx)) not in empty
+        ]
+        self._hr_stage("HR", todo, keep, lambda sy, sx: self._hr_shard(array, keep, mask, chosen, sy, sx))
         self._drop_hr_lr()
+        settings = [codec.to_dict() for codec in codecs]
+        used = [option.path for option in chosen.values()]
         return {
-            "hr_codec": self.options.hr_codec.to_dict(),
-            "lambda": self.options.hr_lambda,
+            "hr_codec": settings[0],
+            "hr_codecs": settings,
+            "lambda": lam,
+            "lambda_from": chosen_by,
+            "target_bpp": target,
             "rule": HR_RULE,
             "hr_chunk": hr_chunk,
             "hr_shard": hr_shard,
             "sr": described,
+            "options": {path: used.count(path) for path in [SR, *self._hr_paths()]},
             "modes": chunk_modes(self.records["0"], self.records[HR_ARRAY]),
         }
 
-    def _hr_shard(
-        self, array: zarr.Array, keep: np.ndarray, mask: TissueMask, sr: SuperResolved, sy: int, sx: int
+    def _hr_paths(self) -> list[str]:
+        """The names of the HR options: each HR codec setting's (``avif:level=20,speed=6`` ...)."""
+        return [codec.describe() for codec in self.options.hr_codecs]
+
+    def _hr_stage(
+        self, name: str, areas: list[tuple[int, int]], keep: np.ndarray, task: Callable[[int, int], None]
     ) -> None:
-        """One HR shard: each tissue chunk's source pixels against what restore makes of its LR
-        by each restorer; the chunks that win against the better one (:func:`hr_is_better`)
-        written, the others left empty and their SSEs kept for the restorer choice."""
+        """``task(sy, sx)`` for each HR shard's area, as dask tasks, with a progress bar of chunks."""
+        per = hr_shard_side(self.options.chunk, self.shard, self.options.scale) // (
+            self.options.scale * self.options.chunk
+        )
+        count = sum(int(keep[sy * per : (sy + 1) * per, sx * per : (sx + 1) * per].sum()) for sy, sx in areas)
+        tasks = [dask.delayed(task, pure=False)(sy, sx, dask_key_name=f"{name}-{sy:06d}-{sx:06d}") for sy, sx in areas]
+        self._progress = Progress(count, name, "chunk", self.options.progress)
+        with self._progress:
+            dask.compute(*tasks, scheduler=dask.threaded.get, num_workers=self.options.workers)
+
+    def _chunks_in_area(self, keep: np.ndarray, chunk: int, shard: int, sy: int, sx: int) -> list[tuple[int, int, Box]]:
+        """The tissue chunks ``(row, col, HR box)`` of HR shard ``(sy, sx)``'s area."""
+        x0, y0 = sx * shard, sy * shard
+        x1, y1 = min(x0 + shard, self.width), min(y0 + shard, self.height)
+        return [
+            (r, q, (q * chunk, r * chunk, min((q + 1) * chunk, self.width), min((r + 1) * chunk, self.height)))
+            for r in range(y0 // chunk, -(-y1 // chunk))
+            for q in range(x0 // chunk, -(-x1 // chunk))
+            if keep[r, q]
+        ]
+
+    def _measure_hr(
+        self, keep: np.ndarray, mask: TissueMask, sr: SuperResolved, chunk: int, shard: int, sy: int, sx: int
+    ) -> None:
+        """Every tissue chunk's options in HR shard ``(sy, sx)``'s area: its SR path (the better
+        restorer's SSE, its LR chunk's bytes) and its HR chunk coded at each HR setting; journalled
+        (with the restorers' SSEs, for the restorer choice) so that a resume measures it no more."""
+        found: dict[str, Any] = {}
+        restorers: dict[str, list[int]] = {}
+        for r, q, box in self._chunks_in_area(keep, chunk, shard, sy, sx):
+            cid = chunk_id((0, r, q))
+            source = self._read_level0(box)
+            sse_sr = (sse(sr.read(box), source), sse(sr.read(box, BICUBIC), source))
+            restorers[cid] = list(sse_sr)
+            lr_bytes = self.records["0"].chunks.get(cid, [0])[0]
+            options = [[SR, min(sse_sr), lr_bytes]]
+            for path, codec in zip(self._hr_paths(), self.options.hr_codecs, strict=True):
+                decoded, coded = code_hr_chunk(source, codec)
+                options.append([path, sse(decoded, source), len(coded)])
+            found[cid] = options
+            self._progress.update()
+        with self._journal_lock:
+            self.dest.journal(HR_OPTIONS_KIND, shard_key((0, sy, sx)), {"options": found, RESTORERS_KEY: restorers})
+
+    def _journalled_hr_options(self) -> dict[tuple[int, int], list[Option]]:
+        """Every measured chunk's options, ``(row, col)`` -> SR first, then each HR setting's; the
+        restorers' SSEs taken too."""
+        options: dict[tuple[int, int], list[Option]] = {}
+        for data in self.dest.done(HR_OPTIONS_KIND).values():
+            self._take_restorer_sse(data[RESTORERS_KEY])
+            for cid, listed in data["options"].items():
+                _, r, q = chunk_coords(cid)
+                options[r, q] = [Option(path, value, nbytes) for path, value, nbytes in listed]
+        return options
+
+    def _hr_shard(
+        self,
+        array: zarr.Array,
+        keep: np.ndarray,
+        mask: TissueMask,
+        chosen: dict[tuple[int, int], Option],
+        sy: int,
+        sx: int,
+    ) -> None:
+        """One HR shard: its chunks whose chosen option is an HR setting, coded at that setting
+        (the bytes the decision measured: coding is deterministic, and checked) and written; a
+        shard with none is only journalled."""
         record = self.records[HR_ARRAY]
         chunk, shard = record.chunk_shape[1], record.shard_shape[1]
         x0, y0 = sx * shard, sy * shard
         x1, y1 = min(x0 + shard, self.width), min(y0 + shard, self.height)
-        fill = mask.fill_value
-        per = shard // chunk
+        fill, per = mask.fill_value, shard // chunk
         buffer = np.full((y1 - y0, x1 - x0, 3), fill, dtype=np.uint8)
         kept, stored = [], {}  # stored: each HR chunk's bytes, by its position in the shard
-        restorers: dict[str, list[int]] = {}  # the SR chunks' [SSE_generator, SSE_bicubic]
-        for r in range(y0 // chunk, -(-y1 // chunk)):
-            for q in range(x0 // chunk, -(-x1 // chunk)):
-                if not keep[r, q]:
-                    continue
-                box = (q * chunk, r * chunk, min((q + 1) * chunk, self.width), min((r + 1) * chunk, self.height))
-                source = self._read_level0(box)
-                lr_bytes = self.records["0"].chunks.get(chunk_id((0, r, q)), [0])[0]
-                sse_sr = (sse(sr.read(box), source), sse(sr.read(box, BICUBIC), source))
-                coded = self._hr_chunk_if_better(source, min(sse_sr), chunk, fill, lr_bytes)
-                if coded is None:
-                    restorers[chunk_id((0, r, q))] = list(sse_sr)
-                    self.restorer_sse[r, q] = sse_sr
-                else:
-                    buffer[box[1] - y0 : box[3] - y0, box[0] - x0 : box[2] - x0] = source
-                    kept.append((r, q, box))
-                    if not (source == fill).all():  # zarr stores no chunk of fill value only
-                        stored[(r % per) * per + q % per] = coded
-                self._progress.update()
+        codecs = dict(zip(self._hr_paths(), self.options.hr_codecs, strict=True))
+        for r, q, box in self._chunks_in_area(keep, chunk, shard, sy, sx):
+            option = chosen[r, q]
+            self._progress.update()
+            if option.path == SR:
+                continue
+            source = self._read_level0(box)
+            _, coded = code_hr_chunk(source, codecs[option.path])
+            if len(coded) != option.nbytes:
+                raise ArchiveError(
+                    f"HR chunk row {r} col {q} coded to {len(coded)} bytes, {option.nbytes} when measured: "
+                    "the HR codec is not deterministic"
+                )
+            buffer[box[1] - y0 : box[3] - y0, box[0] - x0 : box[2] - x0] = source
+            kept.append((r, q, box))
+            if not (source == fill).all():  # zarr stores no chunk of fill value only
+                stored[(r % per) * per + q % per] = coded
         if not stored:
             # nothing to write (zarr writes no chunk that is all fill value, and such a chunk is
             # restored as well by the generator): no shard, only a journal line for a resume
             with self._journal_lock:
-                self.dest.journal(EMPTY_HR_SHARD_KIND, shard_key((0, sy, sx)), {RESTORERS_KEY: restorers})
+                self.dest.journal(EMPTY_HR_SHARD_KIND, shard_key((0, sy, sx)))
             return
-        with self._journal_lock:
-            self._shard_restorers[f"{HR_ARRAY}/{shard_key((0, sy, sx))}"] = restorers
-        data = pack_shard(per * per, stored)  # the chunks as coded for the decision
+        data = pack_shard(per * per, stored)
         where, box = (0, sy, sx), (x0, y0, x1, y1)
         self._store_shard(
-            HR_ARRAY, array, where, buffer, box, kept, fill, self.options.hr_codec, True, None, True, data
+            HR_ARRAY, array, where, buffer, box, kept, fill, self.options.hr_codecs[0], True, None, True, data
         )
-
-    def _hr_chunk_if_better(
-        self, source: np.ndarray, sse_sr: int, chunk: int, fill: int, lr_bytes: int
-    ) -> bytes | None:
-        """A chunk's HR bytes as stored (:func:`code_hr_chunk`) when its HR path costs less than
-        its SR path (``sse_sr``: restored by its better restorer) by both paths' SSE, its LR
-        chunk's ``lr_bytes`` saved; else None."""
-        decoded, coded = code_hr_chunk(source, chunk, fill, self.options.hr_codec)
-        better = hr_is_better(sse_sr, sse(decoded, source), 8 * len(coded), 8 * lr_bytes, self.options.hr_lambda)
-        return coded if better else None
 
     def _drop_hr_lr(self) -> None:
         """Format 1.6: remove the LR chunk of every HR chunk from level 0's shards (readers derive
@@ -905,7 +998,7 @@ class _Ingest:
         if upscaler is None:
             return None
         if self.options.mode == "hybrid":
-            cells = sorted(self.restorer_sse)
+            cells = sorted(c for c in self.restorer_sse if c not in self.hr_cells)
             bicubic = {c for c in cells if self.restorer_sse[c][1] < self.restorer_sse[c][0]}
             gains = [gain_db(*self.restorer_sse[c]) for c in cells]
             record = choice_record("per chunk: every SR chunk measured (hybrid)", cells, bicubic, gains, None)
@@ -1173,20 +1266,15 @@ def _software(reader: str) -> dict[str, str]:
     }
 
 
-def code_hr_chunk(
-    source: np.ndarray, chunk: int, fill: int, codec: ImageCodec, at: tuple[int, int] = (0, 0)
-) -> tuple[np.ndarray, bytes]:
-    """A hybrid archive's HR chunk as zarr codes it: ``source`` (the chunk's pixels inside the
-    image, at ``at = (y, x)`` in the chunk) padded with ``fill`` to ``chunk x chunk``, encoded;
-    returns the decoded pixels of ``source``'s area and the chunk's bytes as stored (its crc32c
-    appended, as the array's :class:`Crc32cCodec` appends it)."""
-    h, w = source.shape[:2]
-    y, x = at
-    padded = np.full((chunk, chunk, 3), fill, dtype=np.uint8)
-    padded[y : y + h, x : x + w] = source
-    encoded = codec.encode_image(padded)
+def code_hr_chunk(source: np.ndarray, codec: ImageCodec) -> tuple[np.ndarray, bytes]:
+    """A hybrid archive's HR chunk as stored: ``source`` (the chunk's pixels inside the image)
+    encoded at its own size (format 1.8: an edge chunk is coded at its extent inside the image,
+    as a codec on the whole image codes its last tiles; the codec's zarr decoder pads it);
+    returns the decoded pixels and the chunk's bytes as stored (its crc32c appended, as the
+    array's :class:`Crc32cCodec` appends it)."""
+    encoded = codec.encode_image(np.ascontiguousarray(source))
     stored = encoded + google_crc32c.value(encoded).to_bytes(4, "little")
-    return codec.decode_image(encoded)[y : y + h, x : x + w], stored
+    return codec.decode_image(encoded), stored
 
 
 def sse(a: np.ndarray, b: np.ndarray) -> int:

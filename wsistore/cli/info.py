@@ -41,7 +41,6 @@ def describe(info: dict[str, Any]) -> str:
     """``Archive.info()`` as aligned ``key: value`` lines."""
     size = _options.size
     codec = info["codec"]
-    settings = ", ".join(f"{k}={v}" for k, v in codec.get("configuration", {}).items())
     mpp = info["mpp"]
     width, height = info["dimensions"]
     lr_width, lr_height = info["lr_dimensions"]
@@ -78,7 +77,7 @@ def describe(info: dict[str, Any]) -> str:
             f"{info['tissue_fraction']:.1%} of the slide; {info['background_dropped']:.1%} of chunks dropped as "
             f"background ({info['chunks_written']}/{info['chunks_total']} stored)",
         ),
-        ("codec", f"{codec['name']} ({settings})"),
+        ("codec", _codec_text(codec)),
         ("mode", _mode(info)),
         ("restorers", _restorers(info.get("restorers"))),
         ("archive loss", _loss(info.get("loss_map"), info.get("mode") == "hybrid")),
@@ -94,15 +93,27 @@ def _mode(info: dict[str, Any]) -> str:
     if info["mode"] != "hybrid" or hybrid is None:
         return f"sr (all {modes['sr']['chunks']} tissue chunks restored from the LR)"
     sr, hr = modes["sr"], modes["hr"]
-    codec = hybrid["hr_codec"]
-    settings = ", ".join(f"{k}={v}" for k, v in codec.get("configuration", {}).items())
     size = _options.size
     kept = f" + {size(hr['lr_bytes'])} LR kept" if hr["lr_bytes"] else ""  # format 1.5 kept the LR chunks
+    target = f" (found for {hybrid['target_bpp']:g} bpp)" if hybrid.get("target_bpp") else ""
+    if hybrid.get("lambda_from") == "the LR's slope":  # format 1.8: no --lambda, no target
+        target = " (the LR's slope)"
+    used = hybrid.get("options")  # format 1.8: the chunks per option
+    settings = (
+        ", ".join(f"{n} at {path}" for path, n in used.items() if path != "sr" and n)
+        if used
+        else _codec_text(hybrid["hr_codec"])
+    )
     return (
         f"hybrid: {sr['chunks']} chunks SR ({sr['share']:.1%}, {size(sr['bytes'])} LR), {hr['chunks']} full "
-        f"resolution ({hr['share']:.1%}, {size(hr['bytes'])} HR{kept}); "
-        f"HR {codec['name']} ({settings}), lambda {hybrid['lambda']:g}"
+        f"resolution ({hr['share']:.1%}, {size(hr['bytes'])} HR{kept}); HR {settings or 'none'}; "
+        f"lambda {hybrid['lambda']:g}{target}"
     )
+
+
+def _codec_text(codec: dict[str, Any]) -> str:
+    settings = ", ".join(f"{k}={v}" for k, v in codec.get("configuration", {}).items())
+    return f"{codec['name']} ({settings})"
 
 
 def _restorers(record: dict[str, Any] | None) -> str:

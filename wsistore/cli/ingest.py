@@ -51,25 +51,38 @@ def add_parser(sub: Any) -> None:
         "--mode",
         choices=("sr", "hybrid"),
         default="sr",
-        help="sr (default): every chunk LR, restored by the generator; hybrid: each level-0 chunk also at full "
-        "resolution where that costs less (SSE_sr - SSE_hr > lambda x (bits_hr - bits_lr); format 1.6)",
+        help="sr (default): every chunk LR, restored by the generator; hybrid: each level-0 chunk stored as its LR "
+        "or at full resolution, whichever of its options costs least SSE + lambda x bits (format 1.8)",
     )
     p.add_argument(
         "--hr-codec",
+        nargs="+",
         default=None,
         metavar="CODEC",
-        help="hybrid: the codec of the full-resolution chunks, with settings as --codec "
-        "(default avif:level=40,speed=6)",
+        help="hybrid: the settings each full-resolution chunk is weighed at, one codec at several quality levels, "
+        "with settings as --codec (default avif:level=12,speed=6 avif:level=20,speed=6 avif:level=30,speed=6 "
+        "avif:level=45,speed=6)",
     )
-    p.add_argument(
-        "--lambda",
-        dest="hr_lambda",
-        type=_options.non_negative_float,
-        default=None,
-        metavar="L",
-        help="hybrid: grey levels squared of SSE a bit of HR chunk must save (default 900; 0: HR wherever it is "
-        "closer to the source)",
-    )
+    rate = p.add_mutually_exclusive_group()
+    for flag, field, kind, metavar, text in (
+        (
+            "--lambda",
+            "hr_lambda",
+            _options.non_negative_float,
+            "L",
+            "hybrid: grey levels squared of SSE a bit must save, the same for every chunk and option (default: the "
+            "LR's own slope at its quality, 900 at AVIF 75; 0: each chunk's closest option)",
+        ),
+        (
+            "--target-bpp",
+            "hr_target_bpp",
+            _options.positive_float,
+            "B",
+            "hybrid: the level-0 rate to meet, bits per source pixel (LR of the SR chunks and the HR chunks): "
+            "lambda is found for it",
+        ),
+    ):
+        rate.add_argument(flag, dest=field, type=kind, default=None, metavar=metavar, help=text)
     _options.add_storage_options(p)
     _options.add_overwrite_resume(p, "archive")
     _options.add_quiet(p)
@@ -118,12 +131,12 @@ def _hybrid_from_args(args: argparse.Namespace) -> dict[str, Any]:
     from wsistore.restoration.hybrid import SrPath
 
     if args.mode != "hybrid":
-        if args.hr_codec is not None or args.hr_lambda is not None:
-            raise InputError("--hr-codec and --lambda apply to --mode hybrid")
+        if args.hr_codec is not None or args.hr_lambda is not None or args.hr_target_bpp is not None:
+            raise InputError("--hr-codec, --lambda and --target-bpp apply to --mode hybrid")
         return {"upscaler": SrPath()}
-    fields: dict[str, Any] = {"mode": "hybrid", "upscaler": SrPath()}
+    fields: dict[str, Any] = {"mode": "hybrid", "upscaler": SrPath(), "hr_target_bpp": args.hr_target_bpp}
     if args.hr_codec is not None:
-        fields["hr_codec"] = parse_codec(args.hr_codec)
+        fields["hr_codecs"] = tuple(parse_codec(text) for text in args.hr_codec)
     if args.hr_lambda is not None:
         fields["hr_lambda"] = args.hr_lambda
     return fields

@@ -5,11 +5,12 @@
   (``nearest`` = the seeds' i-HR, ``bicubic``, and every SR model);
 * **full-resolution codecs**: JPEG, JPEG-XL, AVIF, WebP and JPEG 2000 on the original,
   coded in 1024-pixel tiles as a tiled TIFF or archive would store them;
-* **hybrid archive** (format 1.7): the archive path restored as restore does, each level-0
-  chunk by the better of the generator and bicubic (the archive's restorer choice), with each
-  chunk whose HR chunk wins the archive's rule (:func:`hr_is_better`) against that pasted over
-  it, HR chunks coded as ingest codes them (:func:`wsistore.archive.writer.code_hr_chunk`), and
-  their LR chunks' bytes not counted (the archive does not store them).
+* **hybrid archive** (format 1.8): the archive path restored as restore does, each level-0
+  chunk by the better of the generator and bicubic (the archive's restorer choice), and each
+  chunk whose HR chunk at one of the HR settings costs less at the record's lambda
+  (:mod:`wsistore.archive.hybrid_choice`, as ingest decides) pasted over it, HR chunks coded as
+  ingest codes them (:func:`wsistore.archive.writer.code_hr_chunk`), and their LR chunks' bytes
+  not counted (the archive does not store them).
 
 Bytes are the encoded chunk/tile bytes of the base image (pyramid levels and container
 overhead excluded for every method alike).
@@ -18,12 +19,13 @@ overhead excluded for every method alike).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from wsistore.archive.format import hr_is_better
-from wsistore.archive.writer import DEFAULT_HR_CODEC, DEFAULT_HR_LAMBDA, code_hr_chunk, sse
+from wsistore.archive.hybrid_choice import SR, Option, best
+from wsistore.archive.writer import DEFAULT_HR_CODECS, DEFAULT_HR_LAMBDA, code_hr_chunk, sse
 from wsistore.codecs import ImageCodec, parse_codec
 from wsistore.degradation import Downsample, encode_on_grid
 
@@ -92,7 +94,7 @@ QUICK_HR_SWEEP = (
 #: The hybrid archive's lambdas (ingest's default in the middle) and HR codecs.
 HYBRID_LAMBDAS = (DEFAULT_HR_LAMBDA / 3, DEFAULT_HR_LAMBDA, 3 * DEFAULT_HR_LAMBDA)
 QUICK_HYBRID_LAMBDAS = (DEFAULT_HR_LAMBDA,)
-HYBRID_HR_SWEEP = (DEFAULT_HR_CODEC,)
+HYBRID_HR_SWEEP = DEFAULT_HR_CODECS
 
 
 @dataclass
@@ -132,14 +134,19 @@ class CodedHR:
     decode_seconds: float
 
 
-def code_full_resolution(hr: np.ndarray, setting: str) -> CodedHR:
-    """Code ``hr`` in :data:`HR_TILE` tiles with a standard codec (timed)."""
+def code_full_resolution(hr: np.ndarray, setting: str, origin: tuple[int, int] = (0, 0)) -> CodedHR:
+    """Code ``hr`` with a standard codec in :data:`HR_TILE` tiles on the archive's level-0 grid
+    (``hr`` at ``origin = (y, x)`` on it: the tiles are the hybrid archive's HR chunks, each cut
+    to ``hr``, so that both are compared on the same blocks), timed."""
     codec = parse_codec(setting)
     start = time.perf_counter()
     encoded = []
-    for y in range(0, hr.shape[0], HR_TILE):
-        for x in range(0, hr.shape[1], HR_TILE):
-            encoded.append((y, x, codec.encode_image(np.ascontiguousarray(hr[y : y + HR_TILE, x : x + HR_TILE]))))
+    oy, ox = origin
+    for y in range(-(oy % HR_TILE), hr.shape[0], HR_TILE):
+        for x in range(-(ox % HR_TILE), hr.shape[1], HR_TILE):
+            y0, x0 = max(y, 0), max(x, 0)
+            tile = np.ascontiguousarray(hr[y0 : y + HR_TILE, x0 : x + HR_TILE])
+            encoded.append((y0, x0, codec.encode_image(tile)))
     encode_s = time.perf_counter() - start
     start = time.perf_counter()
     out = np.empty_like(hr)
@@ -168,9 +175,11 @@ class CodedChunks:
     encode_seconds: float
 
 
-def code_hr_chunks(hr: np.ndarray, setting: str, side: int, fill: int, origin: tuple[int, int] = (0, 0)) -> CodedChunks:
+def code_hr_chunks(hr: np.ndarray, setting: str, side: int, origin: tuple[int, int] = (0, 0)) -> CodedChunks:
     """Code each chunk of ``hr`` on the archive's level-0 grid (chunk ``side`` HR pixels, ``hr``
-    at ``origin = (y, x)`` on it) as hybrid ingest codes an HR chunk (timed)."""
+    at ``origin = (y, x)`` on it) as hybrid ingest codes an HR chunk, each cut to ``hr`` (the
+    region is the image: a chunk it cuts is coded at its extent, as ingest codes an edge chunk),
+    timed."""
     codec = parse_codec(setting)
     start = time.perf_counter()
     chunks = []
@@ -181,7 +190,7 @@ def code_hr_chunks(hr: np.ndarray, setting: str, side: int, fill: int, origin: t
             ys, xs = max(y0, 0), max(x0, 0)
             box = (ys, xs, min(y0 + side, height), min(x0 + side, width))
             source = hr[box[0] : box[2], box[1] : box[3]]
-            decoded, stored = code_hr_chunk(source, side, fill, codec, (ys - y0, xs - x0))
+            decoded, stored = code_hr_chunk(source, codec)
             chunks.append(HrChunk(box, decoded, len(stored), sse(decoded, source)))
     return CodedChunks(setting, chunks, time.perf_counter() - start)
 
@@ -193,32 +202,39 @@ class HybridImage:
     image: np.ndarray
     hr_bytes: int
     hr_chunks: int
+    #: SR chunks restored by the generator (the others by bicubic): none, and an adaptation is not stored
+    generator_chunks: int
 
 
 def choose_hybrid(
     hr: np.ndarray,
     sr: np.ndarray,
-    coded: CodedChunks,
+    coded: Sequence[CodedChunks],
     lr_bytes: dict[tuple[int, int], int],
     lam: float,
     scale: int = 4,
     bicubic: np.ndarray | None = None,
 ) -> HybridImage:
-    """Per chunk, the archive's rule between the SR path and the coded HR chunk, both against the
-    original ``hr``, at ``lam``: the SR path is ``sr`` (the generator's output of the archive's
-    LR, whose chunks' bytes are ``lr_bytes``, :attr:`CodedLR.chunk_bytes`) or, where it is closer,
-    ``bicubic`` of the same LR (the restorer choice, format 1.7); ``hr_bytes`` is the HR chunks'
-    bytes less the LR chunks they replace (format 1.6 does not store those)."""
-    image, nbytes, count = sr.copy(), 0, 0
-    for chunk in coded.chunks:
-        y0, x0, y1, x1 = chunk.box
+    """Per chunk, the hybrid decision (:mod:`wsistore.archive.hybrid_choice`) among the SR path and
+    the chunk coded at each HR setting of ``coded``, against the original ``hr``, at ``lam``: the
+    SR path is ``sr`` (the generator's output of the archive's LR, whose chunks' bytes are
+    ``lr_bytes``, :attr:`CodedLR.chunk_bytes`) or, where it is closer, ``bicubic`` of the same LR
+    (the restorer choice, format 1.7); ``hr_bytes`` is the HR chunks' bytes less the LR chunks
+    they replace (format 1.6 does not store those)."""
+    image, nbytes, count, generator = sr.copy(), 0, 0, 0
+    for chunks in zip(*(c.chunks for c in coded), strict=True):
+        y0, x0, y1, x1 = chunks[0].box
         area, truth = (slice(y0, y1), slice(x0, x1)), hr[y0:y1, x0:x1]
-        sse_sr = sse(sr[area], truth)
+        sse_sr, by_generator = sse(sr[area], truth), True
         if bicubic is not None and sse(bicubic[area], truth) < sse_sr:
-            image[area], sse_sr = bicubic[area], sse(bicubic[area], truth)
+            image[area], sse_sr, by_generator = bicubic[area], sse(bicubic[area], truth), False
         lr = lr_bytes.get((y0 // scale, x0 // scale), 0)
-        stored_lr = lr + 4 if lr else 0  # as the archive stores it, its crc32c included
-        if hr_is_better(sse_sr, chunk.sse, 8 * chunk.nbytes, 8 * stored_lr, lam):
-            image[area] = chunk.decoded
-            nbytes, count = nbytes + chunk.nbytes - lr, count + 1
-    return HybridImage(image, nbytes, count)
+        options = [Option(SR, sse_sr, lr + 4 if lr else 0)]  # the LR as stored: its crc32c included
+        options += [Option(c.setting, chunk.sse, chunk.nbytes) for c, chunk in zip(coded, chunks, strict=True)]
+        chosen = best(options, lam)
+        if chosen.path != SR:
+            image[area] = chunks[options.index(chosen) - 1].decoded
+            nbytes, count = nbytes + chosen.nbytes - lr, count + 1
+        else:
+            generator += by_generator
+    return HybridImage(image, nbytes, count, generator)

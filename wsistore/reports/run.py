@@ -118,7 +118,7 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
     hybrid_codecs = list(options.hybrid_codecs or HYBRID_HR_SWEEP) if lambdas else []
     # the hybrid's SR path: the first SR model (by default the default generator, as ingest measures it)
     hybrid_model = next((n for n in names if n not in ("nearest", "bicubic")), None) if hybrid_codecs else None
-    hybrids = len(lambdas) * len(hybrid_codecs) if hybrid_model else 0
+    hybrids = len(lambdas) if hybrid_model else 0
     lpips, lpips_reason = _lpips(options.lpips_weights)
     crop = 1024 if options.quick and options.region is None else options.crop
     inputs = list(load_inputs(options.inputs, crop, options.region))
@@ -142,7 +142,7 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
             )
             bar.update(1)
             side, origin = 4 * options.chunk, (4 * item.lr_origin[0], 4 * item.lr_origin[1])  # bench's scale is 4
-            hr_chunks = [code_hr_chunks(item.hr, s, side, item.fill, origin) for s in hybrid_codecs if hybrid_model]
+            hr_chunks = [code_hr_chunks(item.hr, s, side, origin) for s in hybrid_codecs if hybrid_model]
             for setting in archive_sweep:
                 coded = code_archive_lr(item.hr, setting, options.chunk, item.fill, item.lr_origin)
                 bicubic: np.ndarray | None = None  # this setting's bicubic image (runners: bicubic first)
@@ -178,7 +178,7 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
             # the panel's codec: the best PSNR within 25 % of the archive's bytes, else the nearest in bytes
             best: tuple[bool, float, str, np.ndarray] | None = None
             for setting in hr_sweep:
-                coded_hr = code_full_resolution(item.hr, setting)
+                coded_hr = code_full_resolution(item.hr, setting, origin)
                 rec = _record(
                     item,
                     "hr_codec",
@@ -243,7 +243,8 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
 
 DEFINITIONS = {
     "bits per pixel": "8 x stored bytes / number of original pixels (HR pixels of the tile or slide region). "
-    "Archive path: the encoded LR chunks on the archive's own 256-pixel grid; codecs: the encoded 1024-pixel tiles. "
+    "Archive path: the encoded LR chunks on the archive's own 256-pixel grid; codecs: the encoded 1024-pixel tiles "
+    "on the archive's level-0 grid (its HR chunks). "
     "Pyramid levels and container overhead are excluded for every method alike.",
     "tissue only": "every method is scored on the same tissue mask (wsistore's tissue rule on the original); "
     "PSNR/SSIM over tissue pixels, MS-SSIM/HaarPSI/GMSD/LPIPS over 256-pixel patches that are at least 90% tissue.",
@@ -251,9 +252,10 @@ DEFINITIONS = {
     "bicubic": "bicubic upscaling (torch, a = -0.75) of the same LR.",
     "archive path": "the original downsampled 4x exactly as ingest does it, coded chunk by chunk with the LR codec, "
     "then upscaled by each method.",
-    "hybrid": "a hybrid archive (format 1.6): the archive path restored by the first SR model (or MODEL+adapted), "
-    "with each level-0 chunk (4x the LR chunk: 1024 pixels) coded at full resolution as ingest codes it, kept where "
-    "ingest's rule keeps it (SSE_sr - SSE_hr > lambda x (its bits - its LR chunk's bits)); bytes: the archive "
+    "hybrid": "a hybrid archive (format 1.8): the archive path restored by the first SR model (or MODEL+adapted), "
+    "with each level-0 chunk (4x the LR chunk: 1024 pixels) coded at full resolution at each HR setting as ingest "
+    "codes it; each chunk takes the option of least SSE + lambda x bits (the SR path: its LR chunk's bits; an HR "
+    "setting: its HR chunk's bits, the LR chunk's saved), one lambda per curve; bytes: the archive "
     "path's (with the adaptation's when kept) plus the kept HR chunks' as stored (4-byte crc32c each), less their "
     "LR chunks' (not stored).",
     "nuclei": "haematoxylin from colour deconvolution, thresholded at the original's Otsu level, blobs of at least "
@@ -307,23 +309,22 @@ def _hybrid_records(
 ) -> list[dict[str, Any]]:
     """The ``hybrid`` records over an archive record ``sr`` and its restored ``image`` (of the
     coded ``lr``; ``bicubic`` where that restores a chunk better, as the archive's restorer
-    choice does): per HR codec and lambda, the chunks the rule keeps pasted over it, their bytes
-    added and their LR chunks' taken off."""
+    choice does): per lambda, each chunk's least-cost option among the SR path and the HR chunk
+    at every setting of ``coded`` (:mod:`wsistore.archive.hybrid_choice`, as ingest decides),
+    the HR chunks' bytes added and their LR chunks' taken off."""
     records = []
-    for chunks in coded:
-        for lam in lambdas:
-            hybrid = choose_hybrid(item.hr, image, chunks, lr.chunk_bytes, lam, bicubic=bicubic)
-            nbytes, encode = sr["bytes"] + hybrid.hr_bytes, sr["encode_seconds"] + chunks.encode_seconds
-            restore = sr["restore_seconds"]
-            rec = _record(item, "hybrid", sr["setting"], None, hybrid.image, nbytes, encode, restore, lpips, device)
-            same = {k: sr[k] for k in ("upscaler", "weights_sha256", "device", "precision")}
-            info = {
-                "hr_codec": chunks.setting,
-                "lambda": lam,
-                "hr_chunks": hybrid.hr_chunks,
-                "chunks": len(chunks.chunks),
-            }
-            records.append(rec | same | {"hybrid": info | {"hr_bytes": hybrid.hr_bytes, "sr_bytes": sr["bytes"]}})
+    settings = "+".join(c.setting for c in coded)
+    encode = sr["encode_seconds"] + sum(c.encode_seconds for c in coded)
+    for lam in lambdas:
+        hybrid = choose_hybrid(item.hr, image, coded, lr.chunk_bytes, lam, bicubic=bicubic)
+        # no chunk restored by the generator: no adaptation stored (ingest drops it)
+        unused = 0 if hybrid.generator_chunks else sr.get("adaptation", {}).get("bytes_added", 0)
+        nbytes, restore = sr["bytes"] + hybrid.hr_bytes - unused, sr["restore_seconds"]
+        rec = _record(item, "hybrid", sr["setting"], None, hybrid.image, nbytes, encode, restore, lpips, device)
+        same = {k: sr[k] for k in ("upscaler", "weights_sha256", "device", "precision")}
+        info = {"hr_codec": settings, "lambda": lam, "hr_chunks": hybrid.hr_chunks, "chunks": len(coded[0].chunks)}
+        info |= {"generator_chunks": hybrid.generator_chunks, "adaptation_bytes_dropped": unused}
+        records.append(rec | same | {"hybrid": info | {"hr_bytes": hybrid.hr_bytes, "sr_bytes": sr["bytes"]}})
     return records
 
 
