@@ -811,9 +811,10 @@ class _Ingest:
         reader = ArrayReader(self.work, "0", level0, self.records["0"], mask.background_rgb, mask.fill_value)
         sr = upscaler.open(reader, (self.width, self.height), self.options.codec, stored)
         try:
+            measured = self.dest.done(HR_OPTIONS_KIND)
             self._hr_stage(
                 "hybrid",
-                [a for a in areas if shard_key((0, *a)) not in self.dest.done(HR_OPTIONS_KIND)],
+                [a for a in areas if shard_key((0, *a)) not in measured],
                 keep,
                 lambda sy, sx: self._measure_hr(keep, mask, sr, hr_chunk, hr_shard, sy, sx),
             )
