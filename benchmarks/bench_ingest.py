@@ -114,7 +114,7 @@ print(json.dumps({"code": code, "seconds": seconds, "cpu_seconds": cpu_seconds()
 #: thread that calls the function (a worker, or zarr's codec threads for encode and decode).
 STAGES = (
     ("wsistore.archive.writer", "", "detect_tissue", "tissue mask"),
-    ("wsistore.archive.writer", "_Ingest", "_read_level0", "source read (tile decode)"),
+    ("wsistore.archive.writer", "_Ingest", "read_level0", "source read (tile decode)"),
     ("wsistore.archive.writer", "SourceBlocks", "region", "window assembly"),
     ("wsistore.degradation", "Downsample", "reduce_window", "downsample"),
     ("wsistore.degradation", "SourceLoss", "of", "loss map (source side)"),

@@ -1,8 +1,8 @@
 """Hybrid ingest's cost against ``sr`` ingest (issue 37): each mode ingested in a fresh process
 (``--no-adapt``, as the 20k figures of BENCHMARKS.md), its wall and CPU seconds and peak RSS;
-then one hybrid ingest in this process with a thread-time clock around each step of the hybrid
-passes (the generator, bicubic, the HR codings of the measurement, the winners' codings, the
-source reads), summed over ingest's worker threads.
+then one hybrid ingest in this process with a CPU clock around each hybrid pass and a
+thread-time clock around each HR coding (probes and chosen settings apart), summed over
+ingest's worker threads.
 
     python -m benchmarks.hybrid_cost SLIDE [--hr-codec SETTING ...] [--json OUT]
 """
@@ -19,7 +19,6 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,43 +44,35 @@ def run_cli(*args: str) -> dict[str, Any]:
 
 
 def stage_times(slide: Path, out: Path, codecs: list[str]) -> dict[str, float]:
-    """Thread-seconds per step of one hybrid ingest in this process."""
-    from wsistore.archive import writer
+    """CPU seconds of one hybrid ingest in this process: of the whole process per pass of
+    :mod:`wsistore.archive.hybrid_ingest` (measuring, coding the chosen settings, writing), and
+    the thread-seconds of the HR codings within them, probes and chosen settings apart."""
+    from wsistore.archive import hybrid_choice, hybrid_ingest, writer
     from wsistore.codecs import parse_codec
-    from wsistore.restoration.hybrid import RestoredLevel0, SrPath
+    from wsistore.restoration.hybrid import SrPath
 
     spent: dict[str, float] = defaultdict(float)
     lock = threading.Lock()
-    stage = threading.local()
+    code, stage = hybrid_choice.code_hr_chunk, hybrid_ingest.HybridPasses._stage
 
-    def timed(name: Callable[[tuple[Any, ...]], str], function: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.thread_time()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                with lock:
-                    spent[name(args)] += time.thread_time() - start
+    def timed_code(source: Any, codec: Any) -> Any:
+        start = time.thread_time()
+        try:
+            return code(source, codec)
+        finally:
+            name = "HR probes" if codec.speed >= hybrid_choice.PROBE_SPEED else "HR codings at the chosen settings"
+            with lock:
+                spent[f"{name} (thread-s)"] += time.thread_time() - start
 
-        return wrapper
+    def timed_stage(self: Any, name: str, *args: Any) -> None:
+        start = time.process_time()
+        try:
+            stage(self, name, *args)
+        finally:
+            spent[f"pass '{name}' (process CPU-s)"] += time.process_time() - start
 
-    originals = (writer.code_hr_chunk, RestoredLevel0.read, writer._Ingest._read_level0)
-    writer.code_hr_chunk = timed(lambda a: f"HR coding ({getattr(stage, 'name', '?')})", originals[0])
-    RestoredLevel0.read = timed(  # type: ignore[method-assign]
-        lambda a: "the generator" if len(a) < 3 or a[2] == "generator" else "bicubic", originals[1]
-    )
-    writer._Ingest._read_level0 = timed(lambda a: "reading the source", originals[2])  # type: ignore[method-assign]
-    measure, write = writer._Ingest._measure_hr, writer._Ingest._hr_shard
-
-    def in_stage(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            stage.name = name
-            return function(*args, **kwargs)
-
-        return wrapper
-
-    writer._Ingest._measure_hr = in_stage("measuring every chunk", measure)  # type: ignore[method-assign]
-    writer._Ingest._hr_shard = in_stage("the winners", write)  # type: ignore[method-assign]
+    hybrid_choice.code_hr_chunk = hybrid_ingest.code_hr_chunk = timed_code
+    hybrid_ingest.HybridPasses._stage = timed_stage  # type: ignore[method-assign]
     try:
         options = writer.IngestOptions(
             mode="hybrid",
@@ -90,12 +81,13 @@ def stage_times(slide: Path, out: Path, codecs: list[str]) -> dict[str, float]:
             progress=False,
             overwrite=True,
         )
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         writer.ingest(slide, out, options)
         spent["wall (this process)"] = time.perf_counter() - start
+        spent["CPU (this process)"] = time.process_time() - cpu
     finally:
-        writer.code_hr_chunk, RestoredLevel0.read, writer._Ingest._read_level0 = originals  # type: ignore[method-assign]
-        writer._Ingest._measure_hr, writer._Ingest._hr_shard = measure, write  # type: ignore[method-assign]
+        hybrid_choice.code_hr_chunk = hybrid_ingest.code_hr_chunk = code
+        hybrid_ingest.HybridPasses._stage = stage  # type: ignore[method-assign]
     return {k: round(v, 1) for k, v in sorted(spent.items())}
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks.ood_report import splits
-from wsistore.archive.writer import sse
+from wsistore.archive.hybrid_choice import sse
 from wsistore.codecs import parse_codec
 from wsistore.degradation import Downsample, encode_on_grid, loss_rms
 from wsistore.models.weights import default_model

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from wsistore.archive.format import BICUBIC
+from wsistore.archive.hybrid_choice import sse
 from wsistore.archive.reader import Archive
 from wsistore.archive.restorer_choice import gain_db
-from wsistore.archive.writer import IngestOptions, ingest, sse
+from wsistore.archive.writer import IngestOptions, ingest
 from wsistore.psnr import psnr_from_mse
 from wsistore.readers import open_slide
 from wsistore.restoration.hybrid import SrPath

@@ -15,18 +15,24 @@ from tests.data import SLIDE
 from wsistore.archive.format import HR_ARRAY
 from wsistore.archive.hybrid_choice import (
     AVIF_LR_SLOPES,
+    PROBE_SPEED,
     SR,
     Option,
     best,
     choose,
+    first_option,
     lambda_for_bytes,
     matched_lambda,
+    probe_codec,
+    settle,
     total_bytes,
+    walk,
 )
 from wsistore.archive.reader import Archive
 from wsistore.archive.writer import DEFAULT_HR_LAMBDA, ingest
 from wsistore.codecs import parse_codec
 from wsistore.errors import InputError
+from wsistore.readers.registry import open_slide
 
 #: Three chunks, each with its SR path and two HR settings: (SSE, bytes).
 CHUNKS = {
@@ -64,6 +70,96 @@ def test_lambda_for_a_byte_budget() -> None:
         assert total_bytes(CHUNKS, lam) <= budget
         assert total_bytes(CHUNKS, lam * 0.99) > budget or lam == 1e-3  # the least lambda within it
     assert total_bytes(CHUNKS, lambda_for_bytes(CHUNKS, 10)) == 320  # below the cheapest: the cheapest
+
+
+def _predicted(factor: float) -> dict[str, list[Option]]:
+    """:data:`CHUNKS` with each HR option a prediction ``factor`` times its SSE and bytes."""
+    return {
+        key: [o if o.path == SR else Option(o.path, o.sse * factor, round(o.nbytes * factor), False) for o in options]
+        for key, options in CHUNKS.items()
+    }
+
+
+class Measured:
+    """The real options of :data:`CHUNKS` for :func:`settle`, and every call's chunks."""
+
+    def __init__(self) -> None:
+        self.calls: list[set[str]] = []
+
+    def __call__(self, pending: dict[str, Option]) -> dict[str, Option]:
+        assert all(not o.measured for o in pending.values())
+        self.calls.append(set(pending))
+        return {key: next(o for o in CHUNKS[key] if o.path == option.path) for key, option in pending.items()}
+
+
+def test_settle_codes_only_the_chosen_predictions_each_chunk_once() -> None:
+    """Predictions 10 % above the real options choose at lambda 1 (by hand: a q20 7920 against SR
+    9800, b SR 2800 against q20 4730, c q20 11000 against q45 12430); only a and c are coded, once,
+    and the choice, on measured options only, is the one the real options make."""
+    measured = Measured()
+    lam, chosen = settle(_predicted(1.1), lambda _: 1.0, measured)
+    assert lam == 1.0 and measured.calls == [{"a", "c"}]
+    assert chosen == choose(CHUNKS, 1.0) and all(o.measured for o in chosen.values())
+
+
+def test_a_chunk_whose_coding_disappoints_keeps_its_sr_path() -> None:
+    """A prediction far too good: the chunk is coded at that setting, which then costs more than
+    its SR path: the SR path it is, and the chunk is not coded again at another setting."""
+    chunks = {"d": [Option(SR, 5000, 100), Option("q20", 100, 200, False), Option("q45", 90, 250, False)]}
+    real = {"q20": Option("q20", 6000, 300), "q45": Option("q45", 1000, 700)}
+    calls = []
+
+    def measure(pending: dict[str, Option]) -> dict[str, Option]:
+        calls.append(pending)
+        return {key: real[option.path] for key, option in pending.items()}
+
+    _, chosen = settle(chunks, lambda _: 1.0, measure)
+    assert chosen == {"d": Option(SR, 5000, 100)} and len(calls) == 1 and calls[0]["d"].path == "q20"
+
+
+def test_settle_for_a_byte_budget_meets_it_with_measured_bytes() -> None:
+    """lambda found again after each round: the measured choice stays within the budget, whatever
+    the predictions' error (here 30 % under and over)."""
+    for factor in (0.7, 1.3):
+        for budget in (500, 1000, 1500, 2500):
+            measured = Measured()
+            lam, chosen = settle(_predicted(factor), lambda o, b=budget: lambda_for_bytes(o, b), measured)
+            assert all(o.measured for o in chosen.values())
+            assert sum(o.nbytes for o in chosen.values()) <= budget or lam == 1e9
+            coded = [key for call in measured.calls for key in call]
+            assert len(coded) == len(set(coded))  # each chunk coded once at most
+
+
+def test_the_walk_weighs_the_settings_around_the_cheapest() -> None:
+    """Five settings on a ladder, their cost at lambda 1 by hand: 11000, 9000, 8000, 8500, 12000
+    (q20 the cheapest). From the middle (q20) the lower neighbour costs more, so the walk goes up
+    one and stops: q12, q20, q30 weighed, q5 and q45 never probed. Cheapest at q5: down to it.
+    Without a lambda (a target rate), every setting."""
+    ladder = {"q5": Option("q5", 10000, 125), "q12": Option("q12", 7000, 250), "q20": Option("q20", 4000, 500)}
+    ladder |= {"q30": Option("q30", 2500, 750), "q45": Option("q45", 1000, 1375)}
+    probed: list[str] = []
+
+    def first(path: str) -> Option:
+        probed.append(path)
+        return ladder[path]
+
+    assert [o.path for o in walk(list(ladder), first, 1.0)] == ["q12", "q20", "q30"]
+    assert probed == ["q20", "q12", "q30"]
+    assert [o.path for o in walk(list(ladder), ladder.__getitem__, 100.0)] == ["q5", "q12", "q20"]
+    assert walk(list(ladder), ladder.__getitem__, None) == list(ladder.values())
+
+
+def test_the_probe_predicts_avif_slower_than_its_speed() -> None:
+    """AVIF at speed 6 is probed at the probe's speed, and the option is a prediction; AVIF at that
+    speed, and other codecs, are coded as they are (measured)."""
+    with open_slide(SLIDE) as slide:
+        source = slide.read_region((1000, 1500), 0, (256, 256))
+    slow = parse_codec("avif:level=30,speed=6")
+    assert probe_codec(slow) == replace(slow, speed=PROBE_SPEED)
+    option = first_option(source, "q30", slow)
+    assert not option.measured and option.nbytes > 0 and option.sse > 0
+    for codec in (parse_codec(f"avif:level=30,speed={PROBE_SPEED}"), parse_codec("jpegxl:distance=2")):
+        assert probe_codec(codec) is None and first_option(source, "x", codec).measured
 
 
 def test_lambda_matched_to_the_lr_quality() -> None:

@@ -23,13 +23,14 @@ import wsistore
 from tests.cli.test_cli import assert_one_line_error, run
 from tests.data import SLIDE
 from tests.s3 import S3
-from wsistore.archive import writer
+from wsistore.archive import hybrid_ingest, writer
 from wsistore.archive.format import ADAPTATION_ARRAY, HR_ARRAY, MANIFEST_KEY, metadata_digest
-from wsistore.archive.hybrid_choice import SR, Option, best
+from wsistore.archive.hybrid_choice import PROBE_BYTES_RATIO, PROBE_SPEED, PROBE_SSE_RATIO, SR, Option, best, sse
+from wsistore.archive.hybrid_ingest import CODED_PREFIX, HybridPasses
 from wsistore.archive.manifest import ArrayRecord, chunk_modes
 from wsistore.archive.reader import Archive
 from wsistore.archive.verify import verify
-from wsistore.archive.writer import DEFAULT_HR_LAMBDA, UNUSED_ADAPTATION, IngestOptions, ingest, sse
+from wsistore.archive.writer import DEFAULT_HR_LAMBDA, UNUSED_ADAPTATION, IngestOptions, ingest
 from wsistore.codecs import parse_codec
 from wsistore.degradation import Downsample
 from wsistore.errors import ArchiveError, InputError
@@ -131,8 +132,8 @@ def test_hybrid_metadata_and_the_lr_of_the_sr_chunks_as_in_sr_mode(pair: tuple[P
 
 def test_each_chunk_takes_the_path_the_rule_chooses(pair: tuple[Path, Path], restored: tuple[np.ndarray, ...]) -> None:
     """Recomputed from scratch: SR = the sr archive's full restore, HR = the source coded by the
-    HR codec (an edge chunk at its extent inside the slide: format 1.8), the source read afresh,
-    the LR chunk's bytes (the sr archive's) saved."""
+    HR codec (an edge chunk at its extent inside the slide: format 1.8), weighed first by its
+    probe, the source read afresh, the LR chunk's bytes (the sr archive's) saved."""
     archive, sr = Archive.open(pair[1]), Archive.open(pair[0])
     codec = HR_CODEC
     sr_restore = restored[0]
@@ -146,7 +147,13 @@ def test_each_chunk_takes_the_path_the_rule_chooses(pair: tuple[Path, Path], res
             assert decoded.shape == source.shape
             sse_sr = sse(sr_restore[y0:y1, x0:x1], source)
             lr_bytes = sr.manifest.arrays["0"].chunks[f"0.{r}.{q}"][0]
-            if sse_sr - sse(decoded, source) > LAMBDA * 8 * (len(encoded) + 4 - lr_bytes):  # the rule, as stated
+            # first weighed by its probe (the fast speed's coding, scaled), coded if that wins ...
+            probe = replace(codec, speed=PROBE_SPEED).encode_image(np.ascontiguousarray(source))
+            probe_sse = sse(replace(codec, speed=PROBE_SPEED).decode_image(probe), source) * PROBE_SSE_RATIO
+            probe_bits = 8 * round((len(probe) + 4) * PROBE_BYTES_RATIO)
+            coded = sse_sr - probe_sse > LAMBDA * (probe_bits - 8 * lr_bytes)
+            # ... and then the rule, as stated, on the chunk as coded
+            if coded and sse_sr - sse(decoded, source) > LAMBDA * 8 * (len(encoded) + 4 - lr_bytes):
                 chosen.append((r, q))
                 stored = archive.manifest.arrays[HR_ARRAY].chunks[f"0.{r}.{q}"]  # the bytes it decided on
                 assert stored == [len(encoded) + 4, google_crc32c.value(encoded)], (r, q)
@@ -341,9 +348,35 @@ def test_same_bytes_whatever_the_workers_and_across_resume(
     def not_again(*args: object) -> None:
         raise AssertionError("the resumed ingest decided a journalled HR shard again")
 
-    monkeypatch.setattr(writer._Ingest, "_hr_shard", not_again)
+    monkeypatch.setattr(HybridPasses, "_write_shard", not_again)
+    monkeypatch.setattr(HybridPasses, "_code", not_again)
     ingest(SLIDE, out, replace(HYBRID_OPTIONS, workers=1, resume=True))
     assert (out / MANIFEST_KEY).read_bytes() == (pair[1] / MANIFEST_KEY).read_bytes()
+
+
+def test_an_ingest_cut_short_while_coding_resumes_without_coding_again(
+    tmp_path: Path, pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cut short after two chunks are coded at their chosen setting: the resumed ingest codes only
+    the others (the two kept in the work folder and journalled) and writes the same bytes."""
+    out = tmp_path / "coding.zarr"
+    original, calls = hybrid_ingest.code_hr_chunk, []
+
+    def counted(source: np.ndarray, codec: object) -> object:
+        if len(calls) == 2 and not resumed:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return original(source, codec)  # type: ignore[arg-type]
+
+    resumed = False
+    monkeypatch.setattr(hybrid_ingest, "code_hr_chunk", counted)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(SLIDE, out, replace(HYBRID_OPTIONS, workers=1))
+    resumed = True
+    ingest(SLIDE, out, replace(HYBRID_OPTIONS, workers=1, resume=True))
+    assert (out / MANIFEST_KEY).read_bytes() == (pair[1] / MANIFEST_KEY).read_bytes()
+    hybrid = Archive.open(out).metadata.hybrid
+    assert hybrid is not None and len(calls) == hybrid["hr_codings"] > 2
 
 
 def test_an_ingest_cut_short_while_dropping_lr_chunks_resumes_to_the_same_bytes(
@@ -352,16 +385,16 @@ def test_an_ingest_cut_short_while_dropping_lr_chunks_resumes_to_the_same_bytes(
     """Cut short once the first level-0 shard has lost its HR chunks' LR, before that is
     journalled: the resumed ingest writes that shard again and drops them again."""
     out = tmp_path / "cut.zarr"
-    drop = writer._Ingest._drop_hr_lr
+    drop = HybridPasses._drop_hr_lr
 
-    def cut_short(self: writer._Ingest) -> None:
+    def cut_short(self: HybridPasses) -> None:
         def journal(rec: object) -> None:
             raise KeyboardInterrupt
 
-        self._journal = journal  # type: ignore[method-assign]
+        self.ingest.journal_shard = journal  # type: ignore[method-assign]
         drop(self)
 
-    monkeypatch.setattr(writer._Ingest, "_drop_hr_lr", cut_short)
+    monkeypatch.setattr(HybridPasses, "_drop_hr_lr", cut_short)
     with pytest.raises(KeyboardInterrupt):
         ingest(SLIDE, out, HYBRID_OPTIONS)
     monkeypatch.undo()
@@ -452,10 +485,13 @@ def test_the_cli_ingests_hybrid_and_refuses_hybrid_options_in_sr_mode(tmp_path: 
     assert result.returncode == 0, result.stderr
     assert "7 at full resolution (hybrid)" in result.stdout
     assert Archive.open(out).metadata.hybrid["modes"]["hr"]["chunks"] == 7  # type: ignore[index]
-    # the default: four AVIF levels weighed per chunk
+    # the default: five AVIF levels, probed per chunk; each chunk coded once at most, at its choice,
+    # and the codings kept meanwhile in the work folder are gone
     result = run("ingest", str(SLIDE), str(tmp_path / "d.zarr"), "--mode", "hybrid", *args)
     hybrid = Archive.open(tmp_path / "d.zarr").metadata.hybrid
-    assert result.returncode == 0 and hybrid is not None and len(hybrid["hr_codecs"]) == 4
+    assert result.returncode == 0 and hybrid is not None and len(hybrid["hr_codecs"]) == 5
+    assert hybrid["modes"]["hr"]["chunks"] <= hybrid["hr_codings"] <= 9 and hybrid["probe"]["speed"] == PROBE_SPEED
+    assert not (tmp_path / "d.zarr" / CODED_PREFIX).exists()
     assert hybrid["lambda"] == DEFAULT_HR_LAMBDA and hybrid["lambda_from"] == "the LR's slope"
     assert sum(hybrid["options"].values()) == 9 and "HR " in run("info", str(tmp_path / "d.zarr")).stdout
     both = run("ingest", str(SLIDE), str(tmp_path / "x.zarr"), "--mode", "hybrid", "--lambda", "5", "--target-bpp", "1")

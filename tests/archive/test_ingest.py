@@ -238,7 +238,7 @@ def test_interrupted_ingest_resumes_to_the_same_archive(
 
     out = tmp_path / "interrupted.zarr"
     calls = {"n": 0}
-    original = _Ingest._store_shard
+    original = _Ingest.store_shard
 
     def flaky(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls["n"] += 1
@@ -246,10 +246,10 @@ def test_interrupted_ingest_resumes_to_the_same_archive(
             raise KeyboardInterrupt
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(_Ingest, "_store_shard", flaky)
+    monkeypatch.setattr(_Ingest, "store_shard", flaky)
     with pytest.raises(KeyboardInterrupt):
         ingest(slide_path, out, options)
-    monkeypatch.setattr(_Ingest, "_store_shard", original)
+    monkeypatch.setattr(_Ingest, "store_shard", original)
 
     assert not out.exists() and (tmp_path / "interrupted.zarr.partial").is_dir()
     with pytest.raises(ArchiveError, match="--resume"):
@@ -275,17 +275,17 @@ def test_resume_rewrites_a_shard_written_but_not_journalled_to_the_same_bytes(
     ingest(slide_path, reference, options)
 
     out = tmp_path / "interrupted.zarr"
-    original = _Ingest._journal
+    original = _Ingest.journal_shard
 
     def killed(self, rec):  # type: ignore[no-untyped-def]
         if f"{rec.array}/{rec.key}" == shard:
             raise KeyboardInterrupt  # the shard is on disk, its journal line is not
         return original(self, rec)
 
-    monkeypatch.setattr(_Ingest, "_journal", killed)
+    monkeypatch.setattr(_Ingest, "journal_shard", killed)
     with pytest.raises(KeyboardInterrupt):
         ingest(slide_path, out, options)
-    monkeypatch.setattr(_Ingest, "_journal", original)
+    monkeypatch.setattr(_Ingest, "journal_shard", original)
     assert (tmp_path / "interrupted.zarr.partial" / shard).is_file()
 
     ingest(slide_path, out, IngestOptions(chunk=128, shard=256, workers=1, progress=False, resume=True))

@@ -65,20 +65,20 @@ def test_a_bad_slide_is_reported_and_skipped_and_resume_skips_the_done(
 def test_an_interrupted_batch_keeps_its_rows_and_resume_finishes_it(
     tmp_path: Path, serial_archives: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = _Ingest._store_shard
+    original = _Ingest.store_shard
 
     def interrupted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         if self.slide_path == SLIDES[2]:
             raise KeyboardInterrupt
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(_Ingest, "_store_shard", interrupted)
+    monkeypatch.setattr(_Ingest, "store_shard", interrupted)
     summary = tmp_path / "summary.json"
     with pytest.raises(KeyboardInterrupt):
         run_batch(ingest_tasks(tmp_path / "out"), IngestJob(OPTIONS), summary=summary, progress=False)
     assert [r["status"] for r in json.loads(summary.read_text())] == ["ok", "ok"]
     assert (tmp_path / "out" / (SLIDES[2].stem + ".zarr.partial")).is_dir()
-    monkeypatch.setattr(_Ingest, "_store_shard", original)
+    monkeypatch.setattr(_Ingest, "store_shard", original)
 
     rows = run_batch(ingest_tasks(tmp_path / "out"), IngestJob(OPTIONS, resume=True), summary=summary, progress=False)
     assert [r.status for r in rows] == ["skipped", "skipped", "ok", "ok"]

@@ -50,7 +50,7 @@ model is named. It is None when none was stored (then the field may still record
 Hybrid archives (format 1.5; ``mode`` is ``hybrid``, else ``sr``): per level-0 chunk, ingest
 chooses between the SR path (the LR chunk, restored by the generator) and the HR path (the
 chunk's full-resolution pixels, coded with the HR codec; from format 1.8 at whichever of a few
-settings costs least) as a rate-distortion decision (:data:`HR_RULE`,
+settings costs least, each setting first weighed by a fast probe) as a rate-distortion decision (:data:`HR_RULE`,
 :mod:`wsistore.archive.hybrid_choice`): the SR path's distortion is the SSE against the source
 of what restore outputs for the chunk (the default generator for the LR codec, with the
 adaptation when one is stored, on the canonical compute grid over level 0 as stored), the HR
@@ -139,7 +139,11 @@ HR_RULE = (
     "chunk at each HR setting (SSE of the decoded HR chunk; bits = 8 x its stored bytes; an HR chunk's LR chunk "
     "is not stored, derived from the HR chunk on read); SSE over the chunk's pixels inside the slide and its 3 "
     "channels, in grey levels squared, against the source; bytes with their crc32c; lambda given, or matched to "
-    "the SR path's slope at the LR codec's quality, or the smallest whose choice stores at most the target rate's bytes"
+    "the SR path's slope at the LR codec's quality, or the smallest whose choice stores at most the target rate's "
+    "bytes; an HR setting is first weighed by its probe (the chunk coded at a fast speed, its SSE and bytes "
+    "scaled), the settings around the cheapest probe only (all of them for a target rate), and the setting chosen "
+    "is coded (once per chunk, which then weighs that coding against its SR path), until every chosen option is a "
+    "coding"
 )
 #: Chunk sides must be multiples of this (LR pixels).
 ALIGN = 16

@@ -10,6 +10,16 @@ the SR path with full-resolution chunks at one fixed setting no longer sits at t
 slopes of their rate-distortion curves. Storing every chunk at one setting is one of the
 combinations, so the choice at its own rate is never worse (in SSE) than that.
 
+Coding a chunk at every HR setting at the codec's own speed would cost several codings per
+chunk. Instead each setting is first *probed*: the chunk coded at the same setting at a fast
+speed (:func:`probe_codec`), its SSE and bytes scaled to a prediction of the setting's own
+(:func:`predicted`), and only the settings around the cheapest probe are probed
+(:func:`walk`). :func:`settle` then chooses with the predictions and codes, at the real
+setting, only the options it chooses, each chunk once: a chunk whose HR option has been coded
+chooses between that coding and its SR path. Every option a choice ends on is measured, so the
+archive's bytes and SSE are exact; only which HR setting a chunk is weighed at rests on the
+prediction (BENCHMARKS.md, "Equal slopes": within 0.01 dB of coding every setting).
+
 ``lambda`` is given, or matched to the slope of the LR's own rate-distortion curve at its
 quality (:func:`matched_lambda`: a bit spent on full resolution must buy what a bit spent on the
 LR would), or found by bisection over the chunks' measured options so that the chosen options'
@@ -19,10 +29,11 @@ bytes meet a target (:func:`lambda_for_bytes`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
+import google_crc32c
 import numpy as np
 
 from wsistore.codecs import AvifCodec, ImageCodec
@@ -39,6 +50,15 @@ SEARCH_STEPS = 80
 #: lambdas measured there. :func:`matched_lambda` interpolates log-linearly between them.
 AVIF_LR_SLOPES = ((60, 2700.0), (75, 900.0), (85, 300.0))
 
+#: The probe: an AVIF setting is predicted from the chunk coded at this speed (about a sixth of
+#: speed 6's time on a 1024-px tissue chunk) ...
+PROBE_SPEED = 9
+#: ... with its bytes and SSE scaled by these: speed 6 over speed 9 on the same chunk, medians over
+#: the tissue chunks of five real slides at levels 5-45 (0.84-1.07 and 0.67-0.98 per slide and
+#: level; BENCHMARKS.md, "Equal slopes").
+PROBE_BYTES_RATIO = 0.92
+PROBE_SSE_RATIO = 0.88
+
 Key = TypeVar("Key")
 
 
@@ -51,10 +71,90 @@ class Option:
     path: str
     sse: float
     nbytes: int
+    #: False for a prediction from the probe (:func:`predicted`), which a choice never ends on
+    measured: bool = True
 
     def cost(self, lam: float) -> float:
         """``SSE + lambda x bits`` (no bits cost nothing, whatever lambda, infinite included)."""
         return self.sse + (lam * 8 * self.nbytes if self.nbytes else 0.0)
+
+
+def code_hr_chunk(source: np.ndarray, codec: ImageCodec) -> tuple[np.ndarray, bytes]:
+    """A hybrid archive's HR chunk as stored: ``source`` (the chunk's pixels inside the image)
+    encoded at its own size (format 1.8: an edge chunk is coded at its extent inside the image,
+    as a codec on the whole image codes its last tiles; the codec's zarr decoder pads it);
+    returns the decoded pixels and the chunk's bytes as stored (its crc32c appended, as the
+    array's :class:`Crc32cCodec` appends it)."""
+    encoded = codec.encode_image(np.ascontiguousarray(source))
+    stored = encoded + google_crc32c.value(encoded).to_bytes(4, "little")
+    return codec.decode_image(encoded), stored
+
+
+def sse(a: np.ndarray, b: np.ndarray) -> int:
+    """Sum of squared differences of two uint8 images, over every pixel and channel."""
+    d = (a.astype(np.int64) - b).ravel()  # int64: a 1024 px chunk's SSE passes 2**31
+    return int(np.dot(d, d))
+
+
+def probe_codec(codec: ImageCodec) -> ImageCodec | None:
+    """The fast setting that predicts ``codec``'s option: AVIF at :data:`PROBE_SPEED`; None
+    where ``codec`` is measured directly (another codec, or AVIF at that speed or faster)."""
+    if isinstance(codec, AvifCodec) and codec.speed < PROBE_SPEED:
+        return replace(codec, speed=PROBE_SPEED)
+    return None
+
+
+def predicted(path: str, probe_sse: float, probe_nbytes: int) -> Option:
+    """Setting ``path``'s option predicted from its probe's SSE and bytes."""
+    return Option(path, probe_sse * PROBE_SSE_RATIO, round(probe_nbytes * PROBE_BYTES_RATIO), measured=False)
+
+
+def first_option(source: np.ndarray, path: str, codec: ImageCodec) -> Option:
+    """The option of ``source`` (a chunk's pixels) at HR setting ``path`` (``codec``) that a choice
+    first weighs: predicted from its probe (:func:`probe_codec`) or, for a codec without one,
+    measured."""
+    probe = probe_codec(codec)
+    decoded, coded = code_hr_chunk(source, probe or codec)
+    error = sse(decoded, source)
+    return predicted(path, error, len(coded)) if probe else Option(path, error, len(coded))
+
+
+def quality(codec: ImageCodec) -> float:
+    """An HR setting's place on the ladder :func:`walk` takes (one codec at several qualities):
+    its quality value."""
+    return float(codec.config().get(codec.quality_key or "", 0))
+
+
+def walk(paths: Sequence[str], first: Callable[[str], Option], lam: float | None) -> list[Option]:
+    """The HR options a chunk's choice at ``lam`` weighs, of settings ``paths`` in quality order
+    (``first(path)``: :func:`first_option`). A setting's cost is convex along the ladder, so
+    from the middle setting the walk goes to the lower neighbour while the cost falls, else to
+    the higher one: two or three settings weighed, the cheapest among them. Without a lambda (a
+    target rate, lambda still unknown) every setting is weighed."""
+    if lam is None:
+        return [first(path) for path in paths]
+    middle = len(paths) // 2
+    seen = {middle: first(paths[middle])}
+    for step in (-1, 1):
+        at = middle
+        while 0 <= at + step < len(paths):
+            seen[at + step] = first(paths[at + step])
+            if seen[at + step].cost(lam) >= seen[at].cost(lam):
+                break
+            at += step
+        if at != middle:  # the cost fell this way: not the other
+            break
+    return [seen[i] for i in sorted(seen)]
+
+
+def measure_options(
+    source: np.ndarray, sse_sr: int, lr_bytes: int, codecs: Mapping[str, ImageCodec], lam: float | None
+) -> list[Option]:
+    """A chunk's options as a choice at ``lam`` first weighs them: its SR path (``sse_sr``,
+    restore's SSE; ``lr_bytes``, its LR chunk's stored bytes) and the HR settings of ``codecs``
+    (name -> codec, in quality order) that :func:`walk` visits, each :func:`first_option`."""
+    hr = walk(list(codecs), lambda path: first_option(source, path, codecs[path]), lam)
+    return [Option(SR, sse_sr, lr_bytes), *hr]
 
 
 def best(options: Sequence[Option], lam: float) -> Option:
@@ -71,6 +171,27 @@ def choose(chunks: Mapping[Key, Sequence[Option]], lam: float) -> dict[Key, Opti
 def total_bytes(chunks: Mapping[Key, Sequence[Option]], lam: float) -> int:
     """The bytes the chunks store when each takes its option at ``lam``."""
     return sum(option.nbytes for option in choose(chunks, lam).values())
+
+
+def settle(
+    chunks: Mapping[Key, Sequence[Option]],
+    lambda_for: Callable[[Mapping[Key, Sequence[Option]]], float],
+    measure: Callable[[dict[Key, Option]], dict[Key, Option]],
+) -> tuple[float, dict[Key, Option]]:
+    """Each chunk's option at one lambda, every chosen option measured: lambda from
+    ``lambda_for(options)`` (a constant, or :func:`lambda_for_bytes`), each chunk's least-cost
+    option; ``measure`` codes the chosen predictions (chunk -> prediction, returns chunk ->
+    measured option), which then replace every prediction of their chunk; again, until the
+    choice rests on measured options only. Each chunk is measured once at most."""
+    options = {key: list(listed) for key, listed in chunks.items()}
+    while True:
+        lam = lambda_for(options)
+        chosen = choose(options, lam)
+        pending = {key: option for key, option in chosen.items() if not option.measured}
+        if not pending:
+            return lam, chosen
+        for key, option in measure(pending).items():
+            options[key] = [o for o in options[key] if o.measured] + [option]
 
 
 def matched_lambda(codec: ImageCodec) -> float:

@@ -17,14 +17,11 @@ While a base shard is read, each chunk's source pixels are summarised for the lo
 shard is stored: one value per level-0 chunk, without keeping the source pixels. An HR chunk's
 cell is its own loss instead (format 1.5), measured once its HR shard is stored.
 
-``mode="hybrid"`` adds two passes after the adaptation. The first measures, per HR shard's area,
-each tissue chunk's options: what restore makes of its stored LR (an :class:`Upscaler`, handed
-in like the :class:`Adapter`: :class:`wsistore.restoration.hybrid.SrPath`; the better of the
-generator and bicubic) and its source pixels coded at each HR setting. One lambda for the slide
-(given, or found for a target rate) then picks each chunk's least-cost option
-(:mod:`wsistore.archive.hybrid_choice`, format 1.8), and the second pass writes the HR chunks to
-``hr/`` (each coded again at its setting, to the bytes measured, and packed), after which
-(format 1.6) their LR chunks are removed from level 0's shards.
+``mode="hybrid"`` adds the passes of :mod:`wsistore.archive.hybrid_ingest` after the adaptation:
+each tissue chunk's options are measured (what restore makes of its stored LR, through an
+:class:`Upscaler` handed in like the :class:`Adapter`, and its source pixels probed at each HR
+setting), one lambda for the slide settles each chunk's option (format 1.8), the HR chunks are
+written to ``hr/`` and their LR chunks removed from level 0's shards (format 1.6).
 
 Each finished shard is journalled, so ``resume`` skips it after an interruption; so is the
 adaptation once tuned.
@@ -45,7 +42,6 @@ from typing import Any, Protocol
 
 import dask
 import dask.threaded
-import google_crc32c
 import numpy as np
 import zarr
 from dask.delayed import Delayed
@@ -61,7 +57,6 @@ from wsistore.archive.format import (
     FORMAT_VERSION,
     GENERATOR,
     HR_ARRAY,
-    HR_RULE,
     ICC_ARRAY,
     LOSS_ARRAY,
     MANIFEST_KEY,
@@ -75,26 +70,22 @@ from wsistore.archive.format import (
     TissueSummary,
     choose_shard,
     file_sha256_properties,
-    hr_shard_side,
     is_wsistore_archive,
     level_sizes,
     metadata_digest,
     ome_multiscales,
 )
-from wsistore.archive.hybrid_choice import SR, Option, choose, lambda_for_bytes, matched_lambda
+from wsistore.archive.hybrid_choice import matched_lambda, sse
+from wsistore.archive.hybrid_ingest import HybridPasses
 from wsistore.archive.manifest import (
     ArrayRecord,
     Manifest,
     ShardRecord,
     chunk_coords,
     chunk_id,
-    chunk_modes,
     describe_shard,
-    pack_shard,
-    shard_chunks,
     shard_key,
     tissue_chunks,
-    without_chunks,
 )
 from wsistore.archive.partial import PartialOutput
 from wsistore.archive.reader import ArrayReader, decode_shard
@@ -132,20 +123,16 @@ INGEST_OUTPUT = OutputKind("ingest", "a wsistore archive", is_wsistore_archive)
 LOSS_KEY = "loss_map"
 #: Journal entry of the tuned adaptation.
 ADAPTATION_KIND = "adaptation"
-#: Journal entry of an HR shard decided to hold no HR chunk (so nothing was written).
-EMPTY_HR_SHARD_KIND = "empty-hr-shard"
-#: Journal entry of the restorer choice (``--mode sr``), and the key of a hybrid measurement's
-#: entry that holds its chunks' ``[SSE_generator, SSE_bicubic]``.
+#: Journal entry of the restorer choice (``--mode sr``).
 RESTORER_KIND = "restorers"
-RESTORERS_KEY = "restorers"
-#: Journal entry of an HR shard's area measured: each tissue chunk's options (hybrid).
-HR_OPTIONS_KIND = "hr-options"
 #: Why an adaptation its rule kept is not stored.
 UNUSED_ADAPTATION = "no chunk is restored by the generator (each at full resolution or by bicubic)"
 #: The HR settings hybrid ingest weighs each chunk at unless told otherwise: AVIF 4:4:4 at speed 6
 #: (on the real slides of BENCHMARKS.md speed 8 costs 1-2 dB at equal bytes, 4:2:0 0.1-0.4 dB
-#: more), at four quality levels spanning the useful range (BENCHMARKS.md, "Equal slopes").
-DEFAULT_HR_CODECS = ("avif:level=12,speed=6", "avif:level=20,speed=6", "avif:level=30,speed=6", "avif:level=45,speed=6")
+#: more), at five quality levels spanning the useful range; level 5 serves the lowest rates
+#: (BENCHMARKS.md, "Equal slopes"). Each is probed, and coded where chosen
+#: (:mod:`wsistore.archive.hybrid_choice`).
+DEFAULT_HR_CODECS = tuple(f"avif:level={level},speed=6" for level in (5, 12, 20, 30, 45))
 #: lambda of the hybrid decision at the default LR codec (AVIF quality 75), in grey levels squared
 #: of SSE per bit (:data:`wsistore.archive.format.HR_RULE`): the SR path's slope there
 #: (:func:`wsistore.archive.hybrid_choice.matched_lambda`).
@@ -360,14 +347,13 @@ class _Ingest:
         self.records: dict[str, ArrayRecord] = {}
         self.done: set[tuple[str, str]] = set()
         self.resumed: list[ShardRecord] = []  # intact shards found by --resume
-        self._journal_lock = threading.Lock()
+        self.journal_lock = threading.Lock()
         self._progress = Progress(0, "ingest", "chunk", enabled=False)
         c = options.chunk
-        self._shard_losses: dict[str, dict[str, float]] = {}  # loss values awaiting their shard's journal line
+        self.shard_losses: dict[str, dict[str, float]] = {}  # loss values awaiting their shard's journal line
         self.loss = np.full((-(-self.lr_height // c), -(-self.lr_width // c)), np.nan, dtype=np.float32)
         self.hr_loss = np.full_like(self.loss, np.nan)  # the HR chunks' own loss (hybrid), NaN elsewhere
-        self.restorer_sse: dict[tuple[int, int], tuple[int, int]] = {}  # hybrid: chunks' SSEs per restorer
-        self.hr_cells: set[tuple[int, int]] = set()  # hybrid: the chunks stored at full resolution
+        self.hybrid: HybridPasses | None = None  # hybrid mode's passes, once run
 
     # -- the steps ------------------------------------------------------------------------
     def run(self) -> IngestResult:
@@ -388,7 +374,7 @@ class _Ingest:
         mask = detect_tissue(self.slide, workers=self.options.workers)
         sizes = level_sizes(self.lr_width, self.lr_height, self.options.chunk)
         group = self.work.open_group("a")
-        arrays = [self._image_array(group, str(i), w, h, mask) for i, (w, h) in enumerate(sizes)]
+        arrays = [self.image_array(group, str(i), w, h, mask) for i, (w, h) in enumerate(sizes)]
         levels = [
             LevelInfo(path=str(i), width=w, height=h, downsample=self.options.scale * 2**i)
             for i, (w, h) in enumerate(sizes)
@@ -398,7 +384,10 @@ class _Ingest:
         self._write_pyramid(arrays, keep, mask)
         payload, adaptation = self._adapt(arrays[0], mask)
         stored: Stored = (payload, adaptation) if payload is not None and adaptation is not None else None
-        hybrid = self._write_hr(group, arrays[0], keep, mask, stored)
+        hybrid = None
+        if self.options.mode == "hybrid":
+            self.hybrid = HybridPasses(self, group, arrays[0], keep, mask)
+            hybrid = self.hybrid.run(stored)
         level0 = ArrayReader(self.work, "0", arrays[0], self.records["0"], mask.background_rgb, mask.fill_value)
         restorers = self._choose_restorers(group, level0, keep, stored)
         unused = restorers is not None and not restorers["chunks"][GENERATOR]
@@ -523,24 +512,18 @@ class _Ingest:
                     target[r, q] = value
         return len(self.resumed)
 
-    def _take_restorer_sse(self, journalled: dict[str, list[int]]) -> None:
-        """A journalled hybrid measurement's ``[SSE_generator, SSE_bicubic]``, by chunk id."""
-        for cid, (generator, bicubic) in journalled.items():
-            _, r, q = chunk_coords(cid)
-            self.restorer_sse[r, q] = (generator, bicubic)
-
-    def _journal(self, rec: ShardRecord) -> None:
+    def journal_shard(self, rec: ShardRecord) -> None:
         """A finished shard, with its loss map values when it is a base or HR shard (one line)."""
         name = f"{rec.array}/{rec.key}"
-        with self._journal_lock:
-            losses = self._shard_losses.pop(name, None)
+        with self.journal_lock:
+            losses = self.shard_losses.pop(name, None)
             data = rec.to_json() if losses is None else {**rec.to_json(), LOSS_KEY: losses}
             self.dest.journal(SHARD_KIND, name, data)
             self.records[rec.array].merge(rec)
             self.done.add((rec.array, rec.key))
 
     # -- arrays ------------------------------------------------------------------------
-    def _image_array(
+    def image_array(
         self,
         group: zarr.Group,
         path: str,
@@ -630,7 +613,7 @@ class _Ingest:
         kept = []
         sources: dict[tuple[int, int], SourceLoss] = {}
         scale = self.options.scale
-        blocks = SourceBlocks(self._read_level0, self.width, self.height, source_block(self.slide))
+        blocks = SourceBlocks(self.read_level0, self.width, self.height, source_block(self.slide))
         for r in range(y0 // c, -(-y1 // c)):
             columns = range(x0 // c, -(-x1 // c))
             for q0, q1 in _runs([bool(keep[r, q]) for q in columns], x0 // c):
@@ -651,15 +634,15 @@ class _Ingest:
                 sources[r, q] = SourceLoss.of(hr, (box[3] - box[1], box[2] - box[0]), scale)
                 self._progress.update()
             blocks.release(self.down.hr_window(0, (r + 1) * c, 0, 0)[1])  # rows above the next row's windows
-        self._store_shard(
+        self.store_shard(
             "0", array, (0, sy, sx), buffer, (x0, y0, x1, y1), kept, fill, self.options.codec, True, sources
         )
 
-    def _read_level0(self, box: Box) -> np.ndarray:
+    def read_level0(self, box: Box) -> np.ndarray:
         x0, y0, x1, y1 = box
         return self.slide.read_region((x0, y0), 0, (x1 - x0, y1 - y0))
 
-    def _store_shard(
+    def store_shard(
         self,
         path: str,
         array: zarr.Array,
@@ -715,9 +698,9 @@ class _Ingest:
             if record_psnr and not lossless:
                 rec.coding_psnr[cid] = coding_psnr(original, decoded)
         if losses is not None:
-            with self._journal_lock:
-                self._shard_losses[f"{rec.array}/{rec.key}"] = losses
-        self._journal(rec)
+            with self.journal_lock:
+                self.shard_losses[f"{rec.array}/{rec.key}"] = losses
+        self.journal_shard(rec)
 
     # -- lower levels ----------------------------------------------------------------------
     def _level_shard(
@@ -757,7 +740,7 @@ class _Ingest:
             for q in range(x0 // c, -(-x1 // c))
         ]
         shard, box = (0, sy, sx), (x0, y0, x1, y1)
-        self._store_shard(path, array, shard, buffer, box, kept, mask.fill_value, self.options.codec, False)
+        self.store_shard(path, array, shard, buffer, box, kept, mask.fill_value, self.options.codec, False)
 
     # -- adaptation ------------------------------------------------------------------------
     def _adapt(self, level0: zarr.Array, mask: TissueMask) -> tuple[bytes | None, dict[str, Any] | None]:
@@ -781,213 +764,6 @@ class _Ingest:
             self.dest.journal(ADAPTATION_KIND, "0", {"settings": settings, "payload": payload.hex(), "info": info})
         return (payload if info["kept"] else None), dict(info)
 
-    # -- hybrid: full-resolution chunks --------------------------------------------------------
-    def _write_hr(
-        self,
-        group: zarr.Group,
-        level0: zarr.Array,
-        keep: np.ndarray,
-        mask: TissueMask,
-        stored: Stored,
-    ) -> dict[str, Any] | None:
-        """Hybrid mode: measure every tissue chunk's options (one task per HR shard's area not
-        journalled yet), choose each chunk's option at one lambda (given, or found for the
-        target rate: :mod:`wsistore.archive.hybrid_choice`), write the HR chunks; returns the
-        metadata's ``hybrid`` record (None in ``sr`` mode)."""
-        upscaler = self.options.upscaler
-        if self.options.mode != "hybrid" or upscaler is None:
-            return None
-        scale, c = self.options.scale, self.options.chunk
-        hr_chunk, hr_shard = scale * c, hr_shard_side(c, self.shard, scale)
-        codecs = self.options.hr_codecs
-        array = self._image_array(group, HR_ARRAY, self.width, self.height, mask, (hr_chunk, hr_shard), codecs[0])
-        per = hr_shard // hr_chunk
-        areas = [
-            (sy, sx)
-            for sy in range(-(-keep.shape[0] // per))
-            for sx in range(-(-keep.shape[1] // per))
-            if keep[sy * per : (sy + 1) * per, sx * per : (sx + 1) * per].any()
-        ]
-        reader = ArrayReader(self.work, "0", level0, self.records["0"], mask.background_rgb, mask.fill_value)
-        sr = upscaler.open(reader, (self.width, self.height), self.options.codec, stored)
-        try:
-            measured = self.dest.done(HR_OPTIONS_KIND)
-            self._hr_stage(
-                "hybrid",
-                [a for a in areas if shard_key((0, *a)) not in measured],
-                keep,
-                lambda sy, sx: self._measure_hr(keep, mask, sr, hr_chunk, hr_shard, sy, sx),
-            )
-            described = sr.describe()
-        finally:
-            sr.close()
-        options = self._journalled_hr_options()
-        target = self.options.hr_target_bpp
-        if target is not None:
-            lam, chosen_by = lambda_for_bytes(options, target * self.width * self.height / 8), "target"
-        elif self.options.hr_lambda is not None:
-            lam, chosen_by = self.options.hr_lambda, "given"
-        else:
-            lam, chosen_by = matched_lambda(self.options.codec), "the LR's slope"
-        chosen = choose(options, lam)
-        self.hr_cells = {cell for cell, option in chosen.items() if option.path != SR}
-        empty = set(self.dest.done(EMPTY_HR_SHARD_KIND))
-        todo = [
-            (sy, sx)
-            for sy, sx in areas
-            if (HR_ARRAY, shard_key((0, sy, sx))) not in self.done and shard_key((0, sy, sx)) not in empty
-        ]
-        self._hr_stage("HR", todo, keep, lambda sy, sx: self._hr_shard(array, keep, mask, chosen, sy, sx))
-        self._drop_hr_lr()
-        settings = [codec.to_dict() for codec in codecs]
-        used = [option.path for option in chosen.values()]
-        return {
-            "hr_codec": settings[0],
-            "hr_codecs": settings,
-            "lambda": lam,
-            "lambda_from": chosen_by,
-            "target_bpp": target,
-            "rule": HR_RULE,
-            "hr_chunk": hr_chunk,
-            "hr_shard": hr_shard,
-            "sr": described,
-            "options": {path: used.count(path) for path in [SR, *self._hr_paths()]},
-            "modes": chunk_modes(self.records["0"], self.records[HR_ARRAY]),
-        }
-
-    def _hr_paths(self) -> list[str]:
-        """The names of the HR options: each HR codec setting's (``avif:level=20,speed=6`` ...)."""
-        return [codec.describe() for codec in self.options.hr_codecs]
-
-    def _hr_stage(
-        self, name: str, areas: list[tuple[int, int]], keep: np.ndarray, task: Callable[[int, int], None]
-    ) -> None:
-        """``task(sy, sx)`` for each HR shard's area, as dask tasks, with a progress bar of chunks."""
-        per = hr_shard_side(self.options.chunk, self.shard, self.options.scale) // (
-            self.options.scale * self.options.chunk
-        )
-        count = sum(int(keep[sy * per : (sy + 1) * per, sx * per : (sx + 1) * per].sum()) for sy, sx in areas)
-        tasks = [dask.delayed(task, pure=False)(sy, sx, dask_key_name=f"{name}-{sy:06d}-{sx:06d}") for sy, sx in areas]
-        self._progress = Progress(count, name, "chunk", self.options.progress)
-        with self._progress:
-            dask.compute(*tasks, scheduler=dask.threaded.get, num_workers=self.options.workers)
-
-    def _chunks_in_area(self, keep: np.ndarray, chunk: int, shard: int, sy: int, sx: int) -> list[tuple[int, int, Box]]:
-        """The tissue chunks ``(row, col, HR box)`` of HR shard ``(sy, sx)``'s area."""
-        x0, y0 = sx * shard, sy * shard
-        x1, y1 = min(x0 + shard, self.width), min(y0 + shard, self.height)
-        return [
-            (r, q, (q * chunk, r * chunk, min((q + 1) * chunk, self.width), min((r + 1) * chunk, self.height)))
-            for r in range(y0 // chunk, -(-y1 // chunk))
-            for q in range(x0 // chunk, -(-x1 // chunk))
-            if keep[r, q]
-        ]
-
-    def _measure_hr(
-        self, keep: np.ndarray, mask: TissueMask, sr: SuperResolved, chunk: int, shard: int, sy: int, sx: int
-    ) -> None:
-        """Every tissue chunk's options in HR shard ``(sy, sx)``'s area: its SR path (the better
-        restorer's SSE, its LR chunk's bytes) and its HR chunk coded at each HR setting; journalled
-        (with the restorers' SSEs, for the restorer choice) so that a resume measures it no more."""
-        found: dict[str, Any] = {}
-        restorers: dict[str, list[int]] = {}
-        for r, q, box in self._chunks_in_area(keep, chunk, shard, sy, sx):
-            cid = chunk_id((0, r, q))
-            source = self._read_level0(box)
-            sse_sr = (sse(sr.read(box), source), sse(sr.read(box, BICUBIC), source))
-            restorers[cid] = list(sse_sr)
-            lr_bytes = self.records["0"].chunks.get(cid, [0])[0]
-            options = [[SR, min(sse_sr), lr_bytes]]
-            for path, codec in zip(self._hr_paths(), self.options.hr_codecs, strict=True):
-                decoded, coded = code_hr_chunk(source, codec)
-                options.append([path, sse(decoded, source), len(coded)])
-            found[cid] = options
-            self._progress.update()
-        with self._journal_lock:
-            self.dest.journal(HR_OPTIONS_KIND, shard_key((0, sy, sx)), {"options": found, RESTORERS_KEY: restorers})
-
-    def _journalled_hr_options(self) -> dict[tuple[int, int], list[Option]]:
-        """Every measured chunk's options, ``(row, col)`` -> SR first, then each HR setting's; the
-        restorers' SSEs taken too."""
-        options: dict[tuple[int, int], list[Option]] = {}
-        for data in self.dest.done(HR_OPTIONS_KIND).values():
-            self._take_restorer_sse(data[RESTORERS_KEY])
-            for cid, listed in data["options"].items():
-                _, r, q = chunk_coords(cid)
-                options[r, q] = [Option(path, value, nbytes) for path, value, nbytes in listed]
-        return options
-
-    def _hr_shard(
-        self,
-        array: zarr.Array,
-        keep: np.ndarray,
-        mask: TissueMask,
-        chosen: dict[tuple[int, int], Option],
-        sy: int,
-        sx: int,
-    ) -> None:
-        """One HR shard: its chunks whose chosen option is an HR setting, coded at that setting
-        (the bytes the decision measured: coding is deterministic, and checked) and written; a
-        shard with none is only journalled."""
-        record = self.records[HR_ARRAY]
-        chunk, shard = record.chunk_shape[1], record.shard_shape[1]
-        x0, y0 = sx * shard, sy * shard
-        x1, y1 = min(x0 + shard, self.width), min(y0 + shard, self.height)
-        fill, per = mask.fill_value, shard // chunk
-        buffer = np.full((y1 - y0, x1 - x0, 3), fill, dtype=np.uint8)
-        kept, stored = [], {}  # stored: each HR chunk's bytes, by its position in the shard
-        codecs = dict(zip(self._hr_paths(), self.options.hr_codecs, strict=True))
-        for r, q, box in self._chunks_in_area(keep, chunk, shard, sy, sx):
-            option = chosen[r, q]
-            self._progress.update()
-            if option.path == SR:
-                continue
-            source = self._read_level0(box)
-            _, coded = code_hr_chunk(source, codecs[option.path])
-            if len(coded) != option.nbytes:
-                raise ArchiveError(
-                    f"HR chunk row {r} col {q} coded to {len(coded)} bytes, {option.nbytes} when measured: "
-                    "the HR codec is not deterministic"
-                )
-            buffer[box[1] - y0 : box[3] - y0, box[0] - x0 : box[2] - x0] = source
-            kept.append((r, q, box))
-            if not (source == fill).all():  # zarr stores no chunk of fill value only
-                stored[(r % per) * per + q % per] = coded
-        if not stored:
-            # nothing to write (zarr writes no chunk that is all fill value, and such a chunk is
-            # restored as well by the generator): no shard, only a journal line for a resume
-            with self._journal_lock:
-                self.dest.journal(EMPTY_HR_SHARD_KIND, shard_key((0, sy, sx)))
-            return
-        data = pack_shard(per * per, stored)
-        where, box = (0, sy, sx), (x0, y0, x1, y1)
-        self._store_shard(
-            HR_ARRAY, array, where, buffer, box, kept, fill, self.options.hr_codecs[0], True, None, True, data
-        )
-
-    def _drop_hr_lr(self) -> None:
-        """Format 1.6: remove the LR chunk of every HR chunk from level 0's shards (readers derive
-        it from the HR chunk); the other chunks' bytes are kept as they are. Each shard rewritten
-        is journalled again, so a resumed ingest finds it done (or, cut short, rewrites it)."""
-        base, hr = self.records["0"], self.records[HR_ARRAY]
-        cps = base.chunks_per_shard
-        drop: dict[tuple[int, ...], set[int]] = {}
-        for cid in (set(hr.chunks) | set(hr.uniform)) & set(base.chunks):
-            coords = chunk_coords(cid)
-            shard = tuple(c // n for c, n in zip(coords, cps, strict=True))
-            drop.setdefault(shard, set()).add(int(np.ravel_multi_index(tuple(c % n for c, n in zip(coords, cps)), cps)))
-        for shard, positions in sorted(drop.items()):
-            key = f"0/{shard_key(shard)}"
-            data = without_chunks(self.work.read_bytes(key), math.prod(cps), positions)
-            self.work.write_bytes(key, data)
-            rec = describe_shard("0", base, shard, data)
-            ids = {chunk_id(c) for c in shard_chunks(base, shard)}
-            rec.coding_psnr = {k: v for k, v in base.coding_psnr.items() if k in rec.chunks}
-            rec.uniform = sorted(ids & set(base.uniform))
-            kept = [chunk_coords(cid) for cid in [*rec.chunks, *rec.uniform]]
-            self._shard_losses[f"0/{rec.key}"] = {chunk_id(c): float(self.loss[c[1], c[2]]) for c in kept}
-            self._journal(rec)
-
     # -- restorer choice (format 1.7) ------------------------------------------------------
     def _choose_restorers(
         self, group: zarr.Group, level0: ArrayReader, keep: np.ndarray, stored: Stored
@@ -998,10 +774,11 @@ class _Ingest:
         upscaler = self.options.upscaler
         if upscaler is None:
             return None
-        if self.options.mode == "hybrid":
-            cells = sorted(c for c in self.restorer_sse if c not in self.hr_cells)
-            bicubic = {c for c in cells if self.restorer_sse[c][1] < self.restorer_sse[c][0]}
-            gains = [gain_db(*self.restorer_sse[c]) for c in cells]
+        if self.hybrid is not None:
+            measured = self.hybrid.restorer_sse
+            cells = sorted(c for c in measured if c not in self.hybrid.hr_cells)
+            bicubic = {c for c in cells if measured[c][1] < measured[c][0]}
+            gains = [gain_db(*measured[c]) for c in cells]
             record = choice_record("per chunk: every SR chunk measured (hybrid)", cells, bicubic, gains, None)
         else:
             bicubic, record = self._restorer_choice(level0, keep, stored, upscaler)
@@ -1032,7 +809,7 @@ class _Ingest:
                 min((q + 1) * c * scale, self.width),
                 min((r + 1) * c * scale, self.height),
             )
-            source = self._read_level0(box)
+            source = self.read_level0(box)
             return sse(sr.read(box), source), sse(sr.read(box, BICUBIC), source)
 
         try:
@@ -1078,7 +855,7 @@ class _Ingest:
                 overwrite=True,
             )
             self.records[path] = ArrayRecord(shape=[3, h, w], chunk_shape=[3, h, w], shard_shape=[3, h, w])
-            self._store_shard(
+            self.store_shard(
                 path, array, (0, 0, 0), image, (0, 0, w, h), [(0, 0, (0, 0, w, h))], 0, codec, record_psnr=False
             )
         return kept, stripped
@@ -1265,23 +1042,6 @@ def _software(reader: str) -> dict[str, str]:
     return software_versions("zarr", "numpy", "imagecodecs", "dask", package) | {
         "imagecodecs_libraries": imagecodecs.version()
     }
-
-
-def code_hr_chunk(source: np.ndarray, codec: ImageCodec) -> tuple[np.ndarray, bytes]:
-    """A hybrid archive's HR chunk as stored: ``source`` (the chunk's pixels inside the image)
-    encoded at its own size (format 1.8: an edge chunk is coded at its extent inside the image,
-    as a codec on the whole image codes its last tiles; the codec's zarr decoder pads it);
-    returns the decoded pixels and the chunk's bytes as stored (its crc32c appended, as the
-    array's :class:`Crc32cCodec` appends it)."""
-    encoded = codec.encode_image(np.ascontiguousarray(source))
-    stored = encoded + google_crc32c.value(encoded).to_bytes(4, "little")
-    return codec.decode_image(encoded), stored
-
-
-def sse(a: np.ndarray, b: np.ndarray) -> int:
-    """Sum of squared differences of two uint8 images, over every pixel and channel."""
-    d = (a.astype(np.int64) - b).ravel()  # int64: a 1024 px chunk's SSE passes 2**31
-    return int(np.dot(d, d))
 
 
 def rms(a: np.ndarray, b: np.ndarray) -> float:

@@ -9,7 +9,7 @@
   chunk by the better of the generator and bicubic (the archive's restorer choice), and each
   chunk whose HR chunk at one of the HR settings costs less at the record's lambda
   (:mod:`wsistore.archive.hybrid_choice`, as ingest decides) pasted over it, HR chunks coded as
-  ingest codes them (:func:`wsistore.archive.writer.code_hr_chunk`), and their LR chunks' bytes
+  ingest codes them (:func:`wsistore.archive.hybrid_choice.code_hr_chunk`), and their LR chunks' bytes
   not counted (the archive does not store them).
 
 Bytes are the encoded chunk/tile bytes of the base image (pyramid levels and container
@@ -24,8 +24,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wsistore.archive.hybrid_choice import SR, Option, best
-from wsistore.archive.writer import DEFAULT_HR_CODECS, DEFAULT_HR_LAMBDA, code_hr_chunk, sse
+from wsistore.archive.hybrid_choice import (
+    SR,
+    Option,
+    code_hr_chunk,
+    first_option,
+    probe_codec,
+    quality,
+    settle,
+    sse,
+    walk,
+)
+from wsistore.archive.writer import DEFAULT_HR_CODECS, DEFAULT_HR_LAMBDA
 from wsistore.codecs import ImageCodec, parse_codec
 from wsistore.degradation import Downsample, encode_on_grid
 
@@ -164,6 +174,7 @@ class HrChunk:
     decoded: np.ndarray
     nbytes: int  # as stored, crc32c included
     sse: int  # of ``decoded`` against the original
+    first: Option  # what the hybrid decision first weighs (the probe's prediction: ingest's)
 
 
 @dataclass
@@ -179,7 +190,7 @@ def code_hr_chunks(hr: np.ndarray, setting: str, side: int, origin: tuple[int, i
     """Code each chunk of ``hr`` on the archive's level-0 grid (chunk ``side`` HR pixels, ``hr``
     at ``origin = (y, x)`` on it) as hybrid ingest codes an HR chunk, each cut to ``hr`` (the
     region is the image: a chunk it cuts is coded at its extent, as ingest codes an edge chunk),
-    timed."""
+    and probed as ingest probes it (:func:`~wsistore.archive.hybrid_choice.first_option`), timed."""
     codec = parse_codec(setting)
     start = time.perf_counter()
     chunks = []
@@ -191,7 +202,10 @@ def code_hr_chunks(hr: np.ndarray, setting: str, side: int, origin: tuple[int, i
             box = (ys, xs, min(y0 + side, height), min(x0 + side, width))
             source = hr[box[0] : box[2], box[1] : box[3]]
             decoded, stored = code_hr_chunk(source, codec)
-            chunks.append(HrChunk(box, decoded, len(stored), sse(decoded, source)))
+            error = sse(decoded, source)
+            measured = Option(setting, error, len(stored))
+            first = first_option(source, setting, codec) if probe_codec(codec) else measured
+            chunks.append(HrChunk(box, decoded, len(stored), error, first))
     return CodedChunks(setting, chunks, time.perf_counter() - start)
 
 
@@ -215,26 +229,45 @@ def choose_hybrid(
     scale: int = 4,
     bicubic: np.ndarray | None = None,
 ) -> HybridImage:
-    """Per chunk, the hybrid decision (:mod:`wsistore.archive.hybrid_choice`) among the SR path and
-    the chunk coded at each HR setting of ``coded``, against the original ``hr``, at ``lam``: the
+    """Per chunk, the hybrid decision (:func:`wsistore.archive.hybrid_choice.settle`, as ingest
+    settles it: each HR setting first weighed by its probe) among the SR path and the chunk coded
+    at each HR setting of ``coded``, against the original ``hr``, at ``lam``: the
     SR path is ``sr`` (the generator's output of the archive's LR, whose chunks' bytes are
     ``lr_bytes``, :attr:`CodedLR.chunk_bytes`) or, where it is closer, ``bicubic`` of the same LR
     (the restorer choice, format 1.7); ``hr_bytes`` is the HR chunks' bytes less the LR chunks
     they replace (format 1.6 does not store those)."""
     image, nbytes, count, generator = sr.copy(), 0, 0, 0
-    for chunks in zip(*(c.chunks for c in coded), strict=True):
+    chunk_sets = list(zip(*(c.chunks for c in coded), strict=True))
+    settings = [c.setting for c in coded]
+    order = sorted(settings, key=lambda setting: quality(parse_codec(setting)))
+    options: dict[int, list[Option]] = {}
+    by_generator: dict[int, bool] = {}
+    for i, chunks in enumerate(chunk_sets):
         y0, x0, y1, x1 = chunks[0].box
         area, truth = (slice(y0, y1), slice(x0, x1)), hr[y0:y1, x0:x1]
-        sse_sr, by_generator = sse(sr[area], truth), True
+        sse_sr, by_generator[i] = sse(sr[area], truth), True
         if bicubic is not None and sse(bicubic[area], truth) < sse_sr:
-            image[area], sse_sr, by_generator = bicubic[area], sse(bicubic[area], truth), False
+            image[area], sse_sr, by_generator[i] = bicubic[area], sse(bicubic[area], truth), False
         lr = lr_bytes.get((y0 // scale, x0 // scale), 0)
-        options = [Option(SR, sse_sr, lr + 4 if lr else 0)]  # the LR as stored: its crc32c included
-        options += [Option(c.setting, chunk.sse, chunk.nbytes) for c, chunk in zip(coded, chunks, strict=True)]
-        chosen = best(options, lam)
-        if chosen.path != SR:
-            image[area] = chunks[options.index(chosen) - 1].decoded
-            nbytes, count = nbytes + chosen.nbytes - lr, count + 1
+        first = {c.setting: chunk.first for c, chunk in zip(coded, chunks, strict=True)}
+        hr_options = walk(order, first.__getitem__, lam)  # the settings ingest would probe
+        options[i] = [Option(SR, sse_sr, lr + 4 if lr else 0), *hr_options]  # the LR's crc32c too
+
+    def measure(pending: dict[int, Option]) -> dict[int, Option]:
+        found = {}
+        for i, option in pending.items():
+            chunk = chunk_sets[i][settings.index(option.path)]
+            found[i] = Option(option.path, chunk.sse, chunk.nbytes)
+        return found
+
+    _, chosen = settle(options, lambda _: lam, measure)
+    for i, option in chosen.items():
+        chunks = chunk_sets[i]
+        y0, x0, y1, x1 = chunks[0].box
+        if option.path != SR:
+            image[y0:y1, x0:x1] = chunks[settings.index(option.path)].decoded
+            lr = lr_bytes.get((y0 // scale, x0 // scale), 0)
+            nbytes, count = nbytes + option.nbytes - lr, count + 1
         else:
-            generator += by_generator
+            generator += by_generator[i]
     return HybridImage(image, nbytes, count, generator)

@@ -49,6 +49,7 @@ METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
         Metric("psnr", True, "numpy", "PSNR over tissue pixels (dB)"),
+        Metric("psnr_image", True, "numpy", "PSNR over the whole image (dB)"),
         Metric("ssim", True, "scikit-image", "SSIM map averaged over tissue pixels"),
         Metric("ms_ssim", True, "piq", "multi-scale SSIM on tissue patches"),
         Metric("haarpsi", True, "piq", "Haar wavelet perceptual similarity on tissue patches"),
@@ -180,7 +181,8 @@ def evaluate(
     """Every metric in :data:`METRICS` for one reconstruction (LPIPS None without weights)."""
     if reference.shape != test.shape:
         raise ValueError(f"shapes differ: {reference.shape} vs {test.shape}")
-    result: dict[str, Any] = {"psnr": float(psnr(reference, test, mask)), "ssim": ssim(reference, test, mask)}
+    result: dict[str, Any] = {"psnr": float(psnr(reference, test, mask)), "psnr_image": float(psnr(reference, test))}
+    result["ssim"] = ssim(reference, test, mask)
     corners = tissue_patches(mask)
     if corners:
         x, y = _patch_tensor(reference, corners, PATCH), _patch_tensor(test, corners, PATCH)

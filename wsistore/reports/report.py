@@ -266,6 +266,7 @@ def write_markdown(results: dict[str, Any], out_dir: Path, plots: dict[str, Path
             "setting",
             "bits/px",
             "PSNR",
+            "PSNR image",
             "SSIM",
             "MS-SSIM",
             "HaarPSI",
