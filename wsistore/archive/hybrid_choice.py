@@ -175,23 +175,32 @@ def total_bytes(chunks: Mapping[Key, Sequence[Option]], lam: float) -> int:
 
 def settle(
     chunks: Mapping[Key, Sequence[Option]],
-    lambda_for: Callable[[Mapping[Key, Sequence[Option]]], float],
+    lambdas_for: Callable[[Mapping[Key, Sequence[Option]]], Sequence[float]],
     measure: Callable[[dict[Key, Option]], dict[Key, Option]],
+    once_per_chunk: bool = True,
 ) -> tuple[float, dict[Key, Option]]:
-    """Each chunk's option at one lambda, every chosen option measured: lambda from
-    ``lambda_for(options)`` (a constant, or :func:`lambda_for_bytes`), each chunk's least-cost
-    option; ``measure`` codes the chosen predictions (chunk -> prediction, returns chunk ->
-    measured option), which then replace every prediction of their chunk; again, until the
-    choice rests on measured options only. Each chunk is measured once at most."""
+    """Each chunk's option at one lambda, every chosen option measured. ``lambdas_for(options)``
+    gives that lambda (a constant, or :func:`budget_lambdas`' first), then any other whose choice
+    must rest on measured options too; ``measure`` codes the predictions these choose (chunk ->
+    prediction, returns chunk -> measured option), which replace them; again, until no choice
+    rests on a prediction. With ``once_per_chunk`` a measured option replaces every prediction of
+    its chunk, which then weighs it against its SR path only: one coding per chunk at most, for a
+    lambda known beforehand. Without, only its own prediction: as lambda moves with the measured
+    bytes (a target rate), a chunk may be coded at another setting too, each at most once."""
     options = {key: list(listed) for key, listed in chunks.items()}
     while True:
-        lam = lambda_for(options)
-        chosen = choose(options, lam)
-        pending = {key: option for key, option in chosen.items() if not option.measured}
-        if not pending:
-            return lam, chosen
-        for key, option in measure(pending).items():
-            options[key] = [o for o in options[key] if o.measured] + [option]
+        lambdas = lambdas_for(options)
+        measured_any = False
+        for lam in lambdas:
+            pending = {key: option for key, option in choose(options, lam).items() if not option.measured}
+            if not pending:
+                continue
+            measured_any = True
+            for key, option in measure(pending).items():
+                kept = [o for o in options[key] if o.measured or (not once_per_chunk and o.path != option.path)]
+                options[key] = [*kept, option]
+        if not measured_any:
+            return lambdas[0], choose(options, lambdas[0])
 
 
 def matched_lambda(codec: ImageCodec) -> float:
@@ -208,8 +217,16 @@ def lambda_for_bytes(chunks: Mapping[Key, Sequence[Option]], target: float) -> f
     bytes: the least distortion within the budget. The bytes fall as lambda grows, in steps (one
     chunk changing option), so the budget is met from below; a budget below the cheapest choice
     gives the largest lambda, one above the dearest the smallest."""
+    return budget_lambdas(chunks, target)[0]
+
+
+def budget_lambdas(chunks: Mapping[Key, Sequence[Option]], target: float) -> tuple[float, ...]:
+    """:func:`lambda_for_bytes`, then (where there is one) the lambda just below it, whose
+    choice stores more than ``target`` bytes: the step that the budget stops. :func:`settle`
+    measures both choices, so that neither a prediction too dear blocks the step nor one too
+    cheap takes it."""
     if total_bytes(chunks, LAMBDA_RANGE[0]) <= target:
-        return LAMBDA_RANGE[0]
+        return (LAMBDA_RANGE[0],)
     lo, hi = (math.log(v) for v in LAMBDA_RANGE)
     for _ in range(SEARCH_STEPS):
         mid = (lo + hi) / 2
@@ -217,4 +234,4 @@ def lambda_for_bytes(chunks: Mapping[Key, Sequence[Option]], target: float) -> f
             hi = mid
         else:
             lo = mid
-    return math.exp(hi)
+    return math.exp(hi), math.exp(lo)

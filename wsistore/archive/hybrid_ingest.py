@@ -34,8 +34,8 @@ from wsistore.archive.hybrid_choice import (
     PROBE_SSE_RATIO,
     SR,
     Option,
+    budget_lambdas,
     code_hr_chunk,
-    lambda_for_bytes,
     matched_lambda,
     measure_options,
     quality,
@@ -132,7 +132,7 @@ class HybridPasses:
             sr.close()
         options = self._journalled_options()
         chosen_by, lambda_for = self._lambda()
-        lam, chosen = settle(options, lambda_for, self._code)
+        lam, chosen = settle(options, lambda_for, self._code, self._once_per_chunk())
         self.hr_cells = {cell for cell, option in chosen.items() if option.path != SR}
         empty = set(ing.dest.done(EMPTY_HR_SHARD_KIND))
         write = {
@@ -153,7 +153,7 @@ class HybridPasses:
             "target_bpp": self.options.hr_target_bpp,
             "rule": HR_RULE,
             "probe": {"speed": PROBE_SPEED, "bytes_ratio": PROBE_BYTES_RATIO, "sse_ratio": PROBE_SSE_RATIO},
-            "hr_codings": len(self._coded_options()),
+            "hr_codings": sum(len(codings) for codings in self._coded_options().values()),
             "hr_chunk": self.hr_chunk,
             "hr_shard": self.hr_shard,
             "sr": described,
@@ -230,16 +230,30 @@ class HybridPasses:
             for cid, listed in data["options"].items():
                 _, r, q = chunk_coords(cid)
                 options[r, q] = [Option(*fields) for fields in listed]
-        for cell, option in self._coded_options().items():
-            options[cell] = [o for o in options[cell] if o.measured] + [option]
+        for cell, codings in self._coded_options().items():
+            paths = {o.path for o in codings}
+            once = self._once_per_chunk()
+            kept = [o for o in options[cell] if o.measured or (not once and o.path not in paths)]
+            options[cell] = [*kept, *codings]
         return options
 
-    def _coded_options(self) -> dict[Cell, Option]:
-        coded = {}
-        for cid, fields in self.ingest.dest.done(HR_CODED_KIND).items():
-            _, r, q = chunk_coords(str(cid))
-            coded[r, q] = Option(*fields)
+    def _coded_options(self) -> dict[Cell, list[Option]]:
+        """The codings journalled, per chunk."""
+        coded: dict[Cell, list[Option]] = defaultdict(list)
+        for key, fields in sorted(self.ingest.dest.done(HR_CODED_KIND).items()):
+            _, r, q = chunk_coords(str(key).split("/")[0])
+            coded[r, q].append(Option(*fields))
         return coded
+
+    def _coded_key(self, r: int, q: int, path: str) -> str:
+        """Where chunk ``(r, q)`` coded at setting ``path`` waits in the work folder (and its
+        journal index)."""
+        return f"{CODED_PREFIX}/{chunk_id((0, r, q))}/{list(self.codecs).index(path)}"
+
+    def _once_per_chunk(self) -> bool:
+        """Each chunk coded at one setting at most (:func:`settle`), unless lambda follows a
+        target rate."""
+        return self.options.hr_target_bpp is None
 
     # -- 2. settle -------------------------------------------------------------------------
     def _fixed_lambda(self) -> float | None:
@@ -250,16 +264,15 @@ class HybridPasses:
         given = self.options.hr_lambda
         return given if given is not None else matched_lambda(self.options.codec)
 
-    def _lambda(self) -> tuple[str, Callable[[Mapping[Cell, Sequence[Option]]], float]]:
-        """Where lambda comes from, and how a round of :func:`settle` finds it."""
-        target, given = self.options.hr_target_bpp, self.options.hr_lambda
+    def _lambda(self) -> tuple[str, Callable[[Mapping[Cell, Sequence[Option]]], Sequence[float]]]:
+        """Where lambda comes from, and the lambdas a round of :func:`settle` measures the
+        choices of."""
+        target, lam = self.options.hr_target_bpp, self._fixed_lambda()
         if target is not None:
             budget = target * self.ingest.width * self.ingest.height / 8
-            return "target", lambda options: lambda_for_bytes(options, budget)
-        lam, chosen_by = (
-            (given, "given") if given is not None else (matched_lambda(self.options.codec), "the LR's slope")
-        )
-        return chosen_by, lambda _: lam
+            return "target", lambda options: budget_lambdas(options, budget)
+        assert lam is not None  # no target: known beforehand
+        return ("given" if self.options.hr_lambda is not None else "the LR's slope"), lambda _: (lam,)
 
     def _code(self, pending: dict[Cell, Option]) -> dict[Cell, Option]:
         """Code each chunk at the HR setting its choice rests on (a prediction), keep its bytes in
@@ -275,11 +288,12 @@ class HybridPasses:
                 path = pending[r, q].path
                 source = self.ingest.read_level0(box)
                 decoded, coded = code_hr_chunk(source, self.codecs[path])
-                cid = chunk_id((0, r, q))
-                self.ingest.work.write_bytes(f"{CODED_PREFIX}/{cid}", coded)
+                key = self._coded_key(r, q, path)
+                self.ingest.work.write_bytes(key, coded)
                 option = Option(path, sse(decoded, source), len(coded))
                 with self.ingest.journal_lock:
-                    self.ingest.dest.journal(HR_CODED_KIND, cid, [option.path, option.sse, option.nbytes])
+                    index = key.removeprefix(f"{CODED_PREFIX}/")
+                    self.ingest.dest.journal(HR_CODED_KIND, index, [option.path, option.sse, option.nbytes])
                     found[r, q] = option
                 self._progress.update()
 
@@ -335,7 +349,7 @@ class HybridPasses:
     def _coded_bytes(self, r: int, q: int, source: np.ndarray, option: Option) -> bytes:
         """An HR chunk's bytes as its choice coded them (kept in the work folder); coded again
         where that copy is gone, to the same bytes (coding is deterministic, and checked)."""
-        key = f"{CODED_PREFIX}/{chunk_id((0, r, q))}"
+        key = self._coded_key(r, q, option.path)
         work = self.ingest.work
         coded = work.read_bytes(key) if work.exists(key) else code_hr_chunk(source, self.codecs[option.path])[1]
         if len(coded) != option.nbytes:

@@ -260,7 +260,7 @@ def choose_hybrid(
             found[i] = Option(option.path, chunk.sse, chunk.nbytes)
         return found
 
-    _, chosen = settle(options, lambda _: lam, measure)
+    _, chosen = settle(options, lambda _: (lam,), measure)
     for i, option in chosen.items():
         chunks = chunk_sets[i]
         y0, x0, y1, x1 = chunks[0].box
