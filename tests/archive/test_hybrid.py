@@ -322,6 +322,7 @@ def test_info_shows_chunks_and_bytes_per_mode(pair: tuple[Path, Path]) -> None:
     assert info["image_bytes"] == info["pyramid_bytes"] + info["hr_bytes"] and info["hr_bytes"] > modes["hr"]["bytes"]
     text = run("info", str(pair[1])).stdout
     assert "hybrid: 2 chunks SR (22.2%" in text and "7 full resolution (77.8%" in text and "lambda 600" in text
+    assert "HR codings after probes at speed 9" in text
     assert "; with the full-resolution chunks " in text
     assert "bicubic of the archive (minus the HR chunk where stored at full resolution) over 9" in text
     sr = json.loads(run("info", str(pair[0]), "--json").stdout)

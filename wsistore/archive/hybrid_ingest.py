@@ -7,8 +7,9 @@
    journalled per area;
 2. **settle**: one lambda for the slide (given, matched to the LR's slope, or found for a target
    rate) and each chunk's least-cost option (:func:`~wsistore.archive.hybrid_choice.settle`); the
-   HR settings chosen are coded, each chunk once, their bytes kept in the work folder
-   (:data:`CODED_PREFIX`) and journalled, until every choice rests on measured options;
+   HR settings chosen are coded (each chunk once; for a target rate, each setting once), their
+   bytes kept in the work folder (:data:`CODED_PREFIX`) and journalled, until every choice rests
+   on measured options;
 3. **write** the HR shards from those bytes, then remove their LR chunks from level 0's shards
    (format 1.6).
 
@@ -38,6 +39,7 @@ from wsistore.archive.hybrid_choice import (
     code_hr_chunk,
     matched_lambda,
     measure_options,
+    probe_codec,
     quality,
     settle,
     sse,
@@ -152,7 +154,11 @@ class HybridPasses:
             "lambda_from": chosen_by,
             "target_bpp": self.options.hr_target_bpp,
             "rule": HR_RULE,
-            "probe": {"speed": PROBE_SPEED, "bytes_ratio": PROBE_BYTES_RATIO, "sse_ratio": PROBE_SSE_RATIO},
+            "probe": (
+                {"speed": PROBE_SPEED, "bytes_ratio": PROBE_BYTES_RATIO, "sse_ratio": PROBE_SSE_RATIO}
+                if any(probe_codec(codec) for codec in self.codecs.values())
+                else None
+            ),
             "hr_codings": sum(len(codings) for codings in self._coded_options().values()),
             "hr_chunk": self.hr_chunk,
             "hr_shard": self.hr_shard,

@@ -104,10 +104,12 @@ def _mode(info: dict[str, Any]) -> str:
         if used
         else _codec_text(hybrid["hr_codec"])
     )
+    probe = hybrid.get("probe")  # format 1.8 with probes: the settings weighed by a fast coding first
+    probed = f"; {hybrid['hr_codings']} HR codings after probes at speed {probe['speed']}" if probe else ""
     return (
         f"hybrid: {sr['chunks']} chunks SR ({sr['share']:.1%}, {size(sr['bytes'])} LR), {hr['chunks']} full "
         f"resolution ({hr['share']:.1%}, {size(hr['bytes'])} HR{kept}); HR {settings or 'none'}; "
-        f"lambda {hybrid['lambda']:g}{target}"
+        f"lambda {hybrid['lambda']:g}{target}{probed}"
     )
 
 
