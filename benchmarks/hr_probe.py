@@ -34,6 +34,7 @@ from wsistore.archive.hybrid_choice import (
     choose,
     code_hr_chunk,
     predicted,
+    quality,
     settle,
     sse,
     walk,
@@ -115,7 +116,8 @@ def decide(rows: list[dict[str, Any]], lam: float) -> dict[str, float]:
             error, nbytes, _ = row[f"{setting}@{PROBE_SPEED}"]
             return predicted(setting, error, nbytes)
 
-        first_options[i] = [sr, *walk(list(DEFAULT_HR_CODECS), first, lam)]
+        ladder = [(setting, quality(parse_codec(setting))) for setting in DEFAULT_HR_CODECS]
+        first_options[i] = [sr, *walk(ladder, first, lam)]
         probe_seconds += sum(r[f"{s}@{PROBE_SPEED}"][2] for s in probed)
     codings = 0
 

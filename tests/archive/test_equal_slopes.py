@@ -5,6 +5,7 @@ target rate."""
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -137,23 +138,32 @@ def test_settle_for_a_byte_budget_meets_it_with_measured_bytes() -> None:
             assert len(measured.coded) == len(set(measured.coded))
 
 
-def test_the_walk_weighs_the_settings_around_the_cheapest() -> None:
-    """Five settings on a ladder, their cost at lambda 1 by hand: 11000, 9000, 8000, 8500, 12000
-    (q20 the cheapest). From the middle (q20) the lower neighbour costs more, so the walk goes up
-    one and stops: q12, q20, q30 weighed, q5 and q45 never probed. Cheapest at q5: down to it.
-    Without a lambda (a target rate), every setting."""
-    ladder = {"q5": Option("q5", 10000, 125), "q12": Option("q12", 7000, 250), "q20": Option("q20", 4000, 500)}
-    ladder |= {"q30": Option("q30", 2500, 750), "q45": Option("q45", 1000, 1375)}
+def test_the_walk_probes_the_rungs_around_the_cheapest() -> None:
+    """Five settings, rungs q5, q20, q45 (every other one, the ends included); their probes cost,
+    at lambda 1 by hand, 11000, 8000, 12000. From the middle rung (q20) the lower rung costs more,
+    so the walk tries the higher one, which costs more too: the three rungs probed, q12 and q30
+    predicted between them (log-linear in the level). At lambda 100 the lower rung is cheaper
+    (110000 against 404000): down to it, not up; q30 has no probed neighbour above. Without a
+    lambda (a target rate), every rung."""
+    probes = {"q5": Option("q5", 10000, 125, False), "q20": Option("q20", 4000, 500, False)}
+    probes["q45"] = Option("q45", 1000, 1375, False)
+    ladder = [("q5", 5.0), ("q12", 12.0), ("q20", 20.0), ("q30", 30.0), ("q45", 45.0)]
     probed: list[str] = []
 
     def first(path: str) -> Option:
         probed.append(path)
-        return ladder[path]
+        return probes[path]
 
-    assert [o.path for o in walk(list(ladder), first, 1.0)] == ["q12", "q20", "q30"]
-    assert probed == ["q20", "q12", "q30"]
-    assert [o.path for o in walk(list(ladder), ladder.__getitem__, 100.0)] == ["q5", "q12", "q20"]
-    assert walk(list(ladder), ladder.__getitem__, None) == list(ladder.values())
+    def log_linear(a: float, b: float, t: float) -> float:
+        return math.exp((1 - t) * math.log(a) + t * math.log(b))
+
+    q12 = Option("q12", log_linear(10000, 4000, 7 / 15), round(log_linear(125, 500, 7 / 15)), False)
+    q30 = Option("q30", log_linear(4000, 1000, 10 / 25), round(log_linear(500, 1375, 10 / 25)), False)
+    assert walk(ladder, first, 1.0) == [probes["q5"], q12, probes["q20"], q30, probes["q45"]]
+    assert probed == ["q20", "q5", "q45"]
+    probed.clear()
+    assert walk(ladder, first, 100.0) == [probes["q5"], q12, probes["q20"]] and probed == ["q20", "q5"]
+    assert [o.path for o in walk(ladder, probes.__getitem__, None)] == [path for path, _ in ladder]
 
 
 def test_the_probe_predicts_avif_slower_than_its_speed() -> None:

@@ -13,12 +13,13 @@ combinations, so the choice at its own rate is never worse (in SSE) than that.
 Coding a chunk at every HR setting at the codec's own speed would cost several codings per
 chunk. Instead each setting is first *probed*: the chunk coded at the same setting at a fast
 speed (:func:`probe_codec`), its SSE and bytes scaled to a prediction of the setting's own
-(:func:`predicted`), and only the settings around the cheapest probe are probed
-(:func:`walk`). :func:`settle` then chooses with the predictions and codes, at the real
-setting, only the options it chooses, each chunk once: a chunk whose HR option has been coded
-chooses between that coding and its SR path. Every option a choice ends on is measured, so the
-archive's bytes and SSE are exact; only which HR setting a chunk is weighed at rests on the
-prediction (BENCHMARKS.md, "Equal slopes": within 0.01 dB of coding every setting).
+(:func:`predicted`). Only the rungs of the ladder around the cheapest probe are probed, and the
+settings between two probed rungs are predicted from them (:func:`walk`). :func:`settle` then
+chooses with the predictions and codes, at the real setting, only the options it chooses, each
+chunk once: a chunk whose HR option has been coded chooses between that coding and its SR path.
+Every option a choice ends on is measured, so the archive's bytes and SSE are exact; only which
+HR setting a chunk is weighed at rests on the prediction (BENCHMARKS.md, "Equal slopes": within
+0.02 dB of coding every setting).
 
 ``lambda`` is given, or matched to the slope of the LR's own rate-distortion curve at its
 quality (:func:`matched_lambda`: a bit spent on full resolution must buy what a bit spent on the
@@ -125,26 +126,48 @@ def quality(codec: ImageCodec) -> float:
     return float(codec.config().get(codec.quality_key or "", 0))
 
 
-def walk(paths: Sequence[str], first: Callable[[str], Option], lam: float | None) -> list[Option]:
-    """The HR options a chunk's choice at ``lam`` weighs, of settings ``paths`` in quality order
-    (``first(path)``: :func:`first_option`). A setting's cost is convex along the ladder, so
-    from the middle setting the walk goes to the lower neighbour while the cost falls, else to
-    the higher one: two or three settings weighed, the cheapest among them. Without a lambda (a
-    target rate, lambda still unknown) every setting is weighed."""
+def walk(ladder: Sequence[tuple[str, float]], first: Callable[[str], Option], lam: float | None) -> list[Option]:
+    """The HR options a chunk's choice at ``lam`` weighs, of the settings ``ladder`` (``(path,
+    quality)`` in quality order; ``first(path)``: :func:`first_option`). Every other setting,
+    the first and the last included, is a rung that may be probed. A setting's cost is convex
+    along the ladder, so from the middle rung the walk goes to the lower rung while the cost
+    falls, else to the higher one: two or three rungs probed. A setting between two probed rungs
+    is predicted from them (:func:`between`), without a probe of its own. Without a lambda (a
+    target rate, lambda still unknown) every rung is probed."""
+    rungs = [*range(0, len(ladder) - 1, 2), len(ladder) - 1]
+    seen: dict[int, Option] = {}
     if lam is None:
-        return [first(path) for path in paths]
-    middle = len(paths) // 2
-    seen = {middle: first(paths[middle])}
-    for step in (-1, 1):
-        at = middle
-        while 0 <= at + step < len(paths):
-            seen[at + step] = first(paths[at + step])
-            if seen[at + step].cost(lam) >= seen[at].cost(lam):
+        seen = {i: first(ladder[i][0]) for i in rungs}
+    else:
+        middle = len(rungs) // 2
+        seen[rungs[middle]] = first(ladder[rungs[middle]][0])
+        for step in (-1, 1):
+            at = middle
+            while 0 <= at + step < len(rungs):
+                nxt, here = rungs[at + step], rungs[at]
+                seen[nxt] = first(ladder[nxt][0])
+                if seen[nxt].cost(lam) >= seen[here].cost(lam):
+                    break
+                at += step
+            if at != middle:  # the cost fell this way: not the other
                 break
-            at += step
-        if at != middle:  # the cost fell this way: not the other
-            break
+    probed = sorted(seen)
+    for low, high in zip(probed, probed[1:]):
+        for i in range(low + 1, high):
+            seen[i] = between(ladder[i], (ladder[low][1], seen[low]), (ladder[high][1], seen[high]))
     return [seen[i] for i in sorted(seen)]
+
+
+def between(setting: tuple[str, float], low: tuple[float, Option], high: tuple[float, Option]) -> Option:
+    """Setting ``(path, quality)``'s option predicted from its neighbours' ``(quality, option)``
+    on the ladder: SSE and bytes log-linear in the quality between theirs."""
+    (path, q), (q0, a), (q1, b) = setting, low, high
+    t = (q - q0) / (q1 - q0)
+
+    def geometric(x: float, y: float) -> float:
+        return math.exp((1 - t) * math.log(max(x, 1.0)) + t * math.log(max(y, 1.0)))
+
+    return Option(path, geometric(a.sse, b.sse), round(geometric(a.nbytes, b.nbytes)), measured=False)
 
 
 def measure_options(
@@ -152,8 +175,10 @@ def measure_options(
 ) -> list[Option]:
     """A chunk's options as a choice at ``lam`` first weighs them: its SR path (``sse_sr``,
     restore's SSE; ``lr_bytes``, its LR chunk's stored bytes) and the HR settings of ``codecs``
-    (name -> codec, in quality order) that :func:`walk` visits, each :func:`first_option`."""
-    hr = walk(list(codecs), lambda path: first_option(source, path, codecs[path]), lam)
+    (name -> codec, in quality order) that :func:`walk` weighs, each probed (:func:`first_option`)
+    or predicted between two probed."""
+    ladder = [(path, quality(codec)) for path, codec in codecs.items()]
+    hr = walk(ladder, lambda path: first_option(source, path, codecs[path]), lam)
     return [Option(SR, sse_sr, lr_bytes), *hr]
 
 

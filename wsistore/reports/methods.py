@@ -239,7 +239,7 @@ def choose_hybrid(
     image, nbytes, count, generator = sr.copy(), 0, 0, 0
     chunk_sets = list(zip(*(c.chunks for c in coded), strict=True))
     settings = [c.setting for c in coded]
-    order = sorted(settings, key=lambda setting: quality(parse_codec(setting)))
+    ladder = sorted(((setting, quality(parse_codec(setting))) for setting in settings), key=lambda rung: rung[1])
     options: dict[int, list[Option]] = {}
     by_generator: dict[int, bool] = {}
     for i, chunks in enumerate(chunk_sets):
@@ -250,7 +250,7 @@ def choose_hybrid(
             image[area], sse_sr, by_generator[i] = bicubic[area], sse(bicubic[area], truth), False
         lr = lr_bytes.get((y0 // scale, x0 // scale), 0)
         first = {c.setting: chunk.first for c, chunk in zip(coded, chunks, strict=True)}
-        hr_options = walk(order, first.__getitem__, lam)  # the settings ingest would probe
+        hr_options = walk(ladder, first.__getitem__, lam)  # the settings ingest would weigh
         options[i] = [Option(SR, sse_sr, lr + 4 if lr else 0), *hr_options]  # the LR's crc32c too
 
     def measure(pending: dict[int, Option]) -> dict[int, Option]:
