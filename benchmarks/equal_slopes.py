@@ -6,7 +6,7 @@ AVIF and pure-SR curves of the same input interpolated (linearly in log bpp) at 
 bytes. PSNR over the whole image (the decision's own measure), and PSNR and SSIM over tissue
 pixels, as in the reports.
 
-    python -m benchmarks.equal_slopes RESULTS.json [RESULTS.json ...] [--json OUT]
+    python -m benchmarks.equal_slopes RESULTS.json [RESULTS.json ...] [--avif MORE.json ...] [--json OUT]
 """
 
 from __future__ import annotations
@@ -36,12 +36,17 @@ def interpolate(points: list[tuple[float, dict[str, float]]], bpp: float, metric
     return float(np.interp(np.log(bpp), np.log([b for b, _ in points]), [m[metric] for _, m in points]))
 
 
-def compare(records: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
+def compare(
+    records: list[dict[str, Any]], model: str, more_avif: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """One row per input and LR setting: the hybrid at the matched lambda (``model``, and
-    ``model+adapted`` where the report has it), AVIF and pure SR at its bytes."""
+    ``model+adapted`` where the report has it), AVIF and pure SR at its bytes (AVIF's curve with
+    the points of ``more_avif``, records of another report on the same inputs, added)."""
     curves: dict[tuple[str, str], list[tuple[float, dict[str, float]]]] = defaultdict(list)
     hybrids = []
-    for r in records:
+    inputs = {r["input"] for r in records}
+    extra = [r for r in more_avif or [] if r["input"] in inputs and r["family"] == "hr_codec"]
+    for r in [*records, *extra]:
         point = (r["bpp"], r["metrics"])
         if r["family"] == "hr_codec" and r["codec"] == "avif":
             curves[r["input"], "avif"].append(point)
@@ -99,8 +104,10 @@ def main() -> None:
     parser.add_argument("results", type=Path, nargs="+")
     parser.add_argument("--model", default="compact-l1-gpu")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--avif", type=Path, nargs="*", default=[], help="reports with more AVIF points on the inputs")
     args = parser.parse_args()
-    rows = [row for path in args.results for row in compare(json.loads(path.read_text())["records"], args.model)]
+    more = [r for path in args.avif for r in json.loads(path.read_text())["records"]]
+    rows = [row for path in args.results for row in compare(json.loads(path.read_text())["records"], args.model, more)]
     print(table(rows))
     for key in ("vs_avif_psnr_image", "vs_sr_psnr_image", "vs_avif_psnr", "vs_sr_psnr"):
         values = [r[key] for r in rows if r[key] is not None]

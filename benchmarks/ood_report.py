@@ -49,7 +49,9 @@ OOD_LIST = ROOT / "pipelines" / "ood_tiles.txt"
 #: The archive rates scored (the default in the middle).
 ARCHIVE_RATES = ["avif:level=60,speed=8", "avif:level=75,speed=8", "avif:level=85,speed=8"]
 #: AVIF on the full image, the rival at equal bytes.
-HR_RATES = [f"avif:level={q},speed=6" for q in (0, 5, 12, 20, 30, 45, 60)]
+#: (every level of hybrid ingest's default ladder among them, so that a hybrid point at one level
+#: meets AVIF's own point there rather than an interpolation)
+HR_RATES = [f"avif:level={q},speed=6" for q in (0, 5, 8, 12, 16, 20, 25, 30, 38, 45, 60)]
 
 
 #: Real slides of ../shared that no model trained on, one per scanner format that the readers
@@ -171,6 +173,7 @@ def main() -> None:
         "--splits", nargs="+", choices=("ood", "id", "slides"), default=["ood", "id"], help="splits scored"
     )
     parser.add_argument("--chunk", type=int, default=256, help="the archive's LR chunk side (default 256)")
+    parser.add_argument("--hr-rates", nargs="+", default=HR_RATES, help="AVIF (or other) on the full image, the rival")
     args = parser.parse_args()
     adapt = AdaptOptions(model=args.adapt_base) if args.adapt_base else None
     args.out.mkdir(parents=True, exist_ok=True)
@@ -178,7 +181,7 @@ def main() -> None:
         "models": args.models,
         "adapt_base": args.adapt_base,
         "archive_rates": args.rates,
-        "hr_rates": HR_RATES,
+        "hr_rates": args.hr_rates,
         "hybrid_lambdas": args.hybrid_lambdas,
         "hybrid_codecs": args.hybrid_codecs,
         "chunk": args.chunk,
@@ -192,7 +195,7 @@ def main() -> None:
                 out=args.out / name,
                 models=args.models,
                 archive_codecs=list(args.rates),
-                hr_codecs=list(HR_RATES),
+                hr_codecs=list(args.hr_rates),
                 device=args.device,
                 overwrite=True,
                 adapt=adapt,
