@@ -178,11 +178,16 @@ class HybridPasses:
         x0, y0 = sx * self.hr_shard, sy * self.hr_shard
         x1, y1 = min(x0 + self.hr_shard, ing.width), min(y0 + self.hr_shard, ing.height)
         return [
-            (r, q, (q * c, r * c, min((q + 1) * c, ing.width), min((r + 1) * c, ing.height)))
+            (r, q, self._box(r, q))
             for r in range(y0 // c, -(-y1 // c))
             for q in range(x0 // c, -(-x1 // c))
             if self.keep[r, q]
         ]
+
+    def _box(self, r: int, q: int) -> Box:
+        """HR chunk ``(r, q)``'s pixels inside the slide."""
+        ing, c = self.ingest, self.hr_chunk
+        return q * c, r * c, min((q + 1) * c, ing.width), min((r + 1) * c, ing.height)
 
     def _stage(
         self,
@@ -236,9 +241,9 @@ class HybridPasses:
             for cid, listed in data["options"].items():
                 _, r, q = chunk_coords(cid)
                 options[r, q] = [Option(*fields) for fields in listed]
+        once = self._once_per_chunk()
         for cell, codings in self._coded_options().items():
             paths = {o.path for o in codings}
-            once = self._once_per_chunk()
             kept = [o for o in options[cell] if o.measured or (not once and o.path not in paths)]
             options[cell] = [*kept, *codings]
         return options
@@ -284,9 +289,8 @@ class HybridPasses:
         """Code each chunk at the HR setting its choice rests on (a prediction), keep its bytes in
         the work folder and journal its measured option; returns the measured options."""
         by_area: dict[Cell, list[tuple[int, int, Box]]] = defaultdict(list)
-        for r, q, box in (cell for area in self._all_areas() for cell in self._cells(*area)):
-            if (r, q) in pending:
-                by_area[r // self.per, q // self.per].append((r, q, box))
+        for r, q in sorted(pending):
+            by_area[r // self.per, q // self.per].append((r, q, self._box(r, q)))
         found: dict[Cell, Option] = {}
 
         def task(area: Cell, cells: list[tuple[int, int, Box]]) -> None:
