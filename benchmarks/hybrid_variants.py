@@ -34,7 +34,7 @@ from wsistore.degradation import Downsample, encode_on_grid, loss_rms
 from wsistore.models.weights import default_model
 from wsistore.psnr import psnr_from_mse
 from wsistore.reports.inputs import load_inputs
-from wsistore.reports.methods import code_full_resolution, code_hr_chunks
+from wsistore.reports.methods import HrChunks, code_full_resolution
 from wsistore.restoration.engine import runner_for, upscale_image
 
 LR_RATES = (45, 60, 75, 85, 90)
@@ -73,9 +73,11 @@ def score_input(hr: np.ndarray, fill: int, lr_origin: tuple[int, int], hr_settin
     pixels = height * width
     side, origin = 4 * CHUNK, (4 * lr_origin[0], 4 * lr_origin[1])
     options: dict[tuple[int, int, int, int], list[Option]] = {}
+    chunks = HrChunks(hr, side, origin)
     for level in HR_LEVELS:
-        for c in code_hr_chunks(hr, f"avif:level={level},{hr_settings}", side, fill, origin).chunks:
-            options.setdefault(c.box, []).append(Option("hr", level, c.sse, c.nbytes))
+        for i, box in enumerate(chunks.boxes):
+            c = chunks.coded(i, f"avif:level={level},{hr_settings}")
+            options.setdefault(box, []).append(Option("hr", level, c.sse, c.nbytes))
     lr = Downsample(4).reduce_region(hr)
     runner = runner_for(default_model(), "cpu")
     sr_curve = []

@@ -49,9 +49,10 @@ OOD_LIST = ROOT / "pipelines" / "ood_tiles.txt"
 #: The archive rates scored (the default in the middle).
 ARCHIVE_RATES = ["avif:level=60,speed=8", "avif:level=75,speed=8", "avif:level=85,speed=8"]
 #: AVIF on the full image, the rival at equal bytes.
-#: (every level of hybrid ingest's default ladder among them, so that a hybrid point at one level
-#: meets AVIF's own point there rather than an interpolation)
-HR_RATES = [f"avif:level={q},speed=6" for q in (0, 5, 8, 12, 16, 20, 25, 30, 38, 45, 60)]
+#: (every level of hybrid ingest's default ladder among them, about every quantizer step AVIF has
+#: from 4 to 45, so that AVIF at equal bytes is its own point, or an interpolation between two
+#: neighbouring quantizers, not across a wide gap)
+HR_RATES = [f"avif:level={q},speed=6" for q in (0, *range(4, 45, 2), 45, 60)]
 
 
 #: Real slides of ../shared that no model trained on, one per scanner format that the readers

@@ -26,6 +26,7 @@ from wsistore.archive.hybrid_choice import (
     lambda_for_bytes,
     matched_lambda,
     probe_codec,
+    rungs_of,
     settle,
     total_bytes,
     walk,
@@ -139,15 +140,17 @@ def test_settle_for_a_byte_budget_meets_it_with_measured_bytes() -> None:
 
 
 def test_the_walk_probes_the_rungs_around_the_cheapest() -> None:
-    """Five settings, rungs q5, q20, q45 (every other one, the ends included); their probes cost,
-    at lambda 1 by hand, 11000, 8000, 12000. From the middle rung (q20) the lower rung costs more,
-    so the walk tries the higher one, which costs more too: the three rungs probed, q12 and q30
-    predicted between them (log-linear in the level). At lambda 100 the lower rung is cheaper
-    (110000 against 404000): down to it, not up; q30 has no probed neighbour above. Without a
-    lambda (a target rate), every rung."""
+    """Five settings, rungs q5, q20, q45 (the ends, and each setting at least 8 levels above the
+    rung before it); their probes cost, at lambda 1 by hand, 11000, 8000, 12000. From the middle
+    rung (q20) the lower rung costs more, so the walk tries the higher one, which costs more too:
+    the three rungs probed, q10 and q25 predicted between them (log-linear in the level). At
+    lambda 100 the lower rung is cheaper (110000 against 404000): down to it, not up; q25 has no
+    probed neighbour above. Without a lambda (a target rate), every rung."""
     probes = {"q5": Option("q5", 10000, 125, False), "q20": Option("q20", 4000, 500, False)}
     probes["q45"] = Option("q45", 1000, 1375, False)
-    ladder = [("q5", 5.0), ("q12", 12.0), ("q20", 20.0), ("q30", 30.0), ("q45", 45.0)]
+    ladder = [("q5", 5.0), ("q10", 10.0), ("q20", 20.0), ("q25", 25.0), ("q45", 45.0)]
+    assert rungs_of(ladder) == [0, 2, 4] and rungs_of(ladder[:2]) == [0, 1] and rungs_of(ladder[:1]) == [0]
+    assert rungs_of([(f"q{q}", float(q)) for q in range(4, 45, 2)]) == [0, 4, 8, 12, 16, 20]
     probed: list[str] = []
 
     def first(path: str) -> Option:
@@ -157,12 +160,12 @@ def test_the_walk_probes_the_rungs_around_the_cheapest() -> None:
     def log_linear(a: float, b: float, t: float) -> float:
         return math.exp((1 - t) * math.log(a) + t * math.log(b))
 
-    q12 = Option("q12", log_linear(10000, 4000, 7 / 15), round(log_linear(125, 500, 7 / 15)), False)
-    q30 = Option("q30", log_linear(4000, 1000, 10 / 25), round(log_linear(500, 1375, 10 / 25)), False)
-    assert walk(ladder, first, 1.0) == [probes["q5"], q12, probes["q20"], q30, probes["q45"]]
+    q10 = Option("q10", log_linear(10000, 4000, 5 / 15), round(log_linear(125, 500, 5 / 15)), False)
+    q25 = Option("q25", log_linear(4000, 1000, 5 / 25), round(log_linear(500, 1375, 5 / 25)), False)
+    assert walk(ladder, first, 1.0) == [probes["q5"], q10, probes["q20"], q25, probes["q45"]]
     assert probed == ["q20", "q5", "q45"]
     probed.clear()
-    assert walk(ladder, first, 100.0) == [probes["q5"], q12, probes["q20"]] and probed == ["q20", "q5"]
+    assert walk(ladder, first, 100.0) == [probes["q5"], q10, probes["q20"]] and probed == ["q20", "q5"]
     assert [o.path for o in walk(ladder, probes.__getitem__, None)] == [path for path, _ in ladder]
 
 

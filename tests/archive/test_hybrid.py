@@ -30,7 +30,7 @@ from wsistore.archive.hybrid_ingest import CODED_PREFIX, HybridPasses
 from wsistore.archive.manifest import ArrayRecord, chunk_modes
 from wsistore.archive.reader import Archive
 from wsistore.archive.verify import verify
-from wsistore.archive.writer import DEFAULT_HR_LAMBDA, UNUSED_ADAPTATION, IngestOptions, ingest
+from wsistore.archive.writer import DEFAULT_HR_CODECS, DEFAULT_HR_LAMBDA, UNUSED_ADAPTATION, IngestOptions, ingest
 from wsistore.codecs import parse_codec
 from wsistore.degradation import Downsample
 from wsistore.errors import ArchiveError, InputError
@@ -486,11 +486,11 @@ def test_the_cli_ingests_hybrid_and_refuses_hybrid_options_in_sr_mode(tmp_path: 
     assert result.returncode == 0, result.stderr
     assert "7 at full resolution (hybrid)" in result.stdout
     assert Archive.open(out).metadata.hybrid["modes"]["hr"]["chunks"] == 7  # type: ignore[index]
-    # the default: nine AVIF levels, five of them rungs that may be probed; each chunk coded once at
+    # the default: 22 AVIF levels, seven of them rungs that may be probed; each chunk coded once at
     # most, at its choice, and the codings kept meanwhile in the work folder are gone
     result = run("ingest", str(SLIDE), str(tmp_path / "d.zarr"), "--mode", "hybrid", *args)
     hybrid = Archive.open(tmp_path / "d.zarr").metadata.hybrid
-    assert result.returncode == 0 and hybrid is not None and len(hybrid["hr_codecs"]) == 9
+    assert result.returncode == 0 and hybrid is not None and len(hybrid["hr_codecs"]) == len(DEFAULT_HR_CODECS) == 22
     assert hybrid["modes"]["hr"]["chunks"] <= hybrid["hr_codings"] <= 9 and hybrid["probe"]["speed"] == PROBE_SPEED
     assert not (tmp_path / "d.zarr" / CODED_PREFIX).exists()
     assert hybrid["lambda"] == DEFAULT_HR_LAMBDA and hybrid["lambda_from"] == "the LR's slope"

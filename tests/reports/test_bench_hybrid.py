@@ -24,10 +24,11 @@ from wsistore.models.weights import default_model
 from wsistore.readers import open_slide
 from wsistore.reports.methods import (
     HYBRID_LAMBDAS,
+    HrChunks,
+    HybridImage,
     choose_hybrid,
     code_archive_lr,
     code_full_resolution,
-    code_hr_chunks,
 )
 from wsistore.reports.report import aggregate, curve_name
 from wsistore.reports.run import DEFAULT_SETTING, BenchOptions, run_bench
@@ -48,19 +49,21 @@ def _sse(a: np.ndarray, b: np.ndarray) -> int:
 def test_chunks_are_coded_as_ingest_codes_them(tile: np.ndarray) -> None:
     """On the archive's grid (here offset by the crop): each chunk's pixels inside the region,
     coded at their extent as ingest codes an edge chunk (format 1.8); bytes as stored (crc32c
-    added). The full-resolution codecs are tiled on the same grid."""
+    added), each chunk coded once however often it is asked for. The full-resolution codecs are
+    tiled on the same grid."""
     hr, side, origin = tile[:300, :420], 128, (40, 100)
-    coded = code_hr_chunks(hr, HR_SETTING, side, origin)
-    assert [c.box[:2] for c in coded.chunks] == [(y, x) for y in (0, 88, 216) for x in (0, 28, 156, 284, 412)]
+    chunks = HrChunks(hr, side, origin)
+    assert [b[:2] for b in chunks.boxes] == [(y, x) for y in (0, 88, 216) for x in (0, 28, 156, 284, 412)]
     covered = np.zeros(hr.shape[:2], dtype=int)
     codec = parse_codec(HR_SETTING)
-    for chunk in coded.chunks:
-        y0, x0, y1, x1 = chunk.box
+    for i, (y0, x0, y1, x1) in enumerate(chunks.boxes):
         covered[y0:y1, x0:x1] += 1
         data = codec.encode_image(np.ascontiguousarray(hr[y0:y1, x0:x1]))
         decoded = codec.decode_image(data)
+        chunk = chunks.coded(i, HR_SETTING)
         assert chunk.nbytes == len(data) + 4 and np.array_equal(chunk.decoded, decoded)
         assert chunk.sse == _sse(decoded, hr[y0:y1, x0:x1])
+        assert chunks.coded(i, HR_SETTING) is chunk
     assert (covered == 1).all()
     tiled = code_full_resolution(tile[:600, :900], HR_SETTING, (1000, 24))  # HR_TILE 1024
     assert tiled.nbytes == sum(
@@ -74,29 +77,35 @@ def test_the_rule_per_chunk(tile: np.ndarray) -> None:
     hr = tile[:512, :768]
     sr = np.repeat(np.repeat(hr[::4, ::4], 4, 0), 4, 1)  # a stand-in SR path, poor in places
     sr[:256, :256] = hr[:256, :256]  # and perfect in one chunk: SR must win there
-    coded = code_hr_chunks(hr, HR_SETTING, 256)
-    free = choose_hybrid(hr, sr, [coded], {}, 0.0)
+    chunks = HrChunks(hr, 256)
+    coded = [chunks.coded(i, HR_SETTING) for i in range(len(chunks.boxes))]
+    boxes = chunks.boxes
+
+    def hybrid(lr_bytes: dict[tuple[int, int], int], lam: float) -> HybridImage:
+        return choose_hybrid(hr, sr, chunks, [HR_SETTING], lr_bytes, lam)
+
+    free = hybrid({}, 0.0)
     wins = [
-        c
-        for c in coded.chunks
-        if c.sse < _sse(sr[c.box[0] : c.box[2], c.box[1] : c.box[3]], hr[c.box[0] : c.box[2], c.box[1] : c.box[3]])
+        (b, c)
+        for b, c in zip(boxes, coded, strict=True)
+        if c.sse < _sse(sr[b[0] : b[2], b[1] : b[3]], hr[b[0] : b[2], b[1] : b[3]])
     ]
-    assert 0 < len(wins) < len(coded.chunks) and free.hr_chunks == len(wins)
-    assert free.hr_bytes == sum(c.nbytes for c in wins)
+    assert 0 < len(wins) < len(boxes) and free.hr_chunks == len(wins)
+    assert free.hr_bytes == sum(c.nbytes for _, c in wins)
     expected = sr.copy()
-    for c in wins:
-        expected[c.box[0] : c.box[2], c.box[1] : c.box[3]] = c.decoded
+    for b, c in wins:
+        expected[b[0] : b[2], b[1] : b[3]] = c.decoded
     assert np.array_equal(free.image, expected)
-    never = choose_hybrid(hr, sr, [coded], {}, math.inf)
+    never = hybrid({}, math.inf)
     assert np.array_equal(never.image, sr) and never.hr_bytes == never.hr_chunks == 0
-    counts = [choose_hybrid(hr, sr, [coded], {}, lam).hr_chunks for lam in (0.0, 300.0, 3000.0, 1e9)]
+    counts = [hybrid({}, lam).hr_chunks for lam in (0.0, 300.0, 3000.0, 1e9)]
     assert counts == sorted(counts, reverse=True) and counts[-1] == 0
     # the LR chunks an HR chunk replaces are not stored: their bytes come off, and count for HR
-    lr_bytes = {(c.box[0] // 4, c.box[1] // 4): c.nbytes // 4 for c in coded.chunks}
-    saved = choose_hybrid(hr, sr, [coded], lr_bytes, 0.0)
-    assert saved.hr_chunks == free.hr_chunks and saved.hr_bytes == sum(c.nbytes - c.nbytes // 4 for c in wins)
+    lr_bytes = {(b[0] // 4, b[1] // 4): c.nbytes // 4 for b, c in zip(boxes, coded, strict=True)}
+    saved = hybrid(lr_bytes, 0.0)
+    assert saved.hr_chunks == free.hr_chunks and saved.hr_bytes == sum(c.nbytes - c.nbytes // 4 for _, c in wins)
     lam = 3000.0
-    assert choose_hybrid(hr, sr, [coded], lr_bytes, lam).hr_chunks >= choose_hybrid(hr, sr, [coded], {}, lam).hr_chunks
+    assert hybrid(lr_bytes, lam).hr_chunks >= hybrid({}, lam).hr_chunks
 
 
 def test_the_chunks_and_bytes_hybrid_ingest_stores(tmp_path: Path) -> None:
@@ -110,14 +119,14 @@ def test_the_chunks_and_bytes_hybrid_ingest_stores(tmp_path: Path) -> None:
         hr = slide.read_region((0, 0), 0, (md.width, md.height))
     coded = code_archive_lr(hr, DEFAULT_SETTING, HYBRID_OPTIONS.chunk, md.fill_value)
     sr = upscale_image(coded.lr, runner_for(default_model(coded.codec), "cpu"), hr.shape[:2])
-    chunks = code_hr_chunks(hr, HR_SETTING, 4 * HYBRID_OPTIONS.chunk)
-    hybrid = choose_hybrid(hr, sr, [chunks], coded.chunk_bytes, LAMBDA)
+    chunks = HrChunks(hr, 4 * HYBRID_OPTIONS.chunk)
+    hybrid = choose_hybrid(hr, sr, chunks, [HR_SETTING], coded.chunk_bytes, LAMBDA)
     kept = [
-        c.box[:2]
-        for c in chunks.chunks
-        if np.array_equal(hybrid.image[c.box[0] : c.box[2], c.box[1] : c.box[3]], c.decoded)
+        b[:2]
+        for i, b in enumerate(chunks.boxes)
+        if np.array_equal(hybrid.image[b[0] : b[2], b[1] : b[3]], chunks.coded(i, HR_SETTING).decoded)
     ]
-    assert kept == [(c.box[0], c.box[1]) for c in chunks.chunks if archive.is_hr(c.box[0] // 1024, c.box[1] // 1024)]
+    assert kept == [b[:2] for b in chunks.boxes if archive.is_hr(b[0] // 1024, b[1] // 1024)]
     assert hybrid.hr_chunks == len(kept) == md.hybrid["modes"]["hr"]["chunks"] == 7
     lr_bytes = sum(coded.chunk_bytes[y // 4, x // 4] for y, x in kept)  # not stored (format 1.6)
     assert md.hybrid["modes"]["hr"]["lr_bytes"] == 0

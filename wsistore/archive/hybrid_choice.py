@@ -61,6 +61,11 @@ PROBE_SPEED = 9
 PROBE_BYTES_RATIO = 0.92
 PROBE_SSE_RATIO = 0.88
 
+#: The walk's rungs are settings at least this far apart in quality (AVIF levels; the default
+#: ladder's every other quantizer step is 2 levels, so a rung every 4th setting): the settings
+#: between two are predicted from them (BENCHMARKS.md, "Equal slopes").
+RUNG_SPACING = 8.0
+
 Key = TypeVar("Key")
 
 
@@ -140,13 +145,13 @@ def quality(codec: ImageCodec) -> float:
 
 def walk(ladder: Sequence[tuple[str, float]], first: Callable[[str], Option], lam: float | None) -> list[Option]:
     """The HR options a chunk's choice at ``lam`` weighs, of the settings ``ladder`` (``(path,
-    quality)`` in quality order; ``first(path)``: :func:`first_option`). Every other setting,
-    the first and the last included, is a rung that may be probed. A setting's cost is convex
-    along the ladder, so from the middle rung the walk goes to the lower rung while the cost
-    falls, else to the higher one: two or three rungs probed. A setting between two probed rungs
-    is predicted from them (:func:`between`), without a probe of its own. Without a lambda (a
-    target rate, lambda still unknown) every rung is probed."""
-    rungs = [*range(0, len(ladder) - 1, 2), len(ladder) - 1]
+    quality)`` in quality order; ``first(path)``: :func:`first_option`). The rungs that may be
+    probed are :func:`rungs_of`. A setting's cost is convex along the ladder, so from the middle rung
+    the walk goes to the lower rung while the cost falls, else to the higher one: two to four
+    rungs probed. A setting between two probed rungs is predicted from them (:func:`between`),
+    without a probe of its own. Without a lambda (a target rate, lambda still unknown) every
+    rung is probed."""
+    rungs = rungs_of(ladder)
     seen: dict[int, Option] = {}
     if lam is None:
         seen = {i: first(ladder[i][0]) for i in rungs}
@@ -168,6 +173,17 @@ def walk(ladder: Sequence[tuple[str, float]], first: Callable[[str], Option], la
         for i in range(low + 1, high):
             seen[i] = between(ladder[i], (ladder[low][1], seen[low]), (ladder[high][1], seen[high]))
     return [seen[i] for i in sorted(seen)]
+
+
+def rungs_of(ladder: Sequence[tuple[str, float]]) -> list[int]:
+    """The settings of ``ladder`` (``(path, quality)`` in quality order) that :func:`walk` may
+    probe, by index: the first, each at least :data:`RUNG_SPACING` in quality above the rung
+    before it, and the last."""
+    rungs = [0]
+    for i, (_, q) in enumerate(ladder[1:-1], start=1):
+        if q - ladder[rungs[-1]][1] >= RUNG_SPACING:
+            rungs.append(i)
+    return [*rungs, len(ladder) - 1] if len(ladder) > 1 else rungs
 
 
 def between(setting: tuple[str, float], low: tuple[float, Option], high: tuple[float, Option]) -> Option:

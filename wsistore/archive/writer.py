@@ -129,11 +129,13 @@ RESTORER_KIND = "restorers"
 UNUSED_ADAPTATION = "no chunk is restored by the generator (each at full resolution or by bicubic)"
 #: The HR settings hybrid ingest weighs each chunk at unless told otherwise: AVIF 4:4:4 at speed 6
 #: (on the real slides of BENCHMARKS.md speed 8 costs 1-2 dB at equal bytes, 4:2:0 0.1-0.4 dB
-#: more), at nine quality levels: 5, 12, 20, 30 and 45 are the rungs that may be probed, the
-#: levels between them predicted from two probed rungs. Level 5 serves the lowest rates; levels
-#: 8 apart (12 and 20) cost up to 0.04 dB against AVIF at a level between them, 4 apart do not
+#: more) at every other level from 4 to 44, and 45: about every quantizer step AVIF has there
+#: (levels come in pairs of one quantizer), so that a slide whose chunks all go to full resolution
+#: meets AVIF's curve between its levels too (a ladder of nine levels, 4-15 apart, lost up to
+#: 0.04 dB against AVIF at a level between two of its own). The rungs that may be probed are 8
+#: levels apart (4, 12, ..., 44, 45), the levels between them predicted from two probed rungs
 #: (BENCHMARKS.md, "Equal slopes"; :mod:`wsistore.archive.hybrid_choice`).
-DEFAULT_HR_CODECS = tuple(f"avif:level={level},speed=6" for level in (5, 8, 12, 16, 20, 25, 30, 38, 45))
+DEFAULT_HR_CODECS = tuple(f"avif:level={level},speed=6" for level in (*range(4, 45, 2), 45))
 #: lambda of the hybrid decision at the default LR codec (AVIF quality 75), in grey levels squared
 #: of SSE per bit (:data:`wsistore.archive.format.HR_RULE`): the SR path's slope there
 #: (:func:`wsistore.archive.hybrid_choice.matched_lambda`).

@@ -48,7 +48,7 @@ def add_parser(sub: Any) -> None:
         nargs="+",
         default=None,
         metavar="SETTING",
-        help="HR codec settings each chunk of the hybrid archive is weighed at (default: ingest's nine AVIF levels)",
+        help="HR codec settings each chunk of the hybrid archive is weighed at (default: ingest's 22 AVIF levels)",
     )
     _options.add_device(p)
     p.add_argument("--quick", action="store_true", help="small sweep on a 1024-pixel region (CI)")

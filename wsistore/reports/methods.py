@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -29,7 +30,6 @@ from wsistore.archive.hybrid_choice import (
     Option,
     code_hr_chunk,
     first_option,
-    probe_codec,
     quality,
     settle,
     sse,
@@ -166,47 +166,60 @@ def code_full_resolution(hr: np.ndarray, setting: str, origin: tuple[int, int] =
     return CodedHR(codec, setting, out, sum(len(d) for *_, d in encoded), encode_s, time.perf_counter() - start)
 
 
-@dataclass
+@dataclass(frozen=True)
 class HrChunk:
     """One level-0 chunk of a hybrid archive coded at full resolution."""
 
-    box: tuple[int, int, int, int]  # (y0, x0, y1, x1): the chunk's pixels inside the image
     decoded: np.ndarray
     nbytes: int  # as stored, crc32c included
     sse: int  # of ``decoded`` against the original
-    first: Option  # what the hybrid decision first weighs (the probe's prediction: ingest's)
 
 
-@dataclass
-class CodedChunks:
-    """Every chunk of the original coded with a hybrid archive's HR codec."""
+class HrChunks:
+    """The original's chunks on a hybrid archive's level-0 grid (``side`` HR pixels, the
+    original at ``origin = (y, x)`` on it), each cut to the original (the region is the image:
+    a chunk it cuts is coded at its extent, as ingest codes an edge chunk), probed and coded at
+    an HR setting as ingest probes and codes it, when a decision first asks (each once, timed:
+    several decisions over one original share them)."""
 
-    setting: str
-    chunks: list[HrChunk]
-    encode_seconds: float
+    def __init__(self, hr: np.ndarray, side: int, origin: tuple[int, int] = (0, 0)) -> None:
+        self.hr = hr
+        height, width = hr.shape[:2]
+        oy, ox = origin
+        self.boxes = [
+            (max(y0, 0), max(x0, 0), min(y0 + side, height), min(x0 + side, width))
+            for y0 in range(-(oy % side), height, side)
+            for x0 in range(-(ox % side), width, side)
+        ]
+        self._first: dict[tuple[int, str], tuple[Option, float]] = {}
+        self._coded: dict[tuple[int, str], tuple[HrChunk, float]] = {}
 
+    def source(self, i: int) -> np.ndarray:
+        """Chunk ``i``'s pixels of the original."""
+        y0, x0, y1, x1 = self.boxes[i]
+        return self.hr[y0:y1, x0:x1]
 
-def code_hr_chunks(hr: np.ndarray, setting: str, side: int, origin: tuple[int, int] = (0, 0)) -> CodedChunks:
-    """Code each chunk of ``hr`` on the archive's level-0 grid (chunk ``side`` HR pixels, ``hr``
-    at ``origin = (y, x)`` on it) as hybrid ingest codes an HR chunk, each cut to ``hr`` (the
-    region is the image: a chunk it cuts is coded at its extent, as ingest codes an edge chunk),
-    and probed as ingest probes it (:func:`~wsistore.archive.hybrid_choice.first_option`), timed."""
-    codec = parse_codec(setting)
-    start = time.perf_counter()
-    chunks = []
-    height, width = hr.shape[:2]
-    oy, ox = origin
-    for y0 in range(-(oy % side), height, side):
-        for x0 in range(-(ox % side), width, side):
-            ys, xs = max(y0, 0), max(x0, 0)
-            box = (ys, xs, min(y0 + side, height), min(x0 + side, width))
-            source = hr[box[0] : box[2], box[1] : box[3]]
-            decoded, stored = code_hr_chunk(source, codec)
-            error = sse(decoded, source)
-            measured = Option(setting, error, len(stored))
-            first = first_option(source, setting, codec) if probe_codec(codec) else measured
-            chunks.append(HrChunk(box, decoded, len(stored), error, first))
-    return CodedChunks(setting, chunks, time.perf_counter() - start)
+    def first(self, i: int, setting: str) -> Option:
+        """Chunk ``i``'s option at ``setting`` as a decision first weighs it
+        (:func:`~wsistore.archive.hybrid_choice.first_option`: its probe's prediction)."""
+        if (i, setting) not in self._first:
+            start = time.perf_counter()
+            option = first_option(self.source(i), setting, parse_codec(setting))
+            self._first[i, setting] = option, time.perf_counter() - start
+        return self._first[i, setting][0]
+
+    def coded(self, i: int, setting: str) -> HrChunk:
+        """Chunk ``i`` coded at ``setting`` as hybrid ingest stores it."""
+        if (i, setting) not in self._coded:
+            start = time.perf_counter()
+            decoded, stored = code_hr_chunk(self.source(i), parse_codec(setting))
+            chunk = HrChunk(decoded, len(stored), sse(decoded, self.source(i)))
+            self._coded[i, setting] = chunk, time.perf_counter() - start
+        return self._coded[i, setting][0]
+
+    def seconds(self, used: set[tuple[int, str]]) -> float:
+        """The time the probes and codings ``used`` (chunk, setting) took."""
+        return sum(self._first.get(key, (None, 0.0))[1] + self._coded.get(key, (None, 0.0))[1] for key in used)
 
 
 @dataclass
@@ -218,56 +231,61 @@ class HybridImage:
     hr_chunks: int
     #: SR chunks restored by the generator (the others by bicubic): none, and an adaptation is not stored
     generator_chunks: int
+    #: the probes and codings the decision weighed, as ingest would run them
+    encode_seconds: float
 
 
 def choose_hybrid(
     hr: np.ndarray,
     sr: np.ndarray,
-    coded: Sequence[CodedChunks],
+    chunks: HrChunks,
+    settings: Sequence[str],
     lr_bytes: dict[tuple[int, int], int],
     lam: float,
     scale: int = 4,
     bicubic: np.ndarray | None = None,
 ) -> HybridImage:
-    """Per chunk, the hybrid decision (:func:`wsistore.archive.hybrid_choice.settle`, as ingest
-    settles it: each HR setting first weighed by its probe) among the SR path and the chunk coded
-    at each HR setting of ``coded``, against the original ``hr``, at ``lam``: the
-    SR path is ``sr`` (the generator's output of the archive's LR, whose chunks' bytes are
-    ``lr_bytes``, :attr:`CodedLR.chunk_bytes`) or, where it is closer, ``bicubic`` of the same LR
-    (the restorer choice, format 1.7); ``hr_bytes`` is the HR chunks' bytes less the LR chunks
-    they replace (format 1.6 does not store those)."""
+    """Per chunk of ``chunks``, the hybrid decision (:func:`wsistore.archive.hybrid_choice.settle`,
+    as ingest settles it: each HR setting first weighed by its probe, and coded where chosen)
+    among the SR path and the chunk at each HR setting of ``settings``, against the original
+    ``hr``, at ``lam``: the SR path is ``sr`` (the generator's output of the archive's LR, whose
+    chunks' bytes are ``lr_bytes``, :attr:`CodedLR.chunk_bytes`) or, where it is closer,
+    ``bicubic`` of the same LR (the restorer choice, format 1.7); ``hr_bytes`` is the HR chunks'
+    bytes less the LR chunks they replace (format 1.6 does not store those)."""
     image, nbytes, count, generator = sr.copy(), 0, 0, 0
-    chunk_sets = list(zip(*(c.chunks for c in coded), strict=True))
-    settings = [c.setting for c in coded]
     ladder = sorted(((setting, quality(parse_codec(setting))) for setting in settings), key=lambda rung: rung[1])
+    used: set[tuple[int, str]] = set()
     options: dict[int, list[Option]] = {}
     by_generator: dict[int, bool] = {}
-    for i, chunks in enumerate(chunk_sets):
-        y0, x0, y1, x1 = chunks[0].box
+
+    def first(i: int, setting: str) -> Option:
+        used.add((i, setting))
+        return chunks.first(i, setting)
+
+    for i, (y0, x0, y1, x1) in enumerate(chunks.boxes):
         area, truth = (slice(y0, y1), slice(x0, x1)), hr[y0:y1, x0:x1]
         sse_sr, by_generator[i] = sse(sr[area], truth), True
         if bicubic is not None and sse(bicubic[area], truth) < sse_sr:
             image[area], sse_sr, by_generator[i] = bicubic[area], sse(bicubic[area], truth), False
         lr = lr_bytes.get((y0 // scale, x0 // scale), 0)
-        first = {c.setting: chunk.first for c, chunk in zip(coded, chunks, strict=True)}
-        hr_options = walk(ladder, first.__getitem__, lam)  # the settings ingest would weigh
+        hr_options = walk(ladder, partial(first, i), lam)  # the settings ingest would weigh
         options[i] = [Option(SR, sse_sr, lr + 4 if lr else 0), *hr_options]  # the LR's crc32c too
 
     def measure(pending: dict[int, Option]) -> dict[int, Option]:
         found = {}
         for i, option in pending.items():
-            chunk = chunk_sets[i][settings.index(option.path)]
+            used.add((i, option.path))
+            chunk = chunks.coded(i, option.path)
             found[i] = Option(option.path, chunk.sse, chunk.nbytes)
         return found
 
     _, chosen = settle(options, lambda _: (lam,), measure)
     for i, option in chosen.items():
-        chunks = chunk_sets[i]
-        y0, x0, y1, x1 = chunks[0].box
+        y0, x0, y1, x1 = chunks.boxes[i]
         if option.path != SR:
-            image[y0:y1, x0:x1] = chunks[settings.index(option.path)].decoded
+            image[y0:y1, x0:x1] = chunks.coded(i, option.path).decoded
             lr = lr_bytes.get((y0 // scale, x0 // scale), 0)
             nbytes, count = nbytes + option.nbytes - lr, count + 1
         else:
             generator += by_generator[i]
-    return HybridImage(image, nbytes, count, generator)
+    return HybridImage(image, nbytes, count, generator, chunks.seconds(used))

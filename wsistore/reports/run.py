@@ -35,12 +35,11 @@ from wsistore.reports.methods import (
     QUICK_ARCHIVE_SWEEP,
     QUICK_HR_SWEEP,
     QUICK_HYBRID_LAMBDAS,
-    CodedChunks,
     CodedLR,
+    HrChunks,
     choose_hybrid,
     code_archive_lr,
     code_full_resolution,
-    code_hr_chunks,
 )
 from wsistore.reports.metrics import Lpips, evaluate
 from wsistore.reports.panels import choose_crop, cut, display_stretch, save_panel
@@ -142,7 +141,7 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
             )
             bar.update(1)
             side, origin = 4 * options.chunk, (4 * item.lr_origin[0], 4 * item.lr_origin[1])  # bench's scale is 4
-            hr_chunks = [code_hr_chunks(item.hr, s, side, origin) for s in hybrid_codecs if hybrid_model]
+            hr_chunks = HrChunks(item.hr, side, origin)  # coded when a hybrid decision asks
             for setting in archive_sweep:
                 coded = code_archive_lr(item.hr, setting, options.chunk, item.fill, item.lr_origin)
                 bicubic: np.ndarray | None = None  # this setting's bicubic image (runners: bicubic first)
@@ -162,7 +161,7 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
                         bicubic = hr
                     if up.name == hybrid_model:
                         records += _hybrid_records(
-                            item, records[-1], hr, bicubic, coded, hr_chunks, lambdas, lpips, device
+                            item, records[-1], hr, bicubic, coded, hr_chunks, hybrid_codecs, lambdas, lpips, device
                         )
                         bar.update(hybrids)
                 if setting == DEFAULT_SETTING and options.adapt is not None:
@@ -171,7 +170,7 @@ def _run_bench(options: BenchOptions, out: Path) -> dict[str, Any]:
                     bar.update(1)
                     if hybrid_model:
                         records += _hybrid_records(
-                            item, adapted, image, bicubic, coded, hr_chunks, lambdas, lpips, device
+                            item, adapted, image, bicubic, coded, hr_chunks, hybrid_codecs, lambdas, lpips, device
                         )
                         bar.update(hybrids)
             default_bpp = next(r["bpp"] for r in records if r["input"] == item.name and r["setting"] == DEFAULT_SETTING)
@@ -302,7 +301,8 @@ def _hybrid_records(
     image: np.ndarray,
     bicubic: np.ndarray | None,
     lr: CodedLR,
-    coded: list[CodedChunks],
+    chunks: HrChunks,
+    settings: list[str],
     lambdas: list[float],
     lpips: Any,
     device: torch.device,
@@ -310,19 +310,24 @@ def _hybrid_records(
     """The ``hybrid`` records over an archive record ``sr`` and its restored ``image`` (of the
     coded ``lr``; ``bicubic`` where that restores a chunk better, as the archive's restorer
     choice does): per lambda, each chunk's least-cost option among the SR path and the HR chunk
-    at every setting of ``coded`` (:mod:`wsistore.archive.hybrid_choice`, as ingest decides),
-    the HR chunks' bytes added and their LR chunks' taken off."""
+    at every setting of ``settings`` (:mod:`wsistore.archive.hybrid_choice`, as ingest decides),
+    the HR chunks' bytes added and their LR chunks' taken off; its encode time the LR's and the
+    probes and codings the decision weighed."""
     records = []
-    settings = "+".join(c.setting for c in coded)
-    encode = sr["encode_seconds"] + sum(c.encode_seconds for c in coded)
     for lam in lambdas:
-        hybrid = choose_hybrid(item.hr, image, coded, lr.chunk_bytes, lam, bicubic=bicubic)
+        hybrid = choose_hybrid(item.hr, image, chunks, settings, lr.chunk_bytes, lam, bicubic=bicubic)
+        encode = sr["encode_seconds"] + hybrid.encode_seconds
         # no chunk restored by the generator: no adaptation stored (ingest drops it)
         unused = 0 if hybrid.generator_chunks else sr.get("adaptation", {}).get("bytes_added", 0)
         nbytes, restore = sr["bytes"] + hybrid.hr_bytes - unused, sr["restore_seconds"]
         rec = _record(item, "hybrid", sr["setting"], None, hybrid.image, nbytes, encode, restore, lpips, device)
         same = {k: sr[k] for k in ("upscaler", "weights_sha256", "device", "precision")}
-        info = {"hr_codec": settings, "lambda": lam, "hr_chunks": hybrid.hr_chunks, "chunks": len(coded[0].chunks)}
+        info = {
+            "hr_codec": "+".join(settings),
+            "lambda": lam,
+            "hr_chunks": hybrid.hr_chunks,
+            "chunks": len(chunks.boxes),
+        }
         info |= {"generator_chunks": hybrid.generator_chunks, "adaptation_bytes_dropped": unused}
         records.append(rec | same | {"hybrid": info | {"hr_bytes": hybrid.hr_bytes, "sr_bytes": sr["bytes"]}})
     return records
