@@ -4,6 +4,7 @@ target rate."""
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 from dataclasses import replace
@@ -22,6 +23,7 @@ from wsistore.archive.hybrid_choice import (
     best,
     budget_lambdas,
     choose,
+    corrected,
     first_option,
     lambda_for_bytes,
     matched_lambda,
@@ -120,6 +122,51 @@ def test_a_chunk_whose_coding_disappoints_keeps_its_sr_path() -> None:
 
     _, chosen = settle(chunks, lambda _: (1.0,), measure)
     assert chosen == {"d": Option(SR, 5000, 100)} and len(calls) == 1 and calls[0]["d"].path == "q20"
+
+
+def test_a_coding_corrects_its_chunks_other_predictions() -> None:
+    """A chunk coded at q20 to 1.5x the predicted SSE and 0.8x the bytes: for a target rate its
+    prediction at q45 is scaled by the same (by hand: 1500, 480); once per chunk it is dropped;
+    measured options are kept as they are. A budget settles in two codings per chunk when the
+    predictions are off by one factor per chunk, as the probe's ratio is off per slide."""
+    options = [Option(SR, 5000, 100), Option("q20", 2000, 500, False), Option("q45", 1000, 600, False)]
+    coding = Option("q20", 3000, 400)
+    assert corrected(options, options[1], coding, once_per_chunk=False) == [
+        options[0],
+        Option("q45", 1500.0, 480, False),
+        coding,
+    ]
+    assert corrected(options, options[1], coding, once_per_chunk=True) == [options[0], coding]
+    # eight settings per chunk on smooth curves; each chunk's predictions off by its own factor
+    real = {
+        key: [Option(SR, 60000, 100)]
+        + [
+            Option(f"q{q}", scale * 40000 * math.exp(-q / 12), round(scale * 200 * math.exp(q / 15)))
+            for q in range(5, 45, 5)
+        ]
+        for key, scale in (("a", 1.0), ("b", 1.5), ("c", 0.6))
+    }
+    factor = {"a": 0.7, "b": 1.25, "c": 1.4}
+    coded: list[str] = []
+
+    def measure(pending: dict[str, Option]) -> dict[str, Option]:
+        coded.extend(pending)
+        return {k: next(o for o in real[k] if o.path == p.path) for k, p in pending.items()}
+
+    for budget in (900, 1500, 2500):
+        coded.clear()
+        predicted = {
+            k: [
+                o
+                if o.path == SR
+                else replace(o, sse=o.sse * factor[k], nbytes=round(o.nbytes * factor[k]), measured=False)
+                for o in v
+            ]
+            for k, v in real.items()
+        }
+        _, chosen = settle(predicted, lambda o, b=budget: budget_lambdas(o, b), measure, once_per_chunk=False)
+        assert sum(o.nbytes for o in chosen.values()) <= budget
+        assert max(collections.Counter(coded).values()) <= 2, (budget, collections.Counter(coded))
 
 
 def test_settle_for_a_byte_budget_meets_it_with_measured_bytes() -> None:

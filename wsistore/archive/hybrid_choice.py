@@ -238,7 +238,8 @@ def settle(
     prediction, returns chunk -> measured option), which replace them; again, until no choice
     rests on a prediction. With ``once_per_chunk`` a measured option replaces every prediction of
     its chunk, which then weighs it against its SR path only: one coding per chunk at most, for a
-    lambda known beforehand. Without, only its own prediction: as lambda moves with the measured
+    lambda known beforehand. Without, only its own prediction, and the chunk's other predictions
+    are corrected by that coding's error (:func:`corrected`): as lambda moves with the measured
     bytes (a target rate), a chunk may be coded at another setting too, each at most once."""
     options = {key: list(listed) for key, listed in chunks.items()}
     while True:
@@ -250,10 +251,25 @@ def settle(
                 continue
             measured_any = True
             for key, option in measure(pending).items():
-                kept = [o for o in options[key] if o.measured or (not once_per_chunk and o.path != option.path)]
-                options[key] = [*kept, option]
+                options[key] = corrected(options[key], pending[key], option, once_per_chunk)
         if not measured_any:
             return lambdas[0], choose(options, lambdas[0])
+
+
+def corrected(options: Sequence[Option], prediction: Option, coding: Option, once_per_chunk: bool) -> list[Option]:
+    """A chunk's ``options`` once its ``prediction`` is coded (``coding``): that coding in its
+    place; with ``once_per_chunk`` its other predictions dropped, else each scaled by the coding's
+    error (its SSE and bytes over the prediction's: the chunk's own probe ratio), so that the
+    next choice weighs them as this chunk codes, not as the median slide does."""
+    sse_ratio = coding.sse / prediction.sse if prediction.sse else 1.0
+    bytes_ratio = coding.nbytes / prediction.nbytes if prediction.nbytes else 1.0
+    kept = []
+    for option in options:
+        if option.measured:
+            kept.append(option)
+        elif not once_per_chunk and option.path != coding.path:
+            kept.append(replace(option, sse=option.sse * sse_ratio, nbytes=round(option.nbytes * bytes_ratio)))
+    return [*kept, coding]
 
 
 def matched_lambda(codec: ImageCodec) -> float:

@@ -37,6 +37,7 @@ from wsistore.archive.hybrid_choice import (
     Option,
     budget_lambdas,
     code_hr_chunk,
+    corrected,
     matched_lambda,
     measure_options,
     probe_codec,
@@ -243,15 +244,15 @@ class HybridPasses:
                 options[r, q] = [Option(*fields) for fields in listed]
         once = self._once_per_chunk()
         for cell, codings in self._coded_options().items():
-            paths = {o.path for o in codings}
-            kept = [o for o in options[cell] if o.measured or (not once and o.path not in paths)]
-            options[cell] = [*kept, *codings]
+            for coding in codings:  # as settle took them
+                prediction = next((o for o in options[cell] if o.path == coding.path and not o.measured), coding)
+                options[cell] = corrected(options[cell], prediction, coding, once)
         return options
 
     def _coded_options(self) -> dict[Cell, list[Option]]:
-        """The codings journalled, per chunk."""
+        """The codings journalled, per chunk, in the order they were coded."""
         coded: dict[Cell, list[Option]] = defaultdict(list)
-        for key, fields in sorted(self.ingest.dest.done(HR_CODED_KIND).items()):
+        for key, fields in self.ingest.dest.done(HR_CODED_KIND).items():
             _, r, q = chunk_coords(str(key).split("/")[0])
             coded[r, q].append(Option(*fields))
         return coded
