@@ -31,6 +31,7 @@ from wsistore.archive.manifest import ArrayRecord, chunk_modes
 from wsistore.archive.reader import Archive
 from wsistore.archive.verify import verify
 from wsistore.archive.writer import DEFAULT_HR_CODECS, DEFAULT_HR_LAMBDA, UNUSED_ADAPTATION, IngestOptions, ingest
+from wsistore.cli.info import _settings_used
 from wsistore.codecs import parse_codec
 from wsistore.degradation import Downsample
 from wsistore.errors import ArchiveError, InputError
@@ -322,7 +323,12 @@ def test_info_shows_chunks_and_bytes_per_mode(pair: tuple[Path, Path]) -> None:
     assert info["image_bytes"] == info["pyramid_bytes"] + info["hr_bytes"] and info["hr_bytes"] > modes["hr"]["bytes"]
     text = run("info", str(pair[1])).stdout
     assert "hybrid: 2 chunks SR (22.2%" in text and "7 full resolution (77.8%" in text and "lambda 600" in text
-    assert "HR codings after probes at speed 9" in text
+    assert "HR codings after probes at speed 9" in text and "; HR avif level 40: 7 chunks (speed=6, " in text
+    # the chunks per setting: one codec's ladder by its quality, other mixes in full
+    ladder = {"sr": 2, "avif(level=4, speed=6)": 1, "avif(level=38, speed=6)": 5, "avif(level=40, speed=6)": 0}
+    assert _settings_used(ladder) == "avif level 4: 1, 38: 5 chunks (speed=6)"
+    mixed = {"sr": 2, "jpeg(level=50)": 2, "avif(level=4, speed=6)": 1}
+    assert _settings_used(mixed) == "2 at jpeg(level=50), 1 at avif(level=4, speed=6)"
     assert "; with the full-resolution chunks " in text
     assert "bicubic of the archive (minus the HR chunk where stored at full resolution) over 9" in text
     sr = json.loads(run("info", str(pair[0]), "--json").stdout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 from wsistore.cli import _options
@@ -99,11 +100,7 @@ def _mode(info: dict[str, Any]) -> str:
     if hybrid.get("lambda_from") == "the LR's slope":  # format 1.8: no --lambda, no target
         target = " (the LR's slope)"
     used = hybrid.get("options")  # format 1.8: the chunks per option
-    settings = (
-        ", ".join(f"{n} at {path}" for path, n in used.items() if path != "sr" and n)
-        if used
-        else _codec_text(hybrid["hr_codec"])
-    )
+    settings = _settings_used(used) if used else _codec_text(hybrid["hr_codec"])
     probe = hybrid.get("probe")  # format 1.8 with probes: the settings weighed by a fast coding first
     probed = f"; {hybrid['hr_codings']} HR codings after probes at speed {probe['speed']}" if probe else ""
     return (
@@ -155,3 +152,18 @@ def _loss(loss: dict[str, Any] | None, hybrid: bool = False) -> str:
         f"{loss['median_rms']:.2f}, 95th percentile {loss['p95_rms']:.2f}, worst {loss['max_rms']:.2f} grey levels "
         f"(chunk row {row} col {col})"
     )
+
+
+def _settings_used(used: dict[str, int]) -> str:
+    """The chunks per HR setting: ``avif level 4: 1, 38: 5 chunks (speed=6, ...)`` where the
+    settings differ in their first parameter only (one codec's quality ladder), else each in
+    full."""
+    counts = {path: n for path, n in used.items() if path != "sr" and n}
+    parts = [re.fullmatch(r"(\w+)\((\w+)=([^,)]*)(.*)\)", path) for path in counts]
+    heads = {(m.group(1), m.group(2), m.group(4)) for m in parts if m}
+    if len(heads) != 1 or not all(parts):
+        return ", ".join(f"{n} at {path}" for path, n in counts.items())
+    ((codec, key, rest),) = heads
+    levels = ", ".join(f"{m.group(3)}: {n}" for m, n in zip(parts, counts.values()) if m)
+    rest = rest.strip(", ")
+    return f"{codec} {key} {levels} chunks" + (f" ({rest})" if rest else "")
