@@ -22,9 +22,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from wsistore.archive.hybrid_choice import Option, settle, walk
+from wsistore.archive.hybrid_choice import Option, quality, settle, walk
 from wsistore.archive.writer import DEFAULT_HR_CODECS
 from wsistore.codecs import parse_codec
+from wsistore.geometry import Region
 from wsistore.psnr import psnr_from_mse
 from wsistore.reports.inputs import load_inputs
 from wsistore.reports.methods import HrChunks
@@ -36,12 +37,12 @@ LADDERS = {
 }
 
 
-def level(setting: str) -> float:
-    """An AVIF setting's level."""
-    return float(parse_codec(setting).config()["level"])
+def level(setting: str) -> int:
+    """A setting's place on the ladder (:func:`~wsistore.archive.hybrid_choice.quality`)."""
+    return int(quality(parse_codec(setting)))
 
 
-def mix(chunks: HrChunks, ladder: Sequence[str], lam: float, probed: bool) -> tuple[int, int, list[str]]:
+def mix(chunks: HrChunks, ladder: Sequence[str], lam: float, probed: bool) -> tuple[int, int, list[int]]:
     """(bytes, SSE, setting per chunk) when each chunk takes its least-cost HR setting of ``ladder``."""
     rungs = [(s, level(s)) for s in ladder]
     options: dict[int, list[Option]] = {}
@@ -59,7 +60,7 @@ def mix(chunks: HrChunks, ladder: Sequence[str], lam: float, probed: bool) -> tu
     _, chosen = settle(options, lambda _: (lam,), measure)
     total_bytes = sum(o.nbytes for o in chosen.values())
     total_sse = sum(int(o.sse) for o in chosen.values())
-    return total_bytes, total_sse, [o.path.split("level=")[1].split(",")[0] for o in chosen.values()]
+    return total_bytes, total_sse, [level(o.path) for o in chosen.values()]
 
 
 def avif_at(points: list[tuple[float, float]], bpp: float) -> float | None:
@@ -78,8 +79,11 @@ def main() -> None:
     parser.add_argument("--levels", nargs=2, type=int, default=[4, 48], help="AVIF levels coded, first and last")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    region = tuple(int(v) for v in args.region.split(",")) if args.region else None
-    item = next(load_inputs([args.slide], 2048, region))  # type: ignore[arg-type]
+    region: Region | None = None
+    if args.region:
+        x, y, w, h = (int(v) for v in args.region.split(","))
+        region = (x, y, w, h)
+    item = next(load_inputs([args.slide], 2048, region))
     hr = item.hr
     chunks = HrChunks(hr, 1024, (4 * item.lr_origin[0], 4 * item.lr_origin[1]))
     pixels, values = hr.shape[0] * hr.shape[1], hr.size
